@@ -1,0 +1,31 @@
+# `make up` and `make test` work on a fresh machine with only Python 3.11+:
+# they create .venv, install the project (again only when pyproject.toml changes), then run.
+PYTHON ?= python3
+VENV   ?= .venv
+BIN    := $(VENV)/bin
+STAMP  := $(VENV)/.installed
+
+.PHONY: up test bench chaos clean
+
+$(BIN)/python:
+	$(PYTHON) -m venv $(VENV)
+
+$(STAMP): pyproject.toml | $(BIN)/python
+	$(BIN)/python -m pip install --quiet --disable-pip-version-check -e '.[dev]'
+	@touch $(STAMP)
+
+up: $(STAMP)
+	$(BIN)/sqt up
+
+test: $(STAMP)
+	$(BIN)/python -m pytest
+
+bench: $(STAMP)
+	$(BIN)/python bench/bus.py
+	$(BIN)/python bench/grid.py
+
+chaos: $(STAMP)
+	$(BIN)/python bench/chaos.py
+
+clean:
+	rm -rf $(VENV) data .pytest_cache .hypothesis

@@ -1,0 +1,1 @@
+"""The gateway: aiohttp HTTP and WebSocket server for browsers (roadmap)."""

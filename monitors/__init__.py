@@ -1,0 +1,1 @@
+"""Monitors: risk breakers, reconciliation, funding, health and alerts (roadmap)."""

@@ -1,0 +1,46 @@
+"""Event and command types, the subject grammar, deterministic ids and the codec."""
+
+from schemas.account import Balance, Fill, OrderUpdate, Position
+from schemas.base import Message
+from schemas.codec import ALL_TYPES, AnyMessage, DecodeError, decode, encode
+from schemas.commands import CancelAll, CancelOrder, PlaceOrder
+from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
+from schemas.ops import (
+    BreakerChange,
+    ControlCommand,
+    GridLevel,
+    GridView,
+    ReconciliationFinding,
+    RiskAlert,
+    StrategyState,
+)
+from schemas.subjects import subject_of
+
+__all__ = [
+    "ALL_TYPES",
+    "AnyMessage",
+    "Balance",
+    "BreakerChange",
+    "CancelAll",
+    "CancelOrder",
+    "Candle",
+    "ControlCommand",
+    "DecodeError",
+    "Fill",
+    "FundingRate",
+    "GapMarker",
+    "GridLevel",
+    "GridView",
+    "Message",
+    "OrderUpdate",
+    "PlaceOrder",
+    "Position",
+    "ReconciliationFinding",
+    "RiskAlert",
+    "StrategyState",
+    "Ticker",
+    "Trade",
+    "decode",
+    "encode",
+    "subject_of",
+]

@@ -1,0 +1,1 @@
+"""Grid trading: a pure decision core and the thin runner that wires it to the bus."""

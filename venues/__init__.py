@@ -1,0 +1,1 @@
+"""Venues: the Venue protocol and its implementations (the simulated exchange; ccxt later)."""

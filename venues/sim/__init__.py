@@ -1,0 +1,1 @@
+"""The simulated exchange: matching engine, price sources, NATS service and client."""
