@@ -1,0 +1,54 @@
+"""The one codec: msgspec JSON, Decimals as strings, tagged unions decoded in one pass."""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from typing import Any, TypeVar, Union
+
+import msgspec
+
+from schemas.account import Balance, Fill, OrderUpdate, Position
+from schemas.commands import CancelAll, CancelOrder, PlaceOrder
+from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
+from schemas.ops import BreakerChange, ControlCommand, ReconciliationFinding, RiskAlert, StrategyState
+
+T = TypeVar("T")
+
+MARKET_TYPES: tuple[type, ...] = (Candle, Ticker, Trade, FundingRate, GapMarker)
+ACCOUNT_TYPES: tuple[type, ...] = (OrderUpdate, Fill, Position, Balance)
+COMMAND_TYPES: tuple[type, ...] = (PlaceOrder, CancelOrder, CancelAll)
+OPS_TYPES: tuple[type, ...] = (StrategyState, RiskAlert, BreakerChange, ReconciliationFinding, ControlCommand)
+ALL_TYPES: tuple[type, ...] = MARKET_TYPES + ACCOUNT_TYPES + COMMAND_TYPES + OPS_TYPES
+
+AnyMessage = Union[ALL_TYPES]  # type: ignore[valid-type]
+
+DecodeError = msgspec.DecodeError  # ValidationError is a subclass: both mean "bad input"
+
+_encoder = msgspec.json.Encoder(decimal_format="string")
+
+
+def encode(message: Any) -> bytes:
+    return _encoder.encode(message)
+
+
+@lru_cache(maxsize=None)
+def decoder(message_type: Any) -> msgspec.json.Decoder:
+    """A cached decoder for a type or a union of tagged types."""
+    return msgspec.json.Decoder(message_type)
+
+
+def decode(data: bytes, message_type: Any = AnyMessage) -> Any:
+    """Decode and validate; raises DecodeError (or its ValidationError) with the reason."""
+    return decoder(message_type).decode(data)
+
+
+def union(*types: type) -> Any:
+    """The decodable union of some message types (a single type stays itself)."""
+    return types[0] if len(types) == 1 else Union[types]  # type: ignore[valid-type]
+
+
+def json_schemas() -> dict[str, Any]:
+    """JSON Schema of every message type, keyed by tag; generated from the code itself."""
+    refs, components = msgspec.json.schema_components(ALL_TYPES, ref_template="#/$defs/{name}")
+    tags = [t.__struct_config__.tag for t in ALL_TYPES]
+    return {"messages": dict(zip(tags, refs)), "$defs": components}

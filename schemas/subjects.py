@@ -1,0 +1,237 @@
+"""The subject grammar, built and parsed here and nowhere else.
+
+    md.<venue>.<symbol>.<kind>                kind: candle1m | ticker | trade | funding | gap
+    acct.<venue>.<account>.<symbol>.<kind>    kind: order | fill | position | gap
+    acct.<venue>.<account>.<asset>.balance
+    cmd.<venue>.<account>.<symbol>.<verb>     verb: place | cancel | cancel_all
+    ops.<component>.<instance>.<kind>         e.g. ops.grid.btc-neutral.state
+    ops.control.<component>.<instance>        operator controls ("all" = every instance)
+    dlq.<original subject>
+
+Symbols are ccxt unified symbols encoded as reversible tokens: `BTC/USDT` -> `BTC-USDT`,
+`BTC/USDT:USDT` -> `BTC-USDT-USDT`, `BTC/USD:BTC-240329` -> `BTC-USD-BTC-240329`.
+Base and quote are escaped so they never contain `-` (so the first two dashes split the
+token); any byte that is not an ASCII letter or digit becomes `_XX` (hex), except that the
+settle part keeps its dashes, being last.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from functools import lru_cache
+from typing import Any, Callable
+
+WILDCARD = "*"
+TAIL = ">"
+ALL_INSTANCES = "all"
+
+_NAME = re.compile(r"^[a-z0-9][a-z0-9_-]{0,63}$")
+_SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789")
+_SAFE_WITH_DASH = _SAFE | {ord("-")}
+
+MD_KINDS = frozenset({"ticker", "trade", "funding", "gap"})  # plus candle<interval>
+ACCT_KINDS = frozenset({"order", "fill", "position", "gap"})
+CMD_VERBS = frozenset({"place", "cancel", "cancel_all"})
+
+
+class SubjectError(ValueError):
+    """A subject or a token in it does not follow the grammar."""
+
+
+def _escape(text: str, safe: frozenset[int]) -> str:
+    out: list[str] = []
+    for byte in text.encode():
+        out.append(chr(byte) if byte in safe else f"_{byte:02X}")
+    return "".join(out)
+
+
+def _unescape(token: str) -> str:
+    raw = bytearray()
+    i = 0
+    while i < len(token):
+        ch = token[i]
+        if ch == "_":
+            hexpair = token[i + 1 : i + 3]
+            if len(hexpair) != 2 or not all(c in "0123456789ABCDEF" for c in hexpair):
+                raise SubjectError(f"bad escape at {i} in token {token!r}")
+            raw.append(int(hexpair, 16))
+            i += 3
+        else:
+            raw.extend(ch.encode())
+            i += 1
+    try:
+        return raw.decode()
+    except UnicodeDecodeError as exc:
+        raise SubjectError(f"token {token!r} does not decode to UTF-8") from exc
+
+
+@lru_cache(maxsize=4096)
+def symbol_token(symbol: str) -> str:
+    """`BTC/USDT:USDT` -> `BTC-USDT-USDT`; reversible by `symbol_from_token`."""
+    base, slash, rest = symbol.partition("/")
+    if not slash or not base or not rest:
+        raise SubjectError(f"not a unified symbol (BASE/QUOTE[:SETTLE]): {symbol!r}")
+    quote, colon, settle = rest.partition(":")
+    if not quote:
+        raise SubjectError(f"not a unified symbol (empty quote): {symbol!r}")
+    token = f"{_escape(base, _SAFE)}-{_escape(quote, _SAFE)}"
+    if colon:
+        if not settle:
+            raise SubjectError(f"not a unified symbol (empty settle): {symbol!r}")
+        token += "-" + _escape(settle, _SAFE_WITH_DASH)
+    return token
+
+
+@lru_cache(maxsize=4096)
+def symbol_from_token(token: str) -> str:
+    parts = token.split("-", 2)
+    if len(parts) < 2 or not parts[0] or not parts[1]:
+        raise SubjectError(f"not a symbol token: {token!r}")
+    symbol = f"{_unescape(parts[0])}/{_unescape(parts[1])}"
+    if len(parts) == 3:
+        if not parts[2]:
+            raise SubjectError(f"not a symbol token (empty settle): {token!r}")
+        symbol += ":" + _unescape(parts[2])
+    return symbol
+
+
+@lru_cache(maxsize=1024)
+def asset_token(asset: str) -> str:
+    if not asset:
+        raise SubjectError("empty asset")
+    return _escape(asset, _SAFE)
+
+
+@lru_cache(maxsize=4096)
+def name_token(kind: str, value: str) -> str:
+    """Check a venue / account / component / instance name (lowercase, digits, `-`, `_`)."""
+    if value in (WILDCARD, TAIL) or _NAME.match(value):
+        return value
+    raise SubjectError(f"{kind} {value!r} must be 1-64 of a-z, 0-9, '-', '_' (starting with a letter or digit)")
+
+
+def _sym(symbol: str) -> str:
+    return symbol if symbol in (WILDCARD, TAIL) else symbol_token(symbol)
+
+
+def md(venue: str, symbol: str, kind: str) -> str:
+    if kind not in MD_KINDS and not kind.startswith("candle") and kind not in (WILDCARD, TAIL):
+        raise SubjectError(f"unknown market data kind {kind!r}")
+    return f"md.{name_token('venue', venue)}.{_sym(symbol)}.{kind}"
+
+
+def acct(venue: str, account: str, symbol: str, kind: str) -> str:
+    if kind not in ACCT_KINDS and kind not in (WILDCARD, TAIL):
+        raise SubjectError(f"unknown account event kind {kind!r}")
+    return f"acct.{name_token('venue', venue)}.{name_token('account', account)}.{_sym(symbol)}.{kind}"
+
+
+def balance(venue: str, account: str, asset: str) -> str:
+    token = asset if asset == WILDCARD else asset_token(asset)
+    return f"acct.{name_token('venue', venue)}.{name_token('account', account)}.{token}.balance"
+
+
+def cmd(venue: str, account: str, symbol: str, verb: str) -> str:
+    if verb not in CMD_VERBS and verb not in (WILDCARD, TAIL):
+        raise SubjectError(f"unknown command verb {verb!r}")
+    return f"cmd.{name_token('venue', venue)}.{name_token('account', account)}.{_sym(symbol)}.{verb}"
+
+
+def ops(component: str, instance: str, kind: str) -> str:
+    return f"ops.{name_token('component', component)}.{name_token('instance', instance)}.{name_token('kind', kind)}"
+
+
+def control(component: str, instance: str = ALL_INSTANCES) -> str:
+    return ops("control", component, instance)
+
+
+def dlq(subject: str) -> str:
+    return f"dlq.{subject}"
+
+
+@dataclass(frozen=True, slots=True)
+class Subject:
+    """A parsed subject; fields that the family does not have are None."""
+
+    family: str  # md | acct | cmd | ops | dlq
+    kind: str
+    venue: str | None = None
+    account: str | None = None
+    symbol: str | None = None
+    asset: str | None = None
+    component: str | None = None
+    instance: str | None = None
+    original: str | None = None  # for dlq
+
+
+def parse(subject: str) -> Subject:
+    tokens = subject.split(".")
+    family = tokens[0]
+    try:
+        if family == "dlq" and len(tokens) > 1:
+            return Subject(family="dlq", kind="dlq", original=subject[4:])
+        if family == "md" and len(tokens) == 4:
+            return Subject(family="md", venue=tokens[1], symbol=symbol_from_token(tokens[2]), kind=tokens[3])
+        if family == "acct" and len(tokens) == 5:
+            if tokens[4] == "balance":
+                return Subject(
+                    family="acct", venue=tokens[1], account=tokens[2], asset=_unescape(tokens[3]), kind="balance"
+                )
+            return Subject(
+                family="acct", venue=tokens[1], account=tokens[2], symbol=symbol_from_token(tokens[3]), kind=tokens[4]
+            )
+        if family == "cmd" and len(tokens) == 5:
+            return Subject(
+                family="cmd", venue=tokens[1], account=tokens[2], symbol=symbol_from_token(tokens[3]), kind=tokens[4]
+            )
+        if family == "ops" and len(tokens) == 4:
+            return Subject(family="ops", component=tokens[1], instance=tokens[2], kind=tokens[3])
+    except SubjectError as exc:
+        raise SubjectError(f"{subject!r}: {exc}") from exc
+    raise SubjectError(f"{subject!r} does not follow the subject grammar")
+
+
+def subject_of(message: object) -> str:
+    """The one subject a message is published on."""
+    route = _routes().get(type(message))
+    if route is None:
+        raise SubjectError(f"no subject for {type(message).__name__}")
+    return route(message)
+
+
+@lru_cache(maxsize=1)
+def _routes() -> dict[type, Callable[[Any], str]]:
+    # Imported here: the message modules do not need the grammar, and this keeps them light.
+    from schemas.account import Balance, Fill, OrderUpdate, Position
+    from schemas.commands import CancelAll, CancelOrder, PlaceOrder
+    from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
+    from schemas.ops import BreakerChange, ControlCommand, ReconciliationFinding, RiskAlert, StrategyState
+
+    return {
+        Ticker: lambda m: _md(m.venue, m.symbol, "ticker"),
+        Candle: lambda m: _md(m.venue, m.symbol, f"candle{m.interval}"),
+        Trade: lambda m: _md(m.venue, m.symbol, "trade"),
+        FundingRate: lambda m: _md(m.venue, m.symbol, "funding"),
+        GapMarker: lambda m: _md(m.venue, m.symbol, "gap") if m.account is None else _acct(m.venue, m.account, m.symbol, "gap"),
+        OrderUpdate: lambda m: _acct(m.venue, m.account, m.symbol, "order"),
+        Fill: lambda m: _acct(m.venue, m.account, m.symbol, "fill"),
+        Position: lambda m: _acct(m.venue, m.account, m.symbol, "position"),
+        Balance: lambda m: _balance(m.venue, m.account, m.asset),
+        PlaceOrder: lambda m: _cmd(m.venue, m.account, m.symbol, "place"),
+        CancelOrder: lambda m: _cmd(m.venue, m.account, m.symbol, "cancel"),
+        CancelAll: lambda m: _cmd(m.venue, m.account, m.symbol, "cancel_all"),
+        StrategyState: lambda m: _ops(m.component, m.instance, "state"),
+        RiskAlert: lambda m: _ops(m.component, m.instance, "alert"),
+        BreakerChange: lambda m: _ops("risk", m.instance, "breaker"),
+        ReconciliationFinding: lambda m: _ops("reconciler", m.instance, "finding"),
+        ControlCommand: lambda m: control(m.target_component, m.target_instance),
+    }
+
+
+# Publishers route every message: memoize the few distinct subjects a process ever builds.
+_md = lru_cache(maxsize=8192)(md)
+_acct = lru_cache(maxsize=8192)(acct)
+_balance = lru_cache(maxsize=1024)(balance)
+_cmd = lru_cache(maxsize=8192)(cmd)
+_ops = lru_cache(maxsize=1024)(ops)
