@@ -1,0 +1,52 @@
+"""Registration as a NATS micro service, so `nats micro ls` (or any NATS tool) finds and pings it."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable
+from importlib.metadata import PackageNotFoundError, version
+from typing import Any
+
+from nats.aio.client import Client
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import EndpointStats, Service
+
+
+def package_version() -> str:
+    try:
+        return version("opensqt")
+    except PackageNotFoundError:
+        return "0.0.0"
+
+
+def status_subject(component: str, instance: str) -> str:
+    return f"sqt.status.{component}.{instance}"
+
+
+async def register(
+    nc: Client,
+    component: str,
+    instance: str,
+    description: str,
+    status: Callable[[], dict[str, Any]],
+) -> Service:
+    """A service `sqt-<component>` with a `status` endpoint; its stats carry the status too."""
+
+    def stats(_endpoint: EndpointStats) -> dict[str, Any]:
+        return status()
+
+    service = await add_service(
+        nc,
+        name=f"sqt-{component}",
+        version=package_version(),
+        description=description,
+        metadata={"instance": instance, "component": component},
+        stats_handler=stats,
+    )
+
+    async def handle(request: Request) -> None:
+        await request.respond(json.dumps(status(), default=str).encode())
+
+    await service.add_endpoint(name="status", subject=status_subject(component, instance), handler=handle)
+    return service

@@ -1,0 +1,204 @@
+"""Streams and key-value buckets, declared once as data and applied idempotently.
+
+`apply()` creates what is missing, updates what differs in the fields we manage, and says
+what it did; running it twice changes nothing the second time.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+from dataclasses import dataclass, field, replace
+from typing import Any
+
+from nats.js import JetStreamContext
+from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamSource
+from nats.js.errors import NotFoundError
+
+DAY = 86_400.0
+MINUTE = 60.0
+
+
+@dataclass(frozen=True)
+class Source:
+    """One stream sourced into another, filtered to some subjects."""
+
+    stream: str
+    subjects: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class StreamSpec:
+    name: str
+    subjects: tuple[str, ...]
+    description: str
+    max_age: float  # seconds
+    duplicate_window: float  # seconds
+    max_bytes: int = -1
+    replicas: int = 1
+    sources: tuple[Source, ...] = ()
+    # Where sourcing starts when the stream is first created (None = the sources' beginning).
+    sources_start: dt.datetime | None = None
+
+    def config(self) -> StreamConfig:
+        sources = [
+            StreamSource(name=s.stream, filter_subject=subject, opt_start_time=self.sources_start)
+            for s in self.sources
+            for subject in s.subjects
+        ]
+        return StreamConfig(
+            name=self.name,
+            description=self.description,
+            subjects=list(self.subjects) or None,
+            sources=sources or None,
+            retention=RetentionPolicy.LIMITS,
+            storage=StorageType.FILE,
+            discard=DiscardPolicy.OLD,
+            max_age=self.max_age,
+            max_bytes=self.max_bytes,
+            duplicate_window=self.duplicate_window,
+            num_replicas=self.replicas,
+            allow_direct=True,
+        )
+
+
+@dataclass(frozen=True)
+class BucketSpec:
+    name: str
+    description: str
+    history: int = 1
+    max_value_size: int = 8 * 1024 * 1024
+    replicas: int = 1
+
+
+MARKET = StreamSpec("MARKET", ("md.>",), "candles, tickers, trades, funding, gaps", 7 * DAY, 2 * MINUTE)
+ACCOUNT = StreamSpec("ACCOUNT", ("acct.>",), "orders, fills, positions, balances (system of record)", 365 * DAY, 10 * MINUTE)
+COMMAND = StreamSpec("COMMAND", ("cmd.>",), "order commands from strategies and risk", 30 * DAY, 15 * MINUTE)
+OPS = StreamSpec("OPS", ("ops.>",), "strategy state, risk, breakers, reconciliation, controls", 30 * DAY, 10 * MINUTE)
+DLQ = StreamSpec("DLQ", ("dlq.>",), "messages a consumer could not process; reason in headers", 30 * DAY, 10 * MINUTE)
+STREAMS: tuple[StreamSpec, ...] = (MARKET, ACCOUNT, COMMAND, OPS, DLQ)
+
+CHECKPOINTS = BucketSpec("checkpoints", "consumer state with the input sequence it reflects", history=5)
+BREAKERS = BucketSpec("breakers", "risk breaker state that executors read before every order", history=10)
+REGISTRY = BucketSpec("registry", "running component instances")
+BUCKETS: tuple[BucketSpec, ...] = (CHECKPOINTS, BREAKERS, REGISTRY)
+
+
+@dataclass(frozen=True)
+class Retention:
+    """Operator overrides of a stream's limits (from the config file)."""
+
+    max_age: float | None = None
+    duplicate_window: float | None = None
+    max_bytes: int | None = None
+    replicas: int | None = None
+
+
+def with_retention(specs: tuple[StreamSpec, ...], overrides: dict[str, Retention]) -> tuple[StreamSpec, ...]:
+    out = []
+    for spec in specs:
+        r = overrides.get(spec.name)
+        if r:
+            spec = replace(
+                spec,
+                **{k: v for k, v in vars(r).items() if v is not None},
+            )
+        out.append(spec)
+    return tuple(out)
+
+
+@dataclass
+class Change:
+    kind: str  # created | updated | unchanged
+    name: str
+    details: list[str] = field(default_factory=list)
+
+    def __str__(self) -> str:
+        tail = f": {'; '.join(self.details)}" if self.details else ""
+        return f"{self.kind:9} {self.name}{tail}"
+
+
+def _human_seconds(value: float | None) -> str:
+    if not value:
+        return "unlimited"
+    for unit, size in (("d", DAY), ("h", 3600.0), ("m", MINUTE)):
+        if value >= size and value % size == 0:
+            return f"{int(value // size)}{unit}"
+    return f"{value:g}s"
+
+
+def _managed(config: StreamConfig) -> dict[str, Any]:
+    """The fields apply() owns, in a comparable, printable form."""
+    return {
+        "subjects": sorted(config.subjects or []),
+        "sources": sorted(f"{s.name}:{s.filter_subject}" for s in (config.sources or [])),
+        "max_age": _human_seconds(config.max_age),
+        "dedupe": _human_seconds(config.duplicate_window),
+        "max_bytes": config.max_bytes if config.max_bytes and config.max_bytes > 0 else "unlimited",
+        "replicas": config.num_replicas or 1,
+        "description": config.description or "",
+    }
+
+
+async def apply_stream(js: JetStreamContext, spec: StreamSpec) -> Change:
+    wanted = spec.config()
+    try:
+        info = await js.stream_info(spec.name)
+    except NotFoundError:
+        await js.add_stream(wanted)
+        m = _managed(wanted)
+        what = m["subjects"] or m["sources"]
+        return Change("created", spec.name, [f"{', '.join(what)}; max_age {m['max_age']}; dedupe {m['dedupe']}"])
+    have, want = _managed(info.config), _managed(wanted)
+    diffs = [f"{k} {have[k]} -> {want[k]}" for k in want if have[k] != want[k]]
+    if not diffs:
+        return Change("unchanged", spec.name)
+    current = info.config
+    # Keep where sourcing already started: re-sending a start time would be ignored anyway.
+    if wanted.sources and current.sources:
+        starts = {(s.name, s.filter_subject): s.opt_start_time for s in current.sources}
+        for s in wanted.sources:
+            s.opt_start_time = starts.get((s.name, s.filter_subject), s.opt_start_time)
+    await js.update_stream(wanted)
+    return Change("updated", spec.name, diffs)
+
+
+async def apply_bucket(js: JetStreamContext, spec: BucketSpec) -> Change:
+    from nats.js.api import KeyValueConfig
+
+    stream = f"KV_{spec.name}"
+    try:
+        info = await js.stream_info(stream)
+    except NotFoundError:
+        await js.create_key_value(
+            KeyValueConfig(
+                bucket=spec.name,
+                description=spec.description,
+                history=spec.history,
+                max_value_size=spec.max_value_size,
+                replicas=spec.replicas,
+                storage=StorageType.FILE,
+            )
+        )
+        return Change("created", f"kv:{spec.name}", [f"history {spec.history}"])
+    cfg = info.config
+    diffs = []
+    if (cfg.max_msgs_per_subject or 1) != spec.history:
+        diffs.append(f"history {cfg.max_msgs_per_subject} -> {spec.history}")
+        cfg.max_msgs_per_subject = spec.history
+    if (cfg.max_msg_size or -1) != spec.max_value_size:
+        diffs.append(f"max_value_size {cfg.max_msg_size} -> {spec.max_value_size}")
+        cfg.max_msg_size = spec.max_value_size
+    if not diffs:
+        return Change("unchanged", f"kv:{spec.name}")
+    await js.update_stream(cfg)
+    return Change("updated", f"kv:{spec.name}", diffs)
+
+
+async def apply(
+    js: JetStreamContext,
+    streams: tuple[StreamSpec, ...] = STREAMS,
+    buckets: tuple[BucketSpec, ...] = BUCKETS,
+) -> list[Change]:
+    changes = [await apply_stream(js, s) for s in streams]
+    changes += [await apply_bucket(js, b) for b in buckets]
+    return changes

@@ -1,0 +1,128 @@
+"""Publishing with dedupe ids, bulk reads of stream ranges, and stream provisioning."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import json
+
+import nats
+import pytest
+from nats.aio.client import Client
+
+from bus import streams
+from bus.publisher import Publisher, PublishError
+from bus.reader import read_stream
+from tests.factories import ticker
+
+
+async def test_a_republished_message_is_stored_once(bus: Client) -> None:
+    pub = await Publisher(bus).start()
+    first = await pub.publish(ticker("100", ts=1))
+    again = await pub.publish(ticker("100", ts=1))
+    assert not first.duplicate and again.duplicate and again.seq == first.seq
+    assert (await bus.jetstream().stream_info("MARKET")).state.messages == 1
+    assert pub.duplicates == 1
+
+
+async def test_publishing_where_no_stream_listens_fails_clearly(nc: Client) -> None:
+    pub = await Publisher(nc).start()
+    with pytest.raises(PublishError, match="no stream"):
+        await pub.publish(ticker())
+
+
+async def test_publish_all_is_pipelined_and_complete(bus: Client) -> None:
+    pub = await Publisher(bus, max_in_flight=100).start()
+    acks = await pub.publish_all(ticker(str(100 + i % 5), ts=i) for i in range(2_000))
+    assert [a.seq for a in acks] == list(range(1, 2_001))
+
+
+async def _seed(bus: Client, n: int) -> None:
+    pub = await Publisher(bus).start()
+    await pub.publish_all(ticker("100", ts=i, symbol="BTC/USDT" if i % 2 else "ETH/USDT") for i in range(1, n + 1))
+
+
+async def collect(*args, **kw) -> list:  # type: ignore[no-untyped-def]
+    out = []
+    async for batch in read_stream(*args, **kw):
+        out += batch
+    return out
+
+
+async def test_reader_reads_exact_ranges_with_filters(bus: Client) -> None:
+    await _seed(bus, 5_000)
+    everything = await collect(bus, "MARKET")
+    assert [m.seq for m in everything] == list(range(1, 5_001))
+    window = await collect(bus, "MARKET", start_seq=1_001, end_seq=1_010)
+    assert [m.seq for m in window] == list(range(1_001, 1_011))
+    btc = await collect(bus, "MARKET", subjects=("md.sim.BTC-USDT.ticker",), end_seq=100)
+    assert [m.seq for m in btc] == list(range(1, 100, 2))
+    assert json.loads(btc[0].data)["symbol"] == "BTC/USDT"
+    assert btc[0].header("Nats-Msg-Id") == "ticker:sim:BTC/USDT:1"
+    assert btc[0].ts_ns > 0
+
+
+async def test_reader_returns_at_once_when_nothing_matches(bus: Client) -> None:
+    await _seed(bus, 10)
+    assert await asyncio.wait_for(collect(bus, "MARKET", subjects=("md.sim.NOPE-USDT.ticker",)), 5) == []
+    assert await asyncio.wait_for(collect(bus, "MARKET", start_seq=11), 5) == []
+    assert await asyncio.wait_for(collect(bus, "DLQ"), 5) == []
+
+
+async def test_reader_starts_at_a_time(bus: Client) -> None:
+    await _seed(bus, 10)
+    await asyncio.sleep(0.05)
+    cut = dt.datetime.now(dt.timezone.utc)
+    await asyncio.sleep(0.05)
+    pub = await Publisher(bus).start()
+    await pub.publish(ticker("1", ts=99))
+    later = await collect(bus, "MARKET", start_time=cut)
+    assert [m.seq for m in later] == [11]
+
+
+async def test_reader_follow_delivers_new_messages(bus: Client) -> None:
+    await _seed(bus, 3)
+    seen: list[int] = []
+
+    async def follow() -> None:
+        async for batch in read_stream(bus, "MARKET", follow=True):
+            seen.extend(m.seq for m in batch)
+            if len(seen) >= 5:
+                return
+
+    task = asyncio.create_task(follow())
+    await asyncio.sleep(0.2)
+    pub = await Publisher(bus).start()
+    await pub.publish_all([ticker("1", ts=100), ticker("1", ts=101)])
+    await asyncio.wait_for(task, 5)
+    assert seen == [1, 2, 3, 4, 5]
+
+
+async def test_any_nats_client_can_read_events_as_plain_json(bus: Client, nats_server) -> None:  # type: ignore[no-untyped-def]
+    """No project code on the reading side: nats-py and the json module."""
+    plain = await nats.connect(nats_server.url)
+    got: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
+
+    async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
+        if not got.done():
+            got.set_result(json.loads(msg.data))
+
+    await plain.subscribe("md.>", cb=on_msg)
+    await plain.flush()
+    pub = await Publisher(bus).start()
+    await pub.publish(ticker("60000.5", ts=5))
+    event = await asyncio.wait_for(got, 5)
+    assert event["type"] == "ticker" and event["last"] == "60000.5" and event["symbol"] == "BTC/USDT:USDT"
+    await plain.close()
+
+
+async def test_streams_apply_is_idempotent_and_reports_changes(nc: Client) -> None:
+    js = nc.jetstream()
+    first = await streams.apply(js)
+    assert {c.kind for c in first} == {"created"}
+    assert {c.kind for c in await streams.apply(js)} == {"unchanged"}
+    longer = streams.with_retention(streams.STREAMS, {"MARKET": streams.Retention(max_age=14 * streams.DAY)})
+    changes = {c.name: c for c in await streams.apply(js, longer, ())}
+    assert changes["MARKET"].kind == "updated" and "max_age 7d -> 14d" in str(changes["MARKET"])
+    assert changes["ACCOUNT"].kind == "unchanged"
+    assert (await js.stream_info("MARKET")).config.max_age == 14 * streams.DAY
