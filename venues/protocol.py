@@ -1,0 +1,86 @@
+"""The Venue protocol: what the executor, reconciler and publishers need from an exchange.
+
+One object per (venue, account). Orders, positions, balances, candles and funding come
+back as the same schema types that travel on the bus, so what a venue says and what is
+published are the same shape. Errors are `venues.errors` categories.
+"""
+
+from __future__ import annotations
+
+from decimal import Decimal
+from typing import Literal, Protocol
+
+import msgspec
+
+from schemas.account import Balance, OrderUpdate, Position
+from schemas.base import OrderType, Side, TimeInForce
+from schemas.market import Candle, FundingRate
+
+
+class Market(msgspec.Struct, frozen=True, kw_only=True):
+    """Trading rules of one market, in ccxt's terms."""
+
+    symbol: str
+    kind: Literal["spot", "swap"]
+    base: str
+    quote: str
+    settle: str | None = None
+    tick_size: Decimal  # price increment
+    lot_size: Decimal  # amount increment
+    min_amount: Decimal
+    min_notional: Decimal
+    contract_size: Decimal = Decimal(1)
+    maker_fee: Decimal = Decimal("0.0002")
+    taker_fee: Decimal = Decimal("0.0005")
+
+    def on_tick(self, price: Decimal) -> bool:
+        return (price % self.tick_size) == 0
+
+    def on_lot(self, amount: Decimal) -> bool:
+        return (amount % self.lot_size) == 0
+
+
+class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
+    symbol: str
+    client_order_id: str
+    side: Side
+    order_type: OrderType = "limit"
+    amount: Decimal
+    price: Decimal | None = None
+    post_only: bool = False
+    reduce_only: bool = False
+    use_margin: bool = False
+    time_in_force: TimeInForce | None = None
+
+
+class Venue(Protocol):
+    name: str
+    account: str
+
+    async def markets(self) -> dict[str, Market]: ...
+
+    async def create_order(self, request: OrderRequest) -> OrderUpdate:
+        """Place an order; raise DuplicateOrder if the client id exists (with the order)."""
+        ...
+
+    async def cancel_order(self, symbol: str, *, client_order_id: str | None = None, order_id: str | None = None) -> OrderUpdate: ...
+
+    async def cancel_all_orders(self, symbol: str) -> list[OrderUpdate]: ...
+
+    async def fetch_order(self, symbol: str, *, client_order_id: str | None = None, order_id: str | None = None) -> OrderUpdate: ...
+
+    async def fetch_open_orders(self, symbol: str | None = None) -> list[OrderUpdate]: ...
+
+    async def fetch_positions(self, symbols: list[str] | None = None) -> list[Position]: ...
+
+    async def fetch_balance(self) -> list[Balance]: ...
+
+    async def fetch_ohlcv(self, symbol: str, since: int | None = None, limit: int | None = None) -> list[Candle]: ...
+
+    async def fetch_funding_rate(self, symbol: str) -> FundingRate: ...
+
+    async def now_ms(self) -> int:
+        """The venue's clock (for command expiry and staleness)."""
+        ...
+
+    async def close(self) -> None: ...

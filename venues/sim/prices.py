@@ -1,0 +1,129 @@
+"""Where the simulated exchange's prices come from: a seeded random walk or a candle file.
+
+The walk is counter-based: the move at step k is a pure function of (seed, symbol, k), so a
+restarted simulator continues the very path an uninterrupted one would have taken.
+"""
+
+from __future__ import annotations
+
+import csv
+import hashlib
+import math
+import struct
+from decimal import ROUND_DOWN, Decimal
+from pathlib import Path
+from typing import Protocol
+
+from venues.sim.config import SimConfig, SimMarket
+from venues.sim.journal import Bar, Print
+
+MINUTE_MS = 60_000
+_SUB_STEPS = 12  # price points per backfilled bar
+
+
+def _uniforms(seed: int, symbol: str, tag: str, step: int) -> tuple[float, float]:
+    digest = hashlib.blake2b(f"{seed}|{symbol}|{tag}|{step}".encode(), digest_size=16).digest()
+    a, b = struct.unpack("<QQ", digest)
+    return (a + 1) / 2.0**64, (b + 1) / 2.0**64  # both in (0, 1]
+
+
+def _normal(seed: int, symbol: str, tag: str, step: int) -> tuple[float, float]:
+    u1, u2 = _uniforms(seed, symbol, tag, step)
+    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2 * math.pi * u2), u2
+
+
+def _on_tick(price: float, spec: SimMarket) -> Decimal:
+    ticks = Decimal(repr(price)) / spec.tick_size
+    return max(spec.tick_size, ticks.to_integral_value() * spec.tick_size)
+
+
+def _on_lot(amount: float, spec: SimMarket) -> Decimal:
+    lots = (Decimal(repr(amount)) / spec.lot_size).to_integral_value(rounding=ROUND_DOWN)
+    return max(spec.lot_size, lots * spec.lot_size)
+
+
+class PriceSource(Protocol):
+    def history(self, symbol: str, end_ms: int, minutes: int) -> list[Bar]: ...
+
+    def next_print(self, symbol: str, step: int, last: Decimal) -> Print: ...
+
+
+class RandomWalk:
+    def __init__(self, config: SimConfig) -> None:
+        self.seed = config.seed
+        self.specs = {m.symbol: m for m in config.markets}
+        self.ticks_per_minute = max(1, MINUTE_MS // config.tick_ms)
+
+    def next_print(self, symbol: str, step: int, last: Decimal) -> Print:
+        spec = self.specs[symbol]
+        z, u = _normal(self.seed, symbol, "tick", step)
+        price = float(last) * math.exp(float(spec.volatility) * z)
+        volume = float(spec.tick_volume) * (0.25 + 1.5 * u)
+        return Print(symbol, _on_tick(price, spec), _on_lot(volume, spec))
+
+    def history(self, symbol: str, end_ms: int, minutes: int) -> list[Bar]:
+        spec = self.specs[symbol]
+        sigma = float(spec.volatility) * math.sqrt(self.ticks_per_minute / _SUB_STEPS)
+        price = float(spec.start_price)
+        first = end_ms - end_ms % MINUTE_MS - minutes * MINUTE_MS
+        bars = []
+        k = 0
+        for i in range(minutes):
+            points = []
+            volume = 0.0
+            for _ in range(_SUB_STEPS):
+                z, u = _normal(self.seed, symbol, "history", k)
+                k += 1
+                price *= math.exp(sigma * z)
+                points.append(price)
+                volume += float(spec.tick_volume) * (0.25 + 1.5 * u) * self.ticks_per_minute / _SUB_STEPS
+            prices = [_on_tick(p, spec) for p in points]
+            bars.append(Bar(first + i * MINUTE_MS, prices[0], max(prices), min(prices), prices[-1], _on_lot(volume, spec)))
+        return bars
+
+
+class CandleFile:
+    """Prices from a recorded candle CSV: `timestamp,open,high,low,close,volume` (ms, header optional).
+
+    The first `history_minutes` rows are the backfill; each later row becomes four prints
+    (open, the nearer extreme, the other extreme, close), and the file loops at its end.
+    """
+
+    def __init__(self, config: SimConfig) -> None:
+        assert config.csv_path is not None
+        self.specs = {m.symbol: m for m in config.markets}
+        self.rows = self._load(Path(config.csv_path))
+        self.history_rows = min(config.history_minutes, max(len(self.rows) - 1, 0))
+
+    @staticmethod
+    def _load(path: Path) -> list[tuple[Decimal, Decimal, Decimal, Decimal, Decimal]]:
+        rows = []
+        with path.open(newline="") as fh:
+            for line_no, row in enumerate(csv.reader(fh), start=1):
+                if not row or not row[0].strip().lstrip("-").isdigit():
+                    continue  # header or blank
+                try:
+                    o, h, low, c, v = (Decimal(x) for x in row[1:6])
+                except (ValueError, ArithmeticError, IndexError) as exc:
+                    raise ValueError(f"{path}:{line_no}: expected timestamp,open,high,low,close,volume ({exc})") from None
+                rows.append((o, h, low, c, v))
+        if len(rows) < 2:
+            raise ValueError(f"{path}: needs at least two candles")
+        return rows
+
+    def history(self, symbol: str, end_ms: int, minutes: int) -> list[Bar]:
+        n = min(minutes, self.history_rows)
+        first = end_ms - end_ms % MINUTE_MS - n * MINUTE_MS
+        return [Bar(first + i * MINUTE_MS, *self.rows[i]) for i in range(n)]
+
+    def next_print(self, symbol: str, step: int, last: Decimal) -> Print:
+        spec = self.specs[symbol]
+        live = self.rows[self.history_rows :] or self.rows
+        o, h, low, c, v = live[((step - 1) // 4) % len(live)]
+        path = (o, low, h, c) if c >= o else (o, h, low, c)
+        price = path[(step - 1) % 4]
+        return Print(symbol, _on_tick(float(price), spec), max(spec.lot_size, _on_lot(float(v) / 4, spec)))
+
+
+def price_source(config: SimConfig) -> PriceSource:
+    return CandleFile(config) if config.prices == "csv" else RandomWalk(config)

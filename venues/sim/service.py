@@ -1,0 +1,359 @@
+"""The simulated exchange as its own process (`sqt run sim`).
+
+It answers the Venue calls over NATS request/reply (a micro service, `venue.<venue>.api.*`)
+and publishes `md.*` and `acct.*` events like a real exchange's publisher. Every input
+to the matching engine (a tick, an order, a cancel) is first written to its journal stream
+and then applied by the engine, which is an ordinary consumer of that journal: a reply is
+sent only after the engine applied the request and its events were stored, so whatever the
+exchange acknowledged survives `kill -9`, and a restarted exchange resumes from its
+checkpoint plus the journal tail with the same orders, balances and price path.
+
+Clock: `realtime` ticks every `tick_ms` of wall time; `lockstep` ticks only when asked
+(`venue.<venue>.api.step`), so a test can drive two runs through identical events.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.micro import add_service
+from nats.micro.request import Request
+from nats.micro.service import Service
+
+from bus.publisher import Publisher
+from bus.runtime import ConsumerRuntime, ConsumerSpec
+from bus.service import package_version
+from bus.streams import apply_stream
+from schemas.account import OrderUpdate
+from schemas.codec import encode
+from venues.sim import api
+from venues.sim.config import SimConfig
+from venues.sim.engine import EngineState, SimEngine
+from venues.sim.journal import Cancel, CancelAll, Entry, Fund, History, Place, Tick, journal_id, journal_stream, journal_subject
+from venues.sim.prices import price_source
+
+log = logging.getLogger("sim")
+
+
+class ApiError(Exception):
+    def __init__(self, code: int, reason: str, message: str) -> None:
+        super().__init__(message)
+        self.code, self.reason = code, reason
+
+
+class SimService:
+    def __init__(self, nc: Client, config: SimConfig, publisher: Publisher | None = None) -> None:
+        self.nc = nc
+        self.config = config
+        self.venue = config.venue
+        self.engine = SimEngine(config)
+        self.prices = price_source(config)
+        self.journal = journal_stream(self.venue)
+        self.publisher = publisher
+        spec = ConsumerSpec(
+            name=f"venue-{self.venue}",
+            stream=self.journal.name,
+            input_type=Entry,
+            state_type=EngineState,
+            outputs=(f"md.{self.venue}.>", f"acct.{self.venue}.>"),
+            checkpoint_every=5_000,
+            checkpoint_interval=5.0,
+        )
+        self.runtime: ConsumerRuntime[EngineState, Entry] = ConsumerRuntime(nc, spec, self.engine, publisher, on_state=self._applied)
+        self._applied_event = asyncio.Event()
+        self._journal_lock = asyncio.Lock()
+        self._order_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._step = 0
+        self._last: dict[str, Any] = {}
+        self._next_ts = 0
+        self.service: Service | None = None
+
+    @property
+    def state(self) -> EngineState:
+        return self.runtime.state
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def run(self, stop: asyncio.Event) -> None:
+        if self.publisher is None:
+            self.publisher = await Publisher(self.nc).start()
+            self.runtime.publisher = self.publisher
+        await apply_stream(self.nc.jetstream(), self.journal)
+        runtime_task = asyncio.create_task(self.runtime.run(stop), name="sim-engine")
+        try:
+            await self._wait_caught_up(stop)
+            if stop.is_set():
+                return
+            self._resume_clock()
+            await self._backfill()
+            self.service = await self._register()
+            log.info(
+                "simulated exchange %r ready: %d markets, clock %s, step %d, journal seq %d",
+                self.venue,
+                len(self.engine.markets),
+                self.config.clock,
+                self._step,
+                self.runtime.seq,
+            )
+            if self.config.clock == "realtime":
+                await self._realtime(stop)
+            else:
+                await stop.wait()
+        finally:
+            if self.service is not None:
+                await self.service.stop()
+            stop.set()
+            await runtime_task
+
+    async def _wait_caught_up(self, stop: asyncio.Event) -> None:
+        waiter = asyncio.ensure_future(self.runtime.caught_up.wait())
+        stopper = asyncio.ensure_future(stop.wait())
+        await asyncio.wait({waiter, stopper}, return_when=asyncio.FIRST_COMPLETED)
+        waiter.cancel()
+        stopper.cancel()
+
+    def _resume_clock(self) -> None:
+        """Continue the price path and the clock from what the engine has applied."""
+        st = self.state
+        self._step = max((m.step for m in st.markets.values()), default=0)
+        self._last = {s: m.last for s, m in st.markets.items()}
+        tick = self.config.tick_ms
+        if st.ts:
+            self._next_ts = st.ts - st.ts % tick + tick
+        else:
+            start = self.config.start_time_ms or int(time.time() * 1000)
+            self._next_ts = start - start % tick + tick
+
+    async def _backfill(self) -> None:
+        """A fresh exchange gets a day of 1-minute history so charts and strategies have context."""
+        end = self._next_ts - self.config.tick_ms
+        for spec in self.config.markets:
+            if spec.symbol in self.state.markets and self.state.markets[spec.symbol].history:
+                continue
+            bars = self.prices.history(spec.symbol, end, self.config.history_minutes)
+            if bars:
+                await self.apply(History(symbol=spec.symbol, bars=bars, ts=end))
+                self._last[spec.symbol] = bars[-1].close
+                log.info("backfilled %d minutes of %s", len(bars), spec.symbol)
+
+    # ------------------------------------------------------------------ journal
+
+    def _applied(self, _state: EngineState, _seq: int) -> None:
+        self._applied_event.set()
+
+    async def append(self, entry: Entry) -> tuple[int, bool]:
+        """Write an entry to the journal; (sequence, whether the stream already had it)."""
+        assert self.publisher is not None
+        async with self._journal_lock:  # one writer at a time keeps the journal in request order
+            fut = await self.publisher.send(journal_subject(self.venue, entry), encode(entry), journal_id(self.venue, entry))
+        ack = await fut
+        return ack.seq, bool(ack.duplicate)
+
+    async def wait_applied(self, seq: int, timeout: float = 10.0) -> None:
+        deadline = time.monotonic() + timeout
+        while self.runtime.seq < seq:
+            self._applied_event.clear()
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise ApiError(api.UNAVAILABLE, "venue_error", f"engine did not apply journal seq {seq} in time")
+            try:
+                await asyncio.wait_for(self._applied_event.wait(), min(left, 0.5))
+            except asyncio.TimeoutError:
+                pass
+
+    async def apply(self, entry: Entry) -> bool:
+        seq, duplicate = await self.append(entry)
+        await self.wait_applied(seq)
+        return duplicate
+
+    # ------------------------------------------------------------------ clock
+
+    def _next_tick(self) -> Tick:
+        self._step += 1
+        prints = []
+        for spec in self.config.markets:
+            last = self._last.get(spec.symbol, spec.start_price)
+            p = self.prices.next_print(spec.symbol, self._step, last)
+            self._last[spec.symbol] = p.price
+            prints.append(p)
+        tick = Tick(step=self._step, ts=self._next_ts, prints=prints)
+        self._next_ts += self.config.tick_ms
+        return tick
+
+    async def _realtime(self, stop: asyncio.Event) -> None:
+        tick_s = self.config.tick_ms / 1000
+        while not stop.is_set():
+            now = time.time()
+            if self._next_ts / 1000 > now:
+                try:
+                    await asyncio.wait_for(stop.wait(), self._next_ts / 1000 - now)
+                    return
+                except asyncio.TimeoutError:
+                    pass
+            elif now - self._next_ts / 1000 > 5 * tick_s:
+                # We were away (restart, stall): resume at the present; the engine marks the gap.
+                self._next_ts = int(now * 1000) - int(now * 1000) % self.config.tick_ms
+            try:
+                await self.append(self._next_tick())
+            except Exception as exc:  # noqa: BLE001 - the bus is down: keep time, retry next tick
+                log.warning("could not journal a tick: %s", exc)
+                self._step -= 1
+
+    async def step(self, ticks: int) -> None:
+        seq = 0
+        for _ in range(ticks):
+            seq, _ = await self.append(self._next_tick())
+        await self.wait_applied(seq)
+
+    # ------------------------------------------------------------------ API
+
+    async def _register(self) -> Service:
+        service = await add_service(
+            self.nc,
+            name=f"sqt-venue-{self.venue}",
+            version=package_version(),
+            description=f"simulated exchange {self.venue!r}: the Venue API over request/reply",
+            metadata={"venue": self.venue, "clock": self.config.clock},
+        )
+        routes: dict[str, Callable[[bytes], Awaitable[msgspec.Struct]]] = {
+            "create_order": self._create_order,
+            "cancel_order": self._cancel_order,
+            "cancel_all": self._cancel_all,
+            "fetch_order": self._fetch_order,
+            "open_orders": self._open_orders,
+            "positions": self._positions,
+            "balance": self._balance,
+            "ohlcv": self._ohlcv,
+            "funding": self._funding,
+            "markets": self._markets,
+            "time": self._time,
+            "step": self._step_api,
+            "fund": self._fund,
+        }
+        for name, handler in routes.items():
+            await service.add_endpoint(name=name, subject=api.api_subject(self.venue, name), handler=self._endpoint(handler))
+        return service
+
+    def _endpoint(self, handler: Callable[[bytes], Awaitable[msgspec.Struct]]) -> Callable[[Request], Awaitable[None]]:
+        async def handle(request: Request) -> None:
+            try:
+                reply = await handler(request.data)
+            except ApiError as exc:
+                await request.respond_error(str(exc.code), f"{exc.reason}: {exc}")
+                return
+            except msgspec.ValidationError as exc:
+                await request.respond_error(str(api.BAD_REQUEST), f"invalid: {exc}")
+                return
+            except msgspec.DecodeError as exc:
+                await request.respond_error(str(api.BAD_REQUEST), f"invalid: {exc}")
+                return
+            await request.respond(encode(reply))
+
+        return handle
+
+    def _account(self, name: str) -> None:
+        if name not in self.state.accounts:
+            raise ApiError(api.REJECTED, "invalid", f"unknown account {name!r}")
+
+    async def _create_order(self, data: bytes) -> api.OrderReply:
+        req = msgspec.json.decode(data, type=api.CreateOrder)
+        self._account(req.account)
+        o = req.order
+        if o.symbol not in self.engine.markets:
+            raise ApiError(api.REJECTED, "unknown_symbol", f"unknown symbol {o.symbol}")
+        key = (req.account, o.client_order_id)
+        lock = self._order_locks.setdefault(key, asyncio.Lock())
+        try:
+            async with lock:  # two requests with one client id: the second sees the first's order
+                existed = o.client_order_id in self.state.accounts[req.account].by_cid
+                duplicate = existed
+                if not existed:
+                    duplicate = await self.apply(Place(account=req.account, order=o))
+                view = self.engine.order_view(self.state, req.account, o.client_order_id, None)
+        finally:
+            if not lock.locked():
+                self._order_locks.pop(key, None)
+        if view is None:
+            raise ApiError(api.UNAVAILABLE, "venue_error", "order not recorded")
+        return api.OrderReply(order=view, duplicate=duplicate)
+
+    def _order(self, ref: api.OrderRef) -> OrderUpdate:
+        self._account(ref.account)
+        view = self.engine.order_view(self.state, ref.account, ref.client_order_id, ref.order_id)
+        if view is None:
+            raise ApiError(api.NOT_FOUND, "not_found", f"no order {ref.client_order_id or ref.order_id}")
+        return view
+
+    async def _cancel_order(self, data: bytes) -> api.OrderReply:
+        ref = msgspec.json.decode(data, type=api.OrderRef)
+        if self._order(ref).status == "open":
+            await self.apply(Cancel(account=ref.account, symbol=ref.symbol, client_order_id=ref.client_order_id, order_id=ref.order_id))
+        return api.OrderReply(order=self._order(ref))
+
+    async def _cancel_all(self, data: bytes) -> api.OrdersReply:
+        q = msgspec.json.decode(data, type=api.AccountQuery)
+        self._account(q.account)
+        if q.symbol is None:
+            raise ApiError(api.BAD_REQUEST, "invalid", "cancel_all needs a symbol")
+        before = self.engine.open_orders(self.state, q.account, q.symbol)
+        if before:
+            await self.apply(CancelAll(account=q.account, symbol=q.symbol))
+        after = [self.engine.order_view(self.state, q.account, None, o.order_id) for o in before]
+        return api.OrdersReply(orders=[o for o in after if o is not None])
+
+    async def _fetch_order(self, data: bytes) -> api.OrderReply:
+        return api.OrderReply(order=self._order(msgspec.json.decode(data, type=api.OrderRef)))
+
+    async def _open_orders(self, data: bytes) -> api.OrdersReply:
+        q = msgspec.json.decode(data, type=api.AccountQuery)
+        self._account(q.account)
+        return api.OrdersReply(orders=self.engine.open_orders(self.state, q.account, q.symbol))
+
+    async def _positions(self, data: bytes) -> api.PositionsReply:
+        q = msgspec.json.decode(data, type=api.AccountQuery)
+        self._account(q.account)
+        return api.PositionsReply(positions=self.engine.positions(self.state, q.account))
+
+    async def _balance(self, data: bytes) -> api.BalancesReply:
+        q = msgspec.json.decode(data, type=api.AccountQuery)
+        self._account(q.account)
+        return api.BalancesReply(balances=self.engine.balances(self.state, q.account))
+
+    async def _ohlcv(self, data: bytes) -> api.CandlesReply:
+        q = msgspec.json.decode(data, type=api.OhlcvQuery)
+        if q.symbol not in self.engine.markets:
+            raise ApiError(api.REJECTED, "unknown_symbol", f"unknown symbol {q.symbol}")
+        return api.CandlesReply(candles=self.engine.candles(self.state, q.symbol, q.since, q.limit))
+
+    async def _funding(self, data: bytes) -> api.FundingReply:
+        q = msgspec.json.decode(data, type=api.SymbolQuery)
+        rate = self.engine.funding(self.state, q.symbol)
+        if rate is None:
+            raise ApiError(api.REJECTED, "unknown_symbol", f"unknown symbol {q.symbol}")
+        return api.FundingReply(funding=rate)
+
+    async def _markets(self, _data: bytes) -> api.MarketsReply:
+        return api.MarketsReply(markets=list(self.engine.markets.values()))
+
+    async def _time(self, _data: bytes) -> api.TimeReply:
+        return api.TimeReply(ts=self.state.ts, step=self._step, clock=self.config.clock, journal_seq=self.runtime.seq)
+
+    async def _step_api(self, data: bytes) -> api.TimeReply:
+        if self.config.clock != "lockstep":
+            raise ApiError(api.REJECTED, "invalid", "step is only available with clock = \"lockstep\"")
+        req = msgspec.json.decode(data or b"{}", type=api.StepRequest)
+        if not 1 <= req.ticks <= 100_000:
+            raise ApiError(api.BAD_REQUEST, "invalid", "ticks must be 1..100000")
+        await self.step(req.ticks)
+        return await self._time(b"")
+
+    async def _fund(self, data: bytes) -> api.BalancesReply:
+        req = msgspec.json.decode(data, type=api.FundRequest)
+        await self.apply(Fund(account=req.account, asset=req.asset, amount=req.amount))
+        return api.BalancesReply(balances=self.engine.balances(self.state, req.account))
