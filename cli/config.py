@@ -1,0 +1,195 @@
+"""The configuration: one TOML file, `SQT_*` environment overrides, validated on load.
+
+    sqt --config configs/sqt.toml ...     (or SQT_CONFIG=...; default configs/sqt.toml if present)
+    SQT_NATS_PORT=4333 SQT_SIM_SEED=7 sqt up
+    NATS_URL=nats://host:4222 sqt up      (use a running server instead of the embedded one)
+
+A bad value stops the program with exit code 2 and names the key and what was expected.
+Secrets never live here: venue API keys come from the environment only.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+import tomllib
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bus.embedded import DEFAULT_MONITOR_PORT, DEFAULT_PORT
+from bus.streams import STREAMS, Retention
+from executors.config import ExecutorConfig
+from strategies.grid.config import GridConfig
+from venues.sim.config import SimConfig
+
+DEFAULT_FILE = Path("configs/sqt.toml")
+
+
+class ConfigError(Exception):
+    """A config problem, phrased for the operator (names the key, says what was expected)."""
+
+
+class NatsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    url: str | None = None  # None: start the embedded server (NATS_URL overrides)
+    host: str = "127.0.0.1"
+    port: int = DEFAULT_PORT
+    monitor_port: int = DEFAULT_MONITOR_PORT
+
+    def __post_init__(self) -> None:
+        for name in ("port", "monitor_port"):
+            if not 0 < getattr(self, name) < 65536:
+                raise ValueError(f"`{name}` must be a TCP port (1-65535)")
+
+
+class StreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    max_age: str | None = None  # "7d", "12h", "30m", "0" = unlimited
+    duplicate_window: str | None = None
+    max_bytes: int | None = None
+    replicas: int | None = None
+
+
+class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    data_dir: str = "data"
+    log_level: str = "INFO"
+    nats: NatsSettings = NatsSettings()
+    streams: dict[str, StreamSettings] = msgspec.field(default_factory=dict)
+    sim: SimConfig = SimConfig()
+    executor: ExecutorConfig = ExecutorConfig()
+    grids: list[GridConfig] = msgspec.field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        known = {s.name for s in STREAMS}
+        for name in self.streams:
+            if name not in known:
+                raise ValueError(f"unknown stream {name!r} in `streams` (known: {', '.join(sorted(known))})")
+        if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("`log_level` must be DEBUG, INFO, WARNING or ERROR")
+        ids = [g.instance for g in self.grids]
+        dupes = sorted({i for i in ids if ids.count(i) > 1})
+        if dupes:
+            raise ValueError(f"grid instance ids must be unique; repeated: {', '.join(dupes)}")
+
+    @property
+    def nats_url(self) -> str:
+        return self.nats.url or f"nats://{self.nats.host}:{self.nats.port}"
+
+    @property
+    def embedded(self) -> bool:
+        return not self.nats.url
+
+    def retention(self) -> dict[str, Retention]:
+        out = {}
+        for name, s in self.streams.items():
+            out[name] = Retention(
+                max_age=parse_duration(s.max_age, f"streams.{name}.max_age") if s.max_age is not None else None,
+                duplicate_window=parse_duration(s.duplicate_window, f"streams.{name}.duplicate_window")
+                if s.duplicate_window is not None
+                else None,
+                max_bytes=s.max_bytes,
+                replicas=s.replicas,
+            )
+        return out
+
+    def grid(self, instance: str) -> GridConfig:
+        for g in self.grids:
+            if g.instance == instance:
+                return g
+        known = ", ".join(g.instance for g in self.grids) or "none configured"
+        raise ConfigError(f"no grid instance {instance!r} in the config (known: {known})")
+
+
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d)?\s*$")
+_UNIT = {"ms": 0.001, "s": 1.0, "m": 60.0, "h": 3600.0, "d": 86400.0, None: 1.0}
+
+
+def parse_duration(text: str, key: str = "duration") -> float:
+    """'7d' -> 604800.0; '90s', '10m', '1.5h', '250ms'; a bare number is seconds."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ConfigError(f"{key}: expected a duration like 30s, 10m, 12h or 7d, got {text!r}")
+    return float(m.group(1)) * _UNIT[m.group(2)]
+
+
+def env_overrides(raw: dict[str, Any], environ: dict[str, str], origin: dict[str, str] | None = None) -> dict[str, Any]:
+    """Apply SQT_<SECTION>_<KEY>=value (and SQT_<KEY> for top-level keys) onto the raw table.
+
+    `origin` collects which variable set which key, so an error can name the variable.
+    """
+    origin = {} if origin is None else origin
+    fields = {f.name: f.type for f in msgspec.structs.fields(Config)}
+    struct_sections = {"nats": NatsSettings, "sim": SimConfig, "executor": ExecutorConfig}
+    if environ.get("NATS_URL"):
+        raw.setdefault("nats", {})["url"] = environ["NATS_URL"]
+        origin["nats.url"] = "NATS_URL"
+    for var, value in sorted(environ.items()):
+        if not var.startswith("SQT_") or var in ("SQT_CONFIG", "SQT_LOG_LEVEL"):
+            if var == "SQT_LOG_LEVEL":
+                raw["log_level"] = value
+                origin["log_level"] = var
+            continue
+        path = var[4:].lower()
+        placed = False
+        for section, struct in struct_sections.items():
+            prefix = section + "_"
+            if path.startswith(prefix) and path[len(prefix) :] in struct.__struct_fields__:
+                raw.setdefault(section, {})[path[len(prefix) :]] = value
+                origin[f"{section}.{path[len(prefix):]}"] = var
+                placed = True
+                break
+        if not placed and path.startswith("streams_"):
+            rest = path[len("streams_") :]
+            for spec in STREAMS:
+                name = spec.name.lower() + "_"
+                if rest.startswith(name) and rest[len(name) :] in StreamSettings.__struct_fields__:
+                    raw.setdefault("streams", {}).setdefault(spec.name, {})[rest[len(name) :]] = value
+                    origin[f"streams.{spec.name}.{rest[len(name):]}"] = var
+                    placed = True
+        if not placed and path in fields and path not in struct_sections:
+            raw[path] = value
+            origin[path] = var
+            placed = True
+        if not placed:
+            raise ConfigError(f"environment variable {var} does not name a config key")
+    return raw
+
+
+def load(path: str | Path | None = None, environ: dict[str, str] | None = None) -> Config:
+    env = dict(os.environ if environ is None else environ)
+    chosen = Path(path) if path else Path(env["SQT_CONFIG"]) if env.get("SQT_CONFIG") else None
+    raw: dict[str, Any] = {}
+    source = "defaults"
+    if chosen is None and DEFAULT_FILE.exists():
+        chosen = DEFAULT_FILE
+    if chosen is not None:
+        if not chosen.exists():
+            raise ConfigError(f"config file {chosen} does not exist")
+        try:
+            raw = tomllib.loads(chosen.read_text())
+        except tomllib.TOMLDecodeError as exc:
+            raise ConfigError(f"{chosen}: not valid TOML: {exc}") from None
+        source = str(chosen)
+    origin: dict[str, str] = {}
+    raw = env_overrides(raw, env, origin)
+    try:
+        config = msgspec.convert(raw, Config, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(_phrase(exc, source, origin)) from None
+    config.retention()  # durations are checked now, not when a stream is applied
+    return config
+
+
+def _phrase(exc: msgspec.ValidationError, source: str, origin: dict[str, str]) -> str:
+    """msgspec says `Expected `int`, got `str` - at `$.nats.port``; an operator wants the key
+    first and where the value came from."""
+    text = str(exc)
+    m = re.search(r"^(.*?)(?: - at `\$((?:\.\w+|\[\d+\])*)`)?$", text, re.S)
+    if m and m.group(2):
+        key, message = m.group(2).lstrip("."), m.group(1)
+        named = re.match(r"^`(\w+)`", message)  # a struct's own check names its field
+        if named:
+            key = f"{key}.{named.group(1)}"
+        where = f"set by {origin[key]}" if key in origin else f"in {source}"
+        return f"config key {key} ({where}): {message}"
+    return f"config ({source}): {text}"

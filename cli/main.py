@@ -1,0 +1,109 @@
+"""`sqt`: run the system, one component, or look at the bus.
+
+    sqt up                         everything: embedded NATS, simulated exchange, executor, grids
+    sqt run <component>            one component in the foreground (sim, executor, grid, nats)
+    sqt tail [subject]             events as they happen (`md.>` by default); --since/--seq for history
+    sqt status                     streams, consumers and their lag, services that answer
+    sqt streams apply|ls           create/update streams and buckets; list them
+    sqt schemas                    JSON Schema of every message type
+    sqt replay ...                 reproduce a strategy's decisions from the recorded streams
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+
+from cli.config import ConfigError
+
+EXIT_USAGE = 2
+
+
+def _parser() -> argparse.ArgumentParser:
+    p = argparse.ArgumentParser(prog="sqt", description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--config", help="TOML config file (default: $SQT_CONFIG or configs/sqt.toml)")
+    sub = p.add_subparsers(dest="command", required=True)
+
+    up = sub.add_parser("up", help="start everything and supervise it")
+    up.add_argument("--nats-port", type=int, help="client port of the embedded nats-server")
+    up.add_argument("--nats-monitor-port", type=int, help="monitoring port of the embedded nats-server")
+    up.add_argument("--quiet", action="store_true", help="no periodic status line")
+
+    run = sub.add_parser("run", help="run one component in the foreground")
+    run.add_argument("component", choices=["sim", "nats"])
+    run.add_argument("--instance", help="grid instance id (for `run grid`)")
+    run.add_argument("--nats-port", type=int)
+    run.add_argument("--nats-monitor-port", type=int)
+
+    tail = sub.add_parser("tail", help="print events as they arrive")
+    tail.add_argument("subject", nargs="?", default="md.>")
+    group = tail.add_mutually_exclusive_group()
+    group.add_argument("--since", help="start from history: 10m, 2h, 1d ago")
+    group.add_argument("--seq", type=int, help="start from this stream sequence")
+    tail.add_argument("--json", action="store_true", help="raw JSON payloads")
+    tail.add_argument("--limit", type=int, help="stop after this many events")
+
+    sub.add_parser("status", help="streams, consumers, lag, services")
+
+    streams = sub.add_parser("streams", help="streams and buckets")
+    streams.add_argument("action", choices=["apply", "ls"])
+
+    sub.add_parser("schemas", help="print the JSON Schema of every message type")
+    return p
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = _parser().parse_args(argv)
+    try:
+        from cli import config as cfgmod
+
+        config = cfgmod.load(args.config)
+        if getattr(args, "nats_port", None) or getattr(args, "nats_monitor_port", None):
+            import msgspec
+
+            config = msgspec.structs.replace(
+                config,
+                nats=msgspec.structs.replace(
+                    config.nats,
+                    port=args.nats_port or config.nats.port,
+                    monitor_port=args.nats_monitor_port or config.nats.monitor_port,
+                ),
+            )
+        match args.command:
+            case "up":
+                from cli.up import up
+
+                return up(config, args)
+            case "run":
+                from cli.run import run_component
+
+                return run_component(config, args.component, args.instance)
+            case "tail":
+                from cli.tail import tail
+
+                return tail(config, args)
+            case "status":
+                from cli.status import status
+
+                return status(config)
+            case "streams":
+                from cli.status import streams_command
+
+                return streams_command(config, args.action)
+            case "schemas":
+                import json
+
+                from schemas.codec import json_schemas
+
+                print(json.dumps(json_schemas(), indent=2))
+                return 0
+    except ConfigError as exc:
+        print(f"sqt: {exc}", file=sys.stderr)
+        return EXIT_USAGE
+    except KeyboardInterrupt:
+        return 130
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":
+    sys.exit(main())

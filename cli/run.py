@@ -1,0 +1,84 @@
+"""`sqt run <component>`: one component as its own process (what `sqt up` starts for each)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+import time
+from pathlib import Path
+
+from bus import process
+from bus.connection import connect
+from bus.embedded import EmbeddedServer, PortInUse, ServerFailed
+from bus.streams import STREAMS, apply, with_retention
+from cli.config import Config, ConfigError
+
+log = logging.getLogger("sqt")
+
+
+async def connect_and_apply(config: Config, name: str):  # type: ignore[no-untyped-def]
+    nc = await connect(config.nats_url, name=name)
+    await apply(nc.jetstream(), with_retention(STREAMS, config.retention()))
+    return nc
+
+
+def run_component(config: Config, component: str, instance: str | None) -> int:
+    match component:
+        case "nats":
+            return run_nats(config)
+        case "sim":
+            return process.run("sim", lambda stop: _sim(config, stop))
+    raise ConfigError(f"unknown component {component!r}")
+
+
+async def _sim(config: Config, stop: asyncio.Event) -> None:
+    from venues.sim.service import SimService
+
+    nc = await connect_and_apply(config, f"sqt-sim-{config.sim.venue}")
+    try:
+        await SimService(nc, config.sim).run(stop)
+    finally:
+        await nc.close()
+
+
+def embedded_server(config: Config) -> EmbeddedServer:
+    data = Path(config.data_dir)
+    (data / "logs").mkdir(parents=True, exist_ok=True)
+    return EmbeddedServer(
+        store_dir=data / "nats",
+        host=config.nats.host,
+        port=config.nats.port,
+        monitor_port=config.nats.monitor_port,
+        log_file=data / "logs" / "nats.log",
+    )
+
+
+def start_embedded(config: Config) -> EmbeddedServer:
+    """Start the embedded server, or exit 2 with the reason (a port in use, a dead binary)."""
+    server = embedded_server(config)
+    try:
+        server.start()
+    except (PortInUse, ServerFailed) as exc:
+        print(f"sqt: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    return server
+
+
+def run_nats(config: Config) -> int:
+    """The embedded server alone, in the foreground, until Ctrl-C."""
+    server = start_embedded(config)
+    print(f"nats-server with JetStream at {server.url} (monitoring http://{server.host}:{server.monitor_port}); Ctrl-C stops it")
+    stopping = False
+
+    def on_signal(_sig: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGTERM, on_signal)
+    while not stopping and server.process is not None and server.process.poll() is None:
+        time.sleep(0.2)
+    server.stop()
+    return 0

@@ -1,0 +1,118 @@
+"""`sqt status` and `sqt streams`: what the bus holds, who consumes it, who answers."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+
+import msgspec
+from nats.aio.client import Client
+
+from bus import checkpoints
+from bus.connection import Unreachable, connect
+from bus.streams import BUCKETS, STREAMS, apply, with_retention
+from cli.config import Config
+
+
+def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
+    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
+    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
+    lines += ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)) for r in rows]
+    return "\n".join(lines)
+
+
+async def _connected(config: Config) -> Client:
+    try:
+        return await connect(config.nats_url, name="sqt-status", attempts=3)
+    except Unreachable as exc:
+        print(f"sqt: {exc}", file=sys.stderr)
+        raise SystemExit(1) from None
+
+
+async def services(nc: Client, wait: float = 0.4) -> list[dict]:
+    """Every micro service that answers `$SRV.INFO` within `wait` seconds."""
+    inbox = nc.new_inbox()
+    found: list[dict] = []
+
+    async def on_reply(msg) -> None:  # type: ignore[no-untyped-def]
+        try:
+            found.append(json.loads(msg.data))
+        except ValueError:
+            pass
+
+    sub = await nc.subscribe(inbox, cb=on_reply)
+    await nc.publish("$SRV.INFO", b"", reply=inbox)
+    await asyncio.sleep(wait)
+    await sub.unsubscribe()
+    return sorted(found, key=lambda s: (s.get("name", ""), s.get("metadata", {}).get("instance", "")))
+
+
+async def _status(config: Config) -> int:
+    nc = await _connected(config)
+    js = nc.jetstream()
+    try:
+        rows, consumers = [], []
+        for info in sorted(await js.streams_info(), key=lambda s: s.config.name or ""):
+            st = info.state
+            name = info.config.name or ""
+            if name.startswith("KV_"):
+                continue
+            rows.append((name, f"{st.messages:,}", f"{st.bytes / 1e6:.1f} MB", str(st.first_seq), str(st.last_seq), str(st.consumer_count)))
+            for ci in await js._jsm.consumers_info(name):
+                if not ci.config.durable_name:
+                    continue
+                consumers.append(
+                    (name, ci.name, f"{ci.num_pending:,}", str(ci.num_ack_pending), str(ci.ack_floor.stream_seq if ci.ack_floor else 0))
+                )
+        print(_table(("stream", "messages", "size", "first", "last", "consumers"), rows))
+        print()
+        print(_table(("stream", "consumer", "lag", "unacked", "ack floor"), consumers or [("-", "-", "-", "-", "-")]))
+        print()
+        cps = []
+        try:
+            kv = await js.key_value(checkpoints.CHECKPOINTS.name)
+            for key in await kv.keys():
+                entry = await kv.get(key)
+                seq = msgspec.json.decode(entry.value or b"{}").get("seq", "?") if entry.value else "?"
+                cps.append((key, str(seq), str(entry.revision)))
+        except Exception:  # noqa: BLE001 - no bucket yet, or empty
+            pass
+        print(_table(("checkpoint", "input seq", "revision"), cps or [("-", "-", "-")]))
+        print()
+        svc_rows = [
+            (s.get("name", "?"), s.get("metadata", {}).get("instance", s.get("metadata", {}).get("venue", "")), s.get("version", "?"), s.get("id", "?"))
+            for s in await services(nc)
+        ]
+        print(_table(("service", "instance", "version", "id"), svc_rows or [("(none answered)", "", "", "")]))
+    finally:
+        await nc.close()
+    return 0
+
+
+def status(config: Config) -> int:
+    return asyncio.run(_status(config))
+
+
+async def _streams(config: Config, action: str) -> int:
+    nc = await _connected(config)
+    js = nc.jetstream()
+    try:
+        if action == "apply":
+            for change in await apply(js, with_retention(STREAMS, config.retention()), BUCKETS):
+                print(change)
+            return 0
+        rows = []
+        for info in sorted(await js.streams_info(), key=lambda s: s.config.name or ""):
+            c = info.config
+            subjects = ", ".join(c.subjects or []) or ", ".join(f"<{s.name}:{s.filter_subject}>" for s in c.sources or [])
+            age = f"{c.max_age / 86400:g}d" if c.max_age else "unlimited"
+            rows.append((c.name or "", subjects, f"{info.state.messages:,}", f"{info.state.bytes / 1e6:.1f} MB", age))
+        print(_table(("stream", "subjects", "messages", "size", "max age"), rows))
+        return 0
+    finally:
+        await nc.close()
+
+
+def streams_command(config: Config, action: str) -> int:
+    return asyncio.run(_streams(config, action))

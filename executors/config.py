@@ -1,0 +1,29 @@
+"""Settings of the order executor (the `[executor]` table)."""
+
+from __future__ import annotations
+
+import msgspec
+
+
+class ExecutorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    venue: str = "sim"
+    account: str = "main"
+    rate_limit: float = 20.0  # orders per second sustained (token bucket refill)
+    burst: int = 40  # bucket size
+    retries: int = 4  # on transient errors (timeouts, rate limited)
+    backoff_ms: int = 100  # first retry delay; doubles with jitter
+    backoff_max_ms: int = 2_000
+    request_timeout: float = 3.0  # seconds per venue call
+    metrics_port: int = 0  # Prometheus /metrics; 0 = off
+
+    def __post_init__(self) -> None:
+        if self.rate_limit <= 0:
+            raise ValueError("`rate_limit` must be positive")
+        if self.burst < 1:
+            raise ValueError("`burst` must be at least 1")
+        if self.retries < 0:
+            raise ValueError("`retries` must not be negative")
+        if not 0 < self.backoff_ms <= self.backoff_max_ms:
+            raise ValueError("`backoff_ms` must be positive and at most `backoff_max_ms`")
+        if self.request_timeout <= 0:
+            raise ValueError("`request_timeout` must be positive")

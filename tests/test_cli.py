@@ -1,0 +1,91 @@
+"""`sqt up` and friends as a user runs them: real processes, real signals."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import re
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import nats
+import pytest
+
+from bus.embedded import free_port
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    return True
+
+
+def _wait_for(text_source, pattern: str, timeout: float) -> re.Match[str]:  # type: ignore[no-untyped-def]
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        m = re.search(pattern, text_source())
+        if m:
+            return m
+        time.sleep(0.1)
+    raise AssertionError(f"no {pattern!r} within {timeout}s in:\n{text_source()}")
+
+
+@pytest.mark.e2e
+def test_sqt_up_runs_everything_shows_market_data_restarts_the_dead_and_stops_clean(tmp_path: Path) -> None:
+    port, monitor = free_port(), free_port()
+    out_path = tmp_path / "up.out"
+    env = {**os.environ, "SQT_DATA_DIR": str(tmp_path / "data"), "SQT_SIM_HISTORY_MINUTES": "30"}
+    env.pop("NATS_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "up", "--nats-port", str(port), "--nats-monitor-port", str(monitor), "--quiet"],
+        cwd=ROOT,
+        env=env,
+        stdout=open(out_path, "wb"),
+        stderr=subprocess.STDOUT,
+    )
+    try:
+        output = lambda: out_path.read_text()  # noqa: E731
+        _wait_for(output, r"Ctrl-C stops everything", 30)
+        pids = {name: int(pid) for name, pid in re.findall(r"^(\S+)\s+(\d+)\s", output(), re.M)}
+        assert {"nats", "sim"} <= set(pids), output()
+
+        async def first_ticker() -> dict:
+            nc = await nats.connect(f"nats://127.0.0.1:{port}")
+            sub = await nc.subscribe("md.sim.BTC-USDT-USDT.ticker")
+            msg = await sub.next_msg(timeout=15)
+            await nc.close()
+            return json.loads(msg.data)
+
+        tick = asyncio.run(first_ticker())
+        assert tick["type"] == "ticker" and tick["symbol"] == "BTC/USDT:USDT" and float(tick["last"]) > 0
+
+        os.kill(pids["sim"], signal.SIGKILL)  # a component dies: it is restarted, and we are told
+        _wait_for(output, r"sim exited with code -9; restarting", 10)
+        restarted = _wait_for(output, r"sim restarted \(pid (\d+)\)", 10)
+        pids["sim-2"] = int(restarted.group(1))
+        asyncio.run(first_ticker())  # market data flows again
+
+        started = time.monotonic()
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(10) == 0
+        assert time.monotonic() - started < 5.0
+        for name, pid in pids.items():
+            assert not _alive(pid), f"{name} (pid {pid}) was left behind"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+
+
+def test_unreachable_nats_is_a_clear_message_not_a_traceback() -> None:
+    env = {**os.environ, "NATS_URL": f"nats://127.0.0.1:{free_port()}"}
+    out = subprocess.run([sys.executable, "-m", "cli.main", "status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
+    assert out.returncode == 1
+    assert "NATS is not reachable" in out.stderr and "Traceback" not in out.stderr
