@@ -237,12 +237,16 @@ async def _frames(wire: _Wire, end_seq: int | None, follow: bool) -> AsyncIterat
             eol = find(_CRLF, pos)
             if eol < 0:
                 break
-            if buf.startswith(b"HMSG", pos):
+            headers = buf.startswith(b"HMSG", pos)
+            if headers or buf.startswith(b"MSG ", pos):
                 parts = buf[pos:eol].split(b" ")
-                if len(parts) == 6:
-                    subject, reply, hlen, tlen = parts[1], parts[3], int(parts[4]), int(parts[5])
-                else:
-                    subject, reply, hlen, tlen = parts[1], b"", int(parts[3]), int(parts[4])
+                if headers:  # HMSG <subject> <sid> [reply] <header bytes> <total bytes>
+                    if len(parts) == 6:
+                        subject, reply, hlen, tlen = parts[1], parts[3], int(parts[4]), int(parts[5])
+                    else:
+                        subject, reply, hlen, tlen = parts[1], b"", int(parts[3]), int(parts[4])
+                else:  # MSG <subject> <sid> [reply] <bytes>: a message stored without headers
+                    subject, reply, hlen, tlen = parts[1], parts[3] if len(parts) == 5 else b"", 0, int(parts[-1])
                 body = eol + 2
                 end = body + tlen + 2
                 if end > size:
@@ -271,14 +275,11 @@ async def _frames(wire: _Wire, end_seq: int | None, follow: bool) -> AsyncIterat
                     if seq == limit or (stop_when_drained and pending == 0):
                         done = True
                         break
-                else:
-                    _control(writer, buf[body : body + hlen], reply)
-            elif buf.startswith(b"MSG ", pos):
-                parts = buf[pos:eol].split(b" ")
-                end = eol + 2 + int(parts[-1]) + 2
-                if end > size:
+                elif _control(writer, buf[body : body + hlen], reply) and stop_when_drained:
+                    # An idle heartbeat: the consumer has had nothing to send for a while, so
+                    # everything that was there when the read began has been delivered.
+                    done = True
                     break
-                pos = end
             elif buf.startswith(b"PING", pos):
                 writer.write(b"PONG\r\n")
                 pos = eol + 2
@@ -293,12 +294,15 @@ async def _frames(wire: _Wire, end_seq: int | None, follow: bool) -> AsyncIterat
             return
 
 
-def _control(writer: asyncio.StreamWriter, headers: bytes, reply: bytes) -> None:
-    """Answer flow control requests and stalled-consumer heartbeats so delivery continues."""
+def _control(writer: asyncio.StreamWriter, headers: bytes, reply: bytes) -> bool:
+    """Answer flow control requests and stalled-consumer heartbeats so delivery continues.
+
+    Returns True for an idle heartbeat."""
     if reply:  # flow control request: reply with an empty message
         writer.write(b"PUB " + reply + b" 0\r\n\r\n")
-        return
+        return False
     hdrs = parse_headers(headers)
     stalled = hdrs.get("Nats-Consumer-Stalled")
     if stalled:
         writer.write(b"PUB " + stalled.encode() + b" 0\r\n\r\n")
+    return b"Idle Heartbeat" in headers

@@ -1,0 +1,272 @@
+"""What every consumer shares: declaration, sessions rebuilt from the log, acks after outputs, DLQ.
+
+Two kinds of consumers build on this (DESIGN.md "Consumers"):
+- `bus.runtime.ConsumerRuntime`: a pure core folded over its inputs, with checkpoints and
+  replay (strategies, the simulated exchange's engine);
+- `bus.handler.HandlerRuntime`: an effectful handler that talks to the outside world and
+  keeps no state of its own (the order executor).
+
+Both: a durable JetStream consumer that the runtime (re)creates at the position it knows,
+a continuous pull feed, inputs acked (ack-all) only after their outputs are stored, inputs
+that do not decode dead-lettered with the reason, and any broken session (stalled pull,
+reconnect, publish timeout) rebuilt from the log after a backoff.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Generic, TypeVar
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
+from nats.js.errors import NotFoundError
+
+from bus.dlq import dead_letter
+from bus.publisher import PubAck, Publisher
+from bus.pull import PullFeed
+from bus.reader import _ack_tokens
+from bus.streams import StreamSpec, apply_stream
+from schemas.codec import encode
+from schemas.subjects import subject_of
+
+log = logging.getLogger("bus.consumer")
+
+E = TypeVar("E")
+
+
+@dataclass(frozen=True, slots=True)
+class Inbound(Generic[E]):
+    """One input as a core or handler sees it: the event and where it sits in the input stream."""
+
+    seq: int
+    subject: str
+    event: E
+    stored_ns: int = 0  # when JetStream stored it (server clock): for time-to-live checks, not decisions
+
+
+@dataclass(frozen=True)
+class ConsumerSpec:
+    name: str  # durable consumer name; also the checkpoint key
+    stream: str  # the stream it reads
+    input_type: Any  # msgspec type (or tagged union) the inputs decode to
+    state_type: Any = None  # msgspec type of a core's state (for checkpoints)
+    subjects: tuple[str, ...] = ()  # filter subjects; empty = the whole stream
+    outputs: tuple[str, ...] = ()  # subject patterns it may publish (NATS wildcards)
+    input_stream: StreamSpec | None = None  # created by the runtime (a sourced stream)
+    batch: int = 512
+    checkpoint_every: int = 5_000
+    checkpoint_interval: float = 2.0
+    ack_wait: float = 30.0
+    max_ack_pending: int = 20_000
+
+
+@dataclass
+class RuntimeStats:
+    processed: int = 0
+    replayed: int = 0
+    dead_lettered: int = 0
+    outputs: int = 0
+    duplicates: int = 0
+    checkpoints: int = 0
+    sessions: int = 0
+    last_seq: int = 0
+    lag: int = 0
+    last_error: str = ""
+    started: float = field(default_factory=time.time)
+
+
+class OutputNotDeclared(RuntimeError):
+    pass
+
+
+class RetryLater(RuntimeError):
+    """Stop this session without acking: the input is processed again after a backoff."""
+
+
+def subject_matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """NATS wildcard matching (`*` one token, `>` the rest), memoized per subject."""
+    if not patterns:
+        return _anything
+    compiled = [p.split(".") for p in patterns]
+    seen: dict[str, bool] = {}
+
+    def match_one(tokens: list[str], pattern: list[str]) -> bool:
+        for i, p in enumerate(pattern):
+            if p == ">":
+                return len(tokens) > i
+            if i >= len(tokens) or (p != "*" and p != tokens[i]):
+                return False
+        return len(tokens) == len(pattern)
+
+    def matches(subject: str) -> bool:
+        hit = seen.get(subject)
+        if hit is None:
+            tokens = subject.split(".")
+            hit = any(match_one(tokens, p) for p in compiled)
+            if len(seen) < 100_000:
+                seen[subject] = hit
+        return hit
+
+    return matches
+
+
+def _anything(_subject: str) -> bool:
+    return True
+
+
+def delivery(msg: Msg) -> tuple[int, int, int]:
+    """(stream seq, stored time ns, pending) of a delivered message."""
+    meta = _ack_tokens(msg.reply.encode())
+    if meta is None:
+        raise ValueError(f"not a JetStream delivery: {msg.reply!r}")
+    seq, _dseq, ts, pending = meta
+    return seq, ts, pending
+
+
+class Consumer:
+    """The session machinery; subclasses say how to prepare, process a batch, and finish."""
+
+    def __init__(self, nc: Client, spec: ConsumerSpec, publisher: Publisher | None = None) -> None:
+        self.nc = nc
+        self.js = nc.jetstream()
+        self.spec = spec
+        self.publisher = publisher
+        self.stats = RuntimeStats()
+        self.seq = 0  # last input whose effects are settled
+        self.caught_up = asyncio.Event()
+        self.declared = subject_matcher(spec.outputs)
+
+    # ----------------------------------------------------------------- subclass hooks
+
+    async def prepare(self) -> None:
+        """Before going live: set `self.seq` to the last input already dealt with."""
+
+    async def process(self, msgs: list[Msg]) -> None:
+        raise NotImplementedError
+
+    async def idle(self) -> None:
+        """Between batches (checkpoints, housekeeping)."""
+
+    async def finish(self) -> None:
+        """After a session ends cleanly."""
+
+    # ----------------------------------------------------------------- lifecycle
+
+    async def ensure_publisher(self) -> Publisher:
+        if self.publisher is None:
+            self.publisher = await Publisher(self.nc).start()
+        return self.publisher
+
+    async def run(self, stop: asyncio.Event) -> None:
+        """Run until `stop` is set; rebuild the session from the log after any failure."""
+        await self.ensure_publisher()
+        if self.spec.input_stream is not None:
+            change = await apply_stream(self.js, self.spec.input_stream)
+            if change.kind != "unchanged":
+                log.info("%s: input stream %s", self.spec.name, change)
+        delay = 0.2
+        while not stop.is_set():
+            try:
+                await self._session(stop)
+                return
+            except Exception as exc:  # nats, OS and publish errors share no narrower base
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                log.warning("%s: session ended (%s); rebuilding from the log in %.1fs", self.spec.name, self.stats.last_error, delay)
+            self.caught_up.clear()
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, 5.0)
+
+    async def _session(self, stop: asyncio.Event) -> None:
+        self.stats.sessions += 1
+        await self.ensure_publisher()
+        await self.prepare()
+        await self.recreate_consumer(self.seq + 1)
+        feed = PullFeed(self.nc, self.spec.stream, self.spec.name, batch=self.spec.batch)
+        await feed.start()
+        log.info("%s: live from seq %d", self.spec.name, self.seq + 1)
+        try:
+            while not stop.is_set():
+                msgs = await feed.next_batch(timeout=0.25)
+                if msgs:
+                    await self.process(msgs)
+                elif not self.caught_up.is_set():
+                    self.caught_up.set()
+                await self.idle()
+        finally:
+            await feed.stop()
+        await self.finish()
+
+    async def ack_floor(self) -> int:
+        try:
+            info = await self.js.consumer_info(self.spec.stream, self.spec.name)
+        except NotFoundError:
+            return 0
+        return int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+
+    async def recreate_consumer(self, start_seq: int) -> None:
+        # Delivered-but-unacked inputs would only come back after ack_wait; a fresh consumer at
+        # the position we know delivers them now.
+        try:
+            await self.js.delete_consumer(self.spec.stream, self.spec.name)
+        except NotFoundError:
+            pass
+        config = ConsumerConfig(
+            durable_name=self.spec.name,
+            deliver_policy=DeliverPolicy.BY_START_SEQUENCE,
+            opt_start_seq=max(start_seq, 1),
+            ack_policy=AckPolicy.ALL,
+            ack_wait=self.spec.ack_wait,
+            max_ack_pending=self.spec.max_ack_pending,
+            max_waiting=16,
+            description=f"sqt consumer {self.spec.name}",
+        )
+        if len(self.spec.subjects) == 1:
+            config.filter_subject = self.spec.subjects[0]
+        elif self.spec.subjects:
+            config.filter_subjects = list(self.spec.subjects)
+        await self.js._jsm.add_consumer(self.spec.stream, config)
+
+    # ----------------------------------------------------------------- batch helpers
+
+    async def send_outputs(self, outputs: Sequence[Any], futures: list[asyncio.Future[PubAck]]) -> None:
+        assert self.publisher is not None
+        for out in outputs:
+            futures.append(await self.publisher.send(subject_of(out), encode(out), out.id))
+
+    async def send_dead_letter(self, msg: Msg, seq: int, reason: str, futures: list[asyncio.Future[PubAck]]) -> None:
+        assert self.publisher is not None
+        self.stats.dead_lettered += 1
+        log.warning("%s: seq %d on %s dead-lettered: %s", self.spec.name, seq, msg.subject, reason)
+        subject, msg_id, headers = dead_letter(self.spec.name, self.spec.stream, seq, msg.subject, reason)
+        futures.append(await self.publisher.send(subject, msg.data, msg_id, headers))
+
+    async def settle(self, futures: list[asyncio.Future[PubAck]], last: Msg | None, terminate: list[Msg], count: int) -> None:
+        """Wait for every output's ack, then ack the inputs (ack-all on the last)."""
+        if futures:
+            acks = await asyncio.gather(*futures)
+            self.stats.outputs += len(acks)
+            self.stats.duplicates += sum(1 for a in acks if a.duplicate)
+        self.stats.processed += count
+        self.stats.last_seq = self.seq
+        # Raw protocol acks: nats-py refuses to ack a message it saw terminated, but ack-all on
+        # the last input must still cover the ones before it.
+        for msg in terminate:
+            await self.nc.publish(msg.reply, b"+TERM")
+        if last is not None:
+            await self.nc.publish(last.reply, b"+ACK")
+
+
+def decode_or_reason(decoder: msgspec.json.Decoder, data: bytes) -> tuple[Any, str]:
+    try:
+        return decoder.decode(data), ""
+    except msgspec.DecodeError as exc:
+        return None, f"undecodable input: {exc}"
