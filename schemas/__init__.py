@@ -9,10 +9,12 @@ from schemas.ops import (
     BreakerChange,
     ControlCommand,
     GridLevel,
-    GridView,
+    GridSlot,
+    GridState,
     ReconciliationFinding,
     RiskAlert,
     StrategyState,
+    VenueSnapshot,
 )
 from schemas.subjects import subject_of
 
@@ -30,7 +32,8 @@ __all__ = [
     "FundingRate",
     "GapMarker",
     "GridLevel",
-    "GridView",
+    "GridSlot",
+    "GridState",
     "Message",
     "OrderUpdate",
     "PlaceOrder",
@@ -40,6 +43,7 @@ __all__ = [
     "StrategyState",
     "Ticker",
     "Trade",
+    "VenueSnapshot",
     "decode",
     "encode",
     "subject_of",

@@ -4,7 +4,34 @@ from __future__ import annotations
 
 from decimal import Decimal
 
+from typing import Literal
+
+import msgspec
+
 from schemas.base import Message, Side, finite, non_negative, not_empty, positive
+
+
+class Market(msgspec.Struct, frozen=True, kw_only=True):
+    """Trading rules of one market, in ccxt's terms (not a bus message: it travels inside them)."""
+
+    symbol: str
+    kind: Literal["spot", "swap"]
+    base: str
+    quote: str
+    settle: str | None = None
+    tick_size: Decimal  # price increment
+    lot_size: Decimal  # amount increment
+    min_amount: Decimal
+    min_notional: Decimal
+    contract_size: Decimal = Decimal(1)
+    maker_fee: Decimal = Decimal("0.0002")
+    taker_fee: Decimal = Decimal("0.0005")
+
+    def on_tick(self, price: Decimal) -> bool:
+        return (price % self.tick_size) == 0
+
+    def on_lot(self, amount: Decimal) -> bool:
+        return (amount % self.lot_size) == 0
 
 
 class Candle(Message, frozen=True, kw_only=True, tag="candle"):

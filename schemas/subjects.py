@@ -206,7 +206,7 @@ def _routes() -> dict[type, Callable[[Any], str]]:
     from schemas.account import Balance, Fill, OrderUpdate, Position
     from schemas.commands import CancelAll, CancelOrder, PlaceOrder
     from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
-    from schemas.ops import BreakerChange, ControlCommand, ReconciliationFinding, RiskAlert, StrategyState
+    from schemas.ops import BreakerChange, ControlCommand, ReconciliationFinding, RiskAlert, StrategyState, VenueSnapshot
 
     return {
         Ticker: lambda m: _md(m.venue, m.symbol, "ticker"),
@@ -226,6 +226,7 @@ def _routes() -> dict[type, Callable[[Any], str]]:
         BreakerChange: lambda m: _ops("risk", m.instance, "breaker"),
         ReconciliationFinding: lambda m: _ops("reconciler", m.instance, "finding"),
         ControlCommand: lambda m: control(m.target_component, m.target_instance),
+        VenueSnapshot: lambda m: _ops(m.component, m.instance, "snapshot"),
     }
 
 

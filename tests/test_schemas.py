@@ -39,7 +39,8 @@ def test_every_message_type_is_frozen_tagged_and_has_an_id() -> None:
         tags.add(cfg.tag)
     assert len(tags) == len(ALL_TYPES)
     assert {"candle", "ticker", "trade", "funding_rate", "order", "fill", "position", "balance", "gap", "place_order",
-            "cancel_order", "cancel_all", "strategy_state", "risk_alert", "breaker", "reconciliation", "control"} <= tags
+            "cancel_order", "cancel_all", "strategy_state", "risk_alert", "breaker", "reconciliation", "control",
+            "venue_snapshot"} <= tags
 
 
 @pytest.mark.parametrize(

@@ -8,36 +8,13 @@ published are the same shape. Errors are `venues.errors` categories.
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Literal, Protocol
+from typing import Protocol
 
 import msgspec
 
 from schemas.account import Balance, OrderUpdate, Position
 from schemas.base import OrderType, Side, TimeInForce
-from schemas.market import Candle, FundingRate
-
-
-class Market(msgspec.Struct, frozen=True, kw_only=True):
-    """Trading rules of one market, in ccxt's terms."""
-
-    symbol: str
-    kind: Literal["spot", "swap"]
-    base: str
-    quote: str
-    settle: str | None = None
-    tick_size: Decimal  # price increment
-    lot_size: Decimal  # amount increment
-    min_amount: Decimal
-    min_notional: Decimal
-    contract_size: Decimal = Decimal(1)
-    maker_fee: Decimal = Decimal("0.0002")
-    taker_fee: Decimal = Decimal("0.0005")
-
-    def on_tick(self, price: Decimal) -> bool:
-        return (price % self.tick_size) == 0
-
-    def on_lot(self, amount: Decimal) -> bool:
-        return (amount % self.lot_size) == 0
+from schemas.market import Candle, FundingRate, Market
 
 
 class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):

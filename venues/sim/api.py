@@ -8,7 +8,8 @@ import msgspec
 
 from schemas.account import Balance, OrderUpdate, Position
 from schemas.market import Candle, FundingRate
-from venues.protocol import Market, OrderRequest
+from schemas.market import Market
+from venues.protocol import OrderRequest
 
 
 def api_subject(venue: str, method: str) -> str:

@@ -20,7 +20,8 @@ from schemas.base import RejectReason
 from schemas.codec import encode
 from schemas.market import Candle, FundingRate
 from venues.errors import DuplicateOrder, OrderNotFound, OrderRejected, Transient, VenueError
-from venues.protocol import Market, OrderRequest
+from schemas.market import Market
+from venues.protocol import OrderRequest
 from venues.sim import api
 
 R = TypeVar("R")

@@ -7,7 +7,7 @@ from typing import Literal
 
 import msgspec
 
-from venues.protocol import Market
+from schemas.market import Market
 
 
 class SimMarket(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):

@@ -25,7 +25,8 @@ from schemas import ids
 from schemas.account import ZERO, Balance, Fill, OrderUpdate, Position
 from schemas.base import RejectReason, Side
 from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
-from venues.protocol import Market, OrderRequest
+from schemas.market import Market
+from venues.protocol import OrderRequest
 from venues.sim.config import SimConfig
 from venues.sim.journal import Bar, Cancel, CancelAll, Entry, Fund, History, Place, Tick
 
