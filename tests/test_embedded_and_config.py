@@ -65,6 +65,8 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[[grids]]\ninstance = 'g'\nlevels = 0\n", ["grids[0].levels", "at least 1"]),
         ("[[grids]]\ninstance = 'g'\nspacing = '-0.1'\n", ["grids[0].spacing", "positive"]),
         ("[[grids]]\ninstance = 'g'\nanchor = '100'\nlower = '110'\n", ["grids[0].anchor", "below `lower`"]),
+        ("[[grids]]\ninstance = 'g'\nlevels = 5\nmax_open_orders = 6\n", ["grids[0].max_open_orders", "at least 10"]),
+        ("[[grids]]\ninstance = 'g'\n[[grids]]\ninstance = 'g'\n", ["repeated: g"]),
         ("[streams.MARKET]\nmax_age = 'a week'\n", ["streams.MARKET.max_age", "duration"]),
         ("[streams.NOPE]\nmax_age = '1d'\n", ["unknown stream 'NOPE'"]),
         ("this is = not toml = at all", ["not valid TOML"]),

@@ -52,8 +52,13 @@ class GridConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
                 raise ValueError(f"`anchor` {self.anchor} is above `upper` {self.upper}")
         if self.trail_levels < 0:
             raise ValueError("`trail_levels` must not be negative")
-        if self.max_open_orders < 2:
-            raise ValueError("`max_open_orders` must be at least 2")
+        # Every unit of inventory rests a closing order: there must be room for all of them.
+        units = self.levels * (2 if self.mode == "neutral" else 1)
+        if self.max_open_orders < units:
+            raise ValueError(
+                f"`max_open_orders` {self.max_open_orders} must be at least {units} "
+                f"(levels x {'2 sides' if self.mode == 'neutral' else '1 side'}), so every filled level can rest its closing order"
+            )
         if self.post_only_retries < 0:
             raise ValueError("`post_only_retries` must not be negative")
         if self.ttl_ms <= 0:

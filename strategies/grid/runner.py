@@ -1,0 +1,188 @@
+"""`sqt run grid --instance ID`: the thin shell around one grid core.
+
+It asks the venue for the market's rules and price (refusing a config that cannot trade
+them, naming the field), declares the grid's input stream (the one total order of its inputs:
+its ticker, its account's order events, operator controls, risk breakers, its venue snapshot,
+sourced from MARKET, ACCOUNT and OPS), publishes a venue snapshot on a first start so that
+the core adopts existing orders instead of placing duplicates, and runs the core under the
+consumer runtime. Everything else (checkpoints, replay, outputs before acks) is the runtime's.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import logging
+from decimal import Decimal
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError, NotFoundError
+
+from bus import checkpoints
+from bus.connection import connect
+from bus.publisher import Publisher
+from bus.runtime import ConsumerRuntime, ConsumerSpec
+from bus.service import register
+from bus.streams import BREAKERS, DAY, MINUTE, STREAMS, Source, StreamSpec, apply, apply_stream, with_retention
+from schemas import ids, subjects
+from schemas.account import OrderUpdate
+from schemas.market import Market, Ticker
+from schemas.ops import BreakerChange, BreakerState, ControlCommand, GridState, VenueSnapshot
+from strategies.grid.config import GridConfig
+from strategies.grid.core import GridCore
+from strategies.grid.lattice import check_config, client_prefix
+from venues.errors import Transient
+from venues.factory import open_venue
+from venues.protocol import Venue
+
+log = logging.getLogger("grid")
+
+GridInput = Ticker | OrderUpdate | ControlCommand | BreakerChange | VenueSnapshot
+
+
+class GridConfigError(RuntimeError):
+    """The grid cannot trade this market with this config (the message names the field)."""
+
+
+def input_stream(grid: GridConfig, start: dt.datetime | None = None) -> StreamSpec:
+    return StreamSpec(
+        name=f"IN_GRID_{grid.instance.upper()}",
+        subjects=(),
+        description=f"inputs of grid {grid.instance}, in the one order its core sees them",
+        max_age=7 * DAY,
+        duplicate_window=2 * MINUTE,
+        sources=(
+            Source("MARKET", (subjects.md(grid.venue, grid.symbol, "ticker"),)),
+            Source("ACCOUNT", (subjects.acct(grid.venue, grid.account, grid.symbol, "order"),)),
+            Source(
+                "OPS",
+                (
+                    subjects.control("grid", grid.instance),
+                    subjects.control("grid"),
+                    "ops.risk.*.breaker",
+                    subjects.ops("grid", grid.instance, "snapshot"),
+                ),
+            ),
+        ),
+        sources_start=start,
+    )
+
+
+def grid_spec(grid: GridConfig, start: dt.datetime | None = None) -> ConsumerSpec:
+    return ConsumerSpec(
+        name=f"grid-{grid.instance}",
+        stream=input_stream(grid).name,
+        input_type=GridInput,
+        state_type=GridState,
+        outputs=(subjects.cmd(grid.venue, grid.account, grid.symbol, "*"), subjects.ops("grid", grid.instance, "state")),
+        input_stream=input_stream(grid, start),
+        checkpoint_every=1_000,
+        checkpoint_interval=1.0,
+    )
+
+
+async def market_and_price(venue: Venue, grid: GridConfig, stop: asyncio.Event) -> tuple[Market, Decimal] | None:
+    """The market's rules and its last price, waiting for the venue to answer."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            markets = await venue.markets()
+            if grid.symbol not in markets:
+                raise GridConfigError(f"symbol: {venue.name} has no market {grid.symbol} (it has {', '.join(sorted(markets))})")
+            candles = await venue.fetch_ohlcv(grid.symbol, limit=1)
+            if candles:
+                return markets[grid.symbol], candles[-1].close
+        except Transient as exc:
+            log.info("waiting for venue %s: %s", venue.name, exc)
+        try:
+            await asyncio.wait_for(stop.wait(), delay)
+        except asyncio.TimeoutError:
+            pass
+        delay = min(delay * 2, 5.0)
+    return None
+
+
+async def current_breakers(nc: Client, grid: GridConfig) -> dict[str, BreakerState]:
+    kv = await nc.jetstream().key_value(BREAKERS.name)
+    out: dict[str, BreakerState] = {}
+    for scope in ("global", f"venue.{grid.venue}", f"symbol.{grid.venue}.{subjects.symbol_token(grid.symbol)}"):
+        try:
+            entry = await kv.get(scope)
+        except (KeyNotFoundError, NotFoundError):
+            continue
+        if entry.value:
+            out[scope] = msgspec.json.decode(entry.value, type=BreakerChange).state
+    return out
+
+
+async def venue_snapshot(nc: Client, venue: Venue, grid: GridConfig) -> VenueSnapshot:
+    prefix = client_prefix(grid.instance)
+    orders = [o for o in await venue.fetch_open_orders(grid.symbol) if o.client_order_id.startswith(prefix)]
+    positions = await venue.fetch_positions([grid.symbol])
+    breakers = await current_breakers(nc, grid)
+    fields: dict[str, Any] = dict(
+        component="grid",
+        instance=grid.instance,
+        venue=grid.venue,
+        account=grid.account,
+        symbol=grid.symbol,
+        orders=orders,
+        positions=positions,
+        breakers=breakers,
+        ts=await venue.now_ms(),
+    )
+    return VenueSnapshot(id=ids.content_id(f"snapshot:{grid.instance}", fields), **fields)
+
+
+async def run_grid(config: Any, grid: GridConfig, stop: asyncio.Event) -> None:
+    nc = await connect(config.nats_url, name=f"sqt-grid-{grid.instance}")
+    try:
+        await apply(nc.jetstream(), with_retention(STREAMS, config.retention()))
+        venue = open_venue(nc, grid.venue, grid.account, sim_venue=config.sim.venue)
+        found = await market_and_price(venue, grid, stop)
+        if found is None:
+            return
+        market, price = found
+        problems = check_config(grid, market, price)
+        if problems:
+            raise GridConfigError(f"grid {grid.instance}: " + "; ".join(problems))
+        core = GridCore(grid, market)
+        spec = grid_spec(grid, dt.datetime.now(dt.timezone.utc))
+        assert spec.input_stream is not None
+        await apply_stream(nc.jetstream(), spec.input_stream)  # first, so the snapshot is sourced into it
+        publisher = await Publisher(nc).start()
+        if await checkpoints.load(nc, spec.name, GridState) is None:
+            snapshot = await venue_snapshot(nc, venue, grid)
+            await publisher.publish(snapshot)
+            log.info(
+                "first start: venue snapshot with %d open orders of this grid and %d positions",
+                len(snapshot.orders),
+                len(snapshot.positions),
+            )
+        runtime: ConsumerRuntime[GridState, Any] = ConsumerRuntime(nc, spec, core, publisher)
+
+        def status() -> dict[str, Any]:
+            st = runtime.state
+            return {
+                "component": "grid",
+                "instance": grid.instance,
+                "status": st.status,
+                "input_seq": runtime.seq,
+                "lag": runtime.stats.lag,
+                "position": str(core.position(st)),
+                "open_orders": sum(1 for s in st.slots if s.status),
+                "fills": st.fills,
+                "realized_pnl": str(st.realized_pnl),
+                "last_price": str(st.last_price),
+                "last_error": runtime.stats.last_error,
+            }
+
+        service = await register(nc, "grid", grid.instance, f"{grid.mode} grid on {grid.symbol}", status)
+        try:
+            await runtime.run(stop)
+        finally:
+            await service.stop()
+    finally:
+        await nc.close()

@@ -1,0 +1,143 @@
+"""Property tests: the grid core against the simulated exchange's engine over random sessions."""
+
+from __future__ import annotations
+
+from decimal import Decimal
+
+import msgspec
+from hypothesis import given, settings, target
+from hypothesis import strategies as st
+
+from schemas.market import Ticker
+from strategies.grid.config import GridConfig
+from strategies.grid.core import GridCore
+from tests.grid_harness import Harness, sim_config
+
+# A price path: moves in basis points and traded volumes; integers shrink and spread better than floats.
+moves = st.lists(
+    st.tuples(st.integers(-60, 60).map(lambda bp: bp / 10_000), st.integers(1, 600).map(lambda v: v / 1_000)),
+    min_size=30,
+    max_size=250,
+)
+
+
+@st.composite
+def grids(draw: st.DrawFn, mode: str | None = None) -> GridConfig:
+    mode = mode or draw(st.sampled_from(["long", "short", "neutral"]))
+    levels = draw(st.integers(1, 5))
+    units = levels * (2 if mode == "neutral" else 1)
+    return GridConfig(
+        instance="prop",
+        mode=mode,  # type: ignore[arg-type]
+        levels=levels,
+        spacing=Decimal(draw(st.sampled_from(["0.001", "0.002", "0.005"]))),
+        notional=Decimal(draw(st.sampled_from(["5", "50", "300"]))),
+        trail_levels=draw(st.integers(0, 3)),
+        max_open_orders=units + draw(st.integers(0, 5)),
+        post_only=draw(st.booleans()),
+    )
+
+
+def drive(h: Harness, path: list[tuple[float, float]], check=None, aim: bool = True) -> None:  # type: ignore[no-untyped-def]
+    price = 100.0
+    for move, volume in path:
+        price *= 1 + move
+        h.tick(f"{max(price, 1):.2f}", f"{volume:.3f}")
+        assert h.invariant_problems() == []
+        if check is not None:
+            check(h)
+    if aim:
+        target(float(h.gst.fills), label="fills")  # steer the search toward sessions that trade a lot
+
+
+@settings(max_examples=80, deadline=None)
+@given(grid=grids(), path=moves, latency=st.booleans())
+def test_no_slot_ever_has_two_live_orders_and_every_fill_gets_its_counter_order(
+    grid: GridConfig, path: list[tuple[float, float]], latency: bool
+) -> None:
+    """Checked at every tick (tests/grid_harness.py invariant_problems): at most one live order
+    per slot at the venue; every filled slot rests exactly one closing order (unless its
+    opening order is still working or the closing price would take); no client order id is
+    placed twice; the grid's position equals the venue's; no buy at or above the best ask and
+    no sell at or below the best bid, post-only or its plain-limit fallback alike."""
+    drive(Harness(grid, sim_config(), latency=latency), path)
+
+
+@settings(max_examples=50, deadline=None)
+@given(grid=grids(mode="long"), path=moves, latency=st.booleans())
+def test_long_inventory_never_exceeds_the_levels_below_the_anchor(grid: GridConfig, path: list[tuple[float, float]], latency: bool) -> None:
+    biggest = grid.notional / Decimal("1")  # amounts are notional / price; prices stay above 1 here
+
+    def bounded(h: Harness) -> None:
+        held = [s for s in h.gst.slots if s.holding > 0]
+        assert len(held) <= grid.levels
+        assert all(s.holding >= 0 for s in h.gst.slots)
+        assert 0 <= h.venue_position() <= grid.levels * biggest
+
+    drive(Harness(grid, sim_config(), latency=latency), path, bounded)
+
+
+@settings(max_examples=30, deadline=None)
+@given(grid=grids(mode="short"), path=moves)
+def test_short_is_the_mirror_never_long(grid: GridConfig, path: list[tuple[float, float]]) -> None:
+    def bounded(h: Harness) -> None:
+        assert len([s for s in h.gst.slots if s.holding < 0]) <= grid.levels
+        assert all(s.holding <= 0 for s in h.gst.slots)
+        assert h.venue_position() <= 0  # the engine's signed contracts
+
+    drive(Harness(grid, sim_config()), path, bounded)
+
+
+@settings(max_examples=30, deadline=None)
+@given(grid=grids(), path=moves, latency=st.booleans())
+def test_the_same_inputs_give_the_same_state_and_decisions(grid: GridConfig, path: list[tuple[float, float]], latency: bool) -> None:
+    a, b = Harness(grid, sim_config(), latency=latency), Harness(grid, sim_config(), latency=latency)
+    drive(a, path)
+    drive(b, path, aim=False)
+    assert msgspec.json.encode(a.gst) == msgspec.json.encode(b.gst)
+    assert [p.id for p in a.placed] == [p.id for p in b.placed]
+
+
+class NoFastPath(GridCore):
+    """The same core, deciding on every tick: what the fast path skips must change nothing."""
+
+    def on_ticker(self, st, ev: Ticker, seq: int):  # type: ignore[no-untyped-def, override]
+        return super().on_ticker(msgspec.structs.replace(st, quiet=None), ev, seq)
+
+
+@settings(max_examples=40, deadline=None)
+@given(grid=grids(), path=moves)
+def test_the_quiet_tick_fast_path_never_skips_a_decision(grid: GridConfig, path: list[tuple[float, float]]) -> None:
+    fast = Harness(grid, sim_config())
+    slow = Harness(grid, sim_config())
+    slow.core = NoFastPath(grid, slow.market)
+    price = 100.0
+    for move, volume in path:
+        price *= 1 + move
+        fast.tick(f"{price:.2f}", f"{volume:.3f}")
+        slow.tick(f"{price:.2f}", f"{volume:.3f}")
+        assert [p.id for p in fast.placed] == [p.id for p in slow.placed]
+        assert [c.id for c in fast.canceled] == [c.id for c in slow.canceled]
+        strip = dict(quiet=None, published_ts=0)
+        assert msgspec.structs.replace(fast.gst, **strip) == msgspec.structs.replace(slow.gst, **strip)
+
+
+def test_a_replay_from_any_point_reaches_the_same_state() -> None:
+    """Checkpoint anywhere, fold the rest: the same state as folding everything (replay = recovery)."""
+    grid = GridConfig(instance="prop", mode="neutral", levels=3, spacing=Decimal("0.002"), notional=Decimal(50), max_open_orders=8)
+    h = Harness(grid, sim_config())
+    price = 100.0
+    for i in range(300):
+        price *= 1 + (0.003 if (i // 25) % 2 else -0.003)
+        h.tick(f"{price:.2f}", "0.2")
+    core = GridCore(grid, h.market)
+    inputs = h.inputs
+    assert h.gst.fills > 5  # the session traded, so the replay has something to get right
+    for cut in (0, 1, len(inputs) // 3, len(inputs) - 1):
+        state = core.initial_state()
+        for inbound in inputs[:cut]:
+            state, _ = core.step(state, inbound)
+        checkpoint = msgspec.json.decode(msgspec.json.encode(state), type=type(state))  # through the wire format
+        for inbound in inputs[cut:]:
+            checkpoint, _ = core.step(checkpoint, inbound)
+        assert checkpoint == h.gst
