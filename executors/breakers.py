@@ -1,0 +1,62 @@
+"""Risk breakers as the executor reads them: the `breakers` bucket, before every new order.
+
+Keys are scopes (`global`, `venue.<venue>`, `symbol.<venue>.<symbol token>`), values the last
+BreakerChange for that scope. Reads are cached for a tenth of a second; a read that fails
+raises RetryLater, so an order is never sent while the breaker state is unknown.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+import msgspec
+from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError, NotFoundError
+
+from bus.consumer import RetryLater
+from bus.streams import BREAKERS
+from schemas.ops import BreakerChange, BreakerState
+from schemas.subjects import symbol_token
+
+_SEVERITY: dict[BreakerState, int] = {"ok": 0, "reduce_only": 1, "halted": 2}
+_decoder = msgspec.json.Decoder(BreakerChange)
+
+
+def scopes(venue: str, symbol: str) -> tuple[str, ...]:
+    return ("global", f"venue.{venue}", f"symbol.{venue}.{symbol_token(symbol)}")
+
+
+class BreakerView:
+    def __init__(self, nc: Client, ttl: float = 0.1) -> None:
+        self.nc = nc
+        self.ttl = ttl
+        self._cache: dict[str, tuple[float, BreakerState]] = {}
+        self._kv = None
+
+    async def _read(self, scope: str) -> BreakerState:
+        hit = self._cache.get(scope)
+        now = time.monotonic()
+        if hit is not None and now - hit[0] < self.ttl:
+            return hit[1]
+        try:
+            if self._kv is None:
+                self._kv = await self.nc.jetstream().key_value(BREAKERS.name)
+            try:
+                entry = await self._kv.get(scope)
+                state: BreakerState = _decoder.decode(entry.value).state if entry.value else "ok"
+            except (KeyNotFoundError, NotFoundError):
+                state = "ok"
+        except (msgspec.DecodeError, asyncio.TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - fail closed
+            raise RetryLater(f"breaker state unreadable ({exc!r})") from exc
+        self._cache[scope] = (now, state)
+        return state
+
+    async def state_for(self, venue: str, symbol: str) -> tuple[BreakerState, str]:
+        """The worst breaker covering this market, and the scope it comes from."""
+        states = await asyncio.gather(*(self._read(s) for s in scopes(venue, symbol)))
+        worst, where = "ok", ""
+        for scope, state in zip(scopes(venue, symbol), states):
+            if _SEVERITY[state] > _SEVERITY[worst]:
+                worst, where = state, scope
+        return worst, where  # type: ignore[return-value]
