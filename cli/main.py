@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--quiet", action="store_true", help="no periodic status line")
 
     run = sub.add_parser("run", help="run one component in the foreground")
-    run.add_argument("component", choices=["sim", "nats"])
+    run.add_argument("component", choices=["sim", "executor", "grid", "nats"])
     run.add_argument("--instance", help="grid instance id (for `run grid`)")
     run.add_argument("--nats-port", type=int)
     run.add_argument("--nats-monitor-port", type=int)
@@ -49,6 +49,10 @@ def _parser() -> argparse.ArgumentParser:
     streams.add_argument("action", choices=["apply", "ls"])
 
     sub.add_parser("schemas", help="print the JSON Schema of every message type")
+
+    from cli.replay import add_parser as add_replay
+
+    add_replay(sub)
     return p
 
 
@@ -90,6 +94,10 @@ def main(argv: list[str] | None = None) -> int:
                 from cli.status import streams_command
 
                 return streams_command(config, args.action)
+            case "replay":
+                from cli.replay import replay
+
+                return replay(config, args)
             case "schemas":
                 import json
 

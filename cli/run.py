@@ -30,7 +30,30 @@ def run_component(config: Config, component: str, instance: str | None) -> int:
             return run_nats(config)
         case "sim":
             return process.run("sim", lambda stop: _sim(config, stop))
+        case "executor":
+            from executors.runner import run_executor
+
+            return process.run("executor", lambda stop: run_executor(config, stop))
+        case "grid":
+            grid = config.grid(instance) if instance else _only_grid(config)
+            from strategies.grid.runner import GridConfigError, run_grid
+
+            async def main(stop: asyncio.Event) -> None:
+                try:
+                    await run_grid(config, grid, stop)
+                except GridConfigError as exc:
+                    logging.getLogger("grid").error("%s", exc)
+                    raise SystemExit(2) from None
+
+            return process.run(f"grid:{grid.instance}", main)
     raise ConfigError(f"unknown component {component!r}")
+
+
+def _only_grid(config: Config):  # type: ignore[no-untyped-def]
+    if len(config.grids) != 1:
+        known = ", ".join(g.instance for g in config.grids) or "none configured"
+        raise ConfigError(f"`sqt run grid` needs --instance (configured: {known})")
+    return config.grids[0]
 
 
 async def _sim(config: Config, stop: asyncio.Event) -> None:

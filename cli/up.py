@@ -78,7 +78,16 @@ def components(config: Config, config_path: str | None) -> list[tuple[str, list[
     base = [sys.executable, "-m", "cli.main"] + (["--config", config_path] if config_path else [])
     out = [
         ("sim", base + ["run", "sim"], f"simulated exchange {config.sim.venue!r} ({config.sim.clock} clock)"),
+        ("executor", base + ["run", "executor"], f"order executor for {config.executor.venue}/{config.executor.account}"),
     ]
+    for grid in config.grids:
+        out.append(
+            (
+                f"grid:{grid.instance}",
+                base + ["run", "grid", "--instance", grid.instance],
+                f"{grid.mode} grid on {grid.symbol} ({grid.levels} levels each side)",
+            )
+        )
     return out
 
 
@@ -146,8 +155,14 @@ def _keep_alive(child: Child, env: dict[str, str], now: float) -> None:
         if now - child.started > 60:
             child.backoff = 1.0  # a minute of health resets the backoff
         return
+    if child.next_start == float("inf"):
+        return
     if child.next_start == 0.0:
         code = child.proc.returncode if child.proc else None
+        if code == 2:  # a configuration error: restarting cannot help
+            child.next_start = float("inf")
+            log.error("%s stopped on a configuration error; not restarting it (see %s)", child.name, child.log_path)
+            return
         child.next_start = now + child.backoff
         log.warning(
             "%s exited with code %s; restarting in %.0fs (restart #%d); log: %s",
@@ -230,12 +245,12 @@ class _Watch:
 
         async def on_state(msg) -> None:  # type: ignore[no-untyped-def]
             doc = msgspec.json.decode(msg.data)
-            grid = doc.get("grid") or {}
             self.grids[doc.get("instance", "?")] = {
                 "status": doc.get("status"),
-                "open": grid.get("open_orders", 0),
-                "fills": grid.get("fills", 0),
-                "pnl": grid.get("realized_pnl", "0"),
+                "open": doc.get("open_orders", 0),
+                "fills": doc.get("fills", 0),
+                "pnl": doc.get("realized_pnl", "0"),
+                "position": doc.get("position", "0"),
             }
 
         await nc.subscribe(subjects.md(self.config.sim.venue, self.symbol, "ticker"), cb=on_tick)
@@ -252,7 +267,7 @@ class _Watch:
         t = self.ticker
         market = f"{self.symbol} {t.last} (bid {t.bid} / ask {t.ask})" if t else f"{self.symbol}: waiting for ticks"
         grids = "; ".join(
-            f"grid {k}: {v['status']}, {v['open']} open, {v['fills']} fills, pnl {v['pnl']}" for k, v in sorted(self.grids.items())
+            f"grid {k}: {v['status']}, {v['open']} open, position {v['position']}, {v['fills']} fills, pnl {v['pnl']}" for k, v in sorted(self.grids.items())
         )
         stamp = time.strftime("%H:%M:%S")
         return f"[{stamp}] {market} | {', '.join(counts)} msgs" + (f" | {grids}" if grids else "")

@@ -1,0 +1,285 @@
+"""`sqt replay`: reproduce an incident from the recorded streams, offline.
+
+    sqt replay grid --instance ID --since 2026-11-23T06:00:00Z --until 2026-11-23T06:30:00Z
+    sqt replay grid --instance ID --since 30m --set spacing=0.002      # try a changed parameter
+    sqt replay export --since 30m --until 10m -o incident.jsonl
+    sqt replay grid --instance ID --from-file incident.jsonl
+
+`replay grid` starts from the grid's last published state before the window (every state
+event carries the full state and the input sequence it reflects), folds the grid's recorded
+inputs through the same core, prints each decision, and compares them with the commands
+recorded in COMMAND for the window: exit 0 when they match, 1 with the first difference.
+It never touches a venue and publishes nothing.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import datetime as dt
+import sys
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+
+from bus import export
+from bus.connection import Unreachable, connect
+from bus.reader import StoredMsg, read_stream
+from cli.config import Config, ConfigError, parse_duration
+from schemas import subjects
+from schemas.codec import decode
+from schemas.commands import CancelOrder, PlaceOrder
+from schemas.ops import GridState, StrategyState
+from strategies.grid.config import GridConfig
+
+LOOKBACK = 3600.0  # how far before --since to look for the last published state
+
+
+def add_parser(sub: Any) -> None:
+    p = sub.add_parser("replay", help="reproduce a strategy's decisions from the recorded streams")
+    what = p.add_subparsers(dest="what", required=True)
+    grid = what.add_parser("grid", help="replay a grid instance's inputs through its core")
+    grid.add_argument("--instance", required=True)
+    grid.add_argument("--since", help="window start: ISO time, epoch ms, or a duration ago (30m)")
+    grid.add_argument("--until", help="window end (default: now)")
+    grid.add_argument("--from-file", type=Path, help="an exported incident (sqt replay export)")
+    grid.add_argument("--config", dest="replay_config", help="config file to take the grid's parameters from")
+    grid.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a grid parameter")
+    grid.add_argument("--quiet", action="store_true", help="do not print every decision")
+    exp = what.add_parser("export", help="write a window of every stream to a JSON lines file")
+    exp.add_argument("--since", required=True)
+    exp.add_argument("--until")
+    exp.add_argument("-o", "--output", type=Path, required=True)
+    exp.add_argument("--stream", action="append", default=[], help="only these streams (default: all)")
+
+
+def parse_time(text: str | None, default: dt.datetime | None = None) -> dt.datetime:
+    now = dt.datetime.now(dt.timezone.utc)
+    if text is None:
+        return default or now
+    if text.isdigit():
+        return dt.datetime.fromtimestamp(int(text) / 1000, dt.timezone.utc)
+    try:
+        when = dt.datetime.fromisoformat(text.replace("Z", "+00:00"))
+        return when if when.tzinfo else when.replace(tzinfo=dt.timezone.utc)
+    except ValueError:
+        pass
+    try:
+        return now - dt.timedelta(seconds=parse_duration(text, "time"))
+    except ConfigError:
+        raise ConfigError(f"not a time: {text!r} (use ISO 8601, epoch milliseconds, or a duration ago like 30m)") from None
+
+
+def grid_config(config: Config, instance: str, overrides: list[str]) -> GridConfig:
+    base = msgspec.to_builtins(config.grid(instance))
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or key not in GridConfig.__struct_fields__:
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(GridConfig.__struct_fields__)}")
+        base[key] = value
+    try:
+        return msgspec.convert(base, GridConfig, strict=False)
+    except msgspec.ValidationError as exc:
+        raise ConfigError(f"--set: {exc}") from None
+
+
+class Progress:
+    """Events/s on stderr for long replays."""
+
+    def __init__(self) -> None:
+        self.started = time.perf_counter()
+        self.last = 0.0
+        self.tty = sys.stderr.isatty()
+
+    def __call__(self, count: int, final: bool = False) -> None:
+        now = time.perf_counter()
+        if not final and now - self.last < (0.5 if self.tty else 5.0):
+            return
+        self.last = now
+        rate = count / max(now - self.started, 1e-9)
+        end = "\n" if final or not self.tty else "\r"
+        print(f"replayed {count:,} inputs ({rate:,.0f}/s)", end=end, file=sys.stderr, flush=True)
+
+
+def replay(config: Config, args: argparse.Namespace) -> int:
+    if args.what == "export":
+        return asyncio.run(_export(config, args))
+    if args.replay_config:
+        from cli.config import load
+
+        config = load(args.replay_config)
+    grid = grid_config(config, args.instance, args.set)
+    return asyncio.run(_replay_grid(config, grid, args))
+
+
+# ----------------------------------------------------------------------------- sources
+
+
+class Recorded:
+    """Where the record comes from: the live bus or an exported file."""
+
+    async def start_state(self, grid: GridConfig, since: dt.datetime) -> StrategyState | None: ...
+
+    def inputs(self, stream: str, first_seq: int, until: dt.datetime) -> AsyncIterator[list[StoredMsg]]: ...
+
+    async def commands(self, grid: GridConfig, since_ns: int, until: dt.datetime) -> list[PlaceOrder | CancelOrder]: ...
+
+
+class FromBus(Recorded):
+    def __init__(self, nc: Any) -> None:
+        self.nc = nc
+
+    async def start_state(self, grid: GridConfig, since: dt.datetime) -> StrategyState | None:
+        subject = subjects.ops("grid", grid.instance, "state")
+        last = None
+        async for batch in export.window(self.nc, "OPS", since - dt.timedelta(seconds=LOOKBACK), since, (subject,)):
+            last = batch[-1]
+        if last is None:  # nothing before the window: the very first state (for the market rules)
+            async for batch in read_stream(self.nc, "OPS", subjects=(subject,), end_seq=None):
+                first = decode(batch[0].data)
+                return msgspec.structs.replace(first, grid=None, input_seq=0)
+            return None
+        return decode(last.data)  # type: ignore[no-any-return]
+
+    async def inputs(self, stream: str, first_seq: int, until: dt.datetime) -> AsyncIterator[list[StoredMsg]]:
+        limit = export.ns(until)
+        async for batch in read_stream(self.nc, stream, start_seq=first_seq):
+            kept = [m for m in batch if m.ts_ns <= limit]
+            if kept:
+                yield kept
+            if len(kept) < len(batch):
+                return
+
+    async def commands(self, grid: GridConfig, since_ns: int, until: dt.datetime) -> list[PlaceOrder | CancelOrder]:
+        subject = subjects.cmd(grid.venue, grid.account, grid.symbol, "*")
+        start = dt.datetime.fromtimestamp(since_ns / 1e9, dt.timezone.utc) - dt.timedelta(seconds=10)
+        out = []
+        async for batch in export.window(self.nc, "COMMAND", start, until + dt.timedelta(seconds=30), (subject,)):
+            out += [decode(m.data) for m in batch]
+        return out
+
+
+class FromFile(Recorded):
+    def __init__(self, path: Path) -> None:
+        self.lines = list(export.read_lines(path))
+
+    async def start_state(self, grid: GridConfig, since: dt.datetime) -> StrategyState | None:
+        subject = subjects.ops("grid", grid.instance, "state")
+        states = [line for line in self.lines if line.stream == "OPS" and line.subject == subject]
+        before = [line for line in states if line.ts_ns <= export.ns(since)] or states[:1]
+        if not before:
+            return None
+        state = decode(export.payload(before[-1]))
+        return state if before[-1].ts_ns <= export.ns(since) else msgspec.structs.replace(state, grid=None, input_seq=0)
+
+    async def inputs(self, stream: str, first_seq: int, until: dt.datetime) -> AsyncIterator[list[StoredMsg]]:
+        async for batch in export.from_lines(self.lines, stream, first_seq, export.ns(until)):
+            yield batch
+
+    async def commands(self, grid: GridConfig, since_ns: int, until: dt.datetime) -> list[PlaceOrder | CancelOrder]:
+        return [decode(export.payload(line)) for line in self.lines if line.stream == "COMMAND"]
+
+
+# ----------------------------------------------------------------------------- commands
+
+
+async def _replay_grid(config: Config, grid: GridConfig, args: argparse.Namespace) -> int:
+    from strategies.grid.core import GridCore
+    from strategies.grid.replay import describe, first_difference
+    from strategies.grid.replay import replay as run
+    from strategies.grid.runner import input_stream
+
+    until = parse_time(args.until)
+    since = parse_time(args.since, default=dt.datetime.fromtimestamp(0, dt.timezone.utc))
+    nc = None
+    if args.from_file:
+        source: Recorded = FromFile(args.from_file)
+    else:
+        try:
+            nc = await connect(config.nats_url, name="sqt-replay", attempts=3)
+        except Unreachable as exc:
+            print(f"sqt: {exc}", file=sys.stderr)
+            return 1
+        source = FromBus(nc)
+    try:
+        anchor = await source.start_state(grid, since)
+        if anchor is None:
+            print(f"sqt: no recorded state for grid {grid.instance}: nothing to replay", file=sys.stderr)
+            return 1
+        recorded_grid: GridState | None = anchor.grid
+        market = recorded_grid.market if recorded_grid else None
+        if market is None:
+            first = await source.start_state(grid, dt.datetime.now(dt.timezone.utc))
+            market = first.grid.market if first and first.grid else None
+        if market is None:
+            print(f"sqt: the record of grid {grid.instance} carries no market rules", file=sys.stderr)
+            return 1
+        core = GridCore(grid, market)
+        state = recorded_grid if recorded_grid is not None else core.initial_state()
+        print(
+            f"replaying grid {grid.instance} from input seq {anchor.input_seq + 1}"
+            f" ({'recorded state' if recorded_grid else 'fresh state'}) until {until.isoformat()}",
+            file=sys.stderr,
+        )
+
+        def show(seq: int, cmd: PlaceOrder | CancelOrder) -> None:
+            if not args.quiet:
+                print(f"{seq:>10}  {describe(cmd)}")
+
+        progress = Progress()
+        result = await run(core, state, source.inputs(input_stream(grid).name, anchor.input_seq + 1, until), show, progress)
+        progress(result.inputs, final=True)
+        replayed = [cmd for _, cmd in result.decisions]
+        if not replayed:
+            recorded: list[PlaceOrder | CancelOrder] = []
+        else:
+            assert result.first_ts is not None and result.last_ts is not None
+            all_recorded = await source.commands(grid, result.first_ts * 1_000_000, until)
+            origin = f"grid/{grid.instance}"
+            recorded = [
+                c
+                for c in all_recorded
+                if isinstance(c, (PlaceOrder, CancelOrder)) and c.origin == origin and result.first_ts <= c.ts <= result.last_ts
+            ]
+        difference = first_difference(replayed, recorded)
+        if difference is None:
+            print(f"match: {len(replayed)} decisions over {result.inputs:,} inputs equal the record", file=sys.stderr)
+            return 0
+        print(f"DIFFERENT: {difference}", file=sys.stderr)
+        return 1
+    finally:
+        if nc is not None:
+            await nc.close()
+
+
+async def _export(config: Config, args: argparse.Namespace) -> int:
+    since, until = parse_time(args.since), parse_time(args.until)
+    try:
+        nc = await connect(config.nats_url, name="sqt-export", attempts=3)
+    except Unreachable as exc:
+        print(f"sqt: {exc}", file=sys.stderr)
+        return 1
+    try:
+        js = nc.jetstream()
+        names = args.stream or sorted(i.config.name for i in await js.streams_info() if not (i.config.name or "").startswith("KV_"))
+        count = 0
+        with args.output.open("wb") as fh:
+            # The last state of every grid before the window: where a replay of it starts.
+            anchors = 0
+            async for batch in export.window(nc, "OPS", since - dt.timedelta(seconds=LOOKBACK), since, ("ops.grid.*.state",)):
+                last_by_grid = {m.subject: m for m in batch}
+                for m in last_by_grid.values():
+                    fh.write(export.to_line("OPS", m))
+                    anchors += 1
+            for name in names:
+                async for batch in export.window(nc, name, since, until):
+                    for m in batch:
+                        fh.write(export.to_line(name, m))
+                    count += len(batch)
+        print(f"wrote {count:,} messages from {len(names)} streams (+{anchors} grid states before the window) to {args.output}", file=sys.stderr)
+        return 0
+    finally:
+        await nc.close()
