@@ -126,3 +126,14 @@ async def test_streams_apply_is_idempotent_and_reports_changes(nc: Client) -> No
     assert changes["MARKET"].kind == "updated" and "max_age 7d -> 14d" in str(changes["MARKET"])
     assert changes["ACCOUNT"].kind == "unchanged"
     assert (await js.stream_info("MARKET")).config.max_age == 14 * streams.DAY
+
+
+async def test_reader_reads_messages_stored_without_headers_and_large_ones(bus: Client) -> None:
+    js = bus.jetstream()
+    await js.publish("md.sim.BTC-USDT.ticker", b"x" * 300_000)  # bigger than one socket read
+    for i in range(20):
+        await js.publish("md.sim.BTC-USDT.ticker", f'{{"n":{i}}}'.encode())  # no Nats-Msg-Id: a MSG frame
+    got = await asyncio.wait_for(collect(bus, "MARKET"), 10)
+    assert [m.seq for m in got] == list(range(1, 22))
+    assert len(got[0].data) == 300_000 and got[0].headers() == {}
+    assert json.loads(got[-1].data) == {"n": 19}
