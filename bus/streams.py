@@ -6,7 +6,6 @@ what it did; running it twice changes nothing the second time.
 
 from __future__ import annotations
 
-import datetime as dt
 from dataclasses import dataclass, field, replace
 from typing import Any
 
@@ -36,12 +35,15 @@ class StreamSpec:
     max_bytes: int = -1
     replicas: int = 1
     sources: tuple[Source, ...] = ()
-    # Where sourcing starts when the stream is first created (None = the sources' beginning).
-    sources_start: dt.datetime | None = None
+    # Source only what is stored after the stream is created (else: the sources' whole history).
+    # The start is a sequence per source, read when the stream is created: nats-server 2.15
+    # loses messages that arrive while sources set up when they start at a *time* (ADR 0002).
+    sources_from_now: bool = False
 
-    def config(self) -> StreamConfig:
+    def config(self, start_seqs: dict[str, int] | None = None) -> StreamConfig:
+        starts = start_seqs or {}
         sources = [
-            StreamSource(name=s.stream, filter_subject=subject, opt_start_time=self.sources_start)
+            StreamSource(name=s.stream, filter_subject=subject, opt_start_seq=starts.get(s.stream))
             for s in self.sources
             for subject in s.subjects
         ]
@@ -144,6 +146,9 @@ async def apply_stream(js: JetStreamContext, spec: StreamSpec) -> Change:
     try:
         info = await js.stream_info(spec.name)
     except NotFoundError:
+        if spec.sources_from_now:
+            starts = {s.stream: (await js.stream_info(s.stream)).state.last_seq + 1 for s in spec.sources}
+            wanted = spec.config(starts)
         await js.add_stream(wanted)
         m = _managed(wanted)
         what = m["subjects"] or m["sources"]
@@ -153,11 +158,15 @@ async def apply_stream(js: JetStreamContext, spec: StreamSpec) -> Change:
     if not diffs:
         return Change("unchanged", spec.name)
     current = info.config
-    # Keep where sourcing already started: re-sending a start time would be ignored anyway.
-    if wanted.sources and current.sources:
-        starts = {(s.name, s.filter_subject): s.opt_start_time for s in current.sources}
+    # Keep where sourcing started; a source added now starts where its origin is now.
+    if wanted.sources:
+        starts = {(s.name, s.filter_subject): s.opt_start_seq for s in current.sources or []}
         for s in wanted.sources:
-            s.opt_start_time = starts.get((s.name, s.filter_subject), s.opt_start_time)
+            key = (s.name, s.filter_subject)
+            if key in starts:
+                s.opt_start_seq = starts[key]
+            elif spec.sources_from_now:
+                s.opt_start_seq = (await js.stream_info(s.name)).state.last_seq + 1
     await js.update_stream(wanted)
     return Change("updated", spec.name, diffs)
 

@@ -11,7 +11,6 @@ consumer runtime. Everything else (checkpoints, replay, outputs before acks) is 
 from __future__ import annotations
 
 import asyncio
-import datetime as dt
 import logging
 from decimal import Decimal
 from typing import Any
@@ -46,7 +45,7 @@ class GridConfigError(RuntimeError):
     """The grid cannot trade this market with this config (the message names the field)."""
 
 
-def input_stream(grid: GridConfig, start: dt.datetime | None = None) -> StreamSpec:
+def input_stream(grid: GridConfig) -> StreamSpec:
     return StreamSpec(
         name=f"IN_GRID_{grid.instance.upper()}",
         subjects=(),
@@ -66,18 +65,18 @@ def input_stream(grid: GridConfig, start: dt.datetime | None = None) -> StreamSp
                 ),
             ),
         ),
-        sources_start=start,
+        sources_from_now=True,  # a new grid trades from now on, not on the past
     )
 
 
-def grid_spec(grid: GridConfig, start: dt.datetime | None = None) -> ConsumerSpec:
+def grid_spec(grid: GridConfig) -> ConsumerSpec:
     return ConsumerSpec(
         name=f"grid-{grid.instance}",
         stream=input_stream(grid).name,
         input_type=GridInput,
         state_type=GridState,
         outputs=(subjects.cmd(grid.venue, grid.account, grid.symbol, "*"), subjects.ops("grid", grid.instance, "state")),
-        input_stream=input_stream(grid, start),
+        input_stream=input_stream(grid),
         checkpoint_every=1_000,
         checkpoint_interval=1.0,
     )
@@ -136,6 +135,15 @@ async def venue_snapshot(nc: Client, venue: Venue, grid: GridConfig) -> VenueSna
     return VenueSnapshot(id=ids.content_id(f"snapshot:{grid.instance}", fields), **fields)
 
 
+async def has_snapshot(nc: Client, stream: str, grid: GridConfig) -> bool:
+    """A first start that died before its first checkpoint already published one."""
+    try:
+        await nc.jetstream().get_last_msg(stream, subjects.ops("grid", grid.instance, "snapshot"))
+    except NotFoundError:
+        return False
+    return True
+
+
 async def run_grid(config: Any, grid: GridConfig, stop: asyncio.Event) -> None:
     nc = await connect(config.nats_url, name=f"sqt-grid-{grid.instance}")
     try:
@@ -149,11 +157,11 @@ async def run_grid(config: Any, grid: GridConfig, stop: asyncio.Event) -> None:
         if problems:
             raise GridConfigError(f"grid {grid.instance}: " + "; ".join(problems))
         core = GridCore(grid, market)
-        spec = grid_spec(grid, dt.datetime.now(dt.timezone.utc))
+        spec = grid_spec(grid)
         assert spec.input_stream is not None
         await apply_stream(nc.jetstream(), spec.input_stream)  # first, so the snapshot is sourced into it
         publisher = await Publisher(nc).start()
-        if await checkpoints.load(nc, spec.name, GridState) is None:
+        if await checkpoints.load(nc, spec.name, GridState) is None and not await has_snapshot(nc, spec.input_stream.name, grid):
             snapshot = await venue_snapshot(nc, venue, grid)
             await publisher.publish(snapshot)
             log.info(
