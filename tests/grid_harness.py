@@ -24,7 +24,7 @@ from strategies.grid.lattice import parse_client_order_id
 from venues.protocol import OrderRequest
 from venues.sim.config import SimConfig, SimMarket
 from venues.sim.engine import EngineState, SimEngine
-from venues.sim.journal import Cancel, Place, Print, Tick
+from venues.sim.journal import Cancel, Place, Print, Quote, Tick
 
 SYMBOL = "BTC/USDT:USDT"
 T0 = 1_700_000_000_000
@@ -84,8 +84,9 @@ class Harness:
         self.ts += 500
         queued = list(self.later)
         self.later.clear()
-        events = self._engine(Tick(step=self.step_no, ts=self.ts, prints=[Print(self.cfg.symbol, Decimal(price), Decimal(volume))]))
-        self._deliver(events)
+        # The exchange's two halves of a print: its fills settle first, then its market data.
+        self._deliver(self._engine(Tick(step=self.step_no, ts=self.ts, prints=[Print(self.cfg.symbol, Decimal(price), Decimal(volume))])))
+        self._deliver(self._engine(Quote(step=self.step_no)))
         for cmd in queued:  # commands decided before this print reach the exchange after it
             self._deliver(self._execute(cmd))
 

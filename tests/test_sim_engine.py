@@ -21,7 +21,7 @@ from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
 from venues.sim.config import SimConfig, SimMarket
 from venues.sim.engine import EngineState, SimEngine, state_digest
 from venues.protocol import OrderRequest
-from venues.sim.journal import Bar, Cancel, CancelAll, Fund, History, Place, Print, Tick, journal_subject
+from venues.sim.journal import Bar, Cancel, CancelAll, Fund, History, Place, Print, Quote, Tick, journal_subject
 
 
 def place(account: str, **order: Any) -> Place:
@@ -113,7 +113,8 @@ class Sim:
         """One tick with several prints `(symbol, price, volume)`; 500 ms after the last by default."""
         self.ts = ts if ts is not None else self.ts + 500
         self.step_no += 1
-        return self.apply(Tick(step=self.step_no, ts=self.ts, prints=[Print(s, D(p), D(v)) for s, p, v in prints]))
+        fills = self.apply(Tick(step=self.step_no, ts=self.ts, prints=[Print(s, D(p), D(v)) for s, p, v in prints]))
+        return fills + self.apply(Quote(step=self.step_no))  # a tick's fills, then its market data
 
     def tick(self, price: str, volume: str = "10", *, symbol: str = SWAP, ts: int | None = None) -> list[Any]:
         return self.ticks([(symbol, price, volume)], ts=ts)
@@ -841,19 +842,24 @@ def scenario() -> list[Any]:
         History(symbol=SPOT, bars=bars(T0 + HOUR - 4 * MINUTE, ["99", "100"]), ts=t - 1),
         Fund(account="other", asset="USDT", amount=D("5000")),
         Tick(step=1, ts=t, prints=[Print(SWAP, D("100"), D("1")), Print(SPOT, D("100"), D("1"))]),
+        Quote(step=1),
         place("main", symbol=SWAP, client_order_id="m1", side="buy", amount=D("2"), price=D("99.5")),
         place("main", symbol=SWAP, client_order_id="m2", side="buy", amount=D("1"), price=D("99.8")),
         place("other", symbol=SWAP, client_order_id="m1", side="sell", amount=D("1"), order_type="market"),
         place("main", symbol=SPOT, client_order_id="s1", side="sell", amount=D("2"), order_type="market", use_margin=True),
         place("main", symbol=SWAP, client_order_id="bad", side="buy", amount=D("1"), price=D("99.95")),
         Tick(step=2, ts=t + 500, prints=[Print(SWAP, D("99.4"), D("1.5")), Print(SPOT, D("100.2"), D("1"))]),
+        Quote(step=2),
         Tick(step=3, ts=t + 1_000, prints=[Print(SWAP, D("99.5"), D("3")), Print(SPOT, D("100.1"), D("1"))]),
+        Quote(step=3),
         place("main", symbol=SWAP, client_order_id="m3", side="sell", amount=D("1"), price=D("101")),
         Cancel(account="main", symbol=SWAP, client_order_id="m3"),
         place("main", symbol=SPOT, client_order_id="s2", side="buy", amount=D("1"), order_type="market"),
         Tick(step=4, ts=t + 2_000, prints=[Print(SWAP, D("101"), D("2")), Print(SPOT, D("101"), D("1"))]),
+        Quote(step=4),
         place("main", symbol=SWAP, client_order_id="m4", side="sell", amount=D("4"), order_type="market"),
         Tick(step=5, ts=t + 2_500, prints=[Print(SWAP, D("100.5"), D("2"))]),
+        Quote(step=5),
         CancelAll(account="main", symbol=SWAP),
     ]
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import Literal
 
 import msgspec
 
@@ -49,6 +50,9 @@ class SymbolQuery(msgspec.Struct, frozen=True, kw_only=True):
 
 class StepRequest(msgspec.Struct, frozen=True, kw_only=True):
     ticks: int = 1
+    # "both": each tick's fills then its market data; "match": one tick's fills only (its
+    # market data waits); "quote": publish the market data of the ticks matched so far.
+    phase: Literal["both", "match", "quote"] = "both"
 
 
 class FundRequest(msgspec.Struct, frozen=True, kw_only=True):
@@ -91,3 +95,4 @@ class TimeReply(msgspec.Struct, frozen=True, kw_only=True):
     step: int
     clock: str
     journal_seq: int
+    unquoted: bool = False  # a tick's fills are out, its market data not yet

@@ -110,9 +110,13 @@ class SimVenue:
         if self._clock is not None and ts > self._clock[0]:
             self._clock = (ts, time.monotonic(), self._clock[2])
 
-    async def step(self, ticks: int = 1) -> api.TimeReply:
-        """Lockstep clock only: advance the exchange by `ticks` ticks and wait until applied."""
-        return await self._call("step", api.StepRequest(ticks=ticks), api.TimeReply)
+    async def step(self, ticks: int = 1, phase: str = "both") -> api.TimeReply:
+        """Lockstep clock only: advance the exchange by `ticks` ticks and wait until applied
+        (`phase` "match" then "quote" splits one tick into its fills and its market data)."""
+        return await self._call("step", api.StepRequest(ticks=ticks, phase=phase), api.TimeReply)  # type: ignore[arg-type]
+
+    async def time(self) -> api.TimeReply:
+        return await self._call("time", None, api.TimeReply)
 
     async def fund(self, asset: str, amount: Any) -> list[Balance]:
         return (await self._call("fund", api.FundRequest(account=self.account, asset=asset, amount=amount), api.BalancesReply)).balances

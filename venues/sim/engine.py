@@ -28,7 +28,7 @@ from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
 from schemas.market import Market
 from venues.protocol import OrderRequest
 from venues.sim.config import SimConfig
-from venues.sim.journal import Bar, Cancel, CancelAll, Entry, Fund, History, Place, Tick
+from venues.sim.journal import Bar, Cancel, CancelAll, Entry, Fund, History, Place, Quote, Tick
 
 MONEY = Decimal("0.00000001")
 MINUTE_MS = 60_000
@@ -93,6 +93,7 @@ class EngineState(msgspec.Struct, kw_only=True):
     next_trade: int = 1
     markets: dict[str, MarketState] = msgspec.field(default_factory=dict)
     accounts: dict[str, SimAccount] = msgspec.field(default_factory=dict)
+    pending: list[Trade | Ticker | Candle | FundingRate | GapMarker] = msgspec.field(default_factory=list)  # until Quote
 
 
 class Rejection(Exception):
@@ -135,6 +136,8 @@ class SimEngine:
         match entry:
             case Tick():
                 self._tick(state, entry, out)
+            case Quote():
+                self._quote(state, out)
             case Place():
                 self._place(state, entry, out)
             case Cancel():
@@ -224,6 +227,11 @@ class SimEngine:
         return bid, bid + 2 * half
 
     def _tick(self, state: EngineState, tick: Tick, out: list[Any]) -> None:
+        """A print fills resting orders now; its market data waits for the Quote entry.
+
+        Two entries, so that a lock-step driver can let the fills (ACCOUNT) settle before the
+        prices (MARKET) go out: a strategy then sees the two streams in one order every run.
+        In real time the Quote follows at once."""
         if tick.ts < state.ts:
             return  # time never goes back: a stale tick is ignored
         state.ts = tick.ts
@@ -234,12 +242,19 @@ class SimEngine:
             if ms is None:
                 ms = self._new_market_state(p.symbol, p.price)
                 state.markets[p.symbol] = ms
-            self._print(state, ms, p.symbol, tick, p.price, p.volume, out)
+            self._print(state, ms, p.symbol, tick, p.price, p.volume, out, state.pending)
 
-    def _print(self, state: EngineState, ms: MarketState, symbol: str, tick: Tick, price: Decimal, volume: Decimal, out: list[Any]) -> None:
+    def _quote(self, state: EngineState, out: list[Any]) -> None:
+        out.extend(state.pending)
+        state.pending = []
+
+    def _print(
+        self, state: EngineState, ms: MarketState, symbol: str, tick: Tick, price: Decimal, volume: Decimal, out: list[Any], md: list[Any]
+    ) -> None:
+        """`out` takes account events, `md` market data."""
         ts = tick.ts
         if ms.last_ts and ts - ms.last_ts > self._gap_ms:
-            out.append(
+            md.append(
                 GapMarker(
                     id=ids.gap_id(self.venue, symbol, "ticker", ms.last_ts, ts),
                     venue=self.venue,
@@ -257,7 +272,7 @@ class SimEngine:
         ms.bid, ms.ask = self._quotes(symbol, price)
         minute = _minute(ts)
         if ms.bar is not None and ms.bar.open_time != minute:
-            self._close_bar(state, ms, symbol, ts, out)
+            self._close_bar(state, ms, symbol, ts, out, md)
         bar = ms.bar
         if bar is None:
             bar = Bar(minute, price, price, price, price, volume)
@@ -265,7 +280,7 @@ class SimEngine:
             bar = Bar(bar.open_time, bar.open, max(bar.high, price), min(bar.low, price), price, bar.volume + volume)
         ms.bar = bar
         trade_key = f"{symbol}:{tick.step}"
-        out.append(
+        md.append(
             Trade(
                 id=ids.trade_id(self.venue, symbol, trade_key),
                 venue=self.venue,
@@ -278,7 +293,7 @@ class SimEngine:
                 ts_local=ts,
             )
         )
-        out.append(
+        md.append(
             Ticker(
                 id=ids.ticker_id(self.venue, symbol, ts),
                 venue=self.venue,
@@ -290,26 +305,26 @@ class SimEngine:
                 ts_local=ts,
             )
         )
-        out.append(self._candle(symbol, bar, ts, False))
+        md.append(self._candle(symbol, bar, ts, False))
         self._match(state, symbol, price, volume * self.config.fill_ratio, ts, out)
         if self.markets[symbol].kind == "swap":
-            self._maybe_fund(state, ms, symbol, ts, out)
+            self._maybe_fund(state, ms, symbol, ts, out, md)
 
-    def _close_bar(self, state: EngineState, ms: MarketState, symbol: str, ts: int, out: list[Any]) -> None:
+    def _close_bar(self, state: EngineState, ms: MarketState, symbol: str, ts: int, out: list[Any], md: list[Any]) -> None:
         bar = ms.bar
         assert bar is not None
         ms.history.append(bar)
         if len(ms.history) > HISTORY_KEPT:
             del ms.history[: len(ms.history) - HISTORY_KEPT]
         ms.bar = None
-        out.append(self._candle(symbol, bar, bar.open_time + MINUTE_MS - 1, True))
+        md.append(self._candle(symbol, bar, bar.open_time + MINUTE_MS - 1, True))
         if self.markets[symbol].kind == "swap":
             # A simple premium model: funding leans with the last bar's move, capped like venues do.
             move = (bar.close - bar.open) / bar.open
             ms.funding_rate = max(Decimal("-0.003"), min(Decimal("0.003"), Decimal("0.0001") + move / 2)).quantize(
                 Decimal("0.000001")
             )
-            out.append(self._funding_event(symbol, ms, ts))
+            md.append(self._funding_event(symbol, ms, ts))
         # Mark open positions to market once a minute, so PnL moves on screens without a fill.
         for name in sorted(state.accounts):
             pos = state.accounts[name].positions.get(symbol)
@@ -348,7 +363,7 @@ class SimEngine:
             ts_local=ts,
         )
 
-    def _maybe_fund(self, state: EngineState, ms: MarketState, symbol: str, ts: int, out: list[Any]) -> None:
+    def _maybe_fund(self, state: EngineState, ms: MarketState, symbol: str, ts: int, out: list[Any], md: list[Any]) -> None:
         interval = self._specs[symbol].funding_interval_h * 3_600_000
         if ms.next_funding_time == 0:
             ms.next_funding_time = ts - ts % interval + interval
@@ -367,7 +382,7 @@ class SimEngine:
             out.append(self._balance_event(state, name, settle))
         # One payment per tick that crosses a boundary; after downtime, resume at the next one.
         ms.next_funding_time = ts - ts % interval + interval
-        out.append(self._funding_event(symbol, ms, ts))
+        md.append(self._funding_event(symbol, ms, ts))
 
     # ------------------------------------------------------------------ orders
 

@@ -38,6 +38,12 @@ class Tick(msgspec.Struct, frozen=True, kw_only=True, tag="tick"):
     prints: list[Print]
 
 
+class Quote(msgspec.Struct, frozen=True, kw_only=True, tag="quote"):
+    """Publish the market data of the prints so far (a tick's second half)."""
+
+    step: int
+
+
 class History(msgspec.Struct, frozen=True, kw_only=True, tag="history"):
     """Backfilled closed bars for a market that has none yet (fresh start)."""
 
@@ -71,7 +77,7 @@ class Fund(msgspec.Struct, frozen=True, kw_only=True, tag="fund"):
     amount: Decimal
 
 
-Entry = Tick | History | Place | Cancel | CancelAll | Fund
+Entry = Tick | Quote | History | Place | Cancel | CancelAll | Fund
 
 
 def journal_stream(venue: str) -> StreamSpec:
@@ -95,6 +101,8 @@ def journal_id(venue: str, entry: Entry) -> str | None:
             return f"place:{venue}:{a}:{order.client_order_id}"
         case Tick(step=step):
             return f"tick:{venue}:{step}"
+        case Quote(step=step):
+            return f"quote:{venue}:{step}"
         case History(symbol=s):
             return f"history:{venue}:{s}"
     return None

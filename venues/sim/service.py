@@ -35,7 +35,7 @@ from schemas.codec import encode
 from venues.sim import api
 from venues.sim.config import SimConfig
 from venues.sim.engine import EngineState, SimEngine
-from venues.sim.journal import Cancel, CancelAll, Entry, Fund, History, Place, Tick, journal_id, journal_stream, journal_subject
+from venues.sim.journal import Cancel, CancelAll, Entry, Fund, History, Place, Quote, Tick, journal_id, journal_stream, journal_subject
 from venues.sim.prices import price_source
 
 log = logging.getLogger("sim")
@@ -102,6 +102,8 @@ class SimService:
                 self.runtime.seq,
             )
             if self.config.clock == "realtime":
+                if self.state.pending:  # a tick matched before a crash still owes its market data
+                    await self.apply(Quote(step=self._step))
                 await self._realtime(stop)
             else:
                 await stop.wait()
@@ -199,16 +201,29 @@ class SimService:
             elif now - self._next_ts / 1000 > 5 * tick_s:
                 # We were away (restart, stall): resume at the present; the engine marks the gap.
                 self._next_ts = int(now * 1000) - int(now * 1000) % self.config.tick_ms
+            tick = self._next_tick()
             try:
-                await self.append(self._next_tick())
+                await self.append(tick)
             except Exception as exc:  # noqa: BLE001 - the bus is down: keep time, retry next tick
                 log.warning("could not journal a tick: %s", exc)
                 self._step -= 1
+                continue
+            try:
+                await self.append(Quote(step=tick.step))
+            except Exception as exc:  # noqa: BLE001 - the next tick's quote publishes it
+                log.warning("could not journal a quote: %s", exc)
 
-    async def step(self, ticks: int) -> None:
+    async def step(self, ticks: int, phase: str = "both") -> None:
         seq = 0
-        for _ in range(ticks):
+        if phase == "quote":
+            seq, _ = await self.append(Quote(step=self._step))
+        elif phase == "match":
             seq, _ = await self.append(self._next_tick())
+        else:
+            for _ in range(ticks):
+                tick = self._next_tick()
+                await self.append(tick)
+                seq, _ = await self.append(Quote(step=tick.step))
         await self.wait_applied(seq)
 
     # ------------------------------------------------------------------ API
@@ -342,7 +357,9 @@ class SimService:
         return api.MarketsReply(markets=list(self.engine.markets.values()))
 
     async def _time(self, _data: bytes) -> api.TimeReply:
-        return api.TimeReply(ts=self.state.ts, step=self._step, clock=self.config.clock, journal_seq=self.runtime.seq)
+        return api.TimeReply(
+            ts=self.state.ts, step=self._step, clock=self.config.clock, journal_seq=self.runtime.seq, unquoted=bool(self.state.pending)
+        )
 
     async def _step_api(self, data: bytes) -> api.TimeReply:
         if self.config.clock != "lockstep":
@@ -350,7 +367,9 @@ class SimService:
         req = msgspec.json.decode(data or b"{}", type=api.StepRequest)
         if not 1 <= req.ticks <= 100_000:
             raise ApiError(api.BAD_REQUEST, "invalid", "ticks must be 1..100000")
-        await self.step(req.ticks)
+        if req.phase != "both" and req.ticks != 1:
+            raise ApiError(api.BAD_REQUEST, "invalid", "phases step one tick at a time")
+        await self.step(req.ticks, req.phase)
         return await self._time(b"")
 
     async def _fund(self, data: bytes) -> api.BalancesReply:
