@@ -67,8 +67,10 @@ class Executor:
     # ----------------------------------------------------------------- Handler protocol
 
     def key(self, inbound: Inbound[Command]) -> str:
+        # One market's commands reach the venue in the order they were decided, so the venue
+        # sees (and numbers) them the same way every time; different markets run side by side.
         cmd = inbound.event
-        return getattr(cmd, "client_order_id", None) or getattr(cmd, "order_id", None) or cmd.symbol
+        return f"{cmd.venue}/{cmd.account}/{cmd.symbol}"
 
     def exclusive(self, inbound: Inbound[Command]) -> bool:
         return isinstance(inbound.event, CancelAll)
