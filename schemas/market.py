@@ -70,11 +70,17 @@ class Ticker(Message, frozen=True, kw_only=True, tag="ticker"):
     ts_local: int
 
     def __post_init__(self) -> None:
-        positive("last", self.last)
-        positive("bid", self.bid)
-        positive("ask", self.ask)
-        non_negative("bid_size", self.bid_size)
-        non_negative("ask_size", self.ask_size)
+        # The most frequent message on the bus: the common case is checked inline.
+        last, bid, ask = self.last, self.bid, self.ask
+        if not (last.is_finite() and last > 0):
+            positive("last", last)
+        if bid is not None and not (bid.is_finite() and bid > 0):
+            positive("bid", bid)
+        if ask is not None and not (ask.is_finite() and ask > 0):
+            positive("ask", ask)
+        if self.bid_size is not None or self.ask_size is not None:
+            non_negative("bid_size", self.bid_size)
+            non_negative("ask_size", self.ask_size)
 
 
 class Trade(Message, frozen=True, kw_only=True, tag="trade"):
