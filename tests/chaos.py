@@ -1,0 +1,259 @@
+"""Kill -9 the grid, the executor and the simulated exchange at random moments; compare with a
+run that never stopped. Shared by tests/test_chaos.py (a few dozen kills) and bench/chaos.py
+(hundreds).
+
+Both runs use real processes (`sqt run sim|executor|grid`) on their own nats-server, with the
+exchange's clock in lock-step: the driver advances it one tick at a time and waits until every
+consumer has settled before the next, so both runs see the same events. The chaos run kills a
+random component at a random instant while a tick is in flight and restarts it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import random
+import signal
+import subprocess
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+
+from nats.aio.client import Client
+from nats.js.errors import NotFoundError
+
+from bus import checkpoints
+from bus.connection import connect
+from bus.embedded import EmbeddedServer, free_port
+from bus.reader import read_stream
+from bus.runtime import fold_stream
+from schemas import subjects
+from schemas.codec import decode
+from schemas.ops import GridState
+from strategies.grid.config import GridConfig
+from strategies.grid.core import GridCore
+from strategies.grid.runner import GridInput, grid_spec
+from venues.errors import Transient
+from venues.sim.client import SimVenue
+
+ROOT = Path(__file__).resolve().parent.parent
+INSTANCE = "chaos"
+CONFIG = f"""
+data_dir = "{{data}}"
+log_level = "INFO"
+
+[sim]
+clock = "lockstep"
+seed = {{seed}}
+start_time_ms = 1700000000000
+history_minutes = 30
+tick_ms = 500
+
+[[sim.markets]]
+symbol = "BTC/USDT:USDT"
+tick_size = "0.1"
+lot_size = "0.001"
+min_amount = "0.001"
+start_price = "60000"
+volatility = "0.0006"
+tick_volume = "0.2"
+
+[executor]
+request_timeout = 2.0
+retries = 3
+backoff_ms = 50
+
+[[grids]]
+instance = "{INSTANCE}"
+symbol = "BTC/USDT:USDT"
+mode = "neutral"
+levels = 4
+spacing = "0.0005"
+notional = "150"
+trail_levels = 2
+max_open_orders = 12
+"""
+COMPONENTS = ("sim", "executor", "grid")
+
+
+@dataclass
+class Outcome:
+    state: GridState
+    replayed: GridState  # the grid's whole input folded from seq 1 with a fresh core
+    kills: dict[str, int] = field(default_factory=dict)
+    orders_by_cid: dict[str, set[str]] = field(default_factory=dict)
+    venue_position: Decimal = Decimal(0)
+    venue_fills: int = 0
+    venue_open: set[str] = field(default_factory=set)
+
+
+class Cluster:
+    """One nats-server and components as real processes (`sqt run ...`), with one config file."""
+
+    def __init__(self, workdir: Path, config: str, instance: str = INSTANCE) -> None:
+        self.workdir = workdir
+        workdir.mkdir(parents=True, exist_ok=True)
+        self.server = EmbeddedServer(store_dir=workdir / "nats", port=free_port(), monitor_port=free_port(), log_file=workdir / "nats.log")
+        self.config = workdir / "sqt.toml"
+        self.config.write_text(config)
+        self.instance = instance
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def start(self, name: str) -> subprocess.Popen[bytes]:
+        args = [sys.executable, "-m", "cli.main", "--config", str(self.config), "run", name]
+        if name == "grid":
+            args += ["--instance", self.instance]
+        env = {**os.environ, "NATS_URL": self.server.url}
+        log = open(self.workdir / f"{name}.log", "ab")
+        self.procs[name] = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
+        return self.procs[name]
+
+    def kill(self, name: str) -> None:
+        proc = self.procs[name]
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait()
+
+    def stop(self, name: str) -> None:
+        proc = self.procs.get(name)
+        if proc is not None and proc.poll() is None:
+            proc.send_signal(signal.SIGTERM)
+            try:
+                proc.wait(15)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+    def __enter__(self) -> Cluster:
+        self.server.start()
+        return self
+
+    def __exit__(self, *_exc: object) -> None:
+        for name in COMPONENTS:
+            self.stop(name)
+        self.server.stop()
+
+
+async def _last_id(nc: Client, stream: str, subject: str) -> str | None:
+    try:
+        msg = await nc.jetstream().get_last_msg(stream, subject)
+    except NotFoundError:
+        return None
+    return (msg.headers or {}).get("Nats-Msg-Id")
+
+
+async def settled(nc: Client, grid: GridConfig) -> bool:
+    """Every consumer caught up with nothing delivered and unacked, and the grid's input stream
+    holds the last ticker and order event its origins hold (sourcing is asynchronous)."""
+    js = nc.jetstream()
+    spec = grid_spec(grid)
+    try:
+        for origin, subject in (("MARKET", subjects.md(grid.venue, grid.symbol, "ticker")), ("ACCOUNT", subjects.acct(grid.venue, grid.account, grid.symbol, "order"))):
+            if await _last_id(nc, origin, subject) != await _last_id(nc, spec.stream, subject):
+                return False
+        for stream, consumer in ((spec.stream, spec.name), ("COMMAND", "executor-sim-main"), ("VENUE_SIM", "venue-sim")):
+            info = await js.consumer_info(stream, consumer)
+            if info.num_pending or info.num_ack_pending:
+                return False
+        return True
+    except (NotFoundError, asyncio.TimeoutError, Exception):  # noqa: BLE001 - a component is restarting
+        return False
+
+
+async def wait_settled(nc: Client, grid: GridConfig, timeout: float = 60.0) -> None:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    calm = 0
+    while calm < 3:  # three calm looks in a row: a reply in flight makes one look calm
+        if loop.time() > deadline:
+            raise TimeoutError("the cluster did not settle")
+        calm = calm + 1 if await settled(nc, grid) else 0
+        await asyncio.sleep(0.03)
+
+
+async def clock(venue: SimVenue) -> tuple[int, bool]:
+    """(ticks matched so far, whether the last one still owes its market data)."""
+    while True:
+        try:
+            t = await venue.time()
+            return t.step, t.unquoted
+        except Transient:
+            await asyncio.sleep(0.1)
+
+
+async def run(
+    workdir: Path,
+    seed: int,
+    steps: int,
+    kills: int,
+    on_kill: Callable[[int, str], None] | None = None,
+) -> Outcome:
+    rng = random.Random(seed * 7919 + kills)
+    # Each tick has two halves (fills, then market data): a kill lands in one of them.
+    halves = 2 * steps
+    kill_at = set(rng.sample(range(4, halves), min(kills, halves - 4))) if kills else set()
+    counts = {name: 0 for name in COMPONENTS}
+    with Cluster(workdir, CONFIG.format(data=workdir / "data", seed=seed)) as cluster:
+        from cli.config import load
+
+        grid = load(cluster.config, environ={}).grid(INSTANCE)
+        for name in COMPONENTS:
+            cluster.start(name)
+        nc = await connect(cluster.server.url, name="chaos-driver", attempts=10)
+        venue = SimVenue(nc, timeout=10)
+        try:
+            await clock(venue)
+            await wait_settled(nc, grid)
+            step, unquoted = await clock(venue)
+            half = 0
+            while step < steps or unquoted:
+                phase = "quote" if unquoted else "match"
+                half += 1
+                if half in kill_at:
+                    victim = rng.choice(COMPONENTS)
+                    ticking = asyncio.create_task(venue.step(1, phase))
+                    await asyncio.sleep(rng.uniform(0, 0.03))  # somewhere inside the tick's cascade
+                    cluster.kill(victim)
+                    counts[victim] += 1
+                    if on_kill is not None:
+                        on_kill(step, victim)
+                    cluster.start(victim)
+                    try:
+                        await ticking
+                    except Transient:
+                        pass  # the exchange itself died mid-tick: the tick was journaled or not
+                else:
+                    await venue.step(1, phase)
+                await wait_settled(nc, grid)
+                step, unquoted = await clock(venue)
+            cluster.stop("grid")  # a graceful stop writes the final checkpoint
+            cp = await checkpoints.load(nc, f"grid-{INSTANCE}", GridState)
+            assert cp is not None
+            outcome = Outcome(state=cp.state, replayed=await replay_all(nc, grid, cp.state), kills=counts)
+            await venue_facts(nc, venue, outcome)
+            return outcome
+        finally:
+            await nc.close()
+
+
+async def replay_all(nc: Client, grid: GridConfig, state: GridState) -> GridState:
+    """DESIGN rule 4(a): a fresh fold of the grid's whole input from its first sequence."""
+    core = GridCore(grid, state.market)
+    spec = grid_spec(grid)
+    final, _, _ = await fold_stream(core, core.initial_state(), read_stream(nc, spec.stream), GridInput, spec.outputs)
+    return final
+
+
+async def venue_facts(nc: Client, venue: SimVenue, outcome: Outcome) -> None:
+    async for batch in read_stream(nc, "ACCOUNT", subjects=("acct.sim.main.*.order",)):
+        for m in batch:
+            ev = decode(m.data)
+            if ev.order_id:
+                outcome.orders_by_cid.setdefault(ev.client_order_id, set()).add(ev.order_id)
+    async for batch in read_stream(nc, "ACCOUNT", subjects=("acct.sim.main.*.fill",)):
+        outcome.venue_fills += len(batch)
+    for p in await venue.fetch_positions():
+        outcome.venue_position = p.contracts if p.side == "long" else -p.contracts
+    outcome.venue_open = {o.client_order_id for o in await venue.fetch_open_orders()}
