@@ -55,7 +55,7 @@ def test_sqt_up_runs_everything_shows_market_data_restarts_the_dead_and_stops_cl
         output = lambda: out_path.read_text()  # noqa: E731
         _wait_for(output, r"Ctrl-C stops everything", 30)
         pids = {name: int(pid) for name, pid in re.findall(r"^(\S+)\s+(\d+)\s", output(), re.M)}
-        assert {"nats", "sim"} <= set(pids), output()
+        assert {"nats", "sim", "executor", "grid:btc-neutral"} <= set(pids), output()
 
         async def first_ticker() -> dict:
             nc = await nats.connect(f"nats://127.0.0.1:{port}")
@@ -66,6 +66,20 @@ def test_sqt_up_runs_everything_shows_market_data_restarts_the_dead_and_stops_cl
 
         tick = asyncio.run(first_ticker())
         assert tick["type"] == "ticker" and tick["symbol"] == "BTC/USDT:USDT" and float(tick["last"]) > 0
+
+        async def grid_trading() -> dict:
+            nc = await nats.connect(f"nats://127.0.0.1:{port}")
+            sub = await nc.subscribe("ops.grid.btc-neutral.state")
+            try:
+                while True:  # the grid's own state: running, with orders resting at the exchange
+                    state = json.loads((await sub.next_msg(timeout=30)).data)
+                    if state["status"] == "running" and state["open_orders"] > 0:
+                        return state
+            finally:
+                await nc.close()
+
+        state = asyncio.run(grid_trading())
+        assert state["grid"]["anchor"] and state["levels"]
 
         os.kill(pids["sim"], signal.SIGKILL)  # a component dies: it is restarted, and we are told
         _wait_for(output, r"sim exited with code -9; restarting", 10)
