@@ -16,7 +16,6 @@ S = TypeVar("S")
 class Checkpoint(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
     seq: int  # last input stream sequence folded into `state`
     state: S
-    version: int = 1
 
 
 def subject(key: str) -> str:

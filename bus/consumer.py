@@ -27,10 +27,11 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
+from bus import checkpoints
 from bus.dlq import dead_letter
 from bus.publisher import PubAck, Publisher
 from bus.pull import PullFeed
-from bus.reader import _ack_tokens
+from bus.reader import ack_tokens
 from bus.streams import StreamSpec, apply_stream
 from schemas.codec import encode
 from schemas.subjects import subject_of
@@ -123,7 +124,7 @@ def _anything(_subject: str) -> bool:
 
 def delivery(msg: Msg) -> tuple[int, int, int]:
     """(stream seq, stored time ns, pending) of a delivered message."""
-    meta = _ack_tokens(msg.reply.encode())
+    meta = ack_tokens(msg.reply.encode())
     if meta is None:
         raise ValueError(f"not a JetStream delivery: {msg.reply!r}")
     seq, _dseq, ts, pending = meta
@@ -142,6 +143,9 @@ class Consumer:
         self.seq = 0  # last input whose effects are settled
         self.caught_up = asyncio.Event()
         self.declared = subject_matcher(spec.outputs)
+        self._since_checkpoint = 0
+        self._checkpointed_seq = -1
+        self._last_checkpoint = time.monotonic()
 
     # ----------------------------------------------------------------- subclass hooks
 
@@ -151,11 +155,34 @@ class Consumer:
     async def process(self, msgs: list[Msg]) -> None:
         raise NotImplementedError
 
+    def snapshot(self) -> Any:
+        """What a checkpoint stores beside the sequence (a core's state; None for a handler)."""
+        return None
+
     async def idle(self) -> None:
-        """Between batches (checkpoints, housekeeping)."""
+        await self.checkpoint()
 
     async def finish(self) -> None:
-        """After a session ends cleanly."""
+        await self.checkpoint(force=True)
+
+    async def checkpoint(self, force: bool = False) -> None:
+        """Store (snapshot, seq) every N inputs or T seconds, always after their outputs were stored."""
+        if self.seq == self._checkpointed_seq:
+            return
+        due = (
+            force
+            or self._since_checkpoint >= self.spec.checkpoint_every
+            or time.monotonic() - self._last_checkpoint >= self.spec.checkpoint_interval
+        )
+        if not due:
+            return
+        publisher = await self.ensure_publisher()
+        data = checkpoints.encode(checkpoints.Checkpoint(seq=self.seq, state=self.snapshot()))
+        await (await publisher.send(checkpoints.subject(self.spec.name), data))
+        self._checkpointed_seq = self.seq
+        self._since_checkpoint = 0
+        self._last_checkpoint = time.monotonic()
+        self.stats.checkpoints += 1
 
     # ----------------------------------------------------------------- lifecycle
 
@@ -250,14 +277,16 @@ class Consumer:
         subject, msg_id, headers = dead_letter(self.spec.name, self.spec.stream, seq, msg.subject, reason)
         futures.append(await self.publisher.send(subject, msg.data, msg_id, headers))
 
-    async def settle(self, futures: list[asyncio.Future[PubAck]], last: Msg | None, terminate: list[Msg], count: int) -> None:
-        """Wait for every output's ack, then ack the inputs (ack-all on the last)."""
+    async def settle(self, futures: list[asyncio.Future[PubAck]], last: Msg | None, terminate: list[Msg], count: int, seq: int) -> None:
+        """Wait for every output's ack, then ack the inputs (ack-all on the last) and advance to `seq`."""
         if futures:
             acks = await asyncio.gather(*futures)
             self.stats.outputs += len(acks)
             self.stats.duplicates += sum(1 for a in acks if a.duplicate)
+        self.seq = seq  # only now: whoever waits on `seq` may rely on its outputs being stored
         self.stats.processed += count
-        self.stats.last_seq = self.seq
+        self.stats.last_seq = seq
+        self._since_checkpoint += count
         # Raw protocol acks: nats-py refuses to ack a message it saw terminated, but ack-all on
         # the last input must still cover the ones before it.
         for msg in terminate:
@@ -267,6 +296,7 @@ class Consumer:
 
 
 def decode_or_reason(decoder: msgspec.json.Decoder, data: bytes) -> tuple[Any, str]:
+    """The decoded input, or the reason it is dead-lettered."""
     try:
         return decoder.decode(data), ""
     except msgspec.DecodeError as exc:

@@ -12,7 +12,9 @@ from __future__ import annotations
 
 import datetime as dt
 from collections.abc import AsyncIterator, Iterable, Iterator
+from contextlib import aclosing
 from pathlib import Path
+
 import msgspec
 from nats.aio.client import Client
 
@@ -77,12 +79,13 @@ async def window(
 ) -> AsyncIterator[list[StoredMsg]]:
     """Messages of `stream` stored between `since` and `until`."""
     limit = ns(until)
-    async for batch in read_stream(nc, stream, start_time=since, subjects=subjects):
-        kept = [m for m in batch if m.ts_ns <= limit]
-        if kept:
-            yield kept
-        if len(kept) < len(batch):
-            return
+    async with aclosing(read_stream(nc, stream, start_time=since, subjects=subjects)) as batches:
+        async for batch in batches:
+            kept = [m for m in batch if m.ts_ns <= limit]
+            if kept:
+                yield kept
+            if len(kept) < len(batch):
+                return
 
 
 async def from_lines(lines: Iterable[Line], stream: str, first_seq: int = 0, until_ns: int | None = None) -> AsyncIterator[list[StoredMsg]]:

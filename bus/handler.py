@@ -24,6 +24,7 @@ from typing import Any, Generic, Protocol, TypeVar
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
+from bus import checkpoints
 from bus.consumer import Consumer, ConsumerSpec, Inbound, OutputNotDeclared, RetryLater, decode_or_reason, delivery
 from bus.publisher import PubAck, Publisher
 from schemas.codec import decoder
@@ -68,7 +69,11 @@ class HandlerRuntime(Consumer, Generic[E]):
         self._slots = asyncio.Semaphore(concurrency)
 
     async def prepare(self) -> None:
-        self.seq = await self.ack_floor()
+        # The ack floor says where we are; the checkpoint (the position only) covers the moment
+        # between deleting and recreating the consumer, when the ack floor is gone.
+        cp = await checkpoints.load(self.nc, self.spec.name, type(None))
+        self.seq = max(await self.ack_floor(), cp.seq if cp else 0)
+        self._checkpointed_seq = self.seq
 
     async def process(self, msgs: list[Msg]) -> None:
         results: dict[int, tuple[Sequence[Any], str]] = {}
@@ -96,7 +101,12 @@ class HandlerRuntime(Consumer, Generic[E]):
                     results[i] = await self._handle(inbound)
 
         for groups in segments:
-            await asyncio.gather(*(run_group(g) for g in groups.values()))
+            # Every group finishes before a RetryLater ends the batch: none keeps calling the
+            # venue beside the redelivered copies of its commands.
+            outcomes = await asyncio.gather(*(run_group(g) for g in groups.values()), return_exceptions=True)
+            for outcome in outcomes:
+                if isinstance(outcome, BaseException):
+                    raise outcome
 
         futures: list[asyncio.Future[PubAck]] = []
         terminate: list[Msg] = []
@@ -106,9 +116,8 @@ class HandlerRuntime(Consumer, Generic[E]):
                 await self.send_dead_letter(msg, delivery(msg)[0], reason, futures)
                 terminate.append(msg)
             await self.send_outputs(outputs, futures)
-        if ordered:
-            self.seq = delivery(ordered[-1][1])[0]
-        await self.settle(futures, msgs[-1] if msgs else None, terminate, len(msgs))
+        last_seq = delivery(ordered[-1][1])[0] if ordered else self.seq
+        await self.settle(futures, msgs[-1] if msgs else None, terminate, len(msgs), last_seq)
 
     async def _handle(self, inbound: Inbound[E]) -> tuple[Sequence[Any], str]:
         try:

@@ -21,6 +21,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
+from nats.aio.subscription import Subscription
 
 from schemas.codec import encode
 from schemas.subjects import subject_of
@@ -65,12 +66,13 @@ class Publisher:
         self._room.set()
         self._prefix = ""
         self._sweeper: asyncio.Task[None] | None = None
+        self._sub: Subscription | None = None
         self.published = 0
         self.duplicates = 0
 
     async def start(self) -> Publisher:
         self._prefix = self._nc.new_inbox()
-        await self._nc.subscribe(
+        self._sub = await self._nc.subscribe(
             f"{self._prefix}.*",
             cb=self._on_ack,
             pending_msgs_limit=4 * self._max_in_flight,
@@ -82,6 +84,9 @@ class Publisher:
     async def close(self) -> None:
         if self._sweeper:
             self._sweeper.cancel()
+        if self._sub is not None:
+            await self._sub.unsubscribe()
+            self._sub = None
         for fut, _ in self._pending.values():
             if not fut.done():
                 fut.set_exception(PublishError("publisher closed"))

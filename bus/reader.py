@@ -66,7 +66,7 @@ class _Gap(Exception):
         self.last_seq = last_seq
 
 
-def _ack_tokens(reply: bytes) -> tuple[int, int, int, int] | None:
+def ack_tokens(reply: bytes) -> tuple[int, int, int, int] | None:
     """(stream seq, delivery seq, timestamp ns, pending) from a `$JS.ACK...` reply subject."""
     toks = reply.split(b".")
     n = len(toks)
@@ -170,6 +170,23 @@ async def _read_once(
     if end_seq is not None and start_seq is not None and start_seq > end_seq:
         return
     wire = await _Wire.open(url or (nc.connected_url.geturl() if nc.connected_url else default_url()))
+    try:
+        async for batch in _deliveries(nc, wire, stream, start_seq, start_time, end_seq, subjects, follow):
+            yield batch
+    finally:
+        wire.close()
+
+
+async def _deliveries(
+    nc: Client,
+    wire: _Wire,
+    stream: str,
+    start_seq: int | None,
+    start_time: dt.datetime | None,
+    end_seq: int | None,
+    subjects: tuple[str, ...],
+    follow: bool,
+) -> AsyncIterator[list[StoredMsg]]:
     inbox = f"_SQT_READ.{NUID().next().decode()}"
     wire.writer.write(f"SUB {inbox} 1\r\n".encode())
     await wire.writer.drain()
@@ -203,7 +220,6 @@ async def _read_once(
         async for batch in _frames(wire, end_seq, follow):
             yield batch
     finally:
-        wire.close()
         try:
             await js.delete_consumer(stream, info.name)
         except Exception:  # noqa: BLE001 - it expires on its own (inactive_threshold)
@@ -253,11 +269,11 @@ async def _frames(wire: _Wire, end_seq: int | None, follow: bool) -> AsyncIterat
                     break
                 pos = end
                 if reply.startswith(b"$JS.ACK."):
-                    toks = reply.split(b".")  # _ack_tokens inlined: this loop is the replay's hot path
+                    toks = reply.split(b".")  # ack_tokens inlined: this loop is the replay's hot path
                     if len(toks) == 9:
                         seq, dseq, ts_ns, pending = int(toks[5]), int(toks[6]), int(toks[7]), int(toks[8])
                     else:
-                        meta = _ack_tokens(reply)
+                        meta = ack_tokens(reply)
                         if meta is None:
                             raise ReaderError(f"unreadable ack subject {reply!r}")
                         seq, dseq, ts_ns, pending = meta
@@ -304,5 +320,7 @@ def _control(writer: asyncio.StreamWriter, headers: bytes, reply: bytes) -> bool
     hdrs = parse_headers(headers)
     stalled = hdrs.get("Nats-Consumer-Stalled")
     if stalled:
+        # Delivery is blocked on our flow-control reply, not finished: answer, keep reading.
         writer.write(b"PUB " + stalled.encode() + b" 0\r\n\r\n")
+        return False
     return b"Idle Heartbeat" in headers

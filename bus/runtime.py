@@ -39,6 +39,7 @@ from bus.consumer import (
     OutputNotDeclared,
     RetryLater,
     RuntimeStats,
+    decode_or_reason,
     delivery,
     subject_matcher,
 )
@@ -59,13 +60,6 @@ class Core(Protocol[S, E]):
     def step(self, state: S, inbound: Inbound[E]) -> tuple[S, Sequence[Any]]: ...
 
 
-class InvalidInputHandler(Protocol[S]):
-    """Optional on a core: outputs to publish when an input is dead-lettered (say, a rejection
-    event for a command that did not decode, so its sender learns why)."""
-
-    def on_invalid(self, state: S, seq: int, subject: str, data: bytes, reason: str) -> Sequence[Any]: ...
-
-
 def apply_input(
     core: Core[S, E],
     state: S,
@@ -81,10 +75,9 @@ def apply_input(
     A non-empty reason means the input is dead-lettered and the state is unchanged. Live
     processing and every replay go through here, so they cannot disagree about an input.
     """
-    try:
-        event = dec.decode(data)
-    except msgspec.DecodeError as exc:
-        return state, (), f"undecodable input: {exc}"
+    event, reason = decode_or_reason(dec, data)
+    if reason:
+        return state, (), reason
     try:
         new_state, outputs = core.step(state, Inbound(seq, subject, event, stored_ns))
         for out in outputs:
@@ -110,10 +103,6 @@ class ConsumerRuntime(Consumer, Generic[S, E]):
         self.state: S = core.initial_state()
         self._on_state = on_state
         self._decoder = decoder(spec.input_type)
-        self._since_checkpoint = 0
-        self._checkpointed_seq = -1
-        self._last_checkpoint = time.monotonic()
-        self._on_invalid = getattr(core, "on_invalid", None)
 
     # ----------------------------------------------------------------- recovery
 
@@ -139,24 +128,31 @@ class ConsumerRuntime(Consumer, Generic[S, E]):
         if ack_floor > self.seq:
             started = time.perf_counter()
             before = self.seq
-            await self.replay(ack_floor)
+            count = await self.replay(ack_floor)
             log.info(
                 "%s: replayed %d..%d (%d inputs) in %.3fs",
                 self.spec.name,
                 before + 1,
                 ack_floor,
-                self.stats.replayed,
+                count,
                 time.perf_counter() - started,
             )
             await self.checkpoint(force=True)
         self._publish_state()
 
-    async def replay(self, until_seq: int) -> None:
-        """Fold inputs seq+1..until_seq through the core, outputs suppressed."""
+    async def replay(self, until_seq: int) -> int:
+        """Fold inputs seq+1..until_seq through the core, outputs suppressed; how many were folded."""
         batches = read_stream(self.nc, self.spec.stream, start_seq=self.seq + 1, end_seq=until_seq, subjects=self.spec.subjects)
-        self.state, _, count = await fold_stream(self.core, self.state, batches, self.spec.input_type, self.spec.outputs)
+        state, last, count = await fold_stream(self.core, self.state, batches, self.spec.input_type, self.spec.outputs)
+        if last < until_seq:
+            # The acked input at `until_seq` is still stored unless retention removed it; a read
+            # that ends before it would fold a state that skipped inputs: refuse, and retry.
+            first = (await self.js.stream_info(self.spec.stream)).state.first_seq
+            if first <= until_seq:
+                raise RuntimeError(f"replay of {self.spec.stream} stopped at seq {last}, before {until_seq}")
+        self.state, self.seq = state, until_seq
         self.stats.replayed += count
-        self.seq = until_seq  # inputs below the ack floor that retention removed are skipped too
+        return count
 
     # ----------------------------------------------------------------- live
 
@@ -176,46 +172,19 @@ class ConsumerRuntime(Consumer, Generic[S, E]):
             state, outputs, reason = apply_input(core, state, mseq, msg.subject, msg.data, dec, declared, stored)
             if reason:
                 await self.send_dead_letter(msg, mseq, reason, futures)
-                if self._on_invalid is not None:
-                    outputs = self._on_invalid(state, mseq, msg.subject, msg.data, reason)
                 terminate.append(msg)
             await self.send_outputs(outputs, futures)
             seq = mseq
-        self.state, self.seq = state, seq
-        self._since_checkpoint += len(msgs)
-        await self.settle(futures, last, terminate, len(msgs))
+        await self.settle(futures, last, terminate, len(msgs), seq)
+        self.state = state
         self._publish_state()
 
-    async def idle(self) -> None:
-        await self.checkpoint()
-
-    async def finish(self) -> None:
-        await self.checkpoint(force=True)
+    def snapshot(self) -> S:
+        return self.state
 
     def _publish_state(self) -> None:
         if self._on_state is not None:
             self._on_state(self.state, self.seq)
-
-    # ----------------------------------------------------------------- checkpoints
-
-    async def checkpoint(self, force: bool = False) -> None:
-        if self.seq == self._checkpointed_seq:
-            return
-        due = (
-            force
-            or self._since_checkpoint >= self.spec.checkpoint_every
-            or time.monotonic() - self._last_checkpoint >= self.spec.checkpoint_interval
-        )
-        if not due:
-            return
-        publisher = await self.ensure_publisher()
-        data = checkpoints.encode(checkpoints.Checkpoint(seq=self.seq, state=self.state))
-        await (await publisher.send(checkpoints.subject(self.spec.name), data))
-        self._checkpointed_seq = self.seq
-        self._since_checkpoint = 0
-        self._last_checkpoint = time.monotonic()
-        self.stats.checkpoints += 1
-
 
 async def fold_stream(
     core: Core[S, E],
@@ -248,7 +217,6 @@ __all__ = [
     "ConsumerSpec",
     "Core",
     "Inbound",
-    "InvalidInputHandler",
     "OutputNotDeclared",
     "RetryLater",
     "RuntimeStats",
