@@ -13,7 +13,6 @@ from schemas.base import RejectReason
 
 class VenueError(Exception):
     reason: RejectReason = "upstream_rejected"
-    retryable = False
 
     def __init__(self, message: str, reason: RejectReason | None = None) -> None:
         super().__init__(message)
@@ -43,7 +42,6 @@ class Transient(VenueError):
     """Timeouts, rate limits, unavailability: the same request may succeed later."""
 
     reason: RejectReason = "venue_error"
-    retryable = True
 
 
 class RateLimited(Transient):

@@ -8,8 +8,7 @@ from typing import Literal
 import msgspec
 
 from schemas.account import Balance, OrderUpdate, Position
-from schemas.market import Candle, FundingRate
-from schemas.market import Market
+from schemas.market import Candle, FundingRate, Market
 from venues.protocol import OrderRequest
 
 

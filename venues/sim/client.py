@@ -18,9 +18,8 @@ from nats.errors import TimeoutError as NatsTimeout
 from schemas.account import Balance, OrderUpdate, Position
 from schemas.base import RejectReason
 from schemas.codec import encode
-from schemas.market import Candle, FundingRate
+from schemas.market import Candle, FundingRate, Market
 from venues.errors import DuplicateOrder, OrderNotFound, OrderRejected, Transient, VenueError
-from schemas.market import Market
 from venues.protocol import OrderRequest
 from venues.sim import api
 

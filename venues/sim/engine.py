@@ -24,8 +24,7 @@ from bus.runtime import Inbound
 from schemas import ids
 from schemas.account import ZERO, Balance, Fill, OrderUpdate, Position
 from schemas.base import RejectReason, Side
-from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
-from schemas.market import Market
+from schemas.market import Candle, FundingRate, GapMarker, Market, Ticker, Trade
 from venues.protocol import OrderRequest
 from venues.sim.config import SimConfig
 from venues.sim.journal import Bar, Cancel, CancelAll, Entry, Fund, History, Place, Quote, Tick
@@ -781,5 +780,5 @@ class SimEngine:
 
 
 def state_digest(state: EngineState) -> str:
-    """A short fingerprint of the whole engine state (for tests and `sqt status`)."""
+    """A short fingerprint of the whole engine state (two runs compare it)."""
     return hashlib.blake2b(msgspec.json.encode(state), digest_size=8).hexdigest()

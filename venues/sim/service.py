@@ -68,7 +68,8 @@ class SimService:
         self.runtime: ConsumerRuntime[EngineState, Entry] = ConsumerRuntime(nc, spec, self.engine, publisher, on_state=self._applied)
         self._applied_event = asyncio.Event()
         self._journal_lock = asyncio.Lock()
-        self._order_locks: dict[tuple[str, str], asyncio.Lock] = {}
+        self._appended = 0  # the last journal sequence this process wrote
+        self._unjournaled: Tick | None = None  # a tick whose append failed: sent again, unchanged
         self._step = 0
         self._last: dict[str, Any] = {}
         self._next_ts = 0
@@ -155,6 +156,7 @@ class SimService:
         async with self._journal_lock:  # one writer at a time keeps the journal in request order
             fut = await self.publisher.send(journal_subject(self.venue, entry), encode(entry), journal_id(self.venue, entry))
         ack = await fut
+        self._appended = max(self._appended, ack.seq)
         return ack.seq, bool(ack.duplicate)
 
     async def wait_applied(self, seq: int, timeout: float = 10.0) -> None:
@@ -177,6 +179,8 @@ class SimService:
     # ------------------------------------------------------------------ clock
 
     def _next_tick(self) -> Tick:
+        if self._unjournaled is not None:  # its prices are already drawn: never draw them twice
+            return self._unjournaled
         self._step += 1
         prints = []
         for spec in self.config.markets:
@@ -204,10 +208,12 @@ class SimService:
             tick = self._next_tick()
             try:
                 await self.append(tick)
-            except Exception as exc:  # noqa: BLE001 - the bus is down: keep time, retry next tick
-                log.warning("could not journal a tick: %s", exc)
-                self._step -= 1
+            except Exception as exc:  # noqa: BLE001 - the bus is down: the same tick goes again
+                log.warning("could not journal tick %d: %s", tick.step, exc)
+                self._unjournaled = tick
+                await asyncio.sleep(self.config.tick_ms / 1000)
                 continue
+            self._unjournaled = None
             try:
                 await self.append(Quote(step=tick.step))
             except Exception as exc:  # noqa: BLE001 - the next tick's quote publishes it
@@ -258,6 +264,13 @@ class SimService:
     def _endpoint(self, handler: Callable[[bytes], Awaitable[msgspec.Struct]]) -> Callable[[Request], Awaitable[None]]:
         async def handle(request: Request) -> None:
             try:
+                if not self.runtime.caught_up.is_set():
+                    # Rebuilding from its journal (a broken session): the state is older than
+                    # what it already told clients, so it answers nothing until caught up.
+                    raise ApiError(api.UNAVAILABLE, "venue_error", "the exchange is recovering; try again")
+                # Every answer reflects every entry already written, including those a
+                # client's timed-out request wrote: no "not found" for an order in the journal.
+                await self.wait_applied(self._appended)
                 reply = await handler(request.data)
             except ApiError as exc:
                 await request.respond_error(str(exc.code), f"{exc.reason}: {exc}")
@@ -282,18 +295,12 @@ class SimService:
         o = req.order
         if o.symbol not in self.engine.markets:
             raise ApiError(api.REJECTED, "unknown_symbol", f"unknown symbol {o.symbol}")
-        key = (req.account, o.client_order_id)
-        lock = self._order_locks.setdefault(key, asyncio.Lock())
-        try:
-            async with lock:  # two requests with one client id: the second sees the first's order
-                existed = o.client_order_id in self.state.accounts[req.account].by_cid
-                duplicate = existed
-                if not existed:
-                    duplicate = await self.apply(Place(account=req.account, order=o))
-                view = self.engine.order_view(self.state, req.account, o.client_order_id, None)
-        finally:
-            if not lock.locked():
-                self._order_locks.pop(key, None)
+        # A repeated client id is caught twice: known to the engine already, or (two requests at
+        # once, neither applied yet) dropped by the journal stream as a duplicate id.
+        duplicate = o.client_order_id in self.state.accounts[req.account].by_cid
+        if not duplicate:
+            duplicate = await self.apply(Place(account=req.account, order=o))
+        view = self.engine.order_view(self.state, req.account, o.client_order_id, None)
         if view is None:
             raise ApiError(api.UNAVAILABLE, "venue_error", "order not recorded")
         return api.OrderReply(order=view, duplicate=duplicate)
