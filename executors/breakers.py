@@ -16,15 +16,9 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from bus.consumer import RetryLater
 from bus.streams import BREAKERS
-from schemas.ops import BreakerChange, BreakerState
-from schemas.subjects import symbol_token
+from schemas.ops import BreakerChange, BreakerState, breaker_scopes, worst_breaker
 
-_SEVERITY: dict[BreakerState, int] = {"ok": 0, "reduce_only": 1, "halted": 2}
 _decoder = msgspec.json.Decoder(BreakerChange)
-
-
-def scopes(venue: str, symbol: str) -> tuple[str, ...]:
-    return ("global", f"venue.{venue}", f"symbol.{venue}.{symbol_token(symbol)}")
 
 
 class BreakerView:
@@ -47,16 +41,14 @@ class BreakerView:
                 state: BreakerState = _decoder.decode(entry.value).state if entry.value else "ok"
             except (KeyNotFoundError, NotFoundError):
                 state = "ok"
-        except (msgspec.DecodeError, asyncio.TimeoutError, OSError, Exception) as exc:  # noqa: BLE001 - fail closed
+        except Exception as exc:  # noqa: BLE001 - any failure: fail closed
             raise RetryLater(f"breaker state unreadable ({exc!r})") from exc
         self._cache[scope] = (now, state)
         return state
 
     async def state_for(self, venue: str, symbol: str) -> tuple[BreakerState, str]:
         """The worst breaker covering this market, and the scope it comes from."""
-        states = await asyncio.gather(*(self._read(s) for s in scopes(venue, symbol)))
-        worst, where = "ok", ""
-        for scope, state in zip(scopes(venue, symbol), states):
-            if _SEVERITY[state] > _SEVERITY[worst]:
-                worst, where = state, scope
-        return worst, where  # type: ignore[return-value]
+        keys = breaker_scopes(venue, symbol)
+        states = await asyncio.gather(*(self._read(s) for s in keys))
+        worst = worst_breaker(states)
+        return worst, next((k for k, s in zip(keys, states) if s == worst and worst != "ok"), "")

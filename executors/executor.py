@@ -10,7 +10,8 @@ means the order exists: it is fetched and reported, never placed again. When the
 a call stays unknown (the venue keeps timing out), the command is not reported as failed:
 it is retried later (RetryLater), because it may have succeeded.
 
-Cancels are not refused for age: taking an order off the book late is still taking it off.
+A cancel is not refused for age (taking a named order off the book late is still taking it
+off); a cancel-all is, since it acts on whatever rests when it runs.
 Every event it publishes has the id the venue's own event for the same fact has, so the two
 reports of one accepted order are stored once.
 """
@@ -84,8 +85,7 @@ class Executor:
             case CancelOrder():
                 outputs, outcome = await self._cancel(cmd)
             case CancelAll():
-                outputs = await self._call("cancel_all", lambda: self.venue.cancel_all_orders(cmd.symbol))
-                outcome = "done"
+                outputs, outcome = await self._cancel_all(cmd, inbound.stored_ns)
         metrics.COMMANDS.labels(verb, outcome).inc()
         if inbound.stored_ns:
             metrics.COMMAND_TO_VENUE.labels(verb).observe(max(0.0, self.clock() - inbound.stored_ns / 1e9))
@@ -186,11 +186,27 @@ class Executor:
                 limited=True,
             )
         except OrderNotFound:
-            # The order never reached the venue (its place was refused or expired): that place's
-            # own outcome is what its sender hears about.
-            log.info("cancel of %s: no such order at the venue", cmd.client_order_id or cmd.order_id)
-            return [], "not_found"
+            try:  # some venues answer a cancel of an order that just ended with "not found"
+                order = await self._call(
+                    "cancel", lambda: self.venue.fetch_order(cmd.symbol, client_order_id=cmd.client_order_id, order_id=cmd.order_id)
+                )
+            except OrderNotFound:
+                # It never reached the venue (its place was refused or expired): that place's
+                # own outcome is what its sender hears about.
+                log.info("cancel of %s: no such order at the venue", cmd.client_order_id or cmd.order_id)
+                return [], "not_found"
         return [order], "canceled" if order.status == "canceled" else order.status
+
+    async def _cancel_all(self, cmd: CancelAll, stored_ns: int) -> tuple[list[OrderUpdate], str]:
+        # Unlike a cancel (which names one order), cancel-all acts on whatever rests *now*: an
+        # old one would take today's orders off. It expires like a place.
+        age = self.clock() * 1000 - stored_ns / 1e6
+        if stored_ns and age > cmd.ttl_ms:
+            log.warning("refusing cancel-all on %s: %.0f ms old (time-to-live %d ms)", cmd.symbol, age, cmd.ttl_ms)
+            metrics.FAILURES.labels("cancel_all", "expired").inc()
+            return [], "expired"
+        orders = await self._call("cancel_all", lambda: self.venue.cancel_all_orders(cmd.symbol), limited=True)
+        return orders, "done"
 
     # ----------------------------------------------------------------- plumbing
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bus.connection import connect
@@ -32,10 +33,11 @@ def executor_spec(cfg: ExecutorConfig) -> ConsumerSpec:
         subjects=(subjects.cmd(cfg.venue, cfg.account, "*", "*"),),
         outputs=(subjects.acct(cfg.venue, cfg.account, "*", "*"),),
         batch=64,
+        checkpoint_interval=1.0,  # its position only: a lost consumer re-handles at most a second
     )
 
 
-def throttler(cfg: ExecutorConfig):  # type: ignore[no-untyped-def]
+def throttler(cfg: ExecutorConfig) -> Callable[[], Awaitable[None]]:
     """ccxt's leaky-bucket rate limiter, full at start so a burst goes out at once."""
     from ccxt.async_support.base.throttler import Throttler  # ccxt is heavy to import: only here
 
