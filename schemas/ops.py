@@ -6,6 +6,7 @@ controls. These are what the browser draws and what an operator reads after an i
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from decimal import Decimal
 from typing import Literal
 
@@ -24,6 +25,24 @@ Severity = Literal["info", "warning", "critical"]
 FindingKind = Literal["ghost_order", "missing_order", "position_drift", "balance_drift", "in_sync"]
 ControlAction = Literal["pause", "resume", "halt", "reset"]
 GridMode = Literal["long", "short", "neutral"]
+
+
+BREAKER_SEVERITY: dict[BreakerState, int] = {"ok": 0, "reduce_only": 1, "halted": 2}
+
+
+def breaker_scopes(venue: str, symbol: str) -> tuple[str, str, str]:
+    """The breaker keys that cover one market, widest first (keys of the `breakers` bucket)."""
+    from schemas.subjects import symbol_token
+
+    return ("global", f"venue.{venue}", f"symbol.{venue}.{symbol_token(symbol)}")
+
+
+def worst_breaker(states: Iterable[BreakerState]) -> BreakerState:
+    worst: BreakerState = "ok"
+    for state in states:
+        if BREAKER_SEVERITY[state] > BREAKER_SEVERITY[worst]:
+            worst = state
+    return worst
 
 
 class GridSlot(msgspec.Struct, frozen=True, kw_only=True):
@@ -75,6 +94,7 @@ class GridState(msgspec.Struct, frozen=True, kw_only=True):
     bid: Decimal | None = None
     ask: Decimal | None = None
     ts: int = 0  # time of the last input (from the events, never a clock)
+    tick_ts: int = 0  # time of the last ticker: an older one arriving late is ignored
     seq: int = 0  # last input sequence folded in
     slots: list[GridSlot] = []  # slots that are not free, by index
     next_generation: int = 1  # every order gets a new one, so a client order id is never reused
@@ -83,6 +103,7 @@ class GridState(msgspec.Struct, frozen=True, kw_only=True):
     fees: Decimal = ZERO
     fills: int = 0
     adopted: bool = False  # the first start's venue snapshot was applied
+    fault: str | None = None  # an input the core could not handle: it halts rather than guess
     quiet: list[Decimal] | None = None  # prices within which a tick changes no decision
     wake_at: int = 0  # the earliest retry_at of a waiting slot: a tick then must decide again
     published_ts: int = 0
@@ -189,7 +210,7 @@ class ReconciliationFinding(Message, frozen=True, kw_only=True, tag="reconciliat
 
 
 class ControlCommand(Message, frozen=True, kw_only=True, tag="control"):
-    """An operator's instruction to a component instance (`*` = every instance)."""
+    """An operator's instruction to a component instance (`all` = every instance)."""
 
     target_component: str
     target_instance: str

@@ -27,11 +27,11 @@ from msgspec.structs import replace
 from bus.runtime import Inbound
 from schemas import ids
 from schemas.account import ZERO, OrderUpdate
+from schemas.base import Side
 from schemas.commands import CancelOrder, PlaceOrder
 from schemas.market import Market, Ticker
 from schemas.ops import (
     BreakerChange,
-    BreakerState,
     ControlCommand,
     GridLevel,
     GridSlot,
@@ -40,9 +40,10 @@ from schemas.ops import (
     StrategyState,
     StrategyStatus,
     VenueSnapshot,
+    breaker_scopes,
+    worst_breaker,
 )
-from schemas.base import Side
-from schemas.subjects import ALL_INSTANCES, symbol_token
+from schemas.subjects import ALL_INSTANCES
 from strategies.grid.config import GridConfig
 from strategies.grid.lattice import Lattice, client_order_id, client_prefix, parse_client_order_id
 
@@ -50,7 +51,6 @@ PUBLISH_EVERY_MS = 5_000  # price-only changes (last price, unrealized PnL) are 
 RETRY_BASE_MS = 1_000  # a slot whose order was refused waits this long, doubling per refusal
 RETRY_MAX_MS = 60_000
 TERMINAL = frozenset({"closed", "canceled", "rejected", "expired"})
-_SEVERITY: dict[BreakerState, int] = {"ok": 0, "reduce_only": 1, "halted": 2}
 
 
 class Target(NamedTuple):
@@ -58,6 +58,7 @@ class Target(NamedTuple):
     side: Side
     price: Decimal
     amount: Decimal
+    reduce_only: bool = False
 
 
 def phase_of(holding: Decimal, status: str | None) -> str:
@@ -86,7 +87,7 @@ class GridCore:
         self.market = market
         self.prefix = client_prefix(config.instance)
         self.origin = f"grid/{config.instance}"
-        self.scopes = {"global", f"venue.{config.venue}", f"symbol.{config.venue}.{symbol_token(config.symbol)}"}
+        self.scopes = set(breaker_scopes(config.venue, config.symbol))
         self._lattices: dict[Decimal, Lattice] = {}
 
     def lattice(self, anchor: Decimal) -> Lattice:
@@ -114,10 +115,16 @@ class GridCore:
         kind = type(ev)
         if kind is Ticker:
             return self.on_ticker(state, ev, inbound.seq)
-        if kind is OrderUpdate:
-            return self.on_order(state, ev, inbound.seq)
-        if kind is VenueSnapshot:
-            return self.on_snapshot(state, ev, inbound.seq)
+        try:
+            if kind is OrderUpdate:
+                return self.on_order(state, ev, inbound.seq)
+            if kind is VenueSnapshot:
+                return self.on_snapshot(state, ev, inbound.seq)
+        except Exception as exc:  # noqa: BLE001 - a fill we cannot book must not vanish into the DLQ
+            # Inventory the core cannot account for: stop trading (everything is canceled) and
+            # say why, instead of dead-lettering a real fill and trading on a wrong position.
+            fault = f"{type(ev).__name__} {getattr(ev, 'client_order_id', '')}: {type(exc).__name__}: {exc}"
+            return self.decide(replace(state, fault=fault, halted=True, seq=inbound.seq), inbound.seq, changed=True)
         if kind is BreakerChange:
             return self.on_breaker(state, ev, inbound.seq)
         if kind is ControlCommand:
@@ -127,8 +134,8 @@ class GridCore:
     # ------------------------------------------------------------------ inputs
 
     def on_ticker(self, st: GridState, ev: Ticker, seq: int) -> tuple[GridState, list[Any]]:
-        if ev.symbol != st.symbol or ev.venue != st.venue:
-            return st, []
+        if ev.symbol != st.symbol or ev.venue != st.venue or ev.ts < st.tick_ts:
+            return st, []  # another market's, or older than the last price we acted on
         bid = ev.bid or ev.last
         ask = ev.ask or ev.last
         q = st.quiet
@@ -140,8 +147,8 @@ class GridCore:
             and ev.ts - st.published_ts < PUBLISH_EVERY_MS
             and (st.wake_at == 0 or ev.ts < st.wake_at)
         ):  # the fast path: this tick changes no decision
-            return replace(st, last_price=ev.last, bid=bid, ask=ask, ts=max(st.ts, ev.ts), seq=seq), []
-        st = replace(st, last_price=ev.last, bid=bid, ask=ask, ts=max(st.ts, ev.ts), seq=seq)
+            return replace(st, last_price=ev.last, bid=bid, ask=ask, ts=max(st.ts, ev.ts), tick_ts=ev.ts, seq=seq), []
+        st = replace(st, last_price=ev.last, bid=bid, ask=ask, ts=max(st.ts, ev.ts), tick_ts=ev.ts, seq=seq)
         return self.decide(st, seq, changed=False)
 
     def on_order(self, st: GridState, ev: OrderUpdate, seq: int) -> tuple[GridState, list[Any]]:
@@ -199,7 +206,8 @@ class GridCore:
         """A holding too small to close on its own (a partial fill below the venue's minimums)
         joins the nearest slot holding the same side, or the unassigned position."""
         slot = slots[index]
-        assert st.anchor is not None
+        if st.anchor is None:
+            return st  # no lattice yet (adopted before the first price): decided when it comes
         closing_price = self.lattice(st.anchor).price(index + (1 if slot.holding > 0 else -1))
         amount = abs(slot.holding)
         if amount >= self.market.min_amount and amount * closing_price * self.market.contract_size >= self.market.min_notional:
@@ -273,10 +281,13 @@ class GridCore:
                 entry_price=o.price if held else None,
             )
             next_gen = max(next_gen, gen + 1)
-            if anchor is None and o.price is not None and self.cfg.spacing_type == "geometric":
+            if anchor is None and o.price is not None:
                 # Keep the lattice the adopted orders were placed on.
                 level = index if role == "open" else index + (1 if o.side == "sell" else -1)
-                anchor = o.price / (1 + self.cfg.spacing) ** level
+                if self.cfg.spacing_type == "geometric":
+                    anchor = o.price / (1 + self.cfg.spacing) ** level
+                else:
+                    anchor = o.price - self.cfg.spacing * level
         net = ZERO
         for p in ev.positions:
             if p.symbol == st.symbol and p.side is not None:
@@ -291,7 +302,7 @@ class GridCore:
             unassigned=net - assigned,
             adopted=True,
             breakers=breakers,
-            breaker=self._worst(breakers),
+            breaker=worst_breaker(breakers.values()),
             ts=max(st.ts, ev.ts),
             seq=seq,
         )
@@ -302,7 +313,7 @@ class GridCore:
             return st, []
         breakers = dict(st.breakers)
         breakers[ev.scope] = ev.state
-        st = replace(st, breakers=breakers, breaker=self._worst(breakers), ts=max(st.ts, ev.ts), seq=seq)
+        st = replace(st, breakers=breakers, breaker=worst_breaker(breakers.values()), ts=max(st.ts, ev.ts), seq=seq)
         return self.decide(st, seq, changed=True)
 
     def on_control(self, st: GridState, ev: ControlCommand, seq: int) -> tuple[GridState, list[Any]]:
@@ -315,17 +326,9 @@ class GridCore:
                 st = replace(st, paused=False)
             case "halt":
                 st = replace(st, halted=True)
-            case "reset":
-                st = replace(st, paused=False, halted=False)
+            case "reset":  # after a fault too, once an operator has looked
+                st = replace(st, paused=False, halted=False, fault=None)
         return self.decide(replace(st, ts=max(st.ts, ev.ts), seq=seq), seq, changed=True)
-
-    @staticmethod
-    def _worst(breakers: dict[str, BreakerState]) -> BreakerState:
-        worst: BreakerState = "ok"
-        for state in breakers.values():
-            if _SEVERITY[state] > _SEVERITY[worst]:
-                worst = state
-        return worst
 
     @staticmethod
     def _kept(slots: dict[int, GridSlot]) -> list[GridSlot]:
@@ -388,7 +391,8 @@ class GridCore:
                 t is not None
                 and t.role == slot.role
                 and t.side == slot.side
-                and t.price == slot.price
+                and slot.price is not None
+                and abs(t.price - slot.price) <= self.market.tick_size  # an adopted order may sit a tick off
                 and t.amount == slot.amount - slot.filled
             ):
                 continue  # the live order is the one we want
@@ -465,13 +469,22 @@ class GridCore:
         targets: dict[int, Target] = {}
         if st.status == "halted":
             return targets
+        net = self.position(st)
+        swap = self.market.kind == "swap"
         for s in slots.values():  # every unit of inventory rests a closing order one level on
             if s.holding == 0:
                 continue
             side: Side = "sell" if s.holding > 0 else "buy"
             price = lat.price(s.index + 1 if s.holding > 0 else s.index - 1)
+            amount = abs(s.holding)
+            # A one-sided grid's closing orders always reduce the venue's (net) position. A
+            # neutral grid holds long and short slots at once, which the venue nets: its closing
+            # order reduces the position only when it points against the net.
+            reduces = swap and (cfg.mode != "neutral" or (net >= amount if side == "sell" else -net >= amount))
+            if st.status == "reduce_only" and not reduces:
+                continue  # the executor would refuse it while the breaker is open
             if not _crosses(side, price, bid, ask):
-                targets[s.index] = Target("close", side, price, abs(s.holding))
+                targets[s.index] = Target("close", side, price, amount, reduces)
         if st.status != "running":
             return targets
         sides: list[tuple[Side, range]] = []
@@ -528,10 +541,7 @@ class GridCore:
             price=t.price,
             amount=t.amount,
             post_only=post_only,
-            # In a one-sided grid every closing order reduces the venue's (net) position; a
-            # neutral grid holds long and short slots at once, which the venue nets, so a
-            # closing order there may well increase the net position and must not be reduce-only.
-            reduce_only=t.role == "close" and self.market.kind == "swap" and c.mode != "neutral",
+            reduce_only=t.reduce_only,
             origin=self.origin,
             ts=ts,
             ttl_ms=c.ttl_ms,

@@ -28,7 +28,7 @@ from bus.streams import BREAKERS, DAY, MINUTE, STREAMS, Source, StreamSpec, appl
 from schemas import ids, subjects
 from schemas.account import OrderUpdate
 from schemas.market import Market, Ticker
-from schemas.ops import BreakerChange, BreakerState, ControlCommand, GridState, VenueSnapshot
+from schemas.ops import BreakerChange, BreakerState, ControlCommand, GridState, VenueSnapshot, breaker_scopes
 from strategies.grid.config import GridConfig
 from strategies.grid.core import GridCore
 from strategies.grid.lattice import check_config, client_prefix
@@ -60,7 +60,7 @@ def input_stream(grid: GridConfig) -> StreamSpec:
                 (
                     subjects.control("grid", grid.instance),
                     subjects.control("grid"),
-                    "ops.risk.*.breaker",
+                    subjects.ops("risk", "*", "breaker"),
                     subjects.ops("grid", grid.instance, "snapshot"),
                 ),
             ),
@@ -106,7 +106,7 @@ async def market_and_price(venue: Venue, grid: GridConfig, stop: asyncio.Event) 
 async def current_breakers(nc: Client, grid: GridConfig) -> dict[str, BreakerState]:
     kv = await nc.jetstream().key_value(BREAKERS.name)
     out: dict[str, BreakerState] = {}
-    for scope in ("global", f"venue.{grid.venue}", f"symbol.{grid.venue}.{subjects.symbol_token(grid.symbol)}"):
+    for scope in breaker_scopes(grid.venue, grid.symbol):
         try:
             entry = await kv.get(scope)
         except (KeyNotFoundError, NotFoundError):
