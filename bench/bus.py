@@ -18,8 +18,8 @@ from pathlib import Path
 sys.path[0] = str(Path(__file__).resolve().parent.parent)
 
 import argparse
-import gc
 import asyncio
+import gc
 import platform
 import statistics
 import tempfile

@@ -29,7 +29,6 @@ import math
 import os
 import platform
 import random
-import signal
 import statistics
 import tempfile
 import time
@@ -157,7 +156,10 @@ async def latencies(nc: nats.NATS, samples: int) -> tuple[list[float], list[floa
         count_before = sum(1 for k in seen if k.endswith(want))
         if i % 2 == 1:
             placed[ts] = ack.seq
-        await until(lambda: asyncio.sleep(0, sum(1 for k in seen if k.endswith(want)) > count_before), timeout=10)
+        async def arrived(want: str = want, before: int = count_before) -> bool:
+            return sum(1 for k in seen if k.endswith(want)) > before
+
+        await until(arrived, timeout=10)
         await asyncio.sleep(0.005)
     # Join by the server's store times.
     tick_ns: dict[int, int] = {}

@@ -20,8 +20,9 @@ import datetime as dt
 import sys
 import time
 from collections.abc import AsyncIterator
+from contextlib import aclosing
 from pathlib import Path
-from typing import Any
+from typing import Any, Protocol
 
 import msgspec
 
@@ -118,7 +119,7 @@ def replay(config: Config, args: argparse.Namespace) -> int:
 # ----------------------------------------------------------------------------- sources
 
 
-class Recorded:
+class Recorded(Protocol):
     """Where the record comes from: the live bus or an exported file."""
 
     async def start_state(self, grid: GridConfig, since: dt.datetime) -> StrategyState | None: ...
@@ -128,7 +129,7 @@ class Recorded:
     async def commands(self, grid: GridConfig, since_ns: int, until: dt.datetime) -> list[PlaceOrder | CancelOrder]: ...
 
 
-class FromBus(Recorded):
+class FromBus:
     def __init__(self, nc: Any) -> None:
         self.nc = nc
 
@@ -138,20 +139,22 @@ class FromBus(Recorded):
         async for batch in export.window(self.nc, "OPS", since - dt.timedelta(seconds=LOOKBACK), since, (subject,)):
             last = batch[-1]
         if last is None:  # nothing before the window: the very first state (for the market rules)
-            async for batch in read_stream(self.nc, "OPS", subjects=(subject,), end_seq=None):
-                first = decode(batch[0].data)
-                return msgspec.structs.replace(first, grid=None, input_seq=0)
+            async with aclosing(read_stream(self.nc, "OPS", subjects=(subject,))) as batches:
+                async for batch in batches:
+                    first = decode(batch[0].data)
+                    return msgspec.structs.replace(first, grid=None, input_seq=0)
             return None
         return decode(last.data)  # type: ignore[no-any-return]
 
     async def inputs(self, stream: str, first_seq: int, until: dt.datetime) -> AsyncIterator[list[StoredMsg]]:
         limit = export.ns(until)
-        async for batch in read_stream(self.nc, stream, start_seq=first_seq):
-            kept = [m for m in batch if m.ts_ns <= limit]
-            if kept:
-                yield kept
-            if len(kept) < len(batch):
-                return
+        async with aclosing(read_stream(self.nc, stream, start_seq=first_seq)) as batches:
+            async for batch in batches:
+                kept = [m for m in batch if m.ts_ns <= limit]
+                if kept:
+                    yield kept
+                if len(kept) < len(batch):
+                    return
 
     async def commands(self, grid: GridConfig, since_ns: int, until: dt.datetime) -> list[PlaceOrder | CancelOrder]:
         subject = subjects.cmd(grid.venue, grid.account, grid.symbol, "*")
@@ -162,7 +165,7 @@ class FromBus(Recorded):
         return out
 
 
-class FromFile(Recorded):
+class FromFile:
     def __init__(self, path: Path) -> None:
         self.lines = list(export.read_lines(path))
 
@@ -233,16 +236,15 @@ async def _replay_grid(config: Config, grid: GridConfig, args: argparse.Namespac
         result = await run(core, state, source.inputs(input_stream(grid).name, anchor.input_seq + 1, until), show, progress)
         progress(result.inputs, final=True)
         replayed = [cmd for _, cmd in result.decisions]
-        if not replayed:
-            recorded: list[PlaceOrder | CancelOrder] = []
-        else:
-            assert result.first_ts is not None and result.last_ts is not None
-            all_recorded = await source.commands(grid, result.first_ts * 1_000_000, until)
+        recorded: list[PlaceOrder | CancelOrder] = []
+        if result.first_ts is not None and result.last_ts is not None:
+            start = state if recorded_grid is not None else None
+            in_span = decided_between(core.prefix, start, result.state, result.first_ts, result.last_ts)
             origin = f"grid/{grid.instance}"
             recorded = [
                 c
-                for c in all_recorded
-                if isinstance(c, (PlaceOrder, CancelOrder)) and c.origin == origin and result.first_ts <= c.ts <= result.last_ts
+                for c in await source.commands(grid, result.first_ts * 1_000_000, until)
+                if isinstance(c, (PlaceOrder, CancelOrder)) and c.origin == origin and in_span(c)
             ]
         difference = first_difference(replayed, recorded)
         if difference is None:
@@ -253,6 +255,27 @@ async def _replay_grid(config: Config, grid: GridConfig, args: argparse.Namespac
     finally:
         if nc is not None:
             await nc.close()
+
+
+def decided_between(prefix: str, start: GridState | None, end: GridState, first_ts: int, last_ts: int):  # type: ignore[no-untyped-def]
+    """Which recorded commands the replayed inputs are responsible for.
+
+    Places carry a generation: those issued after the starting state and by the end state are
+    exactly the ones with start.next_generation <= generation < end.next_generation. A cancel
+    belongs to the span by its time, unless the starting state was already canceling that order.
+    """
+    from strategies.grid.lattice import parse_client_order_id
+
+    low = start.next_generation if start is not None else 0
+    canceling = {s.client_order_id for s in start.slots if s.status == "canceling"} if start is not None else set()
+
+    def in_span(cmd: PlaceOrder | CancelOrder) -> bool:
+        if isinstance(cmd, PlaceOrder):
+            parsed = parse_client_order_id(prefix, cmd.client_order_id)
+            return parsed is not None and low <= parsed[2] < end.next_generation
+        return first_ts <= cmd.ts <= last_ts and cmd.client_order_id not in canceling
+
+    return in_span
 
 
 async def _export(config: Config, args: argparse.Namespace) -> int:
@@ -268,12 +291,12 @@ async def _export(config: Config, args: argparse.Namespace) -> int:
         count = 0
         with args.output.open("wb") as fh:
             # The last state of every grid before the window: where a replay of it starts.
-            anchors = 0
-            async for batch in export.window(nc, "OPS", since - dt.timedelta(seconds=LOOKBACK), since, ("ops.grid.*.state",)):
-                last_by_grid = {m.subject: m for m in batch}
-                for m in last_by_grid.values():
-                    fh.write(export.to_line("OPS", m))
-                    anchors += 1
+            last_by_grid: dict[str, StoredMsg] = {}
+            async for batch in export.window(nc, "OPS", since - dt.timedelta(seconds=LOOKBACK), since, (subjects.ops("grid", "*", "state"),)):
+                last_by_grid.update((m.subject, m) for m in batch)
+            for m in last_by_grid.values():
+                fh.write(export.to_line("OPS", m))
+            anchors = len(last_by_grid)
             for name in names:
                 async for batch in export.window(nc, name, since, until):
                     for m in batch:

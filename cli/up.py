@@ -254,7 +254,7 @@ class _Watch:
             }
 
         await nc.subscribe(subjects.md(self.config.sim.venue, self.symbol, "ticker"), cb=on_tick)
-        await nc.subscribe("ops.grid.*.state", cb=on_state)
+        await nc.subscribe(subjects.ops("grid", "*", "state"), cb=on_state)
 
     async def line(self, nc) -> str:  # type: ignore[no-untyped-def]
         js = nc.jetstream()

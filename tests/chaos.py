@@ -183,6 +183,48 @@ async def clock(venue: SimVenue) -> tuple[int, bool]:
             await asyncio.sleep(0.1)
 
 
+async def drive(
+    cluster: Cluster,
+    nc: Client,
+    grid: GridConfig,
+    steps: int,
+    kill_at: set[int] | None = None,
+    rng: random.Random | None = None,
+    on_kill: Callable[[int, str], None] | None = None,
+) -> dict[str, int]:
+    """Tick the lock-step exchange `steps` times, settling after each half (fills, then market
+    data); at the halves in `kill_at`, SIGKILL a random component mid-cascade and restart it."""
+    kill_at = kill_at or set()
+    rng = rng or random.Random(0)
+    counts = {name: 0 for name in COMPONENTS}
+    venue = SimVenue(nc, timeout=10)
+    await clock(venue)
+    await wait_settled(nc, grid)
+    step, unquoted = await clock(venue)
+    half = 0
+    while step < steps or unquoted:
+        phase = "quote" if unquoted else "match"
+        half += 1
+        if half in kill_at:
+            victim = rng.choice(COMPONENTS)
+            ticking = asyncio.create_task(venue.step(1, phase))
+            await asyncio.sleep(rng.uniform(0, 0.03))  # somewhere inside the tick's cascade
+            cluster.kill(victim)
+            counts[victim] += 1
+            if on_kill is not None:
+                on_kill(step, victim)
+            cluster.start(victim)
+            try:
+                await ticking
+            except Transient:
+                pass  # the exchange itself died mid-tick: the tick was journaled or not
+        else:
+            await venue.step(1, phase)
+        await wait_settled(nc, grid)
+        step, unquoted = await clock(venue)
+    return counts
+
+
 async def run(
     workdir: Path,
     seed: int,
@@ -194,7 +236,6 @@ async def run(
     # Each tick has two halves (fills, then market data): a kill lands in one of them.
     halves = 2 * steps
     kill_at = set(rng.sample(range(4, halves), min(kills, halves - 4))) if kills else set()
-    counts = {name: 0 for name in COMPONENTS}
     with Cluster(workdir, CONFIG.format(data=workdir / "data", seed=seed)) as cluster:
         from cli.config import load
 
@@ -202,37 +243,13 @@ async def run(
         for name in COMPONENTS:
             cluster.start(name)
         nc = await connect(cluster.server.url, name="chaos-driver", attempts=10)
-        venue = SimVenue(nc, timeout=10)
         try:
-            await clock(venue)
-            await wait_settled(nc, grid)
-            step, unquoted = await clock(venue)
-            half = 0
-            while step < steps or unquoted:
-                phase = "quote" if unquoted else "match"
-                half += 1
-                if half in kill_at:
-                    victim = rng.choice(COMPONENTS)
-                    ticking = asyncio.create_task(venue.step(1, phase))
-                    await asyncio.sleep(rng.uniform(0, 0.03))  # somewhere inside the tick's cascade
-                    cluster.kill(victim)
-                    counts[victim] += 1
-                    if on_kill is not None:
-                        on_kill(step, victim)
-                    cluster.start(victim)
-                    try:
-                        await ticking
-                    except Transient:
-                        pass  # the exchange itself died mid-tick: the tick was journaled or not
-                else:
-                    await venue.step(1, phase)
-                await wait_settled(nc, grid)
-                step, unquoted = await clock(venue)
+            counts = await drive(cluster, nc, grid, steps, kill_at, rng, on_kill)
             cluster.stop("grid")  # a graceful stop writes the final checkpoint
             cp = await checkpoints.load(nc, f"grid-{INSTANCE}", GridState)
             assert cp is not None
             outcome = Outcome(state=cp.state, replayed=await replay_all(nc, grid, cp.state), kills=counts)
-            await venue_facts(nc, venue, outcome)
+            await venue_facts(nc, SimVenue(nc, timeout=10), outcome)
             return outcome
         finally:
             await nc.close()

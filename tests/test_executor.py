@@ -75,7 +75,7 @@ async def order_events(bus: Client, cid: str) -> list[OrderUpdate]:
     out = []
     if (await bus.jetstream().stream_info("ACCOUNT")).state.messages == 0:
         return out
-    async for batch in read_stream(bus, "ACCOUNT", subjects=(f"acct.sim.main.*.order",)):
+    async for batch in read_stream(bus, "ACCOUNT", subjects=("acct.sim.main.*.order",)):
         out += [e for e in (decode(m.data) for m in batch) if e.client_order_id == cid]
     return out
 
@@ -247,3 +247,36 @@ async def test_a_duplicate_client_id_reports_the_existing_order_and_places_nothi
     venue = ScriptedVenue(DuplicateOrder("exists", existing=accepted("s1")))
     out = await executor(venue).handle(inbound(place("s1", Decimal(100), amount="1")))
     assert venue.calls == 1 and [o.order_id for o in out] == ["9"]
+
+
+async def test_a_lost_consumer_resumes_from_the_executors_own_checkpoint(bus: Client, nats_server: EmbeddedServer) -> None:
+    """The ack floor lives on the consumer, which every session recreates; should it be gone
+    (a crash between delete and create), the executor's checkpoint still knows where it was."""
+    config = Config(nats=NatsSettings(url=nats_server.url), sim=SimConfig(clock="lockstep", start_time_ms=1_700_000_000_000, history_minutes=5))
+    stop = asyncio.Event()
+    sim = SimService(bus, config.sim)
+    sim_task = asyncio.create_task(sim.run(stop))
+    venue = SimVenue(bus)
+    await eventually(lambda: sim.service is not None, what="the exchange")
+    await venue.step(1)
+    px = await price(venue) - 50
+    pub = await Publisher(bus).start()
+    for i in range(3):
+        await pub.publish(place(f"ck{i}", px - i))
+    exec_stop = asyncio.Event()
+    executor_task = asyncio.create_task(run_executor(config, exec_stop))
+    await outcome(bus, "ck2", "open")
+    exec_stop.set()
+    await executor_task
+    await bus.jetstream().delete_consumer("COMMAND", "executor-sim-main")  # the position on the server is gone
+    handled = metrics.COMMANDS.labels("place", "duplicate")._value.get()
+    await pub.publish(place("ck3", px - 3))
+    exec_stop = asyncio.Event()
+    executor_task = asyncio.create_task(run_executor(config, exec_stop))
+    await outcome(bus, "ck3", "open")
+    exec_stop.set()
+    await executor_task
+    assert metrics.COMMANDS.labels("place", "duplicate")._value.get() == handled  # nothing handled twice
+    stop.set()
+    await sim_task
+

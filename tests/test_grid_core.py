@@ -12,7 +12,7 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from bus.runtime import Inbound
-from schemas.account import OrderUpdate, Position
+from schemas.account import Position
 from schemas.commands import CancelOrder, PlaceOrder
 from schemas.market import Market
 from schemas.ops import BreakerChange, ControlCommand, GridState, StrategyState, VenueSnapshot
@@ -128,12 +128,34 @@ def test_short_is_the_mirror() -> None:
     assert (counter.side, counter.price, counter.reduce_only) == ("buy", D(100), True)
 
 
-def test_neutral_closing_orders_are_not_reduce_only_the_venue_nets_both_sides() -> None:
+def test_neutral_closing_orders_are_reduce_only_only_when_they_reduce_the_net_position() -> None:
     d = Driver(grid())
     out = d.tick("100")
     buy90 = next(p for p in places(out) if p.price == D(90))
-    [counter] = places(d.order(buy90, "closed", filled=str(buy90.amount)))
-    assert counter.side == "sell" and not counter.reduce_only
+    sell110 = next(p for p in places(out) if p.price == D(110))
+    [close_long] = places(d.order(buy90, "closed", filled=str(buy90.amount)))
+    assert close_long.side == "sell" and close_long.reduce_only  # net long 11.111: selling it reduces
+    [close_short] = places(d.order(sell110, "closed", filled=str(sell110.amount)))
+    # Net now +2.021 (11.111 long, 9.090 short, netted by the venue): buying 9.090 back would
+    # increase it, so that closing order cannot be reduce-only.
+    assert close_short.side == "buy" and not close_short.reduce_only
+
+
+def test_a_reduce_only_breaker_keeps_the_closing_orders_the_executor_accepts() -> None:
+    d = Driver(grid())
+    out = d.tick("100")
+    opening = places(out)
+    buy90 = next(p for p in opening if p.price == D(90))
+    for p in opening:
+        d.order(p, "open")
+    [close_long] = places(d.order(buy90, "closed", filled=str(buy90.amount)))
+    d.order(close_long, "open")
+    reduce = BreakerChange(id="b", instance="global", scope="global", state="reduce_only", previous="ok", reason="exposure", ts=d.ts)
+    out = d.feed(reduce)
+    assert d.state.status == "reduce_only"
+    # Every opening order goes; the closing order, reduce-only, rests on.
+    assert {c.client_order_id for c in cancels(out)} == {p.client_order_id for p in opening if p is not buy90}
+    assert places(out) == []
 
 
 def test_geometric_levels_sit_on_the_tick_and_client_ids_are_short_and_ours() -> None:
@@ -346,3 +368,42 @@ def test_an_order_event_of_another_instance_or_an_old_generation_changes_nothing
     stale = client_order_id(client_prefix("g1"), "open", -1, 999_999)
     d.feed(order_update(stale, "closed", "10", "10", "90"))
     assert d.state.slots == before.slots and d.state.fills == 0
+
+
+def test_an_order_event_the_core_cannot_book_halts_the_grid_instead_of_vanishing(monkeypatch: pytest.MonkeyPatch) -> None:
+    d = Driver(grid(mode="long", levels=2))
+    opening = places(d.tick("100"))
+    for p in opening:
+        d.order(p, "open")
+
+    def broken(*_args: Any) -> None:
+        raise ArithmeticError("cannot book this")
+
+    monkeypatch.setattr(d.core, "_account_fills", broken)
+    out = d.order(opening[0], "closed", filled=str(opening[0].amount))
+    assert d.state.status == "halted" and "cannot book this" in (d.state.fault or "")
+    assert {c.client_order_id for c in cancels(out)} == {p.client_order_id for p in opening}
+    [state] = [o for o in out if isinstance(o, StrategyState)]
+    assert state.grid is not None and state.grid.fault  # operators see why
+    d.feed(ControlCommand(id="r", target_component="grid", target_instance="g1", action="reset", operator="ops", ts=d.ts))
+    assert d.state.fault is None and not d.state.halted
+
+
+def test_an_adopted_fill_before_the_first_price_is_booked_and_closed_later() -> None:
+    prefix = client_prefix("g1")
+    buy = order_update(client_order_id(prefix, "open", -1, 3), "open", "0", "11.111", "90", side="buy", order_id="a")
+    snap = VenueSnapshot(id="s", component="grid", instance="g1", venue="sim", account="main", symbol="BTC/USDT:USDT", orders=[buy], ts=T)
+    d = Driver(grid(mode="long", levels=2, anchor=None), snapshot=snap)
+    assert d.state.anchor == D(100)  # inferred from the adopted order: 90 + 1 level of 10
+    d.feed(order_update(buy.client_order_id, "canceled", "0.5", "11.111", "90", side="buy", order_id="a", ts=T + 1))
+    assert d.state.fault is None and d.slot(-1).holding == D("0.5")
+    out = d.tick("100")
+    assert ("sell", D(100)) in [(p.side, p.price) for p in places(out)]
+
+
+def test_a_ticker_older_than_the_last_one_is_ignored() -> None:
+    d = Driver(grid(mode="long", levels=1))
+    d.tick("100")
+    before = d.state
+    d.feed(ticker("50", ts=d.ts - 100))  # late, out of order
+    assert d.state.last_price == before.last_price == D(100)

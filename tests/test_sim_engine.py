@@ -18,9 +18,9 @@ import pytest
 from bus.runtime import Inbound
 from schemas.account import Balance, Fill, OrderUpdate, Position
 from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
+from venues.protocol import OrderRequest
 from venues.sim.config import SimConfig, SimMarket
 from venues.sim.engine import EngineState, SimEngine, state_digest
-from venues.protocol import OrderRequest
 from venues.sim.journal import Bar, Cancel, CancelAll, Fund, History, Place, Print, Quote, Tick, journal_subject
 
 

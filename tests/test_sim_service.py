@@ -31,15 +31,19 @@ LOCKSTEP = dict(clock="lockstep", start_time_ms=1_700_000_000_000, history_minut
 
 
 @pytest.fixture
-async def sim(bus: Client) -> AsyncIterator[SimVenue]:
+async def exchange(bus: Client) -> AsyncIterator[SimService]:
     service = SimService(bus, SimConfig(**LOCKSTEP))  # type: ignore[arg-type]
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
-    venue = SimVenue(bus)
     await eventually(lambda: service.service is not None, what="the simulated exchange to register")
-    yield venue
+    yield service
     stop.set()
     await task
+
+
+@pytest.fixture
+def sim(bus: Client, exchange: SimService) -> SimVenue:
+    return SimVenue(bus)
 
 
 def limit(cid: str, price: Decimal, side: str = "buy", amount: str = "0.01", **kw: object) -> OrderRequest:
@@ -125,6 +129,14 @@ async def test_cancel_and_not_found(sim: SimVenue) -> None:
     await sim.create_order(limit("c2", price))
     await sim.create_order(limit("c3", price - 10))
     assert {o.status for o in await sim.cancel_all_orders(SYMBOL)} == {"canceled"}
+
+
+async def test_the_exchange_answers_nothing_while_it_rebuilds_from_its_journal(exchange: SimService, sim: SimVenue) -> None:
+    exchange.runtime.caught_up.clear()  # as after a broken session, before the engine caught up again
+    with pytest.raises(Transient, match="recovering"):
+        await sim.fetch_open_orders(SYMBOL)
+    exchange.runtime.caught_up.set()
+    assert await sim.fetch_open_orders(SYMBOL) == []
 
 
 async def test_an_absent_exchange_is_a_transient_error(bus: Client) -> None:

@@ -26,8 +26,8 @@ class Replay:
     state: GridState
     decisions: list[tuple[int, Decision]]  # (input seq, command)
     inputs: int
-    first_ts: int | None = None
-    last_ts: int | None = None
+    first_ts: int | None = None  # event time of the first and last input replayed: the record
+    last_ts: int | None = None  # of the same span is what the decisions are compared with
 
 
 async def replay(
@@ -40,17 +40,17 @@ async def replay(
     result = Replay(state=state, decisions=[], inputs=0)
     count = 0
 
-    def step(m: StoredMsg, _state: GridState, outputs: Sequence[Any], _reason: str) -> None:
+    def step(m: StoredMsg, after: GridState, outputs: Sequence[Any], _reason: str) -> None:
         nonlocal count
         count += 1
         if on_progress is not None and count % 10_000 == 0:
             on_progress(count)
+        if result.first_ts is None:
+            result.first_ts = after.ts
+        result.last_ts = after.ts
         for out in outputs:
             if isinstance(out, (PlaceOrder, CancelOrder)):
                 result.decisions.append((m.seq, out))
-                if result.first_ts is None:
-                    result.first_ts = out.ts
-                result.last_ts = out.ts
                 if on_decision is not None:
                     on_decision(m.seq, out)
 
@@ -60,12 +60,19 @@ async def replay(
 
 
 def first_difference(replayed: list[Decision], recorded: list[Decision]) -> str | None:
-    """The first decision the two sides do not share, phrased for an operator; None if they agree."""
-    recorded_ids = {c.id for c in recorded}
-    replayed_ids = {c.id for c in replayed}
+    """The first decision the two sides do not share, phrased for an operator; None if they agree.
+
+    Commands are matched by id (the client order id for a place) and must then say the same
+    thing: side, price, amount, flags, time."""
+    by_id = {c.id: c for c in recorded}
+    replayed_ids = set()
     for cmd in replayed:
-        if cmd.id not in recorded_ids:
+        replayed_ids.add(cmd.id)
+        twin = by_id.get(cmd.id)
+        if twin is None:
             return f"replay decided {describe(cmd)}; the record has no such command"
+        if twin != cmd:
+            return f"replay decided {describe(cmd)}; the record has {describe(twin)}"
     for cmd in recorded:
         if cmd.id not in replayed_ids:
             return f"the record has {describe(cmd)}; replay did not decide it"
