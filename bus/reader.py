@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import datetime as dt
 import json
+import re
 import ssl
 from collections.abc import AsyncIterator
 from typing import NamedTuple
@@ -26,6 +27,9 @@ from nats.nuid import NUID
 from bus.connection import default_url
 
 _CRLF = b"\r\n"
+# The frame of almost every delivery: one match instead of splitting the line and its reply
+# subject (`HMSG <subject> <sid> $JS.ACK.<stream>.<consumer>.<n>.<sseq>.<dseq>.<ts>.<pending> <hdr> <total>`).
+_DELIVERY = re.compile(rb"HMSG ([^ ]+) [^ ]+ \$JS\.ACK\.[^. ]+\.[^. ]+\.\d+\.(\d+)\.(\d+)\.(\d+)\.(\d+) (\d+) (\d+)\r\n")
 
 
 class StoredMsg(NamedTuple):
@@ -249,7 +253,33 @@ async def _frames(wire: _Wire, end_seq: int | None, follow: bool) -> AsyncIterat
         append = out.append
         find = buf.find
         done = False
+        match = _DELIVERY.match
         while True:
+            fast = match(buf, pos)
+            if fast is not None:  # a stored message, the common case
+                subject, sseq, sdseq, sts, spending, shlen, stlen = fast.groups()
+                body = fast.end()
+                hlen, tlen = int(shlen), int(stlen)
+                end = body + tlen + 2
+                if end > size:
+                    break
+                seq, dseq = int(sseq), int(sdseq)
+                if dseq != last_dseq + 1:
+                    raise _Gap(last_seq)
+                if seq > limit:
+                    done = True
+                    break
+                pos = end
+                last_dseq = dseq
+                last_seq = seq
+                name = subjects.get(subject)
+                if name is None:
+                    name = subjects[subject] = subject.decode()
+                append(StoredMsg(seq, name, buf[body + hlen : body + tlen], buf[body : body + hlen], int(sts)))
+                if seq == limit or (stop_when_drained and spending == b"0"):
+                    done = True
+                    break
+                continue
             eol = find(_CRLF, pos)
             if eol < 0:
                 break

@@ -193,11 +193,12 @@ async def fold_stream(
     input_type: Any,
     outputs: tuple[str, ...] = (),
     on_step: Callable[[StoredMsg, S, Sequence[Any], str], None] | None = None,
+    on_batch: Callable[[int], None] | None = None,
 ) -> tuple[S, int, int]:
     """Fold stored inputs through a core offline: (state, last seq, inputs folded).
 
-    Used for recovery and for incident replay; `on_step` sees each input with the state
-    after it, the outputs it produced and the dead-letter reason, if any.
+    Used for recovery and for incident replay; `on_step` sees each input that produced outputs
+    or was dead-lettered (with the state after it), `on_batch` the running count.
     """
     dec = decoder(input_type)
     declared = subject_matcher(outputs)
@@ -205,10 +206,12 @@ async def fold_stream(
     async for batch in batches:
         for m in batch:
             state, outs, reason = apply_input(core, state, m.seq, m.subject, m.data, dec, declared, m.ts_ns)
-            if on_step is not None:
+            if (outs or reason) and on_step is not None:
                 on_step(m, state, outs, reason)
-            seq = m.seq
+        seq = batch[-1].seq
         count += len(batch)
+        if on_batch is not None:
+            on_batch(count)
     return state, seq, count
 
 

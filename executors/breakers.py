@@ -1,8 +1,11 @@
 """Risk breakers as the executor reads them: the `breakers` bucket, before every new order.
 
 Keys are scopes (`global`, `venue.<venue>`, `symbol.<venue>.<symbol token>`), values the last
-BreakerChange for that scope. Reads are cached for a tenth of a second; a read that fails
-raises RetryLater, so an order is never sent while the breaker state is unknown.
+BreakerChange for that scope. A read is cached for a second, and every write to the bucket
+(a KV put is an ordinary NATS message on `$KV.breakers.<key>`) updates the cache the moment it
+happens, so an order does not wait on three bucket reads and still never runs on a breaker
+state older than the last write it could have seen. A read that fails raises RetryLater: no
+order goes out while the breaker state is unknown.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import time
 
 import msgspec
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from bus.consumer import RetryLater
@@ -22,11 +26,26 @@ _decoder = msgspec.json.Decoder(BreakerChange)
 
 
 class BreakerView:
-    def __init__(self, nc: Client, ttl: float = 0.1) -> None:
+    def __init__(self, nc: Client, ttl: float = 1.0) -> None:
         self.nc = nc
         self.ttl = ttl
         self._cache: dict[str, tuple[float, BreakerState]] = {}
         self._kv = None
+        self._prefix = f"$KV.{BREAKERS.name}."
+
+    async def start(self) -> BreakerView:
+        await self.nc.subscribe(f"{self._prefix}>", cb=self._on_write)
+        return self
+
+    async def _on_write(self, msg: Msg) -> None:
+        scope = msg.subject[len(self._prefix) :]
+        operation = (msg.headers or {}).get("KV-Operation")
+        try:
+            state: BreakerState = "ok" if operation in ("DEL", "PURGE") or not msg.data else _decoder.decode(msg.data).state
+        except msgspec.DecodeError:
+            self._cache.pop(scope, None)  # unreadable: the next order reads the bucket itself
+            return
+        self._cache[scope] = (time.monotonic(), state)
 
     async def _read(self, scope: str) -> BreakerState:
         hit = self._cache.get(scope)

@@ -54,7 +54,7 @@ async def run_executor(config: Any, stop: asyncio.Event) -> None:
     nc = await connect(config.nats_url, name=f"sqt-executor-{cfg.venue}-{cfg.account}")
     await apply(nc.jetstream(), with_retention(STREAMS, config.retention()))
     venue = open_venue(nc, cfg.venue, cfg.account, sim_venue=config.sim.venue, timeout=cfg.request_timeout)
-    executor = Executor(venue, BreakerView(nc), cfg, throttler(cfg))
+    executor = Executor(venue, await BreakerView(nc).start(), cfg, throttler(cfg))
     runtime = HandlerRuntime(nc, executor_spec(cfg), executor)
     started = time.time()
 

@@ -7,12 +7,13 @@ would decide today what it decided then.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
 from bus.reader import StoredMsg
 from bus.runtime import fold_stream
+from schemas.codec import decode
 from schemas.commands import CancelOrder, PlaceOrder
 from schemas.ops import GridState
 from strategies.grid.core import GridCore
@@ -38,16 +39,15 @@ async def replay(
     on_progress: Callable[[int], None] | None = None,
 ) -> Replay:
     result = Replay(state=state, decisions=[], inputs=0)
-    count = 0
+    first: list[StoredMsg] = []
 
-    def step(m: StoredMsg, after: GridState, outputs: Sequence[Any], _reason: str) -> None:
-        nonlocal count
-        count += 1
-        if on_progress is not None and count % 10_000 == 0:
-            on_progress(count)
-        if result.first_ts is None:
-            result.first_ts = after.ts
-        result.last_ts = after.ts
+    async def noting_the_first(batches: AsyncIterable[list[StoredMsg]]) -> AsyncIterator[list[StoredMsg]]:
+        async for batch in batches:
+            if not first:
+                first.append(batch[0])
+            yield batch
+
+    def step(m: StoredMsg, _after: GridState, outputs: Sequence[Any], _reason: str) -> None:
         for out in outputs:
             if isinstance(out, (PlaceOrder, CancelOrder)):
                 result.decisions.append((m.seq, out))
@@ -55,7 +55,13 @@ async def replay(
                     on_decision(m.seq, out)
 
     spec = grid_spec(core.cfg)
-    result.state, _, result.inputs = await fold_stream(core, state, inputs, GridInput, spec.outputs, step)
+    result.state, _, result.inputs = await fold_stream(
+        core, state, noting_the_first(inputs), GridInput, spec.outputs, step, on_progress
+    )
+    if first:
+        # Event time of the first and last inputs (a decision carries its input's time).
+        event_ts = getattr(decode(first[0].data, GridInput), "ts", state.ts)
+        result.first_ts, result.last_ts = max(state.ts, event_ts), result.state.ts
     return result
 
 
