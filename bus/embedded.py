@@ -7,6 +7,7 @@ rendering for the defaults (a test keeps them equal), so running nats-server by 
 
 from __future__ import annotations
 
+import ctypes
 import os
 import shutil
 import signal
@@ -20,6 +21,20 @@ from pathlib import Path
 DEFAULT_PORT = 4222
 DEFAULT_MONITOR_PORT = 8222
 MAX_PAYLOAD = 8 * 1024 * 1024  # checkpoints of large states; nats-server warns above 8 MiB
+
+
+_PR_SET_PDEATHSIG = 1
+
+
+def die_with_parent() -> None:
+    """For Popen(preexec_fn=...): the child gets SIGTERM when its parent dies, however it dies
+    (Linux; elsewhere a no-op). Nothing we start outlives a `kill -9` of what started it."""
+    if not sys.platform.startswith("linux"):
+        return
+    try:
+        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
+    except OSError:
+        pass
 
 
 class PortInUse(RuntimeError):
@@ -117,6 +132,7 @@ class EmbeddedServer:
             stdout=out,
             stderr=subprocess.STDOUT if self.log_file else subprocess.DEVNULL,
             start_new_session=True,  # Ctrl-C goes to `sqt up`, which stops the server last
+            preexec_fn=die_with_parent,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import asyncio
-import ctypes
 import logging
 import os
 import signal
@@ -24,7 +23,7 @@ import msgspec
 
 from bus import log as buslog
 from bus.connection import Unreachable, connect, redact
-from bus.embedded import EmbeddedServer
+from bus.embedded import EmbeddedServer, die_with_parent
 from bus.streams import STREAMS, apply, with_retention
 from cli.config import Config
 from cli.run import start_embedded
@@ -33,14 +32,6 @@ from schemas import subjects
 log = logging.getLogger("sqt.up")
 
 STOP_GRACE = 3.0  # seconds components get to checkpoint and exit before SIGKILL
-_PR_SET_PDEATHSIG = 1
-
-
-def _die_with_parent() -> None:  # runs in the child between fork and exec
-    try:
-        ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
-    except OSError:
-        pass
 
 
 @dataclass
@@ -64,7 +55,7 @@ class Child:
             stderr=subprocess.STDOUT,
             env=env,
             start_new_session=True,  # Ctrl-C reaches `sqt up` only; it stops children in order
-            preexec_fn=_die_with_parent if sys.platform.startswith("linux") else None,
+            preexec_fn=die_with_parent,
         )
         self.started = time.monotonic()
 

@@ -103,3 +103,28 @@ def test_unreachable_nats_is_a_clear_message_not_a_traceback() -> None:
     out = subprocess.run([sys.executable, "-m", "cli.main", "status"], cwd=ROOT, env=env, capture_output=True, text=True, timeout=60)
     assert out.returncode == 1
     assert "NATS is not reachable" in out.stderr and "Traceback" not in out.stderr
+
+
+@pytest.mark.e2e
+def test_nothing_outlives_a_kill_9_of_sqt_up(tmp_path: Path) -> None:
+    port, monitor = free_port(), free_port()
+    out_path = tmp_path / "up.out"
+    env = {**os.environ, "SQT_DATA_DIR": str(tmp_path / "data"), "SQT_SIM_HISTORY_MINUTES": "5"}
+    env.pop("NATS_URL", None)
+    proc = subprocess.Popen(
+        [sys.executable, "-m", "cli.main", "up", "--nats-port", str(port), "--nats-monitor-port", str(monitor), "--quiet"],
+        cwd=ROOT, env=env, stdout=open(out_path, "wb"), stderr=subprocess.STDOUT,
+    )
+    try:
+        _wait_for(lambda: out_path.read_text(), r"Ctrl-C stops everything", 30)
+        pids = [int(pid) for _name, pid in re.findall(r"^(\S+)\s+(\d+)\s", out_path.read_text(), re.M)]
+        assert len(pids) >= 4
+        os.kill(proc.pid, signal.SIGKILL)  # no chance to clean up
+        proc.wait()
+        deadline = time.monotonic() + 10
+        while time.monotonic() < deadline and any(_alive(p) for p in pids):
+            time.sleep(0.1)
+        assert not [p for p in pids if _alive(p)], "children outlived their parent"
+    finally:
+        if proc.poll() is None:
+            proc.kill()
