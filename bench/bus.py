@@ -25,13 +25,13 @@ import statistics
 import tempfile
 import time
 from decimal import Decimal
-from typing import Any
 
 import msgspec
 import nats
 import uvloop
-from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 
+from bench.ceilings import ordered_read
 from bus import checkpoints, streams
 from bus.connection import connect
 from bus.embedded import EmbeddedServer, free_port
@@ -103,27 +103,6 @@ async def raw_publish(nc: nats.NATS, events: list[Ticker], subject: str) -> floa
     futs = [await js.publish_async(subject, p, headers={"Nats-Msg-Id": i}) for i, p in payloads]
     await asyncio.gather(*futs)
     return len(events) / (time.perf_counter() - t)
-
-
-async def raw_ordered_read(nc: nats.NATS, n: int, subject: str) -> float:
-    js = nc.jetstream()
-    dec = msgspec.json.Decoder(Ticker)
-    done = asyncio.Event()
-    count = 0
-
-    async def cb(msg: Any) -> None:
-        nonlocal count
-        dec.decode(msg.data)
-        count += 1
-        if count >= n:
-            done.set()
-
-    t = time.perf_counter()
-    sub = await js.subscribe(subject, cb=cb, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
-    await done.wait()
-    rate = n / (time.perf_counter() - t)
-    await sub.unsubscribe()
-    return rate
 
 
 async def raw_pull(nc: nats.NATS, n: int, subject: str, durable: str) -> float:
@@ -215,7 +194,7 @@ async def main(n: int, rounds: int) -> None:
                 ours_pub.append(await project_publish(pub, events))
                 del events  # a consumer process holds no 100k-event list: keep the GC's view realistic
                 gc.collect()
-                ceil_read.append(await raw_ordered_read(nc, n, f"raw.pub{r}"))
+                ceil_read.append(await ordered_read(nc, n, f"raw.pub{r}"))
                 ceil_pull.append(await raw_pull(nc, n, f"raw.pub{r}", f"rawpull{r}"))
                 first = r * n + 1  # this round's events in MARKET
                 rate, _ = await project_consume(nc, pub, n, f"bench{r}", first)

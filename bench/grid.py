@@ -38,8 +38,9 @@ from typing import Any
 import msgspec
 import nats
 import uvloop
-from nats.js.api import ConsumerConfig, DeliverPolicy, StreamConfig
+from nats.js.api import StreamConfig
 
+from bench.ceilings import ordered_read
 from bus.connection import connect
 from bus.process import tune_gc
 from bus.publisher import Publisher
@@ -222,22 +223,7 @@ async def replay_rate(nc: nats.NATS, n: int, price: Decimal) -> tuple[float, flo
     result = await replay(core, state, read_stream(nc, "BENCH_REPLAY"))
     ours = result.inputs / (time.perf_counter() - started)
     # The ceiling: nats-py's ordered consumer reading and decoding the same messages.
-    dec = msgspec.json.Decoder(Ticker)
-    done = asyncio.Event()
-    count = 0
-
-    async def cb(msg: Any) -> None:
-        nonlocal count
-        dec.decode(msg.data)
-        count += 1
-        if count >= n:
-            done.set()
-
-    started = time.perf_counter()
-    sub = await js.subscribe("bench.replay.ticker", cb=cb, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
-    await done.wait()
-    ceiling = n / (time.perf_counter() - started)
-    await sub.unsubscribe()
+    ceiling = await ordered_read(nc, n, "bench.replay.ticker")
     await js.delete_stream("BENCH_REPLAY")
     return ours, ceiling, len(result.decisions)
 

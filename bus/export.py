@@ -75,11 +75,16 @@ def ns(when: dt.datetime) -> int:
 
 
 async def window(
-    nc: Client, stream: str, since: dt.datetime, until: dt.datetime, subjects: tuple[str, ...] = ()
+    nc: Client,
+    stream: str,
+    since: dt.datetime | None,
+    until: dt.datetime,
+    subjects: tuple[str, ...] = (),
+    start_seq: int | None = None,
 ) -> AsyncIterator[list[StoredMsg]]:
-    """Messages of `stream` stored between `since` and `until`."""
+    """Messages of `stream` stored from `since` (or from sequence `start_seq`) up to `until`."""
     limit = ns(until)
-    async with aclosing(read_stream(nc, stream, start_time=since, subjects=subjects)) as batches:
+    async with aclosing(read_stream(nc, stream, start_seq=start_seq, start_time=since, subjects=subjects)) as batches:
         async for batch in batches:
             kept = [m for m in batch if m.ts_ns <= limit]
             if kept:

@@ -147,14 +147,8 @@ class FromBus:
         return decode(last.data)  # type: ignore[no-any-return]
 
     async def inputs(self, stream: str, first_seq: int, until: dt.datetime) -> AsyncIterator[list[StoredMsg]]:
-        limit = export.ns(until)
-        async with aclosing(read_stream(self.nc, stream, start_seq=first_seq)) as batches:
-            async for batch in batches:
-                kept = [m for m in batch if m.ts_ns <= limit]
-                if kept:
-                    yield kept
-                if len(kept) < len(batch):
-                    return
+        async for batch in export.window(self.nc, stream, None, until, start_seq=first_seq):
+            yield batch
 
     async def commands(self, grid: GridConfig, since_ns: int, until: dt.datetime) -> list[PlaceOrder | CancelOrder]:
         subject = subjects.cmd(grid.venue, grid.account, grid.symbol, "*")
