@@ -14,8 +14,12 @@ from pathlib import Path
 
 import nats
 import pytest
+from nats.aio.client import Client
 
-from bus.embedded import free_port
+from bus.embedded import EmbeddedServer, free_port
+from tests.conftest import eventually
+from venues.sim.config import SimConfig
+from venues.sim.service import SimService
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -128,3 +132,32 @@ def test_nothing_outlives_a_kill_9_of_sqt_up(tmp_path: Path) -> None:
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+@pytest.mark.e2e
+async def test_a_grid_too_small_for_the_market_exits_2_naming_the_key(
+    bus: Client, nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    """The market minimums are only known from the venue: the check runs at start, against it."""
+    service = SimService(bus, SimConfig(clock="lockstep", start_time_ms=1_700_000_000_000, history_minutes=5, seed=3))  # type: ignore[arg-type]
+    stop = asyncio.Event()
+    task = asyncio.create_task(service.run(stop))
+    try:
+        await eventually(lambda: service.service is not None, what="the simulated exchange to register")
+        config = tmp_path / "grid.toml"
+        config.write_text(
+            "[[grids]]\ninstance = 'tiny'\nvenue = 'sim'\nsymbol = 'BTC/USDT:USDT'\nmode = 'neutral'\n"
+            "levels = 3\nspacing = '0.001'\nnotional = '1'\nmax_open_orders = 6\n"
+        )
+        proc = await asyncio.create_subprocess_exec(
+            sys.executable, "-m", "cli.main", "--config", str(config), "run", "grid",
+            cwd=ROOT, env={**os.environ, "NATS_URL": nats_server.url, "SQT_DATA_DIR": str(tmp_path / "data")},
+            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+        )
+        out, _ = await asyncio.wait_for(proc.communicate(), 60)
+        text = out.decode()
+        assert proc.returncode == 2, text
+        assert "notional 1 buys less than the market minimum" in text and "Traceback" not in text
+    finally:
+        stop.set()
+        await task
