@@ -2,6 +2,10 @@
 
 nats-py gives up after 60 reconnect attempts by default (about two minutes); a market maker
 must not. Every disconnect and reconnect is logged here, once, without a traceback.
+
+Reconnects back off exponentially with jitter (nats-py's own wait is a constant 2 s): a
+restarted server is found again within a fraction of a second, while a server that stays
+down is not hammered by every component at once.
 """
 
 from __future__ import annotations
@@ -12,7 +16,7 @@ import os
 import random
 
 import nats
-from nats.aio.client import Client
+from nats.aio.client import Client, Server
 
 from bus.embedded import DEFAULT_PORT
 
@@ -25,6 +29,25 @@ class Unreachable(RuntimeError):
 
 def default_url() -> str:
     return os.environ.get("NATS_URL") or f"nats://127.0.0.1:{DEFAULT_PORT}"
+
+
+RECONNECT_FIRST_S = 0.1
+RECONNECT_MAX_S = 5.0
+
+
+def reconnect_delay(failed_attempts: int, jitter: float) -> float:
+    """Seconds to wait before the next reconnect; `jitter` in [0, 1) spreads clients apart."""
+    base = min(RECONNECT_FIRST_S * 2 ** min(failed_attempts, 16), RECONNECT_MAX_S)
+    return base * (0.8 + 0.4 * jitter)
+
+
+def _next_server(servers: list[Server], _info: dict) -> tuple[Server | None, float]:
+    """nats-py's reconnect hook: the least-tried server, after a delay grown from its failures."""
+    server = min(servers, key=lambda s: s.reconnects)
+    if server.reconnects and (server.reconnects & (server.reconnects - 1)) == 0:
+        # at 1, 2, 4, 8... failed attempts: enough to see an outage in the log, not a flood
+        log.warning("NATS %s still unreachable after %d attempts", redact(server.uri.geturl()), server.reconnects)
+    return server, reconnect_delay(server.reconnects, random.random())
 
 
 def redact(url: str) -> str:
@@ -48,7 +71,6 @@ async def connect(
     `Unreachable` with a clear message instead of a traceback.
     """
     target = url or default_url()
-    delay = 0.2
     tried = 0
     client: list[Client] = []
 
@@ -75,6 +97,7 @@ async def connect(
                 # we retry it ourselves (with a message), then switch to reconnecting forever.
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.5,
+                reconnect_to_server_handler=_next_server,
                 ping_interval=10,
                 max_outstanding_pings=3,
                 pending_size=pending_size,
@@ -91,6 +114,6 @@ async def connect(
                     f"NATS is not reachable at {redact(target)} ({exc or type(exc).__name__}); "
                     "start it with `sqt up` or set NATS_URL"
                 ) from None
+            delay = reconnect_delay(tried + 1, random.random())
             log.warning("NATS not reachable at %s (%s); retrying in %.1fs", redact(target), exc or type(exc).__name__, delay)
-            await asyncio.sleep(delay * (0.8 + 0.4 * random.random()))
-            delay = min(delay * 2, 5.0)
+            await asyncio.sleep(delay)

@@ -11,8 +11,11 @@ import pytest
 from nats.aio.client import Client
 
 from bus import streams
+from bus.connection import RECONNECT_MAX_S, connect, reconnect_delay
+from bus.embedded import EmbeddedServer
 from bus.publisher import Publisher, PublishError
 from bus.reader import read_stream
+from tests.conftest import eventually
 from tests.factories import ticker
 
 
@@ -137,3 +140,34 @@ async def test_reader_reads_messages_stored_without_headers_and_large_ones(bus: 
     assert [m.seq for m in got] == list(range(1, 22))
     assert len(got[0].data) == 300_000 and got[0].headers() == {}
     assert json.loads(got[-1].data) == {"n": 19}
+
+
+def test_reconnect_delays_grow_from_a_tenth_of_a_second_to_a_cap_with_jitter() -> None:
+    middle = [reconnect_delay(n, 0.5) for n in range(12)]
+    assert middle[:4] == pytest.approx([0.1, 0.2, 0.4, 0.8])
+    assert max(middle) == pytest.approx(RECONNECT_MAX_S) and middle == sorted(middle)
+    assert reconnect_delay(3, 0.0) < reconnect_delay(3, 0.999) <= 1.2 * reconnect_delay(3, 0.5)
+    assert reconnect_delay(10_000, 0.5) == pytest.approx(RECONNECT_MAX_S)
+
+
+async def test_a_client_comes_back_after_the_server_is_killed_and_restarted(
+    nats_server: EmbeddedServer, caplog: pytest.LogCaptureFixture
+) -> None:
+    nc = await connect(nats_server.url, name="pytest-reconnect", attempts=3)
+    try:
+        await streams.apply(nc.jetstream())
+        pub = await Publisher(nc).start()
+        await pub.publish(ticker("100", ts=1))
+        nats_server.kill()
+        await eventually(lambda: not nc.is_connected, what="the client to notice the server is gone")
+        await asyncio.sleep(1.0)  # a few failed attempts: the backoff grows and is logged
+        nats_server.start()
+        await eventually(lambda: nc.is_connected, timeout=20, what="the client to reconnect")
+        await pub.publish(ticker("101", ts=2))  # the publisher's reply subscription came back too
+        info = await nc.jetstream().stream_info("MARKET")
+        assert info.state.messages == 2  # the file store kept the first; the second went through
+    finally:
+        await nc.close()
+    logged = caplog.text
+    assert "disconnected from NATS" in logged and "still unreachable after 1 attempts" in logged
+    assert "reconnected to NATS" in logged
