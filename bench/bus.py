@@ -65,7 +65,9 @@ class SumCore:
         if new.count % 100:
             return new, []
         return new, [
-            RiskAlert(id=f"bench:{new.count}", component="bench", instance="sum", severity="info", kind="sum", message="", ts=inbound.event.ts)
+            RiskAlert(
+                id=f"bench:{new.count}", component="bench", instance="sum", severity="info", kind="sum", message="", ts=inbound.event.ts
+            )
         ]
 
 
@@ -207,12 +209,24 @@ async def main(n: int, rounds: int) -> None:
 
             results = [
                 ("publish with acks", f"{ours_pub_m:,.0f}/s", ours_pub_m / ceiling_pub, f"nats-py publish_async {ceiling_pub:,.0f}/s"),
-                ("consumer runtime (acks, outputs, checkpoints)", f"{ours_consume_m:,.0f}/s", ours_consume_m / ceiling_pull, f"nats-py pull fetch+decode+ack {ceiling_pull:,.0f}/s"),
-                ("replay from a checkpoint", f"{ours_replay_m:,.0f}/s", ours_replay_m / ceiling_read, f"nats-py ordered consumer+decode {ceiling_read:,.0f}/s"),
+                (
+                    "consumer runtime (acks, outputs, checkpoints)",
+                    f"{ours_consume_m:,.0f}/s",
+                    ours_consume_m / ceiling_pull,
+                    f"nats-py pull fetch+decode+ack {ceiling_pull:,.0f}/s",
+                ),
+                (
+                    "replay from a checkpoint",
+                    f"{ours_replay_m:,.0f}/s",
+                    ours_replay_m / ceiling_read,
+                    f"nats-py ordered consumer+decode {ceiling_read:,.0f}/s",
+                ),
                 ("publish -> consumer core latency", f"p50 {p50:,.0f} us / p99 {p99:,.0f} us", None, "one event at a time"),
             ]
-            print(f"bench/bus.py  events={n:,} x {rounds} rounds (medians)  python {platform.python_version()}  {platform.machine()}  "
-                  f"cpus={__import__('os').cpu_count()}  nats-server {nc._server_info.get('version')}")
+            print(
+                f"bench/bus.py  events={n:,} x {rounds} rounds (medians)  python {platform.python_version()}  {platform.machine()}  "
+                f"cpus={__import__('os').cpu_count()}  nats-server {nc._server_info.get('version')}"
+            )
             width = max(len(r[0]) for r in results)
             for name, figure, ratio, ceiling in results:
                 rtxt = f"{ratio:5.2f}x ceiling" if ratio is not None else " " * 13

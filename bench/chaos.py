@@ -53,7 +53,9 @@ async def main(kills: int, steps: int, seed: int) -> int:
         "state == uninterrupted run": same(killed.state, reference.state),
     }
     print(f"bench/chaos.py  seed={seed} steps={steps}  kills={sum(killed.kills.values())} {killed.kills}")
-    print(f"  uninterrupted run {ref_s:.1f}s, killed run {chaos_s:.1f}s; fills {killed.state.fills}, position {GridCore.position(killed.state)}")
+    print(
+        f"  uninterrupted run {ref_s:.1f}s, killed run {chaos_s:.1f}s; fills {killed.state.fills}, position {GridCore.position(killed.state)}"
+    )
     for name, ok in checks.items():
         print(f"  {'ok  ' if ok else 'FAIL'} {name}")
     return 0 if all(checks.values()) else 1

@@ -157,6 +157,7 @@ async def latencies(nc: nats.NATS, samples: int) -> tuple[list[float], list[floa
         count_before = sum(1 for k in seen if k.endswith(want))
         if i % 2 == 1:
             placed[ts] = ack.seq
+
         async def arrived(want: str = want, before: int = count_before) -> bool:
             return sum(1 for k in seen if k.endswith(want)) > before
 
@@ -215,10 +216,14 @@ async def replay_rate(nc: nats.NATS, n: int, price: Decimal) -> tuple[float, flo
     gc.collect()
     from tests.test_grid_core import MARKET
 
-    config = GridConfig(instance="replay", symbol=SYMBOL, mode="neutral", levels=5, spacing=Decimal("0.0005"), notional=Decimal(200), max_open_orders=20)
+    config = GridConfig(
+        instance="replay", symbol=SYMBOL, mode="neutral", levels=5, spacing=Decimal("0.0005"), notional=Decimal(200), max_open_orders=20
+    )
     core = GridCore(config, MARKET)
     state = core.initial_state()
-    state, _ = core.step(state, _inbound(VenueSnapshot(id="s", component="grid", instance="replay", venue="sim", account="main", symbol=SYMBOL, ts=0)))
+    state, _ = core.step(
+        state, _inbound(VenueSnapshot(id="s", component="grid", instance="replay", venue="sim", account="main", symbol=SYMBOL, ts=0))
+    )
     started = time.perf_counter()
     result = await replay(core, state, read_stream(nc, "BENCH_REPLAY"))
     ours = result.inputs / (time.perf_counter() - started)
@@ -277,9 +282,15 @@ async def main(samples: int, replay_n: int, restart_n: int) -> None:
             restart, held, recovery = await restart_time(nc, cluster, restart_n, price)
             await nc.close()
     print(f"bench/grid.py  python {platform.python_version()}  {platform.machine()}  cpus={os.cpu_count()}")
-    print(f"  tick -> place command stored     p50 {statistics.median(to_command):.2f} ms  p99 {pct(to_command, 0.99):.2f} ms  ({len(to_command)} samples)")
-    print(f"  tick -> order resting at venue   p50 {statistics.median(to_resting):.2f} ms  p99 {pct(to_resting, 0.99):.2f} ms  ({len(to_resting)} samples)")
-    print(f"  replay {replay_n:,} ticks through the grid core   {ours:,.0f} events/s  ({ours / ceiling:.2f}x nats-py ordered consumer+decode {ceiling:,.0f}/s; {decisions} decisions)")
+    print(
+        f"  tick -> place command stored     p50 {statistics.median(to_command):.2f} ms  p99 {pct(to_command, 0.99):.2f} ms  ({len(to_command)} samples)"
+    )
+    print(
+        f"  tick -> order resting at venue   p50 {statistics.median(to_resting):.2f} ms  p99 {pct(to_resting, 0.99):.2f} ms  ({len(to_resting)} samples)"
+    )
+    print(
+        f"  replay {replay_n:,} ticks through the grid core   {ours:,.0f} events/s  ({ours / ceiling:.2f}x nats-py ordered consumer+decode {ceiling:,.0f}/s; {decisions} decisions)"
+    )
     print(f"  restart after SIGKILL, {held:,} events in the input stream: {restart:.2f} s (process start to caught up)")
     for line in recovery:
         print(f"    grid log: {line}")

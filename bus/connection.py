@@ -111,8 +111,7 @@ async def connect(
         except (nats.errors.NoServersError, OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
             if attempts is not None and tried >= attempts:
                 raise Unreachable(
-                    f"NATS is not reachable at {redact(target)} ({exc or type(exc).__name__}); "
-                    "start it with `sqt up` or set NATS_URL"
+                    f"NATS is not reachable at {redact(target)} ({exc or type(exc).__name__}); start it with `sqt up` or set NATS_URL"
                 ) from None
             delay = reconnect_delay(tried + 1, random.random())
             log.warning("NATS not reachable at %s (%s); retrying in %.1fs", redact(target), exc or type(exc).__name__, delay)

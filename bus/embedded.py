@@ -122,9 +122,7 @@ class EmbeddedServer:
         self.store_dir.mkdir(parents=True, exist_ok=True)
         conf = self.store_dir / "nats-server.conf"
         conf.write_text(
-            server_config(
-                store_dir=str(self.store_dir.resolve()), host=self.host, port=self.port, monitor_port=self.monitor_port
-            )
+            server_config(store_dir=str(self.store_dir.resolve()), host=self.host, port=self.port, monitor_port=self.monitor_port)
         )
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         self.process = subprocess.Popen(
@@ -148,9 +146,7 @@ class EmbeddedServer:
         import urllib.request
 
         try:
-            with urllib.request.urlopen(
-                f"http://{self.host}:{self.monitor_port}/healthz?js-enabled-only=true", timeout=0.5
-            ) as resp:
+            with urllib.request.urlopen(f"http://{self.host}:{self.monitor_port}/healthz?js-enabled-only=true", timeout=0.5) as resp:
                 return bool(resp.status == 200)
         except OSError:
             return False

@@ -105,5 +105,3 @@ async def from_lines(lines: Iterable[Line], stream: str, first_seq: int = 0, unt
             batch = []
     if batch:
         yield batch
-
-

@@ -41,9 +41,7 @@ class PullFeed:
         self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
         self._batch = batch
         self._heartbeat = heartbeat
-        self._request_body = json.dumps(
-            {"batch": batch, "expires": int(expires * 1e9), "idle_heartbeat": int(heartbeat * 1e9)}
-        ).encode()
+        self._request_body = json.dumps({"batch": batch, "expires": int(expires * 1e9), "idle_heartbeat": int(heartbeat * 1e9)}).encode()
         self._outstanding = 0
         self._buffer: list[Msg] = []
         self._ready = asyncio.Event()

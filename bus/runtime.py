@@ -186,6 +186,7 @@ class ConsumerRuntime(Consumer, Generic[S, E]):
         if self._on_state is not None:
             self._on_state(self.state, self.seq)
 
+
 async def fold_stream(
     core: Core[S, E],
     state: S,

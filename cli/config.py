@@ -135,7 +135,7 @@ def env_overrides(raw: dict[str, Any], environ: dict[str, str], origin: dict[str
             prefix = section + "_"
             if path.startswith(prefix) and path[len(prefix) :] in struct.__struct_fields__:
                 raw.setdefault(section, {})[path[len(prefix) :]] = value
-                origin[f"{section}.{path[len(prefix):]}"] = var
+                origin[f"{section}.{path[len(prefix) :]}"] = var
                 placed = True
                 break
         if not placed and path.startswith("streams_"):
@@ -144,7 +144,7 @@ def env_overrides(raw: dict[str, Any], environ: dict[str, str], origin: dict[str
                 name = spec.name.lower() + "_"
                 if rest.startswith(name) and rest[len(name) :] in StreamSettings.__struct_fields__:
                     raw.setdefault("streams", {}).setdefault(spec.name, {})[rest[len(name) :]] = value
-                    origin[f"streams.{spec.name}.{rest[len(name):]}"] = var
+                    origin[f"streams.{spec.name}.{rest[len(name) :]}"] = var
                     placed = True
         if not placed and path in fields and path not in struct_sections:
             raw[path] = value

@@ -1,12 +1,12 @@
 """`sqt`: run the system, one component, or look at the bus.
 
-    sqt up                         everything: embedded NATS, simulated exchange, executor, grids
-    sqt run <component>            one component in the foreground (sim, executor, grid, nats)
-    sqt tail [subject]             events as they happen (`md.>` by default); --since/--seq for history
-    sqt status                     streams, consumers and their lag, services that answer
-    sqt streams apply|ls           create/update streams and buckets; list them
-    sqt schemas                    JSON Schema of every message type
-    sqt replay ...                 reproduce a strategy's decisions from the recorded streams
+sqt up                         everything: embedded NATS, simulated exchange, executor, grids
+sqt run <component>            one component in the foreground (sim, executor, grid, nats)
+sqt tail [subject]             events as they happen (`md.>` by default); --since/--seq for history
+sqt status                     streams, consumers and their lag, services that answer
+sqt streams apply|ls           create/update streams and buckets; list them
+sqt schemas                    JSON Schema of every message type
+sqt replay ...                 reproduce a strategy's decisions from the recorded streams
 """
 
 from __future__ import annotations

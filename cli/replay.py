@@ -286,7 +286,9 @@ async def _export(config: Config, args: argparse.Namespace) -> int:
         with args.output.open("wb") as fh:
             # The last state of every grid before the window: where a replay of it starts.
             last_by_grid: dict[str, StoredMsg] = {}
-            async for batch in export.window(nc, "OPS", since - dt.timedelta(seconds=LOOKBACK), since, (subjects.ops("grid", "*", "state"),)):
+            async for batch in export.window(
+                nc, "OPS", since - dt.timedelta(seconds=LOOKBACK), since, (subjects.ops("grid", "*", "state"),)
+            ):
                 last_by_grid.update((m.subject, m) for m in batch)
             for m in last_by_grid.values():
                 fh.write(export.to_line("OPS", m))
@@ -296,7 +298,10 @@ async def _export(config: Config, args: argparse.Namespace) -> int:
                     for m in batch:
                         fh.write(export.to_line(name, m))
                     count += len(batch)
-        print(f"wrote {count:,} messages from {len(names)} streams (+{anchors} grid states before the window) to {args.output}", file=sys.stderr)
+        print(
+            f"wrote {count:,} messages from {len(names)} streams (+{anchors} grid states before the window) to {args.output}",
+            file=sys.stderr,
+        )
         return 0
     finally:
         await nc.close()

@@ -81,7 +81,12 @@ async def _status(config: Config) -> int:
         print(_table(("checkpoint", "input seq", "revision"), cps or [("-", "-", "-")]))
         print()
         svc_rows = [
-            (s.get("name", "?"), s.get("metadata", {}).get("instance", s.get("metadata", {}).get("venue", "")), s.get("version", "?"), s.get("id", "?"))
+            (
+                s.get("name", "?"),
+                s.get("metadata", {}).get("instance", s.get("metadata", {}).get("venue", "")),
+                s.get("version", "?"),
+                s.get("id", "?"),
+            )
             for s in await services(nc)
         ]
         print(_table(("service", "instance", "version", "id"), svc_rows or [("(none answered)", "", "", "")]))

@@ -89,7 +89,9 @@ def up(config: Config, args: argparse.Namespace) -> int:
     server = start_embedded(config) if config.embedded else None
     url = server.url if server else config.nats_url
     env = dict(os.environ, NATS_URL=url, PYTHONUNBUFFERED="1")
-    children = [Child(name, argv, data / "logs" / f"{name.replace(':', '-')}.log", what) for name, argv, what in components(config, args.config)]
+    children = [
+        Child(name, argv, data / "logs" / f"{name.replace(':', '-')}.log", what) for name, argv, what in components(config, args.config)
+    ]
     try:
         return asyncio.run(_supervise(config, url, server, children, env, quiet=args.quiet))
     except KeyboardInterrupt:
@@ -191,7 +193,12 @@ def _print_table(config: Config, url: str, server: EmbeddedServer | None, childr
     rows = []
     if server is not None and server.process is not None:
         rows.append(
-            ("nats", str(server.process.pid), f"nats-server + JetStream at {url}, monitoring http://{server.host}:{server.monitor_port}", str(server.log_file))
+            (
+                "nats",
+                str(server.process.pid),
+                f"nats-server + JetStream at {url}, monitoring http://{server.host}:{server.monitor_port}",
+                str(server.log_file),
+            )
         )
     else:
         rows.append(("nats", "-", f"external server at {redact(url)}", "-"))
@@ -258,7 +265,8 @@ class _Watch:
         t = self.ticker
         market = f"{self.symbol} {t.last} (bid {t.bid} / ask {t.ask})" if t else f"{self.symbol}: waiting for ticks"
         grids = "; ".join(
-            f"grid {k}: {v['status']}, {v['open']} open, position {v['position']}, {v['fills']} fills, pnl {v['pnl']}" for k, v in sorted(self.grids.items())
+            f"grid {k}: {v['status']}, {v['open']} open, position {v['position']}, {v['fills']} fills, pnl {v['pnl']}"
+            for k, v in sorted(self.grids.items())
         )
         stamp = time.strftime("%H:%M:%S")
         return f"[{stamp}] {market} | {', '.join(counts)} msgs" + (f" | {grids}" if grids else "")

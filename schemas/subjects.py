@@ -175,16 +175,10 @@ def parse(subject: str) -> Subject:
             return Subject(family="md", venue=tokens[1], symbol=symbol_from_token(tokens[2]), kind=tokens[3])
         if family == "acct" and len(tokens) == 5:
             if tokens[4] == "balance":
-                return Subject(
-                    family="acct", venue=tokens[1], account=tokens[2], asset=_unescape(tokens[3]), kind="balance"
-                )
-            return Subject(
-                family="acct", venue=tokens[1], account=tokens[2], symbol=symbol_from_token(tokens[3]), kind=tokens[4]
-            )
+                return Subject(family="acct", venue=tokens[1], account=tokens[2], asset=_unescape(tokens[3]), kind="balance")
+            return Subject(family="acct", venue=tokens[1], account=tokens[2], symbol=symbol_from_token(tokens[3]), kind=tokens[4])
         if family == "cmd" and len(tokens) == 5:
-            return Subject(
-                family="cmd", venue=tokens[1], account=tokens[2], symbol=symbol_from_token(tokens[3]), kind=tokens[4]
-            )
+            return Subject(family="cmd", venue=tokens[1], account=tokens[2], symbol=symbol_from_token(tokens[3]), kind=tokens[4])
         if family == "ops" and len(tokens) == 4:
             return Subject(family="ops", component=tokens[1], instance=tokens[2], kind=tokens[3])
     except SubjectError as exc:

@@ -150,7 +150,10 @@ async def settled(nc: Client, grid: GridConfig) -> bool:
     js = nc.jetstream()
     spec = grid_spec(grid)
     try:
-        for origin, subject in (("MARKET", subjects.md(grid.venue, grid.symbol, "ticker")), ("ACCOUNT", subjects.acct(grid.venue, grid.account, grid.symbol, "order"))):
+        for origin, subject in (
+            ("MARKET", subjects.md(grid.venue, grid.symbol, "ticker")),
+            ("ACCOUNT", subjects.acct(grid.venue, grid.account, grid.symbol, "order")),
+        ):
             if await _last_id(nc, origin, subject) != await _last_id(nc, spec.stream, subject):
                 return False
         for stream, consumer in ((spec.stream, spec.name), ("COMMAND", "executor-sim-main"), ("VENUE_SIM", "venue-sim")):

@@ -11,7 +11,9 @@ from schemas.commands import PlaceOrder
 from schemas.market import Candle, Ticker
 
 
-def ticker(price: str | Decimal = "100", ts: int = 1_700_000_000_000, venue: str = "sim", symbol: str = "BTC/USDT:USDT", **kw: Any) -> Ticker:
+def ticker(
+    price: str | Decimal = "100", ts: int = 1_700_000_000_000, venue: str = "sim", symbol: str = "BTC/USDT:USDT", **kw: Any
+) -> Ticker:
     p = Decimal(price)
     return Ticker(
         id=ids.ticker_id(venue, symbol, ts),
@@ -44,7 +46,9 @@ def candle(close: str = "100", open_time: int = 1_700_000_000_000, closed: bool 
     )
 
 
-def order_update(client_order_id: str = "g1a0b1", status: str = "open", filled: str = "0", amount: str = "0.01", price: str = "100", **kw: Any) -> OrderUpdate:
+def order_update(
+    client_order_id: str = "g1a0b1", status: str = "open", filled: str = "0", amount: str = "0.01", price: str = "100", **kw: Any
+) -> OrderUpdate:
     f, a = Decimal(filled), Decimal(amount)
     venue, account = kw.pop("venue", "sim"), kw.pop("account", "main")
     return OrderUpdate(

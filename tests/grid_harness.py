@@ -151,7 +151,11 @@ class Harness:
     # ------------------------------------------------------------------ observing
 
     def venue_orders(self) -> list[OrderUpdate]:
-        return [o for o in self.engine.open_orders(self.est, "main", self.cfg.symbol) if parse_client_order_id(self.core.prefix, o.client_order_id)]
+        return [
+            o
+            for o in self.engine.open_orders(self.est, "main", self.cfg.symbol)
+            if parse_client_order_id(self.core.prefix, o.client_order_id)
+        ]
 
     def venue_position(self) -> Decimal:
         """Signed: + long, - short."""

@@ -117,7 +117,10 @@ def test_nothing_outlives_a_kill_9_of_sqt_up(tmp_path: Path) -> None:
     env.pop("NATS_URL", None)
     proc = subprocess.Popen(
         [sys.executable, "-m", "cli.main", "up", "--nats-port", str(port), "--nats-monitor-port", str(monitor), "--quiet"],
-        cwd=ROOT, env=env, stdout=open(out_path, "wb"), stderr=subprocess.STDOUT,
+        cwd=ROOT,
+        env=env,
+        stdout=open(out_path, "wb"),
+        stderr=subprocess.STDOUT,
     )
     try:
         _wait_for(lambda: out_path.read_text(), r"Ctrl-C stops everything", 30)
@@ -135,9 +138,7 @@ def test_nothing_outlives_a_kill_9_of_sqt_up(tmp_path: Path) -> None:
 
 
 @pytest.mark.e2e
-async def test_a_grid_too_small_for_the_market_exits_2_naming_the_key(
-    bus: Client, nats_server: EmbeddedServer, tmp_path: Path
-) -> None:
+async def test_a_grid_too_small_for_the_market_exits_2_naming_the_key(bus: Client, nats_server: EmbeddedServer, tmp_path: Path) -> None:
     """The market minimums are only known from the venue: the check runs at start, against it."""
     service = SimService(bus, SimConfig(clock="lockstep", start_time_ms=1_700_000_000_000, history_minutes=5, seed=3))  # type: ignore[arg-type]
     stop = asyncio.Event()
@@ -150,9 +151,17 @@ async def test_a_grid_too_small_for_the_market_exits_2_naming_the_key(
             "levels = 3\nspacing = '0.001'\nnotional = '1'\nmax_open_orders = 6\n"
         )
         proc = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "cli.main", "--config", str(config), "run", "grid",
-            cwd=ROOT, env={**os.environ, "NATS_URL": nats_server.url, "SQT_DATA_DIR": str(tmp_path / "data")},
-            stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+            sys.executable,
+            "-m",
+            "cli.main",
+            "--config",
+            str(config),
+            "run",
+            "grid",
+            cwd=ROOT,
+            env={**os.environ, "NATS_URL": nats_server.url, "SQT_DATA_DIR": str(tmp_path / "data")},
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
         )
         out, _ = await asyncio.wait_for(proc.communicate(), 60)
         text = out.decode()

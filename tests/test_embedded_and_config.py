@@ -103,7 +103,9 @@ def test_the_shipped_example_config_is_valid() -> None:
 
 def test_a_bad_config_stops_the_cli_with_exit_code_2(tmp_path: Path) -> None:
     path = write(tmp_path, "[nats]\nport = 'four'\n")
-    out = subprocess.run([sys.executable, "-m", "cli.main", "--config", str(path), "status"], cwd=ROOT, capture_output=True, text=True, timeout=30)
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "--config", str(path), "status"], cwd=ROOT, capture_output=True, text=True, timeout=30
+    )
     assert out.returncode == 2
     assert "nats.port" in out.stderr and "Traceback" not in out.stderr
 

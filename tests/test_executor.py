@@ -39,7 +39,9 @@ SYMBOL = "BTC/USDT:USDT"
 @pytest.fixture
 async def stack(bus: Client, nats_server: EmbeddedServer) -> AsyncIterator[SimVenue]:
     """The simulated exchange (lockstep) and the executor, both running in this process."""
-    config = Config(nats=NatsSettings(url=nats_server.url), sim=SimConfig(clock="lockstep", start_time_ms=1_700_000_000_000, history_minutes=5))
+    config = Config(
+        nats=NatsSettings(url=nats_server.url), sim=SimConfig(clock="lockstep", start_time_ms=1_700_000_000_000, history_minutes=5)
+    )
     stop = asyncio.Event()
     sim = SimService(bus, config.sim)
     tasks = [asyncio.create_task(sim.run(stop)), asyncio.create_task(run_executor(config, stop))]
@@ -143,7 +145,9 @@ async def test_an_open_breaker_refuses_new_exposure_but_not_cancels_or_reduction
     await pub.publish(place("during1", px - 1))
     rejected = await outcome(bus, "during1", "rejected")
     assert rejected.reason == "breaker_open" and "venue.sim is reduce_only" in (rejected.message or "")
-    await pub.publish(CancelOrder(id="cancel:before1", venue="sim", account="main", symbol=SYMBOL, client_order_id="before1", origin="test", ts=1))
+    await pub.publish(
+        CancelOrder(id="cancel:before1", venue="sim", account="main", symbol=SYMBOL, client_order_id="before1", origin="test", ts=1)
+    )
     await outcome(bus, "before1", "canceled")
     await kv.put("venue.sim", encode(msgspec.structs.replace(change, state="halted")))
     await pub.publish(place("reduce1", px, reduce_only=True))
@@ -200,8 +204,21 @@ class NoBreakers(BreakerView):
 
 
 def accepted(cid: str) -> OrderUpdate:
-    return OrderUpdate(id=f"o:{cid}", venue="sim", account="main", symbol=SYMBOL, order_id="9", client_order_id=cid, side="buy",
-                       price=Decimal(100), amount=Decimal(1), remaining=Decimal(1), status="open", ts=1, ts_local=1)
+    return OrderUpdate(
+        id=f"o:{cid}",
+        venue="sim",
+        account="main",
+        symbol=SYMBOL,
+        order_id="9",
+        client_order_id=cid,
+        side="buy",
+        price=Decimal(100),
+        amount=Decimal(1),
+        remaining=Decimal(1),
+        status="open",
+        ts=1,
+        ts_local=1,
+    )
 
 
 def executor(venue: ScriptedVenue, throttled: list[int] | None = None, retries: int = 3) -> Executor:
@@ -250,7 +267,9 @@ async def test_a_duplicate_client_id_reports_the_existing_order_and_places_nothi
 async def test_a_lost_consumer_resumes_from_the_executors_own_checkpoint(bus: Client, nats_server: EmbeddedServer) -> None:
     """The ack floor lives on the consumer, which every session recreates; should it be gone
     (a crash between delete and create), the executor's checkpoint still knows where it was."""
-    config = Config(nats=NatsSettings(url=nats_server.url), sim=SimConfig(clock="lockstep", start_time_ms=1_700_000_000_000, history_minutes=5))
+    config = Config(
+        nats=NatsSettings(url=nats_server.url), sim=SimConfig(clock="lockstep", start_time_ms=1_700_000_000_000, history_minutes=5)
+    )
     stop = asyncio.Event()
     sim = SimService(bus, config.sim)
     sim_task = asyncio.create_task(sim.run(stop))
@@ -277,4 +296,3 @@ async def test_a_lost_consumer_resumes_from_the_executors_own_checkpoint(bus: Cl
     assert metrics.COMMANDS.labels("place", "duplicate")._value.get() == handled  # nothing handled twice
     stop.set()
     await sim_task
-

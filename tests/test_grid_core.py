@@ -36,7 +36,16 @@ T = 1_700_000_000_000
 
 
 def grid(**kw: Any) -> GridConfig:
-    base: dict[str, Any] = dict(instance="g1", mode="neutral", anchor=D(100), spacing=D(10), spacing_type="arithmetic", levels=2, notional=D(1000), max_open_orders=8)
+    base: dict[str, Any] = dict(
+        instance="g1",
+        mode="neutral",
+        anchor=D(100),
+        spacing=D(10),
+        spacing_type="arithmetic",
+        levels=2,
+        notional=D(1000),
+        max_open_orders=8,
+    )
     return GridConfig(**(base | kw))
 
 
@@ -48,7 +57,10 @@ class Driver:
         self.state: GridState = self.core.initial_state()
         self.seq = 0
         self.ts = T
-        self.feed(snapshot or VenueSnapshot(id="s", component="grid", instance=config.instance, venue="sim", account="main", symbol=config.symbol, ts=T))
+        self.feed(
+            snapshot
+            or VenueSnapshot(id="s", component="grid", instance=config.instance, venue="sim", account="main", symbol=config.symbol, ts=T)
+        )
 
     def feed(self, event: Any) -> list[Any]:
         self.seq += 1
@@ -63,7 +75,17 @@ class Driver:
     def order(self, cmd: PlaceOrder, status: str, filled: str = "0", **kw: Any) -> list[Any]:
         self.ts += 1
         return self.feed(
-            order_update(cmd.client_order_id, status, filled, str(cmd.amount), str(cmd.price), side=cmd.side, ts=self.ts, order_id=f"o{cmd.client_order_id}", **kw)
+            order_update(
+                cmd.client_order_id,
+                status,
+                filled,
+                str(cmd.amount),
+                str(cmd.price),
+                side=cmd.side,
+                ts=self.ts,
+                order_id=f"o{cmd.client_order_id}",
+                **kw,
+            )
         )
 
     def slot(self, index: int):  # type: ignore[no-untyped-def]
@@ -288,9 +310,20 @@ def test_first_start_adopts_the_venues_orders_and_position_instead_of_duplicatin
     resting_buy = order_update(client_order_id(prefix, "open", -2, 7), "open", "0", "12.5", "80", side="buy", order_id="a")
     closing = order_update(client_order_id(prefix, "close", -1, 9), "open", "1", "11.111", "100", side="sell", order_id="b")
     foreign = order_update("someoneelse1", "open", "0", "1", "85", side="buy", order_id="c")
-    position = Position(id="p", venue="sim", account="main", symbol="BTC/USDT:USDT", side="long", contracts=D("12.111"), entry_price=D(90), ts=T, ts_local=T)
-    snap = VenueSnapshot(id="s", component="grid", instance="g1", venue="sim", account="main", symbol="BTC/USDT:USDT",
-                         orders=[resting_buy, closing, foreign], positions=[position], ts=T)
+    position = Position(
+        id="p", venue="sim", account="main", symbol="BTC/USDT:USDT", side="long", contracts=D("12.111"), entry_price=D(90), ts=T, ts_local=T
+    )
+    snap = VenueSnapshot(
+        id="s",
+        component="grid",
+        instance="g1",
+        venue="sim",
+        account="main",
+        symbol="BTC/USDT:USDT",
+        orders=[resting_buy, closing, foreign],
+        positions=[position],
+        ts=T,
+    )
     config = msgspec.structs.replace(config, spacing=D("0.1111111111"), spacing_type="geometric")
     d = Driver(config, snapshot=snap)
     assert d.state.adopted and d.state.next_generation == 10

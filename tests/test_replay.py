@@ -26,7 +26,11 @@ def sqt(cluster: chaos.Cluster, *args: str, bus: bool = True) -> subprocess.Comp
         env.pop("NATS_URL", None)
     return subprocess.run(
         [sys.executable, "-m", "cli.main", "--config", str(cluster.config), *args],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=120,
+        cwd=ROOT,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=120,
     )
 
 

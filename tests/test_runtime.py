@@ -79,7 +79,9 @@ async def test_outputs_are_stored_and_inputs_acked_and_checkpointed(bus: Client)
 async def test_bad_inputs_go_to_the_dlq_with_the_reason_and_the_consumer_goes_on(bus: Client) -> None:
     await publish_prices(bus, [Decimal(100), Decimal(101)])
     await bus.publish("md.sim.BTC-USDT.ticker", b"{not json")  # undecodable
-    await bus.publish("md.sim.BTC-USDT.ticker", b'{"type":"ticker","id":"x","venue":"sim","symbol":"BTC/USDT","last":"abc","ts":1,"ts_local":1}')
+    await bus.publish(
+        "md.sim.BTC-USDT.ticker", b'{"type":"ticker","id":"x","venue":"sim","symbol":"BTC/USDT","last":"abc","ts":1,"ts_local":1}'
+    )
     await bus.publish("md.sim.BTC-USDT.ticker", b'{"type":"candle","id":"y"}')  # wrong type
     await bus.flush()
     await publish_prices(bus, [POISON, Decimal(102)], start_ts=10)  # the core raises on 13

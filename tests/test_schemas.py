@@ -38,9 +38,26 @@ def test_every_message_type_is_frozen_tagged_and_has_an_id() -> None:
         assert "id" in t.__struct_fields__, t
         tags.add(cfg.tag)
     assert len(tags) == len(ALL_TYPES)
-    assert {"candle", "ticker", "trade", "funding_rate", "order", "fill", "position", "balance", "gap", "place_order",
-            "cancel_order", "cancel_all", "strategy_state", "risk_alert", "breaker", "reconciliation", "control",
-            "venue_snapshot"} <= tags
+    assert {
+        "candle",
+        "ticker",
+        "trade",
+        "funding_rate",
+        "order",
+        "fill",
+        "position",
+        "balance",
+        "gap",
+        "place_order",
+        "cancel_order",
+        "cancel_all",
+        "strategy_state",
+        "risk_alert",
+        "breaker",
+        "reconciliation",
+        "control",
+        "venue_snapshot",
+    } <= tags
 
 
 @pytest.mark.parametrize(
@@ -50,10 +67,13 @@ def test_every_message_type_is_frozen_tagged_and_has_an_id() -> None:
         (b'{"type":"ticker","id":"x","venue":"sim","symbol":"B/U","last":"NaN","ts":1,"ts_local":1}', "positive"),
         (b'{"type":"ticker","id":"x","venue":"sim","symbol":"B/U","ts":1,"ts_local":1}', "last"),
         (b'{"type":"ticker","id":"x","venue":"sim","symbol":"B/U","last":"1","ts":"soon","ts_local":1}', "ts"),
-        (b'{"type":"order","id":"x","venue":"s","account":"a","symbol":"B/U","client_order_id":"c","side":"hold",'
-         b'"amount":"1","remaining":"1","status":"open","ts":1,"ts_local":1}', "side"),
+        (
+            b'{"type":"order","id":"x","venue":"s","account":"a","symbol":"B/U","client_order_id":"c","side":"hold",'
+            b'"amount":"1","remaining":"1","status":"open","ts":1,"ts_local":1}',
+            "side",
+        ),
         (b'{"type":"teleport","id":"x"}', "type"),
-        (b'not json', "malformed"),
+        (b"not json", "malformed"),
     ],
 )
 def test_bad_payloads_fail_with_a_reason(payload: bytes, fragment: str) -> None:
@@ -70,8 +90,10 @@ def test_commands_validate_what_a_venue_would_refuse() -> None:
     with pytest.raises(ValueError, match="client_order_id"):
         factories.place(client_order_id="x" * 33)
     with pytest.raises(msgspec.ValidationError, match="price"):
-        decode(b'{"type":"place_order","id":"p","venue":"sim","account":"main","symbol":"B/U","client_order_id":"a1",'
-               b'"side":"buy","order_type":"limit","amount":"1","origin":"t","ts":1}')
+        decode(
+            b'{"type":"place_order","id":"p","venue":"sim","account":"main","symbol":"B/U","client_order_id":"a1",'
+            b'"side":"buy","order_type":"limit","amount":"1","origin":"t","ts":1}'
+        )
 
 
 def test_ids_name_the_fact_not_the_publish() -> None:

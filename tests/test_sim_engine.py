@@ -28,6 +28,7 @@ def place(account: str, **order: Any) -> Place:
     """A journal entry placing one order."""
     return Place(account=account, order=OrderRequest(**order))
 
+
 D = Decimal
 
 SWAP = "BTC/USDT:USDT"
@@ -80,7 +81,9 @@ def spot_market(**overrides: Any) -> SimMarket:
     return SimMarket(**fields)
 
 
-def make_config(*, markets: list[SimMarket] | None = None, accounts: dict[str, dict[str, Decimal]] | None = None, **overrides: Any) -> SimConfig:
+def make_config(
+    *, markets: list[SimMarket] | None = None, accounts: dict[str, dict[str, Decimal]] | None = None, **overrides: Any
+) -> SimConfig:
     fields: dict[str, Any] = dict(
         venue="sim",
         seed=1,
@@ -750,7 +753,11 @@ def test_ticks_in_one_minute_form_one_bar_and_the_next_minute_closes_it() -> Non
         assert (candle.closed, candle.open_time) == (False, T0)
         forming.append(candle)
     assert (forming[-1].open, forming[-1].high, forming[-1].low, forming[-1].close, forming[-1].volume) == (
-        D("100"), D("102"), D("99"), D("101"), D("10"),
+        D("100"),
+        D("102"),
+        D("99"),
+        D("101"),
+        D("10"),
     )
     assert sim.engine.candles(sim.state, SWAP, None, None) == []
 

@@ -178,7 +178,9 @@ async def test_the_exchange_keeps_orders_balances_and_price_path_across_kill_9(
         await venue.step(50)
         price = await last_price(venue)
         resting = await venue.create_order(limit("keep1", price - 200))
-        await venue.create_order(OrderRequest(symbol=SYMBOL, client_order_id="mkt1", side="buy", order_type="market", amount=Decimal("0.02")))
+        await venue.create_order(
+            OrderRequest(symbol=SYMBOL, client_order_id="mkt1", side="buy", order_type="market", amount=Decimal("0.02"))
+        )
         await venue.step(7)
         before = (
             await venue.fetch_open_orders(),
@@ -217,7 +219,9 @@ async def test_the_exchange_keeps_orders_balances_and_price_path_across_kill_9(
         await _ready(venue)
         await venue.step(50)
         await venue.create_order(limit("keep1", price - 200))
-        await venue.create_order(OrderRequest(symbol=SYMBOL, client_order_id="mkt1", side="buy", order_type="market", amount=Decimal("0.02")))
+        await venue.create_order(
+            OrderRequest(symbol=SYMBOL, client_order_id="mkt1", side="buy", order_type="market", amount=Decimal("0.02"))
+        )
         await venue.step(207)
         assert [c.close for c in await venue.fetch_ohlcv(SYMBOL, limit=3)] == path_after_restart
     finally:

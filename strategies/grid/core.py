@@ -494,11 +494,7 @@ class GridCore:
             sides.append(("sell", range(center + 1, center + cfg.levels + 1)))
         for side, window in sides:
             sign = 1 if side == "buy" else -1
-            units = sum(
-                1
-                for s in slots.values()
-                if s.holding * sign > 0 or (s.role == "open" and s.side == side and s.status is not None)
-            )
+            units = sum(1 for s in slots.values() if s.holding * sign > 0 or (s.role == "open" and s.side == side and s.status is not None))
             for k in window:  # nearest to the center first
                 s = slots.get(k)
                 if s is not None and (s.holding != 0 or s.role == "close"):

@@ -86,8 +86,10 @@ def check_config(config: GridConfig, market: Market, price: Decimal) -> list[str
         )
     for name in ("lower", "upper"):
         bound = getattr(config, name)
-        if bound is not None and config.anchor is None and not (
-            (config.lower is None or price >= config.lower) and (config.upper is None or price <= config.upper)
+        if (
+            bound is not None
+            and config.anchor is None
+            and not ((config.lower is None or price >= config.lower) and (config.upper is None or price <= config.upper))
         ):
             problems.append(f"{name}: the current price {price} (the anchor) is outside [{config.lower}, {config.upper}]")
             break

@@ -55,9 +55,7 @@ async def replay(
                     on_decision(m.seq, out)
 
     spec = grid_spec(core.cfg)
-    result.state, _, result.inputs = await fold_stream(
-        core, state, noting_the_first(inputs), GridInput, spec.outputs, step, on_progress
-    )
+    result.state, _, result.inputs = await fold_stream(core, state, noting_the_first(inputs), GridInput, spec.outputs, step, on_progress)
     if first:
         # Event time of the first and last inputs (a decision carries its input's time).
         event_ts = getattr(decode(first[0].data, GridInput), "ts", state.ts)

@@ -42,7 +42,9 @@ class SimVenue:
 
     async def _call(self, method: str, body: Any, reply_type: type[R]) -> R:
         try:
-            msg = await self.nc.request(api.api_subject(self.name, method), encode(body) if body is not None else b"{}", timeout=self.timeout)
+            msg = await self.nc.request(
+                api.api_subject(self.name, method), encode(body) if body is not None else b"{}", timeout=self.timeout
+            )
         except NoRespondersError:
             raise Transient(f"simulated exchange {self.name!r} is not running") from None
         except (NatsTimeout, TimeoutError):

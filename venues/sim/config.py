@@ -106,7 +106,7 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
         if self.tick_ms < 10:
             raise ValueError("`tick_ms` must be at least 10")
         if self.prices == "csv" and not self.csv_path:
-            raise ValueError("`csv_path` is required when `prices` is \"csv\"")
+            raise ValueError('`csv_path` is required when `prices` is "csv"')
         if not (Decimal(0) < self.fill_ratio <= Decimal(1)):
             raise ValueError("`fill_ratio` must be in (0, 1]")
         if not self.markets:

@@ -320,9 +320,7 @@ class SimEngine:
         if self.markets[symbol].kind == "swap":
             # A simple premium model: funding leans with the last bar's move, capped like venues do.
             move = (bar.close - bar.open) / bar.open
-            ms.funding_rate = max(Decimal("-0.003"), min(Decimal("0.003"), Decimal("0.0001") + move / 2)).quantize(
-                Decimal("0.000001")
-            )
+            ms.funding_rate = max(Decimal("-0.003"), min(Decimal("0.003"), Decimal("0.0001") + move / 2)).quantize(Decimal("0.000001"))
             md.append(self._funding_event(symbol, ms, ts))
         # Mark open positions to market once a minute, so PnL moves on screens without a fill.
         for name in sorted(state.accounts):

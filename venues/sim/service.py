@@ -370,7 +370,7 @@ class SimService:
 
     async def _step_api(self, data: bytes) -> api.TimeReply:
         if self.config.clock != "lockstep":
-            raise ApiError(api.REJECTED, "invalid", "step is only available with clock = \"lockstep\"")
+            raise ApiError(api.REJECTED, "invalid", 'step is only available with clock = "lockstep"')
         req = msgspec.json.decode(data or b"{}", type=api.StepRequest)
         if not 1 <= req.ticks <= 100_000:
             raise ApiError(api.BAD_REQUEST, "invalid", "ticks must be 1..100000")
