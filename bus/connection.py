@@ -19,12 +19,9 @@ import nats
 from nats.aio.client import Client, Server
 
 from bus.embedded import DEFAULT_PORT
+from bus.errors import Unreachable
 
 log = logging.getLogger("bus.connection")
-
-
-class Unreachable(RuntimeError):
-    """NATS could not be reached within the allowed attempts."""
 
 
 def default_url() -> str:

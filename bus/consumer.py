@@ -19,37 +19,23 @@ import logging
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Generic, NamedTuple, TypeVar
+from typing import Any
 
-import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
 from bus import checkpoints
+from bus.contract import DEFAULT_MAX_FUTURE_MS, DEFAULT_MAX_PAYLOAD, Outgoing, Rules
 from bus.dlq import dead_letter
 from bus.publisher import PubAck, Publisher
 from bus.pull import PullFeed
 from bus.reader import ack_tokens
 from bus.streams import StreamSpec, apply_stream
-from schemas.codec import encode
 from schemas.subjects import subject_of
 
 log = logging.getLogger("bus.consumer")
-
-E = TypeVar("E")
-
-
-class Inbound(NamedTuple, Generic[E]):
-    """One input as a core or handler sees it: the event and where it sits in the input stream.
-
-    A tuple: one is built per input, and replays build hundreds of thousands a second."""
-
-    seq: int
-    subject: str
-    event: E
-    stored_ns: int = 0  # when JetStream stored it (server clock): for time-to-live checks, not decisions
 
 
 @dataclass(frozen=True)
@@ -61,11 +47,16 @@ class ConsumerSpec:
     subjects: tuple[str, ...] = ()  # filter subjects; empty = the whole stream
     outputs: tuple[str, ...] = ()  # subject patterns it may publish (NATS wildcards)
     input_stream: StreamSpec | None = None  # created by the runtime (a sourced stream)
+    route: Callable[[Any], str] | None = subject_of  # the subject an input must arrive on (None: any)
+    max_future_ms: int | None = DEFAULT_MAX_FUTURE_MS  # how far an input's `ts` may be ahead of its store time
     batch: int = 512
     checkpoint_every: int = 5_000
     checkpoint_interval: float = 2.0
     ack_wait: float = 30.0
     max_ack_pending: int = 20_000
+
+    def rules(self, max_payload: int = DEFAULT_MAX_PAYLOAD) -> Rules:
+        return Rules(self.input_type, self.outputs, self.route, self.max_future_ms, max_payload)
 
 
 @dataclass
@@ -81,45 +72,6 @@ class RuntimeStats:
     lag: int = 0
     last_error: str = ""
     started: float = field(default_factory=time.time)
-
-
-class OutputNotDeclared(RuntimeError):
-    pass
-
-
-class RetryLater(RuntimeError):
-    """Stop this session without acking: the input is processed again after a backoff."""
-
-
-def subject_matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
-    """NATS wildcard matching (`*` one token, `>` the rest), memoized per subject."""
-    if not patterns:
-        return _anything
-    compiled = [p.split(".") for p in patterns]
-    seen: dict[str, bool] = {}
-
-    def match_one(tokens: list[str], pattern: list[str]) -> bool:
-        for i, p in enumerate(pattern):
-            if p == ">":
-                return len(tokens) > i
-            if i >= len(tokens) or (p != "*" and p != tokens[i]):
-                return False
-        return len(tokens) == len(pattern)
-
-    def matches(subject: str) -> bool:
-        hit = seen.get(subject)
-        if hit is None:
-            tokens = subject.split(".")
-            hit = any(match_one(tokens, p) for p in compiled)
-            if len(seen) < 100_000:
-                seen[subject] = hit
-        return hit
-
-    return matches
-
-
-def _anything(_subject: str) -> bool:
-    return True
 
 
 def delivery(msg: Msg) -> tuple[int, int, int]:
@@ -142,7 +94,7 @@ class Consumer:
         self.stats = RuntimeStats()
         self.seq = 0  # last input whose effects are settled
         self.caught_up = asyncio.Event()
-        self.declared = subject_matcher(spec.outputs)
+        self.rules = spec.rules(max_payload(nc))
         self._since_checkpoint = 0
         self._checkpointed_seq = -1
         self._last_checkpoint = time.monotonic()
@@ -261,21 +213,23 @@ class Consumer:
             config.filter_subject = self.spec.subjects[0]
         elif self.spec.subjects:
             config.filter_subjects = list(self.spec.subjects)
-        await self.js._jsm.add_consumer(self.spec.stream, config)
+        await self.js.add_consumer(self.spec.stream, config)
 
     # ----------------------------------------------------------------- batch helpers
 
-    async def send_outputs(self, outputs: Sequence[Any], futures: list[asyncio.Future[PubAck]]) -> None:
+    async def send_outputs(self, outputs: Sequence[Outgoing], futures: list[asyncio.Future[PubAck]]) -> None:
         assert self.publisher is not None
         for out in outputs:
-            futures.append(await self.publisher.send(subject_of(out), encode(out), out.id))
+            futures.append(await self.publisher.send(out.subject, out.payload, out.msg_id))
 
     async def send_dead_letter(self, msg: Msg, seq: int, reason: str, futures: list[asyncio.Future[PubAck]]) -> None:
         assert self.publisher is not None
         self.stats.dead_lettered += 1
         log.warning("%s: seq %d on %s dead-lettered: %s", self.spec.name, seq, msg.subject, reason)
-        subject, msg_id, headers = dead_letter(self.spec.name, self.spec.stream, seq, msg.subject, reason)
-        futures.append(await self.publisher.send(subject, msg.data, msg_id, headers))
+        subject, msg_id, headers, data = dead_letter(
+            self.spec.name, self.spec.stream, seq, msg.subject, reason, msg.data, self.rules.max_payload
+        )
+        futures.append(await self.publisher.send(subject, data, msg_id, headers))
 
     async def settle(self, futures: list[asyncio.Future[PubAck]], last: Msg | None, terminate: list[Msg], count: int, seq: int) -> None:
         """Wait for every output's ack, then ack the inputs (ack-all on the last) and advance to `seq`."""
@@ -295,9 +249,10 @@ class Consumer:
             await self.nc.publish(last.reply, b"+ACK")
 
 
-def decode_or_reason(decoder: msgspec.json.Decoder, data: bytes) -> tuple[Any, str]:
-    """The decoded input, or the reason it is dead-lettered."""
+def max_payload(nc: Client) -> int:
+    """The server's limit for one message (headers and payload together), once connected."""
     try:
-        return decoder.decode(data), ""
-    except msgspec.DecodeError as exc:
-        return None, f"undecodable input: {exc}"
+        limit = int(nc.max_payload)
+    except (AttributeError, TypeError, ValueError):
+        return DEFAULT_MAX_PAYLOAD
+    return limit if limit > 0 else DEFAULT_MAX_PAYLOAD

@@ -18,6 +18,8 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bus.errors import PortInUse, ServerFailed
+
 DEFAULT_PORT = 4222
 DEFAULT_MONITOR_PORT = 8222
 MAX_PAYLOAD = 8 * 1024 * 1024  # checkpoints of large states; nats-server warns above 8 MiB
@@ -35,14 +37,6 @@ def die_with_parent() -> None:
         ctypes.CDLL("libc.so.6", use_errno=True).prctl(_PR_SET_PDEATHSIG, signal.SIGTERM)
     except OSError:
         pass
-
-
-class PortInUse(RuntimeError):
-    pass
-
-
-class ServerFailed(RuntimeError):
-    pass
 
 
 def server_binary() -> str:

@@ -18,7 +18,8 @@ from pathlib import Path
 import msgspec
 from nats.aio.client import Client
 
-from bus.reader import StoredMsg, read_stream
+from bus.contract import StoredMsg
+from bus.reader import read_stream
 
 
 class Line(msgspec.Struct, frozen=True):

@@ -25,10 +25,10 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bus import checkpoints
-from bus.consumer import Consumer, ConsumerSpec, Inbound, OutputNotDeclared, RetryLater, decode_or_reason, delivery
+from bus.consumer import Consumer, ConsumerSpec, delivery
+from bus.contract import Inbound, Outgoing, OutputRefused, address, admit
+from bus.errors import RetryLater
 from bus.publisher import PubAck, Publisher
-from schemas.codec import decoder
-from schemas.subjects import subject_of
 
 log = logging.getLogger("bus.handler")
 
@@ -45,7 +45,10 @@ class Handler(Protocol[E]):
         ...
 
     def on_invalid(self, seq: int, subject: str, data: bytes, reason: str) -> Sequence[Any]:
-        """Events to publish for an input that did not decode (it is dead-lettered anyway)."""
+        """Events to publish for an input that was not admitted (it is dead-lettered anyway).
+
+        They are addressed like any output: one that cannot be is dropped, and the input goes to
+        the DLQ alone, so a hostile input can never make its own answer end the session."""
         ...
 
     def exclusive(self, inbound: Inbound[E]) -> bool:
@@ -65,7 +68,6 @@ class HandlerRuntime(Consumer, Generic[E]):
     ) -> None:
         super().__init__(nc, spec, publisher)
         self.handler = handler
-        self._decoder = decoder(spec.input_type)
         self._slots = asyncio.Semaphore(concurrency)
 
     async def prepare(self) -> None:
@@ -76,18 +78,18 @@ class HandlerRuntime(Consumer, Generic[E]):
         self._checkpointed_seq = self.seq
 
     async def process(self, msgs: list[Msg]) -> None:
-        results: dict[int, tuple[Sequence[Any], str]] = {}
+        results: dict[int, tuple[list[Outgoing], str]] = {}
         segments: list[dict[str, list[tuple[int, Inbound[E]]]]] = [{}]
-        ordered: list[tuple[int, Msg]] = []
+        ordered: list[tuple[int, Msg, int]] = []
         for i, msg in enumerate(msgs):
             seq, stored, pending = delivery(msg)
             self.stats.lag = pending
             if seq <= self.seq:
                 continue
-            ordered.append((i, msg))
-            event, reason = decode_or_reason(self._decoder, msg.data)
+            ordered.append((i, msg, seq))
+            event, reason = admit(self.rules, msg.subject, msg.data, stored)
             if reason:
-                results[i] = (self.handler.on_invalid(seq, msg.subject, msg.data, reason), reason)
+                results[i] = self._answer_invalid(seq, msg, reason)
                 continue
             inbound = Inbound(seq, msg.subject, event, stored)
             if self.handler.exclusive(inbound):
@@ -110,24 +112,34 @@ class HandlerRuntime(Consumer, Generic[E]):
 
         futures: list[asyncio.Future[PubAck]] = []
         terminate: list[Msg] = []
-        for i, msg in ordered:
+        for i, msg, seq in ordered:
             outputs, reason = results[i]
             if reason:
-                await self.send_dead_letter(msg, delivery(msg)[0], reason, futures)
+                await self.send_dead_letter(msg, seq, reason, futures)
                 terminate.append(msg)
             await self.send_outputs(outputs, futures)
-        last_seq = delivery(ordered[-1][1])[0] if ordered else self.seq
+        last_seq = ordered[-1][2] if ordered else self.seq
         await self.settle(futures, msgs[-1] if msgs else None, terminate, len(msgs), last_seq)
 
-    async def _handle(self, inbound: Inbound[E]) -> tuple[Sequence[Any], str]:
+    def _answer_invalid(self, seq: int, msg: Msg, reason: str) -> tuple[list[Outgoing], str]:
         try:
-            outputs = await self.handler.handle(inbound)
-            for out in outputs:
-                if not self.declared(subject_of(out)):
-                    raise OutputNotDeclared(f"output subject {subject_of(out)} is not declared")
+            answer = address(self.rules, self.handler.on_invalid(seq, msg.subject, msg.data, reason))
+        except OutputRefused as exc:
+            return [], f"{reason}; its answer was dropped: {exc}"
+        except Exception as exc:  # noqa: BLE001 - the answer to a bad input must not stop the consumer
+            log.exception("%s: seq %d: on_invalid failed", self.spec.name, seq)
+            return [], f"{reason}; no answer: {type(exc).__name__}: {exc}"
+        return answer, reason
+
+    async def _handle(self, inbound: Inbound[E]) -> tuple[list[Outgoing], str]:
+        try:
+            outputs = address(self.rules, await self.handler.handle(inbound))
         except RetryLater:
             raise
+        except OutputRefused as exc:
+            log.error("%s: seq %d: %s", self.spec.name, inbound.seq, exc)
+            return [], str(exc)
         except Exception as exc:  # noqa: BLE001 - a bug on one input must not stop the consumer
             log.exception("%s: seq %d failed", self.spec.name, inbound.seq)
-            return (), f"handler failed: {type(exc).__name__}: {exc}"
+            return [], f"handler failed: {type(exc).__name__}: {exc}"
         return outputs, ""

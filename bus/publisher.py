@@ -23,6 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bus.errors import PublishError, PublishTimeout
 from schemas.codec import encode
 from schemas.subjects import subject_of
 
@@ -42,14 +43,6 @@ class PubAck(msgspec.Struct):
     seq: int = 0
     duplicate: bool = False
     error: ApiError | None = None
-
-
-class PublishError(RuntimeError):
-    """JetStream refused a message (no stream for the subject, limits, ...)."""
-
-
-class PublishTimeout(PublishError):
-    """No acknowledgement in time: the message may or may not be stored; republish it."""
 
 
 _ack_decoder = msgspec.json.Decoder(PubAck)

@@ -17,13 +17,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
-
-class Stalled(RuntimeError):
-    """No message and no heartbeat for too long: the pull is broken; rebuild it."""
-
-
-class ConsumerGone(RuntimeError):
-    """The server says the consumer was deleted."""
+from bus.errors import ConsumerGone, Stalled
 
 
 class PullFeed:

@@ -17,7 +17,6 @@ import json
 import re
 import ssl
 from collections.abc import AsyncIterator
-from typing import NamedTuple
 from urllib.parse import unquote, urlparse
 
 from nats.aio.client import Client
@@ -25,44 +24,13 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ReplayPolicy
 from nats.nuid import NUID
 
 from bus.connection import default_url
+from bus.contract import StoredMsg, parse_headers
+from bus.errors import ReaderError
 
 _CRLF = b"\r\n"
 # The frame of almost every delivery: one match instead of splitting the line and its reply
 # subject (`HMSG <subject> <sid> $JS.ACK.<stream>.<consumer>.<n>.<sseq>.<dseq>.<ts>.<pending> <hdr> <total>`).
 _DELIVERY = re.compile(rb"HMSG ([^ ]+) [^ ]+ \$JS\.ACK\.[^. ]+\.[^. ]+\.\d+\.(\d+)\.(\d+)\.(\d+)\.(\d+) (\d+) (\d+)\r\n")
-
-
-class StoredMsg(NamedTuple):
-    """One message as stored in a stream (a tuple: replays build hundreds of thousands)."""
-
-    seq: int
-    subject: str
-    data: bytes
-    raw_headers: bytes  # the NATS/1.0 header block, unparsed (most readers never need it)
-    ts_ns: int  # when the stream stored it (server clock)
-
-    def headers(self) -> dict[str, str]:
-        return parse_headers(self.raw_headers)
-
-    def header(self, name: str) -> str | None:
-        return self.headers().get(name)
-
-
-def parse_headers(raw: bytes) -> dict[str, str]:
-    out: dict[str, str] = {}
-    if not raw:
-        return out
-    for line in raw.split(_CRLF)[1:]:
-        if not line:
-            continue
-        key, sep, value = line.partition(b":")
-        if sep:
-            out[key.decode().strip()] = value.decode().strip()
-    return out
-
-
-class ReaderError(RuntimeError):
-    pass
 
 
 class _Gap(Exception):
@@ -217,7 +185,7 @@ async def _deliveries(
         config.filter_subject = subjects[0]
     elif subjects:
         config.filter_subjects = list(subjects)
-    info = await js._jsm.add_consumer(stream, config)
+    info = await js.add_consumer(stream, config)
     try:
         if not follow and info.num_pending == 0:
             return

@@ -24,68 +24,23 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import AsyncIterable, Callable, Sequence
-from typing import Any, Generic, Protocol, TypeVar
+from collections.abc import Callable
+from typing import Generic, TypeVar
 
-import msgspec
 from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bus import checkpoints
-from bus.consumer import (
-    Consumer,
-    ConsumerSpec,
-    Inbound,
-    OutputNotDeclared,
-    RetryLater,
-    RuntimeStats,
-    decode_or_reason,
-    delivery,
-    subject_matcher,
-)
+from bus.consumer import Consumer, ConsumerSpec, RuntimeStats, delivery
+from bus.contract import Core, Inbound, Outgoing, apply_input, fold_stream
+from bus.errors import ReplayIncomplete, RetryLater
 from bus.publisher import PubAck, Publisher
-from bus.reader import StoredMsg, read_stream
-from schemas.codec import decoder
-from schemas.subjects import subject_of
+from bus.reader import read_stream
 
 log = logging.getLogger("bus.runtime")
 
 S = TypeVar("S")
 E = TypeVar("E")
-
-
-class Core(Protocol[S, E]):
-    def initial_state(self) -> S: ...
-
-    def step(self, state: S, inbound: Inbound[E]) -> tuple[S, Sequence[Any]]: ...
-
-
-def apply_input(
-    core: Core[S, E],
-    state: S,
-    seq: int,
-    subject: str,
-    data: bytes,
-    dec: msgspec.json.Decoder,
-    declared: Callable[[str], bool],
-    stored_ns: int = 0,
-) -> tuple[S, Sequence[Any], str]:
-    """Decode one input and step the core: (new state, outputs, reason).
-
-    A non-empty reason means the input is dead-lettered and the state is unchanged. Live
-    processing and every replay go through here, so they cannot disagree about an input.
-    """
-    event, reason = decode_or_reason(dec, data)
-    if reason:
-        return state, (), reason
-    try:
-        new_state, outputs = core.step(state, Inbound(seq, subject, event, stored_ns))
-        for out in outputs:
-            if not declared(subject_of(out)):
-                raise OutputNotDeclared(f"output subject {subject_of(out)} is not declared")
-    except Exception as exc:  # noqa: BLE001 - a bad input must not stop the consumer
-        return state, (), f"rejected by the core: {type(exc).__name__}: {exc}"
-    return new_state, outputs, ""
 
 
 class ConsumerRuntime(Consumer, Generic[S, E]):
@@ -102,7 +57,6 @@ class ConsumerRuntime(Consumer, Generic[S, E]):
         self.core = core
         self.state: S = core.initial_state()
         self._on_state = on_state
-        self._decoder = decoder(spec.input_type)
 
     # ----------------------------------------------------------------- recovery
 
@@ -143,13 +97,13 @@ class ConsumerRuntime(Consumer, Generic[S, E]):
     async def replay(self, until_seq: int) -> int:
         """Fold inputs seq+1..until_seq through the core, outputs suppressed; how many were folded."""
         batches = read_stream(self.nc, self.spec.stream, start_seq=self.seq + 1, end_seq=until_seq, subjects=self.spec.subjects)
-        state, last, count = await fold_stream(self.core, self.state, batches, self.spec.input_type, self.spec.outputs)
+        state, last, count = await fold_stream(self.core, self.state, batches, self.rules)
         if last < until_seq:
             # The acked input at `until_seq` is still stored unless retention removed it; a read
             # that ends before it would fold a state that skipped inputs: refuse, and retry.
             first = (await self.js.stream_info(self.spec.stream)).state.first_seq
             if first <= until_seq:
-                raise RuntimeError(f"replay of {self.spec.stream} stopped at seq {last}, before {until_seq}")
+                raise ReplayIncomplete(f"replay of {self.spec.stream} stopped at seq {last}, before {until_seq}")
         self.state, self.seq = state, until_seq
         self.stats.replayed += count
         return count
@@ -158,7 +112,7 @@ class ConsumerRuntime(Consumer, Generic[S, E]):
 
     async def process(self, msgs: list[Msg]) -> None:
         """Apply a batch of delivered inputs, publish outputs, wait for their acks, then ack."""
-        state, core, dec, declared = self.state, self.core, self._decoder, self.declared
+        state, core, rules = self.state, self.core, self.rules
         futures: list[asyncio.Future[PubAck]] = []
         last: Msg | None = None
         terminate: list[Msg] = []
@@ -169,7 +123,7 @@ class ConsumerRuntime(Consumer, Generic[S, E]):
             self.stats.lag = pending
             if mseq <= seq:  # already folded in (redelivery)
                 continue
-            state, outputs, reason = apply_input(core, state, mseq, msg.subject, msg.data, dec, declared, stored)
+            state, outputs, reason = apply_input(core, state, rules, mseq, msg.subject, msg.data, stored)
             if reason:
                 await self.send_dead_letter(msg, mseq, reason, futures)
                 terminate.append(msg)
@@ -187,41 +141,12 @@ class ConsumerRuntime(Consumer, Generic[S, E]):
             self._on_state(self.state, self.seq)
 
 
-async def fold_stream(
-    core: Core[S, E],
-    state: S,
-    batches: AsyncIterable[list[StoredMsg]],
-    input_type: Any,
-    outputs: tuple[str, ...] = (),
-    on_step: Callable[[StoredMsg, S, Sequence[Any], str], None] | None = None,
-    on_batch: Callable[[int], None] | None = None,
-) -> tuple[S, int, int]:
-    """Fold stored inputs through a core offline: (state, last seq, inputs folded).
-
-    Used for recovery and for incident replay; `on_step` sees each input that produced outputs
-    or was dead-lettered (with the state after it), `on_batch` the running count.
-    """
-    dec = decoder(input_type)
-    declared = subject_matcher(outputs)
-    seq = count = 0
-    async for batch in batches:
-        for m in batch:
-            state, outs, reason = apply_input(core, state, m.seq, m.subject, m.data, dec, declared, m.ts_ns)
-            if (outs or reason) and on_step is not None:
-                on_step(m, state, outs, reason)
-        seq = batch[-1].seq
-        count += len(batch)
-        if on_batch is not None:
-            on_batch(count)
-    return state, seq, count
-
-
 __all__ = [
     "ConsumerRuntime",
     "ConsumerSpec",
     "Core",
     "Inbound",
-    "OutputNotDeclared",
+    "Outgoing",
     "RetryLater",
     "RuntimeStats",
     "apply_input",

@@ -28,7 +28,8 @@ import msgspec
 
 from bus import export
 from bus.connection import Unreachable, connect
-from bus.reader import StoredMsg, read_stream
+from bus.contract import StoredMsg
+from bus.reader import read_stream
 from cli.config import Config, ConfigError, parse_duration
 from schemas import subjects
 from schemas.codec import decode

@@ -59,7 +59,7 @@ async def _status(config: Config) -> int:
             if name.startswith("KV_"):
                 continue
             rows.append((name, f"{st.messages:,}", f"{st.bytes / 1e6:.1f} MB", str(st.first_seq), str(st.last_seq), str(st.consumer_count)))
-            for ci in await js._jsm.consumers_info(name):
+            for ci in await js.consumers_info(name):
                 if not ci.config.durable_name:
                     continue
                 consumers.append(

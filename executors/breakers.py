@@ -18,7 +18,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
-from bus.consumer import RetryLater
+from bus.errors import RetryLater
 from bus.streams import BREAKERS
 from schemas.ops import BreakerChange, BreakerState, breaker_scopes, worst_breaker
 

@@ -27,7 +27,8 @@ from collections.abc import Awaitable, Callable, Sequence
 from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
-from bus.consumer import Inbound, RetryLater
+from bus.contract import Inbound
+from bus.errors import RetryLater
 from executors import metrics
 from executors.breakers import BreakerView
 from executors.config import ExecutorConfig

@@ -186,6 +186,43 @@ def parse(subject: str) -> Subject:
     raise SubjectError(f"{subject!r} does not follow the subject grammar")
 
 
+def matches(subject: str, pattern: str) -> bool:
+    """NATS wildcard matching: `*` is one token, `>` one or more at the end."""
+    return _match(subject.split("."), pattern.split("."))
+
+
+def _match(tokens: list[str], pattern: list[str]) -> bool:
+    for i, p in enumerate(pattern):
+        if p == TAIL:
+            return len(tokens) > i
+        if i >= len(tokens) or (p != WILDCARD and p != tokens[i]):
+            return False
+    return len(tokens) == len(pattern)
+
+
+def matcher(patterns: tuple[str, ...]) -> Callable[[str], bool]:
+    """A predicate for "matches any of these patterns" (empty = anything), memoized per subject."""
+    if not patterns:
+        return _anything
+    compiled = [p.split(".") for p in patterns]
+    seen: dict[str, bool] = {}
+
+    def check(subject: str) -> bool:
+        hit = seen.get(subject)
+        if hit is None:
+            tokens = subject.split(".")
+            hit = any(_match(tokens, p) for p in compiled)
+            if len(seen) < 100_000:
+                seen[subject] = hit
+        return hit
+
+    return check
+
+
+def _anything(_subject: str) -> bool:
+    return True
+
+
 def subject_of(message: object) -> str:
     """The one subject a message is published on."""
     route = _routes().get(type(message))

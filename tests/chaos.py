@@ -26,15 +26,15 @@ from nats.js.errors import NotFoundError
 
 from bus import checkpoints
 from bus.connection import connect
+from bus.contract import fold_stream
 from bus.embedded import EmbeddedServer, free_port
 from bus.reader import read_stream
-from bus.runtime import fold_stream
 from schemas import subjects
 from schemas.codec import decode
 from schemas.ops import GridState
 from strategies.grid.config import GridConfig
 from strategies.grid.core import GridCore
-from strategies.grid.runner import GridInput, grid_spec
+from strategies.grid.runner import grid_spec
 from venues.errors import Transient
 from venues.sim.client import SimVenue
 
@@ -262,7 +262,7 @@ async def replay_all(nc: Client, grid: GridConfig, state: GridState) -> GridStat
     """DESIGN rule 4(a): a fresh fold of the grid's whole input from its first sequence."""
     core = GridCore(grid, state.market)
     spec = grid_spec(grid)
-    final, _, _ = await fold_stream(core, core.initial_state(), read_stream(nc, spec.stream), GridInput, spec.outputs)
+    final, _, _ = await fold_stream(core, core.initial_state(), read_stream(nc, spec.stream), spec.rules())
     return final
 
 

@@ -6,7 +6,8 @@ from decimal import Decimal
 
 import msgspec
 
-from bus.runtime import ConsumerSpec, Inbound
+from bus.consumer import ConsumerSpec
+from bus.contract import Inbound
 from schemas.market import Ticker
 from schemas.ops import RiskAlert
 

@@ -12,7 +12,7 @@ from collections import deque
 from decimal import Decimal
 from typing import Any
 
-from bus.runtime import Inbound
+from bus.contract import Inbound
 from schemas import ids
 from schemas.account import OrderUpdate
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder

@@ -12,8 +12,9 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 
-from bus.consumer import Inbound, RetryLater
+from bus.contract import Inbound
 from bus.embedded import EmbeddedServer
+from bus.errors import RetryLater
 from bus.publisher import Publisher
 from bus.reader import read_stream
 from cli.config import Config, NatsSettings

@@ -11,7 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bus.runtime import Inbound
+from bus.contract import Inbound
 from schemas.account import Position
 from schemas.commands import CancelOrder, PlaceOrder
 from schemas.market import Market

@@ -148,7 +148,7 @@ async def test_outputs_published_again_after_a_crash_are_dropped_as_duplicates(b
     await checkpoints.delete(bus, "sum")
     js = bus.jetstream()
     await js.delete_consumer("MARKET", "sum")
-    await js._jsm.add_consumer(
+    await js.add_consumer(
         "MARKET",
         ConsumerConfig(durable_name="sum", deliver_policy=DeliverPolicy.ALL, ack_policy=AckPolicy.ALL, filter_subject="md.sim.*.ticker"),
     )

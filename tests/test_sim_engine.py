@@ -15,7 +15,7 @@ from typing import Any
 import msgspec
 import pytest
 
-from bus.runtime import Inbound
+from bus.contract import Inbound
 from schemas.account import Balance, Fill, OrderUpdate, Position
 from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
 from venues.protocol import OrderRequest

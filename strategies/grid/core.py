@@ -24,7 +24,7 @@ from typing import Any, NamedTuple
 
 from msgspec.structs import replace
 
-from bus.runtime import Inbound
+from bus.contract import Inbound
 from schemas import ids
 from schemas.account import ZERO, OrderUpdate
 from schemas.base import Side

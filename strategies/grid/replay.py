@@ -7,12 +7,10 @@ would decide today what it decided then.
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterable, AsyncIterator, Callable, Sequence
+from collections.abc import AsyncIterable, AsyncIterator, Callable
 from dataclasses import dataclass
-from typing import Any
 
-from bus.reader import StoredMsg
-from bus.runtime import fold_stream
+from bus.contract import Outgoing, StoredMsg, fold_stream
 from schemas.codec import decode
 from schemas.commands import CancelOrder, PlaceOrder
 from schemas.ops import GridState
@@ -47,15 +45,15 @@ async def replay(
                 first.append(batch[0])
             yield batch
 
-    def step(m: StoredMsg, _after: GridState, outputs: Sequence[Any], _reason: str) -> None:
+    def step(m: StoredMsg, _after: GridState, outputs: list[Outgoing], _reason: str) -> None:
         for out in outputs:
-            if isinstance(out, (PlaceOrder, CancelOrder)):
-                result.decisions.append((m.seq, out))
+            if isinstance(out.message, (PlaceOrder, CancelOrder)):
+                result.decisions.append((m.seq, out.message))
                 if on_decision is not None:
-                    on_decision(m.seq, out)
+                    on_decision(m.seq, out.message)
 
     spec = grid_spec(core.cfg)
-    result.state, _, result.inputs = await fold_stream(core, state, noting_the_first(inputs), GridInput, spec.outputs, step, on_progress)
+    result.state, _, result.inputs = await fold_stream(core, state, noting_the_first(inputs), spec.rules(), step, on_progress)
     if first:
         # Event time of the first and last inputs (a decision carries its input's time).
         event_ts = getattr(decode(first[0].data, GridInput), "ts", state.ts)

@@ -20,7 +20,7 @@ from typing import Any
 
 import msgspec
 
-from bus.runtime import Inbound
+from bus.contract import Inbound
 from schemas import ids
 from schemas.account import ZERO, Balance, Fill, OrderUpdate, Position
 from schemas.base import RejectReason, Side

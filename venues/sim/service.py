@@ -62,6 +62,7 @@ class SimService:
             input_type=Entry,
             state_type=EngineState,
             outputs=(f"md.{self.venue}.>", f"acct.{self.venue}.>"),
+            route=self._journal_subject,
             checkpoint_every=5_000,
             checkpoint_interval=5.0,
         )
@@ -74,6 +75,9 @@ class SimService:
         self._last: dict[str, Any] = {}
         self._next_ts = 0
         self.service: Service | None = None
+
+    def _journal_subject(self, entry: Entry) -> str:
+        return journal_subject(self.venue, entry)
 
     @property
     def state(self) -> EngineState:
