@@ -9,6 +9,7 @@ from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from bus.streams import CHECKPOINTS
+from schemas import subjects
 
 S = TypeVar("S")
 
@@ -19,7 +20,7 @@ class Checkpoint(msgspec.Struct, Generic[S], frozen=True, kw_only=True):
 
 
 def subject(key: str) -> str:
-    return f"$KV.{CHECKPOINTS.name}.{key}"
+    return subjects.kv(CHECKPOINTS.name, key)
 
 
 _encoder = msgspec.json.Encoder(decimal_format="string")

@@ -18,6 +18,7 @@ from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
 from bus.errors import ConsumerGone, Stalled
+from schemas.subjects import pull_next
 
 
 class PullFeed:
@@ -32,7 +33,7 @@ class PullFeed:
         expires: float = 30.0,
     ) -> None:
         self._nc = nc
-        self._api = f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+        self._api = pull_next(stream, consumer)
         self._batch = batch
         self._heartbeat = heartbeat
         self._request_body = json.dumps({"batch": batch, "expires": int(expires * 1e9), "idle_heartbeat": int(heartbeat * 1e9)}).encode()

@@ -12,16 +12,14 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service
 
+from schemas.subjects import status as status_subject
+
 
 def package_version() -> str:
     try:
         return version("opensqt")
     except PackageNotFoundError:
         return "0.0.0"
-
-
-def status_subject(component: str, instance: str) -> str:
-    return f"sqt.status.{component}.{instance}"
 
 
 async def register(

@@ -20,7 +20,9 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from bus.errors import RetryLater
 from bus.streams import BREAKERS
-from schemas.ops import BreakerChange, BreakerState, breaker_scopes, worst_breaker
+from schemas import subjects
+from schemas.ops import BreakerChange, BreakerState, worst_breaker
+from schemas.subjects import breaker_scopes
 
 _decoder = msgspec.json.Decoder(BreakerChange)
 
@@ -31,10 +33,10 @@ class BreakerView:
         self.ttl = ttl
         self._cache: dict[str, tuple[float, BreakerState]] = {}
         self._kv = None
-        self._prefix = f"$KV.{BREAKERS.name}."
+        self._prefix = subjects.kv(BREAKERS.name, "")
 
     async def start(self) -> BreakerView:
-        await self.nc.subscribe(f"{self._prefix}>", cb=self._on_write)
+        await self.nc.subscribe(subjects.kv(BREAKERS.name, ">"), cb=self._on_write)
         return self
 
     async def _on_write(self, msg: Msg) -> None:

@@ -14,7 +14,9 @@ import msgspec
 
 Side = Literal["buy", "sell"]
 OrderType = Literal["limit", "market"]
-OrderStatus = Literal["open", "closed", "canceled", "rejected", "expired"]
+# `unknown`: the executor could not learn the outcome of a create within its window (the venue
+# stayed unreachable); the order may exist. Not an end: whoever tracks it waits for the truth.
+OrderStatus = Literal["open", "closed", "canceled", "rejected", "expired", "unknown"]
 PositionSide = Literal["long", "short"]
 Liquidity = Literal["maker", "taker"]
 MarginMode = Literal["cross", "isolated"]

@@ -30,13 +30,6 @@ GridMode = Literal["long", "short", "neutral"]
 BREAKER_SEVERITY: dict[BreakerState, int] = {"ok": 0, "reduce_only": 1, "halted": 2}
 
 
-def breaker_scopes(venue: str, symbol: str) -> tuple[str, str, str]:
-    """The breaker keys that cover one market, widest first (keys of the `breakers` bucket)."""
-    from schemas.subjects import symbol_token
-
-    return ("global", f"venue.{venue}", f"symbol.{venue}.{symbol_token(symbol)}")
-
-
 def worst_breaker(states: Iterable[BreakerState]) -> BreakerState:
     worst: BreakerState = "ok"
     for state in states:

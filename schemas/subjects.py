@@ -8,6 +8,17 @@
     ops.control.<component>.<instance>        operator controls ("all" = every instance)
     dlq.<original subject>
 
+Not streams of their own, but built here too, so that no subject is formatted anywhere else:
+
+    venue.<venue>.api.<method>                a simulated venue's request/reply API
+    venue.<venue>.journal.<entry>             a simulated venue's journal (its own stream)
+    sqt.status.<component>.<instance>         a component's status endpoint (NATS micro)
+    $KV.<bucket>.<key>                        a key-value bucket's key, as a subject
+    $JS.API.CONSUMER.MSG.NEXT.<stream>.<consumer>   JetStream's pull request
+
+Breaker scopes (keys of the `breakers` bucket) are `global`, `venue.<venue>` and
+`symbol.<venue>.<symbol token>`, widest first.
+
 Symbols are ccxt unified symbols encoded as reversible tokens: `BTC/USDT` -> `BTC-USDT`,
 `BTC/USDT:USDT` -> `BTC-USDT-USDT`, `BTC/USD:BTC-240329` -> `BTC-USD-BTC-240329`.
 Base and quote are escaped so they never contain `-` (so the first two dashes split the
@@ -148,6 +159,40 @@ def control(component: str, instance: str = ALL_INSTANCES) -> str:
 
 def dlq(subject: str) -> str:
     return f"dlq.{subject}"
+
+
+def everything(family: str, venue: str) -> str:
+    """Every subject of one venue in a family, e.g. `md.sim.>` (what a venue may publish)."""
+    if family not in ("md", "acct", "cmd"):
+        raise SubjectError(f"{family!r} is not a per-venue family")
+    return f"{family}.{name_token('venue', venue)}.{TAIL}"
+
+
+def venue_api(venue: str, method: str) -> str:
+    return f"venue.{name_token('venue', venue)}.api.{name_token('method', method)}"
+
+
+def journal(venue: str, entry: str) -> str:
+    """A simulated venue's journal subject for one entry kind (`*` or `>` for all)."""
+    return f"venue.{name_token('venue', venue)}.journal.{name_token('entry', entry)}"
+
+
+def status(component: str, instance: str) -> str:
+    return f"sqt.status.{name_token('component', component)}.{name_token('instance', instance)}"
+
+
+def kv(bucket: str, key: str) -> str:
+    """The subject a key-value bucket stores `key` under (`>` for every key)."""
+    return f"$KV.{bucket}.{key}"
+
+
+def pull_next(stream: str, consumer: str) -> str:
+    return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
+
+
+def breaker_scopes(venue: str, symbol: str) -> tuple[str, str, str]:
+    """The breaker keys that cover one market, widest first (keys of the `breakers` bucket)."""
+    return ("global", f"venue.{name_token('venue', venue)}", f"symbol.{name_token('venue', venue)}.{symbol_token(symbol)}")
 
 
 @dataclass(frozen=True, slots=True)

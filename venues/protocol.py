@@ -28,6 +28,10 @@ class OrderRequest(msgspec.Struct, frozen=True, kw_only=True):
     reduce_only: bool = False
     use_margin: bool = False
     time_in_force: TimeInForce | None = None
+    # The venue must not accept the order after this moment of its own clock (Binance's
+    # `recvWindow`, OKX's `expTime`, Bybit's `recv_window`). It is what makes a "not found"
+    # final: once the venue's clock is past it, a create still in flight can no longer land.
+    deadline_ms: int | None = None
 
 
 class Venue(Protocol):

@@ -40,10 +40,9 @@ from schemas.ops import (
     StrategyState,
     StrategyStatus,
     VenueSnapshot,
-    breaker_scopes,
     worst_breaker,
 )
-from schemas.subjects import ALL_INSTANCES
+from schemas.subjects import ALL_INSTANCES, breaker_scopes
 from strategies.grid.config import GridConfig
 from strategies.grid.lattice import Lattice, client_order_id, client_prefix, parse_client_order_id
 

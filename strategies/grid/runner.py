@@ -28,7 +28,8 @@ from bus.streams import BREAKERS, DAY, MINUTE, STREAMS, Source, StreamSpec, appl
 from schemas import ids, subjects
 from schemas.account import OrderUpdate
 from schemas.market import Market, Ticker
-from schemas.ops import BreakerChange, BreakerState, ControlCommand, GridState, VenueSnapshot, breaker_scopes
+from schemas.ops import BreakerChange, BreakerState, ControlCommand, GridState, VenueSnapshot
+from schemas.subjects import breaker_scopes
 from strategies.grid.config import GridConfig
 from strategies.grid.core import GridCore
 from strategies.grid.lattice import check_config, client_prefix

@@ -7,13 +7,14 @@ from typing import Literal
 
 import msgspec
 
+from schemas import subjects
 from schemas.account import Balance, OrderUpdate, Position
 from schemas.market import Candle, FundingRate, Market
 from venues.protocol import OrderRequest
 
 
 def api_subject(venue: str, method: str) -> str:
-    return f"venue.{venue}.api.{method}"
+    return subjects.venue_api(venue, method)
 
 
 # Error codes in the micro service's Nats-Service-Error-Code header.

@@ -12,6 +12,7 @@ from decimal import Decimal
 import msgspec
 
 from bus.streams import DAY, MINUTE, StreamSpec
+from schemas import subjects
 from venues.protocol import OrderRequest
 
 
@@ -83,7 +84,7 @@ Entry = Tick | Quote | History | Place | Cancel | CancelAll | Fund
 def journal_stream(venue: str) -> StreamSpec:
     return StreamSpec(
         name=f"VENUE_{venue.upper()}",
-        subjects=(f"venue.{venue}.journal.>",),
+        subjects=(subjects.journal(venue, ">"),),
         description=f"journal of the simulated exchange {venue!r}: every engine input in order",
         max_age=30 * DAY,
         duplicate_window=15 * MINUTE,
@@ -91,7 +92,7 @@ def journal_stream(venue: str) -> StreamSpec:
 
 
 def journal_subject(venue: str, entry: Entry) -> str:
-    return f"venue.{venue}.journal.{type(entry).__struct_config__.tag}"
+    return subjects.journal(venue, type(entry).__struct_config__.tag)
 
 
 def journal_id(venue: str, entry: Entry) -> str | None:

@@ -30,6 +30,7 @@ from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import package_version
 from bus.streams import apply_stream
+from schemas import subjects
 from schemas.account import OrderUpdate
 from schemas.codec import encode
 from venues.sim import api
@@ -61,7 +62,7 @@ class SimService:
             stream=self.journal.name,
             input_type=Entry,
             state_type=EngineState,
-            outputs=(f"md.{self.venue}.>", f"acct.{self.venue}.>"),
+            outputs=(subjects.everything("md", self.venue), subjects.everything("acct", self.venue)),
             route=self._journal_subject,
             checkpoint_every=5_000,
             checkpoint_interval=5.0,
