@@ -22,7 +22,7 @@ import time
 import msgspec
 
 from strategies.grid.core import GridCore
-from tests import chaos
+from testkit import chaos
 
 
 def same(a, b) -> bool:  # type: ignore[no-untyped-def]

@@ -53,7 +53,7 @@ from schemas.ops import VenueSnapshot
 from strategies.grid.config import GridConfig
 from strategies.grid.core import GridCore
 from strategies.grid.replay import replay
-from tests.chaos import Cluster
+from testkit.chaos import Cluster
 from venues.errors import Transient
 from venues.sim.client import SimVenue
 
@@ -214,7 +214,7 @@ async def replay_rate(nc: nats.NATS, n: int, price: Decimal) -> tuple[float, flo
     await js.add_stream(StreamConfig(name="BENCH_REPLAY", subjects=["bench.replay.>"], duplicate_window=5))
     await publish_walk(nc, "bench.replay.ticker", n, price, quiet=False)
     gc.collect()
-    from tests.test_grid_core import MARKET
+    from testkit.grid import MARKET
 
     config = GridConfig(
         instance="replay", symbol=SYMBOL, mode="neutral", levels=5, spacing=Decimal("0.0005"), notional=Decimal(200), max_open_orders=20

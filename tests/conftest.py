@@ -1,55 +1,5 @@
-"""Fixtures shared by the suite: a real nats-server with JetStream per test, and connections."""
+"""The suite's fixtures come from the test kit: a real nats-server with JetStream per test."""
 
 from __future__ import annotations
 
-import asyncio
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
-
-import pytest
-from nats.aio.client import Client
-
-from bus import streams
-from bus.connection import connect
-from bus.embedded import EmbeddedServer, free_port
-
-
-@pytest.fixture
-def nats_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
-    server = EmbeddedServer(
-        store_dir=tmp_path / "nats",
-        port=free_port(),
-        monitor_port=free_port(),
-        log_file=tmp_path / "nats.log",
-    )
-    server.start()
-    yield server
-    server.stop()
-
-
-@pytest.fixture
-async def nc(nats_server: EmbeddedServer) -> AsyncIterator[Client]:
-    client = await connect(nats_server.url, name="pytest", attempts=3)
-    yield client
-    await client.close()
-
-
-@pytest.fixture
-async def bus(nc: Client) -> AsyncIterator[Client]:
-    """A connection to a server with every stream and bucket applied."""
-    await streams.apply(nc.jetstream())
-    yield nc
-
-
-async def eventually(predicate, timeout: float = 10.0, interval: float = 0.02, what: str = "condition") -> None:
-    """Wait until `predicate()` (sync or async) is true; fail with `what` otherwise."""
-    deadline = asyncio.get_running_loop().time() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if asyncio.get_running_loop().time() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        await asyncio.sleep(interval)
+pytest_plugins = ["testkit.bus"]

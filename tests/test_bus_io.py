@@ -15,8 +15,8 @@ from bus.connection import RECONNECT_MAX_S, connect, reconnect_delay
 from bus.embedded import EmbeddedServer
 from bus.publisher import Publisher, PublishError
 from bus.reader import read_stream
-from tests.conftest import eventually
-from tests.factories import ticker
+from testkit.bus import eventually
+from testkit.events import ticker
 
 
 async def test_a_republished_message_is_stored_once(bus: Client) -> None:

@@ -8,7 +8,7 @@ import msgspec
 import pytest
 
 from strategies.grid.core import GridCore
-from tests import chaos
+from testkit import chaos
 
 STEPS = 160
 KILLS = 24

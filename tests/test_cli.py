@@ -17,7 +17,7 @@ import pytest
 from nats.aio.client import Client
 
 from bus.embedded import EmbeddedServer, free_port
-from tests.conftest import eventually
+from testkit.bus import eventually
 from venues.sim.config import SimConfig
 from venues.sim.service import SimService
 

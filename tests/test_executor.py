@@ -28,7 +28,8 @@ from schemas.account import OrderUpdate
 from schemas.codec import decode, encode
 from schemas.commands import CancelOrder, PlaceOrder
 from schemas.ops import BreakerChange
-from tests.conftest import eventually
+from testkit.bus import eventually
+from testkit.venue import ScriptedVenue
 from venues.errors import DuplicateOrder, OrderRejected, Transient
 from venues.sim.client import SimVenue
 from venues.sim.config import SimConfig
@@ -168,34 +169,6 @@ async def test_a_command_older_than_its_time_to_live_is_refused_as_expired(bus: 
 # ----------------------------------------------------------------------------- scripted venue
 
 
-class ScriptedVenue:
-    """A venue whose answers a test dictates, to exercise retry decisions deterministically."""
-
-    name, account = "sim", "main"
-
-    def __init__(self, *answers: Any) -> None:
-        self.answers = list(answers)
-        self.calls = 0
-
-    async def now_ms(self) -> int:
-        return 1_700_000_000_000
-
-    async def markets(self) -> dict:
-        from tests.test_grid_core import MARKET
-
-        return {SYMBOL: MARKET}
-
-    async def create_order(self, request: Any) -> OrderUpdate:
-        self.calls += 1
-        answer = self.answers.pop(0)
-        if isinstance(answer, Exception):
-            raise answer
-        return answer
-
-    async def fetch_order(self, symbol: str, **kw: Any) -> OrderUpdate:
-        return accepted("s1")
-
-
 class NoBreakers(BreakerView):
     def __init__(self) -> None:
         pass
@@ -222,6 +195,11 @@ def accepted(cid: str) -> OrderUpdate:
     )
 
 
+def scripted(*create_answers: Any) -> ScriptedVenue:
+    venue = ScriptedVenue().script("create_order", *create_answers)
+    return venue.default("fetch_order", accepted("s1"))
+
+
 def executor(venue: ScriptedVenue, throttled: list[int] | None = None, retries: int = 3) -> Executor:
     async def throttle() -> None:
         if throttled is not None:
@@ -239,30 +217,30 @@ def inbound(cmd: PlaceOrder) -> Inbound[Any]:
 
 
 async def test_transient_errors_are_retried_and_each_attempt_is_rate_limited() -> None:
-    venue = ScriptedVenue(Transient("timeout"), Transient("timeout"), accepted("s1"))
+    venue = scripted(Transient("timeout"), Transient("timeout"), accepted("s1"))
     throttled: list[int] = []
     before = metrics.RETRIES.labels("place", "venue_error")._value.get()
     out = await executor(venue, throttled).handle(inbound(place("s1", Decimal(100), amount="1")))
-    assert [o.status for o in out] == ["open"] and venue.calls == 3 and len(throttled) == 3
+    assert [o.status for o in out] == ["open"] and venue.count("create_order") == 3 and len(throttled) == 3
     assert metrics.RETRIES.labels("place", "venue_error")._value.get() == before + 2
 
 
 async def test_an_outcome_that_stays_unknown_is_retried_later_not_reported_as_failed() -> None:
-    venue = ScriptedVenue(*[Transient("timeout")] * 3)
+    venue = scripted(*[Transient("timeout")] * 3)
     with pytest.raises(RetryLater, match="after 3 attempts"):
         await executor(venue, retries=2).handle(inbound(place("s1", Decimal(100), amount="1")))
 
 
 async def test_permanent_refusals_are_not_retried() -> None:
-    venue = ScriptedVenue(OrderRejected("no money", "insufficient_balance"))
+    venue = scripted(OrderRejected("no money", "insufficient_balance"))
     out = await executor(venue).handle(inbound(place("s1", Decimal(100), amount="1")))
-    assert venue.calls == 1 and [(o.status, o.reason) for o in out] == [("rejected", "insufficient_balance")]
+    assert venue.count("create_order") == 1 and [(o.status, o.reason) for o in out] == [("rejected", "insufficient_balance")]
 
 
 async def test_a_duplicate_client_id_reports_the_existing_order_and_places_nothing() -> None:
-    venue = ScriptedVenue(DuplicateOrder("exists", existing=accepted("s1")))
+    venue = scripted(DuplicateOrder("exists", existing=accepted("s1")))
     out = await executor(venue).handle(inbound(place("s1", Decimal(100), amount="1")))
-    assert venue.calls == 1 and [o.order_id for o in out] == ["9"]
+    assert venue.count("create_order") == 1 and [o.order_id for o in out] == ["9"]
 
 
 async def test_a_lost_consumer_resumes_from_the_executors_own_checkpoint(bus: Client, nats_server: EmbeddedServer) -> None:

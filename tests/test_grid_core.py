@@ -11,93 +11,12 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
-from bus.contract import Inbound
 from schemas.account import Position
-from schemas.commands import CancelOrder, PlaceOrder
-from schemas.market import Market
-from schemas.ops import BreakerChange, ControlCommand, GridState, StrategyState, VenueSnapshot
-from strategies.grid.config import GridConfig
+from schemas.ops import BreakerChange, ControlCommand, StrategyState, VenueSnapshot
 from strategies.grid.core import PUBLISH_EVERY_MS, GridCore
 from strategies.grid.lattice import check_config, client_order_id, client_prefix, parse_client_order_id
-from tests.factories import order_update, ticker
-
-MARKET = Market(
-    symbol="BTC/USDT:USDT",
-    kind="swap",
-    base="BTC",
-    quote="USDT",
-    settle="USDT",
-    tick_size=D("0.1"),
-    lot_size=D("0.001"),
-    min_amount=D("0.001"),
-    min_notional=D(5),
-)
-T = 1_700_000_000_000
-
-
-def grid(**kw: Any) -> GridConfig:
-    base: dict[str, Any] = dict(
-        instance="g1",
-        mode="neutral",
-        anchor=D(100),
-        spacing=D(10),
-        spacing_type="arithmetic",
-        levels=2,
-        notional=D(1000),
-        max_open_orders=8,
-    )
-    return GridConfig(**(base | kw))
-
-
-class Driver:
-    """Feeds one core and remembers what it decided."""
-
-    def __init__(self, config: GridConfig, market: Market = MARKET, snapshot: VenueSnapshot | None = None) -> None:
-        self.core = GridCore(config, market)
-        self.state: GridState = self.core.initial_state()
-        self.seq = 0
-        self.ts = T
-        self.feed(
-            snapshot
-            or VenueSnapshot(id="s", component="grid", instance=config.instance, venue="sim", account="main", symbol=config.symbol, ts=T)
-        )
-
-    def feed(self, event: Any) -> list[Any]:
-        self.seq += 1
-        self.state, out = self.core.step(self.state, Inbound(self.seq, "t", event))
-        return out
-
-    def tick(self, price: str, bid: str | None = None, ask: str | None = None) -> list[Any]:
-        self.ts += 500
-        p = D(price)
-        return self.feed(ticker(price, ts=self.ts, bid=D(bid) if bid else p - D("0.1"), ask=D(ask) if ask else p + D("0.1")))
-
-    def order(self, cmd: PlaceOrder, status: str, filled: str = "0", **kw: Any) -> list[Any]:
-        self.ts += 1
-        return self.feed(
-            order_update(
-                cmd.client_order_id,
-                status,
-                filled,
-                str(cmd.amount),
-                str(cmd.price),
-                side=cmd.side,
-                ts=self.ts,
-                order_id=f"o{cmd.client_order_id}",
-                **kw,
-            )
-        )
-
-    def slot(self, index: int):  # type: ignore[no-untyped-def]
-        return next((s for s in self.state.slots if s.index == index), None)
-
-
-def places(out: list[Any]) -> list[PlaceOrder]:
-    return [o for o in out if isinstance(o, PlaceOrder)]
-
-
-def cancels(out: list[Any]) -> list[CancelOrder]:
-    return [o for o in out if isinstance(o, CancelOrder)]
+from testkit.events import order_update, ticker
+from testkit.grid import MARKET, Driver, T, cancels, grid, places
 
 
 def book(out: list[Any]) -> list[tuple[str, D]]:

@@ -11,7 +11,7 @@ from hypothesis import strategies as st
 from schemas.market import Ticker
 from strategies.grid.config import GridConfig
 from strategies.grid.core import GridCore
-from tests.grid_harness import Harness, sim_config
+from testkit.grid import Harness, sim_config
 
 # A price path: moves in basis points and traded volumes; integers shrink and spread better than floats.
 moves = st.lists(

@@ -13,7 +13,7 @@ import pytest
 from bus.connection import connect
 from bus.reader import read_stream
 from cli.config import load
-from tests import chaos
+from testkit import chaos
 
 ROOT = Path(__file__).resolve().parent.parent
 

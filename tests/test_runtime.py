@@ -23,9 +23,9 @@ from bus.embedded import EmbeddedServer
 from bus.publisher import Publisher
 from bus.reader import read_stream
 from bus.runtime import ConsumerRuntime
-from tests.conftest import eventually
-from tests.cores import POISON, SumCore, SumState, fold_all, sum_spec
-from tests.factories import ticker
+from testkit.bus import eventually
+from testkit.cores import POISON, SumCore, SumState, fold_all, sum_spec
+from testkit.events import ticker
 
 ROOT = Path(__file__).resolve().parent.parent
 
@@ -190,7 +190,7 @@ async def test_sigkill_mid_stream_then_restart_equals_a_run_that_never_stopped(
 
     def start() -> subprocess.Popen[bytes]:
         return subprocess.Popen(
-            [sys.executable, "-m", "tests.sum_consumer", nats_server.url],
+            [sys.executable, "-m", "testkit.sum_consumer", nats_server.url],
             cwd=ROOT,
             stdout=open(tmp_path / "consumer.log", "ab"),
             stderr=subprocess.STDOUT,

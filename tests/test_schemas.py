@@ -12,7 +12,7 @@ import pytest
 
 from schemas import ALL_TYPES, AnyMessage, DecodeError, decode, encode, ids
 from schemas.codec import json_schemas
-from tests import factories
+from testkit import events as factories
 
 
 def test_payloads_are_plain_tagged_json_with_decimal_strings() -> None:

@@ -18,7 +18,7 @@ from bus import checkpoints
 from bus.embedded import EmbeddedServer
 from bus.reader import read_stream
 from schemas.codec import decode
-from tests.conftest import eventually
+from testkit.bus import eventually
 from venues.errors import DuplicateOrder, OrderNotFound, OrderRejected, Transient
 from venues.protocol import OrderRequest
 from venues.sim.client import SimVenue

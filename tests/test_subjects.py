@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 
 from schemas import subjects
 from schemas.subjects import SubjectError, parse, symbol_from_token, symbol_token
-from tests import factories
+from testkit import events as factories
 
 # NATS subject tokens may not contain these (or be empty).
 FORBIDDEN = re.compile(r"[.*>\s]")

@@ -1,4 +1,4 @@
-"""The SumCore consumer as a real process, for kill -9 tests: `python -m tests.sum_consumer URL`."""
+"""The SumCore consumer as a real process, for kill -9 tests: `python -m testkit.sum_consumer URL`."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import sys
 from bus import process
 from bus.connection import connect
 from bus.runtime import ConsumerRuntime
-from tests.cores import SumCore, sum_spec
+from testkit.cores import SumCore, sum_spec
 
 
 async def main(stop: asyncio.Event) -> None:

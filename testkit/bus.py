@@ -1,0 +1,64 @@
+"""A real nats-server per test, connections to it, and waiting on conditions instead of sleeping.
+
+Register as a pytest plugin (`pytest_plugins = ["testkit.bus"]`) for the fixtures.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
+from typing import Any
+
+import pytest
+from nats.aio.client import Client
+
+from bus import streams
+from bus.connection import connect
+from bus.embedded import EmbeddedServer, free_port
+
+
+def start_server(workdir: Path) -> EmbeddedServer:
+    server = EmbeddedServer(store_dir=workdir / "nats", port=free_port(), monitor_port=free_port(), log_file=workdir / "nats.log")
+    server.start()
+    return server
+
+
+@pytest.fixture
+def nats_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
+    server = start_server(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+async def nc(nats_server: EmbeddedServer) -> AsyncIterator[Client]:
+    client = await connect(nats_server.url, name="pytest", attempts=3)
+    yield client
+    await client.close()
+
+
+@pytest.fixture
+async def bus(nc: Client) -> AsyncIterator[Client]:
+    """A connection to a server with every stream and bucket applied."""
+    await streams.apply(nc.jetstream())
+    yield nc
+
+
+async def eventually(
+    predicate: Callable[[], Any] | Callable[[], Awaitable[Any]],
+    timeout: float = 10.0,
+    interval: float = 0.02,
+    what: str = "condition",
+) -> None:
+    """Wait until `predicate()` (sync or async) is true; fail with `what` otherwise."""
+    deadline = asyncio.get_running_loop().time() + timeout
+    while True:
+        result = predicate()
+        if asyncio.iscoroutine(result):
+            result = await result
+        if result:
+            return
+        if asyncio.get_running_loop().time() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        await asyncio.sleep(interval)
