@@ -1,6 +1,6 @@
 """Event and command types, the subject grammar, deterministic ids and the codec."""
 
-from schemas.account import Balance, Fill, OrderUpdate, Position
+from schemas.account import Balance, BorrowInterest, Fill, Liquidation, OrderUpdate, Position
 from schemas.base import Message
 from schemas.codec import ALL_TYPES, AnyMessage, DecodeError, decode, encode
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
@@ -22,6 +22,8 @@ __all__ = [
     "ALL_TYPES",
     "AnyMessage",
     "Balance",
+    "BorrowInterest",
+    "Liquidation",
     "BreakerChange",
     "CancelAll",
     "CancelOrder",

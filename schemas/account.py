@@ -131,3 +131,44 @@ class Balance(Message, frozen=True, kw_only=True, tag="balance"):
         finite("free", self.free)
         non_negative("used", self.used)
         finite("total", self.total)
+
+
+class BorrowInterest(Message, frozen=True, kw_only=True, tag="borrow_interest"):
+    """Interest charged on a margin loan (ccxt's borrow interest structure): one per charge."""
+
+    venue: str
+    account: str
+    asset: str
+    amount_borrowed: Decimal  # the loan the interest was charged on
+    interest: Decimal  # charged this time, in `asset`
+    interest_rate: Decimal  # per `period_ms`
+    period_ms: int = 3_600_000
+    ts: int
+    ts_local: int
+
+    def __post_init__(self) -> None:
+        not_empty("asset", self.asset)
+        non_negative("amount_borrowed", self.amount_borrowed)
+        non_negative("interest", self.interest)
+        non_negative("interest_rate", self.interest_rate)
+
+
+class Liquidation(Message, frozen=True, kw_only=True, tag="liquidation"):
+    """The venue closed a position because its margin fell below maintenance."""
+
+    venue: str
+    account: str
+    symbol: str
+    side: PositionSide  # of the position that was closed
+    contracts: Decimal
+    price: Decimal
+    fee: Decimal = ZERO
+    fee_currency: str | None = None
+    margin_ratio: Decimal | None = None  # maintenance margin / equity when it triggered
+    ts: int
+    ts_local: int
+
+    def __post_init__(self) -> None:
+        positive("contracts", self.contracts)
+        positive("price", self.price)
+        non_negative("fee", self.fee)

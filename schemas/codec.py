@@ -7,7 +7,7 @@ from typing import Any, TypeVar, Union
 
 import msgspec
 
-from schemas.account import Balance, Fill, OrderUpdate, Position
+from schemas.account import Balance, BorrowInterest, Fill, Liquidation, OrderUpdate, Position
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
 from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
 from schemas.ops import BreakerChange, ControlCommand, ReconciliationFinding, RiskAlert, StrategyState, VenueSnapshot
@@ -15,7 +15,7 @@ from schemas.ops import BreakerChange, ControlCommand, ReconciliationFinding, Ri
 T = TypeVar("T")
 
 MARKET_TYPES: tuple[type, ...] = (Candle, Ticker, Trade, FundingRate, GapMarker)
-ACCOUNT_TYPES: tuple[type, ...] = (OrderUpdate, Fill, Position, Balance)
+ACCOUNT_TYPES: tuple[type, ...] = (OrderUpdate, Fill, Position, Balance, BorrowInterest, Liquidation)
 COMMAND_TYPES: tuple[type, ...] = (PlaceOrder, CancelOrder, CancelAll)
 OPS_TYPES: tuple[type, ...] = (StrategyState, RiskAlert, BreakerChange, ReconciliationFinding, ControlCommand, VenueSnapshot)
 ALL_TYPES: tuple[type, ...] = MARKET_TYPES + ACCOUNT_TYPES + COMMAND_TYPES + OPS_TYPES

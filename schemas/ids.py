@@ -63,3 +63,11 @@ def cancel_all_id(venue: str, account: str, symbol: str, origin: str, ts: int) -
 
 def state_id(component: str, instance: str, input_seq: int) -> str:
     return f"state:{component}:{instance}:{input_seq}"
+
+
+def interest_id(venue: str, account: str, asset: str, ts: int) -> str:
+    return f"interest:{venue}:{account}:{asset}:{ts}"
+
+
+def liquidation_id(venue: str, account: str, symbol: str, ts: int) -> str:
+    return f"liquidation:{venue}:{account}:{symbol}:{ts}"

@@ -3,6 +3,7 @@
     md.<venue>.<symbol>.<kind>                kind: candle1m | ticker | trade | funding | gap
     acct.<venue>.<account>.<symbol>.<kind>    kind: order | fill | position | gap
     acct.<venue>.<account>.<asset>.balance
+    acct.<venue>.<account>.<asset>.interest      borrow interest on a margin loan
     cmd.<venue>.<account>.<symbol>.<verb>     verb: place | cancel | cancel_all
     ops.<component>.<instance>.<kind>         e.g. ops.grid.btc-neutral.state
     ops.control.<component>.<instance>        operator controls ("all" = every instance)
@@ -42,7 +43,8 @@ _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 _SAFE_WITH_DASH = _SAFE | {ord("-")}
 
 MD_KINDS = frozenset({"ticker", "trade", "funding", "gap"})  # plus candle<interval>
-ACCT_KINDS = frozenset({"order", "fill", "position", "gap"})
+ACCT_KINDS = frozenset({"order", "fill", "position", "liquidation", "gap"})
+ASSET_KINDS = frozenset({"balance", "interest"})
 CMD_VERBS = frozenset({"place", "cancel", "cancel_all"})
 
 
@@ -138,9 +140,12 @@ def acct(venue: str, account: str, symbol: str, kind: str) -> str:
     return f"acct.{name_token('venue', venue)}.{name_token('account', account)}.{_sym(symbol)}.{kind}"
 
 
-def balance(venue: str, account: str, asset: str) -> str:
+def balance(venue: str, account: str, asset: str, kind: str = "balance") -> str:
+    """An asset-level account subject: `balance`, or `interest` charged on a margin loan."""
+    if kind not in ASSET_KINDS:
+        raise SubjectError(f"unknown asset event kind {kind!r}")
     token = asset if asset == WILDCARD else asset_token(asset)
-    return f"acct.{name_token('venue', venue)}.{name_token('account', account)}.{token}.balance"
+    return f"acct.{name_token('venue', venue)}.{name_token('account', account)}.{token}.{kind}"
 
 
 def cmd(venue: str, account: str, symbol: str, verb: str) -> str:
@@ -190,6 +195,11 @@ def pull_next(stream: str, consumer: str) -> str:
     return f"$JS.API.CONSUMER.MSG.NEXT.{stream}.{consumer}"
 
 
+def stream_info_api(stream: str) -> str:
+    """JetStream's stream info request (its body can ask for `deleted_details`)."""
+    return f"$JS.API.STREAM.INFO.{stream}"
+
+
 def breaker_scopes(venue: str, symbol: str) -> tuple[str, str, str]:
     """The breaker keys that cover one market, widest first (keys of the `breakers` bucket)."""
     return ("global", f"venue.{name_token('venue', venue)}", f"symbol.{name_token('venue', venue)}.{symbol_token(symbol)}")
@@ -219,8 +229,8 @@ def parse(subject: str) -> Subject:
         if family == "md" and len(tokens) == 4:
             return Subject(family="md", venue=tokens[1], symbol=symbol_from_token(tokens[2]), kind=tokens[3])
         if family == "acct" and len(tokens) == 5:
-            if tokens[4] == "balance":
-                return Subject(family="acct", venue=tokens[1], account=tokens[2], asset=_unescape(tokens[3]), kind="balance")
+            if tokens[4] in ASSET_KINDS:
+                return Subject(family="acct", venue=tokens[1], account=tokens[2], asset=_unescape(tokens[3]), kind=tokens[4])
             return Subject(family="acct", venue=tokens[1], account=tokens[2], symbol=symbol_from_token(tokens[3]), kind=tokens[4])
         if family == "cmd" and len(tokens) == 5:
             return Subject(family="cmd", venue=tokens[1], account=tokens[2], symbol=symbol_from_token(tokens[3]), kind=tokens[4])
@@ -279,7 +289,7 @@ def subject_of(message: object) -> str:
 @lru_cache(maxsize=1)
 def _routes() -> dict[type, Callable[[Any], str]]:
     # Imported here: the message modules do not need the grammar, and this keeps them light.
-    from schemas.account import Balance, Fill, OrderUpdate, Position
+    from schemas.account import Balance, BorrowInterest, Fill, Liquidation, OrderUpdate, Position
     from schemas.commands import CancelAll, CancelOrder, PlaceOrder
     from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
     from schemas.ops import BreakerChange, ControlCommand, ReconciliationFinding, RiskAlert, StrategyState, VenueSnapshot
@@ -294,6 +304,8 @@ def _routes() -> dict[type, Callable[[Any], str]]:
         Fill: lambda m: _acct(m.venue, m.account, m.symbol, "fill"),
         Position: lambda m: _acct(m.venue, m.account, m.symbol, "position"),
         Balance: lambda m: _balance(m.venue, m.account, m.asset),
+        BorrowInterest: lambda m: _balance(m.venue, m.account, m.asset, "interest"),
+        Liquidation: lambda m: _acct(m.venue, m.account, m.symbol, "liquidation"),
         PlaceOrder: lambda m: _cmd(m.venue, m.account, m.symbol, "place"),
         CancelOrder: lambda m: _cmd(m.venue, m.account, m.symbol, "cancel"),
         CancelAll: lambda m: _cmd(m.venue, m.account, m.symbol, "cancel_all"),
