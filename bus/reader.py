@@ -6,7 +6,10 @@ bounded, restartable read, so it runs on its own short-lived connection that spe
 NATS wire protocol directly and slices frames out of the socket buffer (~300k msgs/s with
 decoding). The JetStream consumer behind it is an ephemeral, flow-controlled push consumer
 created through nats-py; a gap in its delivery sequence restarts the read after the last
-message seen. Long-lived subscriptions stay on nats-py. See docs/adr/0003.
+message yielded. With `contiguous=True` an unfiltered read also proves it skipped nothing:
+every hole in the stream sequences must be a deletion the stream reports, or lie below the
+stream's first sequence when the read began. Long-lived subscriptions stay on nats-py. See
+docs/adr/0003.
 """
 
 from __future__ import annotations
@@ -16,6 +19,7 @@ import datetime as dt
 import json
 import re
 import ssl
+from bisect import bisect_left, bisect_right
 from collections.abc import AsyncIterator
 from urllib.parse import unquote, urlparse
 
@@ -25,7 +29,8 @@ from nats.nuid import NUID
 
 from bus.connection import default_url
 from bus.contract import StoredMsg, parse_headers
-from bus.errors import ReaderError
+from bus.errors import ReaderError, ReplayIncomplete
+from schemas.subjects import stream_info_api
 
 _CRLF = b"\r\n"
 # The frame of almost every delivery: one match instead of splitting the line and its reply
@@ -34,8 +39,10 @@ _DELIVERY = re.compile(rb"HMSG ([^ ]+) [^ ]+ \$JS\.ACK\.[^. ]+\.[^. ]+\.\d+\.(\d
 
 
 class _Gap(Exception):
+    """The delivery skipped a message (or went silent): everything before it has been yielded."""
+
     def __init__(self, last_seq: int) -> None:
-        self.last_seq = last_seq
+        self.last_seq = last_seq  # the last stream sequence `_frames` yielded (0: none)
 
 
 def ack_tokens(reply: bytes) -> tuple[int, int, int, int] | None:
@@ -107,26 +114,105 @@ async def read_stream(
     subjects: tuple[str, ...] = (),
     follow: bool = False,
     url: str | None = None,
+    contiguous: bool = False,
 ) -> AsyncIterator[list[StoredMsg]]:
     """Yield batches of stored messages in stream order.
 
     Starts at `start_seq` (or `start_time`, or the beginning); stops after `end_seq`, or
     when caught up with the stream as it was when the read began, unless `follow` is set.
+
+    `contiguous` (unfiltered reads only) refuses a read that would skip a stored message: each
+    message must follow the previous one (or `start_seq`, and `end_seq` must be reached) unless
+    the sequences between are deletions the stream reports, or were below the stream's first
+    sequence when the read began (removed by retention). Otherwise `ReplayIncomplete` names
+    the missing range, before the batch that follows it is yielded.
     """
+    if contiguous and subjects:
+        # Other subjects interleave in the stream, so a filtered read's stream sequences have
+        # holes by design; it relies on the delivery sequence (`_frames`' gap check) alone.
+        raise ValueError("contiguous=True needs an unfiltered read (no subjects)")
     js = nc.jetstream()
-    if end_seq is None and not follow:
-        end_seq = (await js.stream_info(stream)).state.last_seq
+    check: _Contiguity | None = None
+    if contiguous or (end_seq is None and not follow):
+        state = (await js.stream_info(stream)).state
+        if end_seq is None and not follow:
+            end_seq = state.last_seq
+        if contiguous:
+            # Without a start, the read begins at 1 (DeliverPolicy.ALL); from a time, at
+            # whatever sequence that time maps to, so the first message sets the expectation.
+            expected = start_seq if start_seq is not None else (None if start_time is not None else 1)
+            check = _Contiguity(nc, stream, state.first_seq or 1, expected)
     next_seq = start_seq
     while True:
         try:
             async for batch in _read_once(nc, stream, next_seq, start_time, end_seq, subjects, follow, url):
+                if check is not None:
+                    await check.batch(batch)
                 next_seq = batch[-1].seq + 1
                 start_time = None
                 yield batch
+            if check is not None and end_seq is not None:
+                await check.through(end_seq)
             return
-        except _Gap as gap:  # delivery skipped a message: read again from after the last one seen
-            if gap.last_seq:
-                next_seq, start_time = gap.last_seq + 1, None
+        except _Gap:
+            # Delivery skipped a message or went silent: read again from just after the last
+            # message yielded (tracked here, so nothing handed out is repeated or skipped).
+            pass
+
+
+class _Contiguity:
+    """Proves a read's stream sequences have no hole the stream cannot explain."""
+
+    def __init__(self, nc: Client, stream: str, first_seq: int, expected: int | None) -> None:
+        self.nc = nc
+        self.stream = stream
+        self.first_seq = first_seq  # the stream's first sequence when the read began
+        self.expected = expected  # the sequence the next message must have (None: not known yet)
+        self.deleted: list[int] | None = None  # sorted; fetched on the first hole only
+
+    async def batch(self, batch: list[StoredMsg]) -> None:
+        first, last = batch[0].seq, batch[-1].seq
+        expected = self.expected if self.expected is not None else first
+        # Sequences within a read only increase (one consumer, stream order, no redelivery
+        # with ack none), so this O(1) test proves a batch gapless without walking it.
+        if first == expected and last - first + 1 == len(batch):
+            self.expected = last + 1
+            return
+        for msg in batch:
+            if msg.seq != expected:
+                await self.explain(expected, msg.seq - 1)
+            expected = msg.seq + 1
+        self.expected = expected
+
+    async def through(self, end_seq: int) -> None:
+        """The read ended: the sequences after the last message, up to `end_seq`, must be explained."""
+        if self.expected is not None and self.expected <= end_seq:
+            await self.explain(self.expected, end_seq)
+
+    async def explain(self, lo: int, hi: int) -> None:
+        """Accept the hole lo..hi if retention or deletions explain it; raise ReplayIncomplete otherwise."""
+        if hi < lo:  # the fast path's premise (sequences only increase) broke: say so, never guess
+            raise ReaderError(f"read of {self.stream} went back to seq {hi + 1} after {lo - 1}")
+        lo = max(lo, self.first_seq)
+        if lo > hi or (self.deleted is not None and self.covers(lo, hi)):
+            return
+        # The first hole, or a deletion made since the last fetch: ask the stream (again).
+        self.deleted = await deleted_seqs(self.nc, self.stream)
+        if self.covers(lo, hi):
+            return
+        deleted = self.deleted
+        i, j = bisect_left(deleted, lo), bisect_right(deleted, hi) - 1
+        while deleted[i : i + 1] == [lo]:  # name only what is missing: trim deletions off both ends
+            lo, i = lo + 1, i + 1
+        while j >= 0 and deleted[j] == hi:
+            hi, j = hi - 1, j - 1
+        missing = f"seq {lo}" if lo == hi else f"seqs {lo}..{hi}"
+        raise ReplayIncomplete(f"read of {self.stream} is missing {missing}: neither deleted nor removed by retention before the read")
+
+    def covers(self, lo: int, hi: int) -> bool:
+        deleted = self.deleted or []
+        # Sorted and free of repeats: lo..hi is all deleted iff the list holds hi-lo+1 entries in it.
+        return bisect_right(deleted, hi) - bisect_left(deleted, lo) == hi - lo + 1
 
 
 async def _read_once(
@@ -198,7 +284,23 @@ async def _deliveries(
             pass
 
 
+async def deleted_seqs(nc: Client, stream: str) -> list[int]:
+    """The sequences deleted from inside `stream` (between its first and last), sorted.
+
+    nats-py's `stream_info` cannot ask for them, so this sends JetStream's stream info request
+    itself with `deleted_details`."""
+    reply = await nc.request(stream_info_api(stream), json.dumps({"deleted_details": True}).encode(), timeout=10)
+    info = json.loads(reply.data)
+    if "error" in info:
+        raise ReaderError(f"stream info for {stream}: {info['error'].get('description', info['error'])}")
+    return sorted(set(info.get("state", {}).get("deleted") or ()))
+
+
 async def _frames(wire: _Wire, end_seq: int | None, follow: bool) -> AsyncIterator[list[StoredMsg]]:
+    """Batches of stored messages sliced from the wire; `_Gap` once delivery skips or stalls.
+
+    A gap found inside a chunk ends the batch there: the messages before it are yielded
+    first, so `_Gap` always comes after everything parsed has been handed out."""
     reader, writer = wire.reader, wire.writer
     buf = b""
     last_dseq = 0
@@ -221,6 +323,7 @@ async def _frames(wire: _Wire, end_seq: int | None, follow: bool) -> AsyncIterat
         append = out.append
         find = buf.find
         done = False
+        gap = False
         match = _DELIVERY.match
         while True:
             fast = match(buf, pos)
@@ -233,7 +336,8 @@ async def _frames(wire: _Wire, end_seq: int | None, follow: bool) -> AsyncIterat
                     break
                 seq, dseq = int(sseq), int(sdseq)
                 if dseq != last_dseq + 1:
-                    raise _Gap(last_seq)
+                    gap = True
+                    break
                 if seq > limit:
                     done = True
                     break
@@ -276,7 +380,8 @@ async def _frames(wire: _Wire, end_seq: int | None, follow: bool) -> AsyncIterat
                             raise ReaderError(f"unreadable ack subject {reply!r}")
                         seq, dseq, ts_ns, pending = meta
                     if dseq != last_dseq + 1:
-                        raise _Gap(last_seq)
+                        gap = True
+                        break
                     if seq > limit:
                         done = True
                         break
@@ -304,6 +409,8 @@ async def _frames(wire: _Wire, end_seq: int | None, follow: bool) -> AsyncIterat
         buf = buf[pos:]
         if out:
             yield out
+        if gap:
+            raise _Gap(last_seq)
         if done:
             return
 

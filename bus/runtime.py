@@ -96,7 +96,16 @@ class ConsumerRuntime(Consumer, Generic[S, E]):
 
     async def replay(self, until_seq: int) -> int:
         """Fold inputs seq+1..until_seq through the core, outputs suppressed; how many were folded."""
-        batches = read_stream(self.nc, self.spec.stream, start_seq=self.seq + 1, end_seq=until_seq, subjects=self.spec.subjects)
+        # An unfiltered input stream must read back without holes (or only deletions); a filtered
+        # read cannot check stream sequences and relies on the reader's delivery sequence.
+        batches = read_stream(
+            self.nc,
+            self.spec.stream,
+            start_seq=self.seq + 1,
+            end_seq=until_seq,
+            subjects=self.spec.subjects,
+            contiguous=not self.spec.subjects,
+        )
         state, last, count = await fold_stream(self.core, self.state, batches, self.rules)
         if last < until_seq:
             # The acked input at `until_seq` is still stored unless retention removed it; a read
