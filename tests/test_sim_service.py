@@ -13,6 +13,7 @@ from pathlib import Path
 
 import pytest
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 
 from bus import checkpoints
 from bus.embedded import EmbeddedServer
@@ -21,6 +22,7 @@ from schemas.codec import decode
 from testkit.bus import eventually
 from venues.errors import DuplicateOrder, OrderNotFound, OrderRejected, Transient
 from venues.protocol import OrderRequest
+from venues.sim import api
 from venues.sim.client import SimVenue
 from venues.sim.config import SimConfig
 from venues.sim.service import SimService
@@ -142,6 +144,62 @@ async def test_the_exchange_answers_nothing_while_it_rebuilds_from_its_journal(e
 async def test_an_absent_exchange_is_a_transient_error(bus: Client) -> None:
     with pytest.raises(Transient, match="not running"):
         await SimVenue(bus, venue="nowhere").fetch_open_orders()
+
+
+async def test_a_create_that_reaches_the_exchange_after_its_deadline_is_rejected_as_expired(sim: SimVenue) -> None:
+    await sim.step(1)
+    price = (await last_price(sim)) - 500
+    now = (await sim.time()).ts
+    with pytest.raises(OrderRejected) as late:
+        await sim.create_order(limit("late1", price, deadline_ms=now - 1))
+    assert late.value.reason == "expired" and "deadline" in str(late.value)
+    with pytest.raises(DuplicateOrder) as retry:  # the id is taken: a retry hears the outcome
+        await sim.create_order(limit("late1", price, deadline_ms=now + 60_000))
+    assert retry.value.existing is not None and retry.value.existing.status == "rejected"
+    order = await sim.create_order(limit("intime1", price, deadline_ms=now + 60_000))
+    assert order.status == "open"
+
+
+async def test_a_handler_that_fails_is_a_transient_error_never_a_rejection(
+    exchange: SimService, sim: SimVenue, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    def broken(*_args: object) -> None:
+        raise RuntimeError("a bug in the exchange")
+
+    monkeypatch.setattr(exchange.engine, "open_orders", broken)
+    with pytest.raises(Transient, match="handler failed"):
+        await sim.fetch_open_orders(SYMBOL)
+    monkeypatch.undo()
+    assert await sim.fetch_open_orders(SYMBOL) == []
+
+
+@pytest.mark.parametrize("code", ["500", "502", "503", "504"])
+async def test_the_client_treats_every_server_error_code_as_transient(bus: Client, code: str) -> None:
+    async def failing(msg: Msg) -> None:
+        await bus.publish(msg.reply, b"", headers={"Nats-Service-Error-Code": code, "Nats-Service-Error": "venue_error: down"})
+
+    await bus.subscribe(api.api_subject("flaky", "fetch_order"), cb=failing)
+    with pytest.raises(Transient):
+        await SimVenue(bus, venue="flaky").fetch_order(SYMBOL, client_order_id="x")
+
+
+async def test_a_value_no_order_can_carry_is_a_rejection_not_an_outage(sim: SimVenue) -> None:
+    await sim.step(1)
+    for request in (limit("nan1", Decimal("NaN")), limit("neg1", Decimal(100), amount="-1")):
+        with pytest.raises(OrderRejected) as err:
+            await sim.create_order(request)
+        assert err.value.reason == "invalid" and not isinstance(err.value, Transient)
+    with pytest.raises(OrderNotFound):  # refused before the journal: the id was never taken
+        await sim.fetch_order(SYMBOL, client_order_id="nan1")
+
+
+async def test_a_withdrawal_beyond_the_free_balance_is_refused(sim: SimVenue) -> None:
+    await sim.step(1)
+    with pytest.raises(OrderRejected) as err:
+        await sim.fund("USDT", Decimal("-1000000000"))
+    assert err.value.reason == "insufficient_balance"
+    usdt = next(b for b in await sim.fetch_balance() if b.asset == "USDT")
+    assert usdt.total == Decimal(100_000)
 
 
 def _sim_process(server: EmbeddedServer, config: Path, log: Path) -> subprocess.Popen[bytes]:

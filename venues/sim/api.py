@@ -17,7 +17,8 @@ def api_subject(venue: str, method: str) -> str:
     return subjects.venue_api(venue, method)
 
 
-# Error codes in the micro service's Nats-Service-Error-Code header.
+# Error codes in the micro service's Nats-Service-Error-Code header: a 4xx refuses the request
+# for good, a 5xx says the exchange failed and the same request may succeed later.
 REJECTED, NOT_FOUND, UNAVAILABLE, BAD_REQUEST = 400, 404, 503, 422
 
 

@@ -2,7 +2,8 @@
 
 It behaves like a real exchange client: a repeated client order id raises DuplicateOrder
 (carrying the existing order), a rejection raises OrderRejected with its category, and a
-timeout or an absent exchange raises Transient, which the executor retries.
+timeout, an absent exchange or any server-side failure (a 5xx code) raises Transient, which
+the executor retries.
 """
 
 from __future__ import annotations
@@ -137,7 +138,7 @@ def _rejected(order: OrderUpdate) -> OrderRejected:
 def _error(code: int, reason: str, message: str) -> VenueError:
     if code == api.NOT_FOUND:
         return OrderNotFound(message)
-    if code == api.UNAVAILABLE:
+    if code >= 500:  # the exchange failed, not the request: the same request may succeed later
         return Transient(message)
     known = reason if reason in get_args(RejectReason) else "upstream_rejected"
     return OrderRejected(message, known)  # type: ignore[arg-type]

@@ -2,12 +2,29 @@
 
 from __future__ import annotations
 
-from decimal import Decimal
+from decimal import ROUND_DOWN, Decimal
 from typing import Literal
 
 import msgspec
 
 from schemas.market import Market
+from schemas.subjects import SubjectError, name_token, symbol_token
+
+ZERO = Decimal(0)
+
+
+def _positive(owner: object, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if not value.is_finite() or value <= 0:
+            raise ValueError(f"`{name}` must be positive, got {value}")
+
+
+def _non_negative(owner: object, *names: str) -> None:
+    for name in names:
+        value = getattr(owner, name)
+        if not value.is_finite() or value < 0:
+            raise ValueError(f"`{name}` must not be negative, got {value}")
 
 
 class SimMarket(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -24,13 +41,39 @@ class SimMarket(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     tick_volume: Decimal = Decimal(1)  # mean traded amount per tick (what resting orders can fill)
     spread_ticks: int = 1
     funding_interval_h: int = 8
+    # The book a taker walks: `book_depth` at the touch and at every `book_step_ticks` beyond it,
+    # for `book_levels` levels. Unset depth = 10 x tick_volume.
+    book_depth: Decimal | None = None
+    book_step_ticks: int = 1
+    book_levels: int = 50
 
     def __post_init__(self) -> None:
-        for name in ("tick_size", "lot_size", "min_amount", "start_price", "tick_volume"):
-            if getattr(self, name) <= 0:
-                raise ValueError(f"`{name}` must be positive")
-        if self.volatility < 0:
-            raise ValueError("`volatility` must not be negative")
+        try:
+            symbol_token(self.symbol)
+        except SubjectError as exc:
+            raise ValueError(f"`symbol`: {exc}") from None
+        _positive(self, "tick_size", "lot_size", "min_amount", "start_price", "tick_volume")
+        _non_negative(self, "volatility", "min_notional", "maker_fee", "taker_fee")
+        if self.book_depth is not None:
+            _positive(self, "book_depth")
+        if self.book_depth is not None and self.book_depth % self.lot_size:
+            # Whole lots per level, so that what takers took always ends on a lot of a level.
+            raise ValueError(f"`book_depth` {self.book_depth} must be a multiple of `lot_size` {self.lot_size}")
+        if self.book_step_ticks < 1:
+            raise ValueError("`book_step_ticks` must be at least 1")
+        if not 1 <= self.book_levels <= 1000:
+            raise ValueError("`book_levels` must be 1..1000")
+        if self.spread_ticks < 0:
+            raise ValueError("`spread_ticks` must not be negative")
+        if self.funding_interval_h < 1:
+            raise ValueError("`funding_interval_h` must be at least 1")
+
+    @property
+    def depth(self) -> Decimal:
+        """What a taker finds at each level of the book (whole lots)."""
+        if self.book_depth is not None:
+            return self.book_depth
+        return max(self.lot_size, (self.tick_volume * 10 / self.lot_size).to_integral_value(ROUND_DOWN) * self.lot_size)
 
     def market(self) -> Market:
         base, _, rest = self.symbol.partition("/")
@@ -95,24 +138,76 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     start_time_ms: int | None = None  # lockstep: the first tick's time (default: now)
     fill_ratio: Decimal = Decimal("0.5")  # share of a tick's volume our resting orders can take
     leverage: Decimal = Decimal(5)
-    margin_enabled: bool = True  # spot margin (borrow to short)
-    borrow_limit: dict[str, Decimal] = msgspec.field(default_factory=dict)  # per asset; missing = no cap
-    closed_orders_kept: int = 500
-    client_ids_kept: int = 20_000
+    # Perpetuals: an account whose equity in a settle asset falls below this share of its
+    # positions' notional is liquidated at the mark, paying `liquidation_fee_rate` of it.
+    maintenance_margin_rate: Decimal = Decimal("0.005")
+    liquidation_fee_rate: Decimal = Decimal("0.01")
+    # Spot margin: the base of a spot market can be borrowed (to sell short) up to its limit.
+    margin_enabled: bool = True
+    borrow_limit: dict[str, Decimal] = msgspec.field(default_factory=dict)  # coins per asset; 0 = not borrowable
+    default_borrow_value: Decimal = Decimal(50_000)  # an asset's limit when unlisted: this much quote at start_price
+    borrow_rate: dict[str, Decimal] = msgspec.field(default_factory=dict)  # hourly, per asset
+    default_borrow_rate: Decimal = Decimal("0.00001")  # hourly (about 9% a year)
+    # The equity an account keeps per unit of loan value: 0.5 lets it borrow twice its equity
+    # (Binance's 3x cross margin).
+    spot_margin_ratio: Decimal = Decimal("0.5")
+    # Closed orders remembered per account, each with its client id (open ones always are).
+    orders_kept: int = 5_000
     markets: list[SimMarket] = msgspec.field(default_factory=_default_markets)
     accounts: dict[str, dict[str, Decimal]] = msgspec.field(default_factory=_default_accounts)
 
     def __post_init__(self) -> None:
+        try:
+            name_token("venue", self.venue)
+        except SubjectError as exc:
+            raise ValueError(f"`venue`: {exc}") from None
         if self.tick_ms < 10:
             raise ValueError("`tick_ms` must be at least 10")
         if self.prices == "csv" and not self.csv_path:
             raise ValueError('`csv_path` is required when `prices` is "csv"')
         if not (Decimal(0) < self.fill_ratio <= Decimal(1)):
             raise ValueError("`fill_ratio` must be in (0, 1]")
+        _positive(self, "leverage", "default_borrow_value", "spot_margin_ratio")
+        _non_negative(self, "maintenance_margin_rate", "liquidation_fee_rate", "default_borrow_rate")
+        if self.maintenance_margin_rate * self.leverage >= 1:
+            raise ValueError("`maintenance_margin_rate` x `leverage` must be below 1, or a new position is liquidated at once")
+        for field, table in (("borrow_limit", self.borrow_limit), ("borrow_rate", self.borrow_rate)):
+            for asset, value in table.items():
+                if not value.is_finite() or value < 0:
+                    raise ValueError(f"`{field}.{asset}` must be zero or positive, got {value}")
+        if self.orders_kept < 1:
+            raise ValueError("`orders_kept` must be at least 1")
         if not self.markets:
             raise ValueError("`markets` must list at least one market")
+        if len({m.symbol for m in self.markets}) != len(self.markets):
+            raise ValueError("`markets` lists a symbol twice")
         if not self.accounts:
             raise ValueError("`accounts` must list at least one account")
+        for name, balances in self.accounts.items():
+            if name in ("*", ">") or not _is_name(name):
+                raise ValueError(f"`accounts.{name}`: an account name is 1-64 of a-z, 0-9, '-', '_'")
+            for asset, value in balances.items():
+                if not value.is_finite():
+                    raise ValueError(f"`accounts.{name}.{asset}` must be a finite number, got {value}")
 
     def market_map(self) -> dict[str, Market]:
         return {m.symbol: m.market() for m in self.markets}
+
+    def borrow_limits(self) -> dict[str, Decimal]:
+        """Coins each borrowable asset (the base of a spot market) can be borrowed up to."""
+        limits: dict[str, Decimal] = {}
+        for spec in self.markets:
+            base = spec.market().base
+            if spec.kind != "spot" or base in limits:
+                continue
+            default = (self.default_borrow_value / spec.start_price / spec.lot_size).to_integral_value(ROUND_DOWN) * spec.lot_size
+            limits[base] = self.borrow_limit.get(base, default)
+        return limits
+
+
+def _is_name(value: str) -> bool:
+    try:
+        name_token("account", value)
+    except SubjectError:
+        return False
+    return True

@@ -104,6 +104,7 @@ class CandleFile:
                     continue  # header or blank
                 try:
                     o, h, low, c, v = (Decimal(x) for x in row[1:6])
+                    Bar(0, o, h, low, c, v)  # the journal would refuse it later, mid-run: say so now
                 except (ValueError, ArithmeticError, IndexError) as exc:
                     raise ValueError(f"{path}:{line_no}: expected timestamp,open,high,low,close,volume ({exc})") from None
                 rows.append((o, h, low, c, v))

@@ -286,6 +286,12 @@ class SimService:
             except msgspec.DecodeError as exc:
                 await request.respond_error(str(api.BAD_REQUEST), f"invalid: {exc}")
                 return
+            except Exception as exc:  # noqa: BLE001 - a failed handler is our fault, not the request's
+                # Retryable, never a rejection: the request may well succeed once we recover,
+                # and a create we cannot vouch for must not be reported as refused.
+                log.exception("%s: handler failed", request.subject)
+                await request.respond_error(str(api.UNAVAILABLE), f"venue_error: handler failed: {type(exc).__name__}: {exc}")
+                return
             await request.respond(encode(reply))
 
         return handle
@@ -304,7 +310,11 @@ class SimService:
         # once, neither applied yet) dropped by the journal stream as a duplicate id.
         duplicate = o.client_order_id in self.state.accounts[req.account].by_cid
         if not duplicate:
-            duplicate = await self.apply(Place(account=req.account, order=o))
+            try:
+                entry = Place(account=req.account, order=o)
+            except ValueError as exc:  # a value no order can carry (NaN, a negative amount)
+                raise ApiError(api.REJECTED, "invalid", str(exc)) from None
+            duplicate = await self.apply(entry)
         view = self.engine.order_view(self.state, req.account, o.client_order_id, None)
         if view is None:
             raise ApiError(api.UNAVAILABLE, "venue_error", "order not recorded")
@@ -386,5 +396,12 @@ class SimService:
 
     async def _fund(self, data: bytes) -> api.BalancesReply:
         req = msgspec.json.decode(data, type=api.FundRequest)
-        await self.apply(Fund(account=req.account, asset=req.asset, amount=req.amount))
+        try:
+            entry = Fund(account=req.account, asset=req.asset, amount=req.amount)
+        except ValueError as exc:
+            raise ApiError(api.REJECTED, "invalid", str(exc)) from None
+        problem = self.engine.fund_problem(self.state, entry)
+        if problem is not None:
+            raise ApiError(api.REJECTED, "insufficient_balance" if entry.amount < 0 else "invalid", problem)
+        await self.apply(entry)
         return api.BalancesReply(balances=self.engine.balances(self.state, req.account))
