@@ -34,8 +34,9 @@ from cli.config import Config, ConfigError, parse_duration
 from schemas import subjects
 from schemas.codec import decode
 from schemas.commands import CancelOrder, PlaceOrder
-from schemas.ops import GridState, StrategyState
+from schemas.ops import StrategyState
 from strategies.grid.config import GridConfig
+from strategies.grid.state import GridState
 
 LOOKBACK = 3600.0  # how far before --since to look for the last published state
 
@@ -143,7 +144,7 @@ class FromBus:
             async with aclosing(read_stream(self.nc, "OPS", subjects=(subject,))) as batches:
                 async for batch in batches:
                     first = decode(batch[0].data)
-                    return msgspec.structs.replace(first, grid=None, input_seq=0)
+                    return msgspec.structs.replace(first, state=None, input_seq=0)
             return None
         return decode(last.data)  # type: ignore[no-any-return]
 
@@ -171,7 +172,7 @@ class FromFile:
         if not before:
             return None
         state = decode(export.payload(before[-1]))
-        return state if before[-1].ts_ns <= export.ns(since) else msgspec.structs.replace(state, grid=None, input_seq=0)
+        return state if before[-1].ts_ns <= export.ns(since) else msgspec.structs.replace(state, state=None, input_seq=0)
 
     async def inputs(self, stream: str, first_seq: int, until: dt.datetime) -> AsyncIterator[list[StoredMsg]]:
         async for batch in export.from_lines(self.lines, stream, first_seq, export.ns(until)):
@@ -207,11 +208,12 @@ async def _replay_grid(config: Config, grid: GridConfig, args: argparse.Namespac
         if anchor is None:
             print(f"sqt: no recorded state for grid {grid.instance}: nothing to replay", file=sys.stderr)
             return 1
-        recorded_grid: GridState | None = anchor.grid
+        recorded_grid = grid_state_of(anchor)
         market = recorded_grid.market if recorded_grid else None
         if market is None:
             first = await source.start_state(grid, dt.datetime.now(dt.timezone.utc))
-            market = first.grid.market if first and first.grid else None
+            first_grid = grid_state_of(first) if first else None
+            market = first_grid.market if first_grid else None
         if market is None:
             print(f"sqt: the record of grid {grid.instance} carries no market rules", file=sys.stderr)
             return 1
@@ -250,6 +252,11 @@ async def _replay_grid(config: Config, grid: GridConfig, args: argparse.Namespac
     finally:
         if nc is not None:
             await nc.close()
+
+
+def grid_state_of(event: StrategyState) -> GridState | None:
+    """The grid's own state carried by a state event (None for a stripped starting point)."""
+    return None if event.state is None else msgspec.convert(event.state, GridState)
 
 
 def decided_between(prefix: str, start: GridState | None, end: GridState, first_ts: int, last_ts: int):  # type: ignore[no-untyped-def]

@@ -8,13 +8,12 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from decimal import Decimal
-from typing import Literal
+from typing import Any, Literal
 
 import msgspec
 
 from schemas.account import ZERO, OrderUpdate, Position
 from schemas.base import Message, Side, not_empty
-from schemas.market import Market
 
 StrategyStatus = Literal["starting", "running", "paused", "reduce_only", "halted"]
 SlotPhase = Literal["free", "pending", "open", "filled", "canceling"]
@@ -36,70 +35,6 @@ def worst_breaker(states: Iterable[BreakerState]) -> BreakerState:
         if BREAKER_SEVERITY[state] > BREAKER_SEVERITY[worst]:
             worst = state
     return worst
-
-
-class GridSlot(msgspec.Struct, frozen=True, kw_only=True):
-    """One level of a grid's lattice: at most one live order, and the inventory it holds.
-
-    Phase: free -> pending (command sent) -> open (venue accepted) -> filled (holds inventory;
-    its closing order lives here too) -> free; canceling while a cancel is on its way; back to
-    free (or to filled, for a closing order) on cancel or reject.
-    """
-
-    index: int  # lattice level: 0 = anchor, negative below
-    phase: SlotPhase = "free"
-    generation: int = 0  # generation of the slot's latest order; part of its client order id
-    client_order_id: str | None = None  # the live order, if any
-    order_id: str | None = None
-    role: OrderRole | None = None  # "open" adds inventory, "close" takes it off
-    side: Side | None = None
-    price: Decimal | None = None
-    amount: Decimal = ZERO
-    filled: Decimal = ZERO  # of the live order
-    cost: Decimal = ZERO  # quote value of the live order's fills so far
-    fee: Decimal = ZERO  # cumulative fee reported for the live order
-    status: LiveStatus | None = None
-    sent_seq: int = 0  # input seq at which the live order was sent (the cleaner cancels oldest first)
-    holding: Decimal = ZERO  # signed inventory: + long, - short
-    entry_price: Decimal | None = None
-    post_only_rejects: int = 0  # consecutive: after `post_only_retries` the slot places plain limits
-    rejects: int = 0  # consecutive other rejections: each doubles the wait before the next try
-    retry_at: int = 0  # event time before which this slot places nothing (0 = no wait)
-
-
-class GridState(msgspec.Struct, frozen=True, kw_only=True):
-    """Everything a grid instance knows; checkpointed, published, and replayed from."""
-
-    instance: str
-    venue: str
-    account: str
-    symbol: str
-    mode: GridMode
-    market: Market
-    status: StrategyStatus = "starting"
-    paused: bool = False  # by an operator: no new opening orders
-    halted: bool = False  # by an operator: no orders at all
-    breakers: dict[str, BreakerState] = {}  # the risk breakers whose scope covers this grid
-    breaker: BreakerState = "ok"  # the worst of them
-    anchor: Decimal | None = None
-    center: int = 0  # lattice level the order windows are centred on (trails the price)
-    last_price: Decimal | None = None
-    bid: Decimal | None = None
-    ask: Decimal | None = None
-    ts: int = 0  # time of the last input (from the events, never a clock)
-    tick_ts: int = 0  # time of the last ticker: an older one arriving late is ignored
-    seq: int = 0  # last input sequence folded in
-    slots: list[GridSlot] = []  # slots that are not free, by index
-    next_generation: int = 1  # every order gets a new one, so a client order id is never reused
-    unassigned: Decimal = ZERO  # adopted position no slot accounts for
-    realized_pnl: Decimal = ZERO
-    fees: Decimal = ZERO
-    fills: int = 0
-    adopted: bool = False  # the first start's venue snapshot was applied
-    fault: str | None = None  # an input the core could not handle: it halts rather than guess
-    quiet: list[Decimal] | None = None  # prices within which a tick changes no decision
-    wake_at: int = 0  # the earliest retry_at of a waiting slot: a tick then must decide again
-    published_ts: int = 0
 
 
 class GridLevel(msgspec.Struct, frozen=True, kw_only=True):
@@ -132,39 +67,11 @@ class StrategyState(Message, frozen=True, kw_only=True, tag="strategy_state"):
     unrealized_pnl: Decimal = ZERO
     open_orders: int = 0
     fills: int = 0
-    grid: GridState | None = None
+    # The strategy's whole state in its own schema (a grid's is strategies/grid/state.py
+    # GridState): a state event is also a replay starting point (ADR 0007).
+    state: dict[str, Any] | None = None
     levels: list[GridLevel] = []
     ts: int
-
-
-class VenueSnapshot(Message, frozen=True, kw_only=True, tag="venue_snapshot"):
-    """What the venue said at a moment: open orders, positions, breakers (a first start adopts it)."""
-
-    component: str
-    instance: str
-    venue: str
-    account: str
-    symbol: str
-    orders: list[OrderUpdate] = []
-    positions: list[Position] = []
-    breakers: dict[str, BreakerState] = {}
-    ts: int
-
-
-class RiskAlert(Message, frozen=True, kw_only=True, tag="risk_alert"):
-    component: str = "risk"
-    instance: str
-    severity: Severity
-    kind: str  # feed_stale | exposure | drawdown | latency | volatility | margin | ...
-    message: str
-    venue: str | None = None
-    symbol: str | None = None
-    value: Decimal | None = None
-    threshold: Decimal | None = None
-    ts: int
-
-    def __post_init__(self) -> None:
-        not_empty("kind", self.kind)
 
 
 class BreakerChange(Message, frozen=True, kw_only=True, tag="breaker"):
@@ -183,6 +90,39 @@ class BreakerChange(Message, frozen=True, kw_only=True, tag="breaker"):
 
     def __post_init__(self) -> None:
         not_empty("scope", self.scope)
+
+
+class VenueSnapshot(Message, frozen=True, kw_only=True, tag="venue_snapshot"):
+    """What the venue said at a moment: open orders, positions, breakers (a first start adopts it)."""
+
+    component: str
+    instance: str
+    venue: str
+    account: str
+    symbol: str
+    orders: list[OrderUpdate] = []
+    positions: list[Position] = []
+    breakers: dict[str, BreakerChange] = {}  # the last change of each scope, as the bucket holds it
+    # The input stream's last sequence before the venue was asked: events up to it are
+    # reflected in what the venue said; later ones may not be (the core books those).
+    input_seq: int = 0
+    ts: int
+
+
+class RiskAlert(Message, frozen=True, kw_only=True, tag="risk_alert"):
+    component: str = "risk"
+    instance: str
+    severity: Severity
+    kind: str  # feed_stale | exposure | drawdown | latency | volatility | margin | ...
+    message: str
+    venue: str | None = None
+    symbol: str | None = None
+    value: Decimal | None = None
+    threshold: Decimal | None = None
+    ts: int
+
+    def __post_init__(self) -> None:
+        not_empty("kind", self.kind)
 
 
 class ReconciliationFinding(Message, frozen=True, kw_only=True, tag="reconciliation"):

@@ -31,10 +31,10 @@ from bus.embedded import EmbeddedServer, free_port
 from bus.reader import read_stream
 from schemas import subjects
 from schemas.codec import decode
-from schemas.ops import GridState
 from strategies.grid.config import GridConfig
 from strategies.grid.core import GridCore
 from strategies.grid.runner import grid_spec
+from strategies.grid.state import GridState
 from venues.errors import Transient
 from venues.sim.client import SimVenue
 

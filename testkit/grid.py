@@ -19,10 +19,11 @@ from schemas import ids
 from schemas.account import OrderUpdate
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
 from schemas.market import Market, Ticker
-from schemas.ops import GridState, StrategyState, VenueSnapshot
+from schemas.ops import StrategyState, VenueSnapshot
 from strategies.grid.config import GridConfig
 from strategies.grid.core import GridCore
 from strategies.grid.lattice import parse_client_order_id
+from strategies.grid.state import GridState
 from testkit.events import order_update, ticker
 from venues.protocol import OrderRequest
 from venues.sim.config import SimConfig, SimMarket
@@ -60,15 +61,19 @@ def grid(**kw: Any) -> GridConfig:
 class Driver:
     """Feeds one core and remembers what it decided."""
 
-    def __init__(self, config: GridConfig, market: Market = MARKET, snapshot: VenueSnapshot | None = None) -> None:
+    def __init__(self, config: GridConfig, market: Market = MARKET, snapshot: VenueSnapshot | None = None, adopt: bool = True) -> None:
+        """`adopt`: feed the first start's venue snapshot (`snapshot`, or an empty venue) now."""
         self.core = GridCore(config, market)
         self.state: GridState = self.core.initial_state()
         self.seq = 0
         self.ts = T
-        self.feed(
-            snapshot
-            or VenueSnapshot(id="s", component="grid", instance=config.instance, venue="sim", account="main", symbol=config.symbol, ts=T)
-        )
+        if adopt:
+            self.feed(
+                snapshot
+                or VenueSnapshot(
+                    id="s", component="grid", instance=config.instance, venue="sim", account="main", symbol=config.symbol, ts=T
+                )
+            )
 
     def feed(self, event: Any) -> list[Any]:
         self.seq += 1
@@ -261,14 +266,16 @@ class Harness:
         cids = [p.client_order_id for p in self.placed]
         if len(cids) != len(set(cids)):
             problems.append("a client order id was placed twice")
-        if not self.latency and self.venue_position() != self.grid_position():
+        if self.venue_position() != self.grid_position():
             problems.append(f"venue position {self.venue_position()} != grid position {self.grid_position()}")
         slots = {s.index: s for s in self.gst.slots}
         for s in slots.values():
-            if s.holding == 0 or self.gst.status == "halted" or self.latency:
+            if s.holding == 0 or self.gst.status == "halted":
                 continue
             if s.role == "open" and s.client_order_id is not None:
                 continue  # a partly filled opening order still working: its counter order comes when it ends
+            if s.retry_at > self.gst.ts:
+                continue  # refused recently (the book moved under a late command): it waits out its back-off
             closing = s.client_order_id is not None and s.role == "close"
             side = "sell" if s.holding > 0 else "buy"
             assert self.gst.anchor is not None

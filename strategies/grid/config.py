@@ -8,6 +8,8 @@ from typing import Literal
 
 import msgspec
 
+from schemas.sanity import PriceBand
+
 _INSTANCE = re.compile(r"^[a-z0-9][a-z0-9_-]{0,31}$")
 
 
@@ -29,6 +31,7 @@ class GridConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     post_only: bool = True
     post_only_retries: int = 3  # post-only rejections of a slot before it falls back to plain limit
     ttl_ms: int = 30_000  # command time-to-live
+    price_band: PriceBand = PriceBand()  # tickers beyond it are garbage, dead-lettered (schemas/sanity.py)
 
     def __post_init__(self) -> None:
         if not _INSTANCE.match(self.instance):

@@ -15,6 +15,8 @@ from schemas.market import Market
 from schemas.ops import OrderRole
 from strategies.grid.config import GridConfig
 
+MAX_WALK = 64  # levels the exact search may move from the float estimate (it needs one or two)
+
 
 class Lattice:
     def __init__(self, config: GridConfig, market: Market, anchor: Decimal) -> None:
@@ -39,17 +41,29 @@ class Lattice:
         return p
 
     def level_at(self, price: Decimal) -> int:
-        """The highest level whose price is at or below `price`."""
-        if self.config.spacing_type == "geometric":
-            guess = math.floor(math.log(float(price) / float(self.anchor)) / self._log_ratio)
-        else:
-            guess = math.floor(float(price - self.anchor) / float(self.config.spacing))
+        """The highest level whose price is at or below `price`.
+
+        The float guess is off by at most a level or two (rounding to the tick), so the walk to
+        the exact level is bounded by construction: a price the lattice cannot place (below its
+        lowest level, which is one tick, or beyond float range) raises instead of looping."""
+        if not price.is_finite() or price < self.market.tick_size:
+            raise ValueError(f"price {price} is below the lattice's lowest level ({self.market.tick_size})")
+        try:
+            if self.config.spacing_type == "geometric":
+                guess = math.floor(math.log(float(price) / float(self.anchor)) / self._log_ratio)
+            else:
+                guess = math.floor(float(price - self.anchor) / float(self.config.spacing))
+        except (OverflowError, ValueError) as exc:
+            raise ValueError(f"price {price} cannot be placed on the lattice ({exc})") from None
         k = guess
-        while self.price(k) > price:
-            k -= 1
-        while self.price(k + 1) <= price:
-            k += 1
-        return k
+        for _ in range(MAX_WALK):
+            if self.price(k) > price:
+                k -= 1
+            elif self.price(k + 1) <= price:
+                k += 1
+            else:
+                return k
+        raise ValueError(f"price {price} is not within {MAX_WALK} levels of its estimate {guess} on the lattice")
 
     def in_bounds(self, k: int) -> bool:
         p = self.price(k)

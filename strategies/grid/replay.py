@@ -13,9 +13,9 @@ from dataclasses import dataclass
 from bus.contract import Outgoing, StoredMsg, fold_stream
 from schemas.codec import decode
 from schemas.commands import CancelOrder, PlaceOrder
-from schemas.ops import GridState
 from strategies.grid.core import GridCore
 from strategies.grid.runner import GridInput, grid_spec
+from strategies.grid.state import GridState
 
 Decision = PlaceOrder | CancelOrder
 

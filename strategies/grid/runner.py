@@ -28,11 +28,12 @@ from bus.streams import BREAKERS, DAY, MINUTE, STREAMS, Source, StreamSpec, appl
 from schemas import ids, subjects
 from schemas.account import OrderUpdate
 from schemas.market import Market, Ticker
-from schemas.ops import BreakerChange, BreakerState, ControlCommand, GridState, VenueSnapshot
+from schemas.ops import BreakerChange, ControlCommand, VenueSnapshot
 from schemas.subjects import breaker_scopes
 from strategies.grid.config import GridConfig
 from strategies.grid.core import GridCore
 from strategies.grid.lattice import check_config, client_prefix
+from strategies.grid.state import GridState
 from venues.errors import Transient
 from venues.factory import open_venue
 from venues.protocol import Venue
@@ -40,6 +41,7 @@ from venues.protocol import Venue
 log = logging.getLogger("grid")
 
 GridInput = Ticker | OrderUpdate | ControlCommand | BreakerChange | VenueSnapshot
+SNAPSHOT_ATTEMPTS = 10
 
 
 class GridConfigError(RuntimeError):
@@ -104,23 +106,46 @@ async def market_and_price(venue: Venue, grid: GridConfig, stop: asyncio.Event) 
     return None
 
 
-async def current_breakers(nc: Client, grid: GridConfig) -> dict[str, BreakerState]:
+async def current_breakers(nc: Client, grid: GridConfig) -> dict[str, BreakerChange]:
+    """The last change of every breaker scope covering the grid, as the bucket holds it."""
     kv = await nc.jetstream().key_value(BREAKERS.name)
-    out: dict[str, BreakerState] = {}
+    out: dict[str, BreakerChange] = {}
     for scope in breaker_scopes(grid.venue, grid.symbol):
         try:
             entry = await kv.get(scope)
         except (KeyNotFoundError, NotFoundError):
             continue
         if entry.value:
-            out[scope] = msgspec.json.decode(entry.value, type=BreakerChange).state
+            try:
+                out[scope] = msgspec.json.decode(entry.value, type=BreakerChange)
+            except msgspec.DecodeError:
+                log.warning("breaker %s in the bucket does not decode; the grid waits for its next change", scope)
     return out
 
 
-async def venue_snapshot(nc: Client, venue: Venue, grid: GridConfig) -> VenueSnapshot:
+async def venue_snapshot(nc: Client, venue: Venue, grid: GridConfig, stream: str) -> VenueSnapshot:
+    """What the venue says now, tied to the input sequence it reflects: every input stored up to
+    `input_seq` happened before the venue was asked (the core books the later ones itself).
+
+    Open orders and positions are two calls, and a fill between them would be counted twice or
+    not at all; so the orders are read again after the positions, until no order of ours
+    filled in between (a venue gives no atomic read of both)."""
+    input_seq = (await nc.jetstream().stream_info(stream)).state.last_seq
     prefix = client_prefix(grid.instance)
-    orders = [o for o in await venue.fetch_open_orders(grid.symbol) if o.client_order_id.startswith(prefix)]
-    positions = await venue.fetch_positions([grid.symbol])
+
+    async def ours() -> list[OrderUpdate]:
+        return [o for o in await venue.fetch_open_orders(grid.symbol) if o.client_order_id.startswith(prefix)]
+
+    orders = await ours()
+    for attempt in range(SNAPSHOT_ATTEMPTS):
+        positions = await venue.fetch_positions([grid.symbol])
+        ts = await venue.now_ms()
+        again = await ours()
+        if _fills(again) == _fills(orders):
+            break
+        if attempt == SNAPSHOT_ATTEMPTS - 1:
+            raise Transient(f"the venue's orders kept filling while the grid read them ({SNAPSHOT_ATTEMPTS} attempts)")
+        orders = again
     breakers = await current_breakers(nc, grid)
     fields: dict[str, Any] = dict(
         component="grid",
@@ -128,12 +153,17 @@ async def venue_snapshot(nc: Client, venue: Venue, grid: GridConfig) -> VenueSna
         venue=grid.venue,
         account=grid.account,
         symbol=grid.symbol,
-        orders=orders,
+        orders=again,
         positions=positions,
         breakers=breakers,
-        ts=await venue.now_ms(),
+        input_seq=input_seq,
+        ts=ts,
     )
     return VenueSnapshot(id=ids.content_id(f"snapshot:{grid.instance}", fields), **fields)
+
+
+def _fills(orders: list[OrderUpdate]) -> dict[str, Decimal]:
+    return {o.client_order_id: o.filled for o in orders}
 
 
 async def has_snapshot(nc: Client, stream: str, grid: GridConfig) -> bool:
@@ -163,7 +193,7 @@ async def run_grid(config: Any, grid: GridConfig, stop: asyncio.Event) -> None:
         await apply_stream(nc.jetstream(), spec.input_stream)  # first, so the snapshot is sourced into it
         publisher = await Publisher(nc).start()
         if await checkpoints.load(nc, spec.name, GridState) is None and not await has_snapshot(nc, spec.input_stream.name, grid):
-            snapshot = await venue_snapshot(nc, venue, grid)
+            snapshot = await venue_snapshot(nc, venue, grid, spec.input_stream.name)
             await publisher.publish(snapshot)
             log.info(
                 "first start: venue snapshot with %d open orders of this grid and %d positions",
