@@ -186,11 +186,17 @@ class Consumer:
         await self.finish()
 
     async def ack_floor(self) -> int:
+        return (await self.positions())[0]
+
+    async def positions(self) -> tuple[int, int]:
+        """(ack floor, last delivered) stream sequences of the durable consumer (0, 0 if none)."""
         try:
             info = await self.js.consumer_info(self.spec.stream, self.spec.name)
         except NotFoundError:
-            return 0
-        return int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+            return 0, 0
+        acked = int(info.ack_floor.stream_seq or 0) if info.ack_floor else 0
+        delivered = int(info.delivered.stream_seq or 0) if info.delivered else 0
+        return acked, max(acked, delivered)
 
     async def recreate_consumer(self, start_seq: int) -> None:
         # Delivered-but-unacked inputs would only come back after ack_wait; a fresh consumer at

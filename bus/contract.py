@@ -44,6 +44,9 @@ class Inbound(NamedTuple, Generic[E]):
     subject: str
     event: E
     stored_ns: int = 0  # when JetStream stored it (server clock): for time-to-live checks, not decisions
+    # 2 when an earlier session may already have handled this input (an effectful handler
+    # then settles what it did before doing it again); pure cores never look at it.
+    delivered: int = 1
 
 
 class StoredMsg(NamedTuple):

@@ -69,12 +69,16 @@ class HandlerRuntime(Consumer, Generic[E]):
         super().__init__(nc, spec, publisher)
         self.handler = handler
         self._slots = asyncio.Semaphore(concurrency)
+        self._delivered_before = 0  # inputs up to here may have been handled by an earlier session
 
     async def prepare(self) -> None:
         # The ack floor says where we are; the checkpoint (the position only) covers the moment
-        # between deleting and recreating the consumer, when the ack floor is gone.
+        # between deleting and recreating the consumer, when the ack floor is gone. What the old
+        # consumer had delivered beyond its ack floor may have been handled, not acknowledged.
         cp = await checkpoints.load(self.nc, self.spec.name, type(None))
-        self.seq = max(await self.ack_floor(), cp.seq if cp else 0)
+        acked, delivered = await self.positions()
+        self.seq = max(acked, cp.seq if cp else 0)
+        self._delivered_before = max(self._delivered_before, delivered)
         self._checkpointed_seq = self.seq
 
     async def process(self, msgs: list[Msg]) -> None:
@@ -91,7 +95,7 @@ class HandlerRuntime(Consumer, Generic[E]):
             if reason:
                 results[i] = self._answer_invalid(seq, msg, reason)
                 continue
-            inbound = Inbound(seq, msg.subject, event, stored)
+            inbound = Inbound(seq, msg.subject, event, stored, 2 if seq <= self._delivered_before else 1)
             if self.handler.exclusive(inbound):
                 segments += [{"": [(i, inbound)]}, {}]
             else:

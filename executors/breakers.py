@@ -1,53 +1,72 @@
-"""Risk breakers as the executor reads them: the `breakers` bucket, before every new order.
+"""Risk breakers as the executor reads them: the `breakers` bucket, at every venue call.
 
 Keys are scopes (`global`, `venue.<venue>`, `symbol.<venue>.<symbol token>`), values the last
-BreakerChange for that scope. A read is cached for a second, and every write to the bucket
-(a KV put is an ordinary NATS message on `$KV.breakers.<key>`) updates the cache the moment it
-happens, so an order does not wait on three bucket reads and still never runs on a breaker
-state older than the last write it could have seen. A read that fails raises RetryLater: no
-order goes out while the breaker state is unknown.
+BreakerChange for that scope. A watch on the bucket keeps a cache current the moment a change
+is stored, and an entry confirmed more than `ttl` (100 ms) ago is read from the bucket again,
+so an order never goes out on a breaker state older than that, even if the watch is broken.
+Both the watch and the reads see only what JetStream stored: a write the stream refused never
+enters the cache. A read that fails raises RetryLater: no order while the state is unknown.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import logging
 import time
 
 import msgspec
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 from bus.errors import RetryLater
 from bus.streams import BREAKERS
-from schemas import subjects
 from schemas.ops import BreakerChange, BreakerState, worst_breaker
 from schemas.subjects import breaker_scopes
 
+log = logging.getLogger("executor.breakers")
+
 _decoder = msgspec.json.Decoder(BreakerChange)
+STALE_AFTER = 0.1  # seconds: ADR 0005
 
 
 class BreakerView:
-    def __init__(self, nc: Client, ttl: float = 1.0) -> None:
+    def __init__(self, nc: Client, ttl: float = STALE_AFTER) -> None:
         self.nc = nc
         self.ttl = ttl
         self._cache: dict[str, tuple[float, BreakerState]] = {}
-        self._kv = None
-        self._prefix = subjects.kv(BREAKERS.name, "")
+        self._kv: KeyValue | None = None
+        self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> BreakerView:
-        await self.nc.subscribe(subjects.kv(BREAKERS.name, ">"), cb=self._on_write)
+        self._watch = asyncio.create_task(self._follow(), name="breaker-watch")
         return self
 
-    async def _on_write(self, msg: Msg) -> None:
-        scope = msg.subject[len(self._prefix) :]
-        operation = (msg.headers or {}).get("KV-Operation")
-        try:
-            state: BreakerState = "ok" if operation in ("DEL", "PURGE") or not msg.data else _decoder.decode(msg.data).state
-        except msgspec.DecodeError:
-            self._cache.pop(scope, None)  # unreadable: the next order reads the bucket itself
-            return
-        self._cache[scope] = (time.monotonic(), state)
+    async def stop(self) -> None:
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+
+    async def _bucket(self) -> KeyValue:
+        if self._kv is None:
+            self._kv = await self.nc.jetstream().key_value(BREAKERS.name)
+        return self._kv
+
+    async def _follow(self) -> None:
+        """Keep the cache current from the bucket's stored changes; restart the watch on failure."""
+        while True:
+            try:
+                watcher = await (await self._bucket()).watchall()
+                async for entry in watcher:
+                    if entry is not None:
+                        self._cache[entry.key] = (time.monotonic(), _state(entry.value, entry.operation))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # noqa: BLE001 - reads still bound staleness; retry the watch
+                log.debug("breaker watch ended (%s); restarting", exc)
+            await asyncio.sleep(0.5)
 
     async def _read(self, scope: str) -> BreakerState:
         hit = self._cache.get(scope)
@@ -55,11 +74,10 @@ class BreakerView:
         if hit is not None and now - hit[0] < self.ttl:
             return hit[1]
         try:
-            if self._kv is None:
-                self._kv = await self.nc.jetstream().key_value(BREAKERS.name)
+            kv = await self._bucket()
             try:
-                entry = await self._kv.get(scope)
-                state: BreakerState = _decoder.decode(entry.value).state if entry.value else "ok"
+                entry = await kv.get(scope)
+                state = _state(entry.value, entry.operation)
             except (KeyNotFoundError, NotFoundError):
                 state = "ok"
         except Exception as exc:  # noqa: BLE001 - any failure: fail closed
@@ -73,3 +91,13 @@ class BreakerView:
         states = await asyncio.gather(*(self._read(s) for s in keys))
         worst = worst_breaker(states)
         return worst, next((k for k, s in zip(keys, states) if s == worst and worst != "ok"), "")
+
+
+def _state(value: bytes | None, operation: str | None) -> BreakerState:
+    """The state a stored bucket entry says; a deleted key is `ok`; an unreadable one fails closed."""
+    if operation in ("DEL", "PURGE") or not value:
+        return "ok"
+    try:
+        return _decoder.decode(value).state
+    except msgspec.DecodeError:
+        return "halted"  # a breaker we cannot read is not a breaker we may ignore

@@ -14,6 +14,12 @@ class ExecutorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     backoff_ms: int = 100  # first retry delay; doubles with jitter
     backoff_max_ms: int = 2_000
     request_timeout: float = 3.0  # seconds per venue call
+    # How far past a create's deadline the venue's clock must be before "not found" is final
+    # (what the venue's clock may lag the moment a request reaches it).
+    deadline_margin_ms: int = 2_000
+    # A place whose outcome is still unknown this long after its time-to-live is published as
+    # `unknown` (the reconciler settles it) instead of holding up every command behind it.
+    unknown_after_ms: int = 120_000
     metrics_port: int = 0  # Prometheus /metrics; 0 = off
 
     def __post_init__(self) -> None:
@@ -27,3 +33,7 @@ class ExecutorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             raise ValueError("`backoff_ms` must be positive and at most `backoff_max_ms`")
         if self.request_timeout <= 0:
             raise ValueError("`request_timeout` must be positive")
+        if self.deadline_margin_ms < 0:
+            raise ValueError("`deadline_margin_ms` must not be negative")
+        if self.unknown_after_ms <= 0:
+            raise ValueError("`unknown_after_ms` must be positive")

@@ -1,41 +1,45 @@
 """The order executor: commands from COMMAND become venue calls; what the venue says goes to ACCOUNT.
 
-For a place it checks, in order: the command's age (older than its time-to-live, counted
-from when COMMAND stored it and from the decision's own time, it is refused as `expired`),
+For a place it checks, in order: whether an earlier attempt already placed it (only for a
+command an earlier session may have handled), the command's age (older than its time-to-live,
+counted from when COMMAND stored it and from the decision's own time by the venue's clock),
 the market's rules (unknown symbol, tick, lot, minimums: refused without calling the venue),
 and the risk breakers (while one covering the market is open, only reduce-only orders pass).
 Then it waits for the rate limiter and calls the venue, retrying transient errors with
-exponential backoff and jitter, never retrying permanent ones. A duplicate client order id
-means the order exists: it is fetched and reported, never placed again. When the outcome of
-a call stays unknown (the venue keeps timing out), the command is not reported as failed:
-it is retried later (RetryLater), because it may have succeeded.
+exponential backoff and jitter (reading the breakers again before each retry), never retrying
+permanent ones. A duplicate client order id means the order exists: it is fetched and
+reported, never placed again.
+
+An outcome it did not observe is unknown, never a refusal. Every create carries a deadline
+(the decision's time plus its time-to-live, on the venue's clock) after which the venue will
+not accept it; so "not found" is final only once the venue's clock, asked, is past that
+deadline. Until then the command is retried later (RetryLater); if it cannot be settled within
+`unknown_after_ms` of being stored, it is published as `unknown` with the evidence, and the
+reconciler settles it.
 
 A cancel is not refused for age (taking a named order off the book late is still taking it
-off); a cancel-all is, since it acts on whatever rests when it runs.
-Every event it publishes has the id the venue's own event for the same fact has, so the two
-reports of one accepted order are stored once.
+off); a cancel-all is, since it acts on whatever rests when it runs. Every event it publishes
+has the id the venue's own event for the same fact has, so the two reports of one accepted
+order are stored once.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from decimal import Decimal, InvalidOperation
 from typing import Any, TypeVar
 
 from bus.contract import Inbound
 from bus.errors import RetryLater
 from executors import metrics
+from executors.answers import invalid_command, order_event
 from executors.breakers import BreakerView
 from executors.config import ExecutorConfig
 from executors.validate import check_place
-from schemas import ids
-from schemas.account import ZERO, OrderUpdate
-from schemas.base import RejectReason
+from schemas.account import OrderUpdate
 from schemas.commands import CancelAll, CancelOrder, Command, PlaceOrder
 from venues.errors import DuplicateOrder, OrderNotFound, OrderRejected, Transient
 from venues.protocol import OrderRequest, Venue
@@ -82,7 +86,7 @@ class Executor:
         verb = VERB[type(cmd)]
         match cmd:
             case PlaceOrder():
-                outputs, outcome = await self._place(cmd, inbound.stored_ns)
+                outputs, outcome = await Placement(self, cmd, inbound.stored_ns, inbound.delivered > 1).run()
             case CancelOrder():
                 outputs, outcome = await self._cancel(cmd)
             case CancelAll():
@@ -93,91 +97,13 @@ class Executor:
         return outputs
 
     def on_invalid(self, seq: int, subject: str, data: bytes, reason: str) -> Sequence[Any]:
-        """A command that did not decode still gets a rejection, if it says which order it was."""
+        """A command that was not admitted still gets a rejection, if it says which order it was:
+        on the subject's own venue, account and symbol (the subject is the authority)."""
         metrics.FAILURES.labels("invalid", "invalid").inc()
-        try:
-            raw = json.loads(data)
-        except ValueError:
-            return []
-        if not isinstance(raw, dict):
-            return []
-        venue, account, symbol, cid, side = (raw.get(k) for k in ("venue", "account", "symbol", "client_order_id", "side"))
-        if not all(isinstance(v, str) and v for v in (venue, account, symbol, cid)) or side not in ("buy", "sell"):
-            return []
-        amount = _decimal(raw.get("amount"))
-        price = _decimal(raw.get("price"))
-        ts = raw.get("ts") if isinstance(raw.get("ts"), int) else 0
-        try:
-            return [
-                OrderUpdate(
-                    id=ids.order_event_id(venue, account, cid, "rejected", ZERO),
-                    venue=venue,
-                    account=account,
-                    symbol=symbol,
-                    client_order_id=cid,
-                    side=side,
-                    price=price if price is not None and price > 0 else None,
-                    amount=amount if amount is not None and amount >= 0 else ZERO,
-                    remaining=amount if amount is not None and amount >= 0 else ZERO,
-                    status="rejected",
-                    reason="invalid",
-                    message=reason[:500],
-                    ts=ts,
-                    ts_local=int(self.clock() * 1000),
-                )
-            ]
-        except ValueError:
-            return []
+        answer = invalid_command(subject, data, reason, int(self.clock() * 1000))
+        return [] if answer is None else [answer]
 
-    # ----------------------------------------------------------------- commands
-
-    async def _place(self, cmd: PlaceOrder, stored_ns: int) -> tuple[list[OrderUpdate], str]:
-        now_ms = self.clock() * 1000
-        if stored_ns and now_ms - stored_ns / 1e6 > cmd.ttl_ms:
-            age = now_ms - stored_ns / 1e6
-            return await self._expired(cmd, f"reached the executor {age:.0f} ms after it was stored (time-to-live {cmd.ttl_ms} ms)")
-        venue_now = await self._call("place", self.venue.now_ms)
-        if venue_now - cmd.ts > cmd.ttl_ms:
-            return await self._expired(cmd, f"decided {venue_now - cmd.ts} ms ago by the venue's clock (time-to-live {cmd.ttl_ms} ms)")
-        markets = await self._call("place", self.venue.markets)
-        problem = check_place(cmd, markets.get(cmd.symbol))
-        if problem is not None:
-            return [self._reject(cmd, *problem)], problem[0]
-        breaker, scope = await self.breakers.state_for(cmd.venue, cmd.symbol)
-        if breaker == "halted" or (breaker == "reduce_only" and not cmd.reduce_only):
-            return [self._reject(cmd, "breaker_open", f"risk breaker {scope} is {breaker}")], "breaker_open"
-        request = OrderRequest(
-            symbol=cmd.symbol,
-            client_order_id=cmd.client_order_id,
-            side=cmd.side,
-            order_type=cmd.order_type,
-            amount=cmd.amount,
-            price=cmd.price,
-            post_only=cmd.post_only,
-            reduce_only=cmd.reduce_only,
-            use_margin=cmd.use_margin,
-            time_in_force=cmd.time_in_force,
-        )
-        try:
-            order = await self._call("place", lambda: self.venue.create_order(request), limited=True)
-        except DuplicateOrder as dup:
-            # The order exists (a retry, a replay, or another executor got there first).
-            existing = dup.existing or await self._call(
-                "place", lambda: self.venue.fetch_order(cmd.symbol, client_order_id=cmd.client_order_id)
-            )
-            return [existing], "duplicate"
-        except OrderRejected as rej:
-            return [self._reject(cmd, rej.reason, str(rej))], rej.reason
-        return [order], "placed"
-
-    async def _expired(self, cmd: PlaceOrder, why: str) -> tuple[list[OrderUpdate], str]:
-        """Refuse an old command, unless an earlier attempt already placed the order."""
-        try:
-            existing = await self._call("place", lambda: self.venue.fetch_order(cmd.symbol, client_order_id=cmd.client_order_id))
-        except OrderNotFound:
-            log.warning("refusing %s: %s", cmd.client_order_id, why)
-            return [self._reject(cmd, "expired", why)], "expired"
-        return [existing], "duplicate"
+    # ----------------------------------------------------------------- cancels
 
     async def _cancel(self, cmd: CancelOrder) -> tuple[list[OrderUpdate], str]:
         try:
@@ -211,10 +137,18 @@ class Executor:
 
     # ----------------------------------------------------------------- plumbing
 
-    async def _call(self, verb: str, fn: Callable[[], Awaitable[T]], limited: bool = False) -> T:
+    async def _call(
+        self,
+        verb: str,
+        fn: Callable[[], Awaitable[T]],
+        limited: bool = False,
+        before_retry: Callable[[], Awaitable[None]] | None = None,
+    ) -> T:
         """Call the venue; retry transient errors with backoff and jitter; unknown outcome -> RetryLater."""
         delay = self.config.backoff_ms / 1000
         for attempt in range(self.config.retries + 1):
+            if attempt and before_retry is not None:
+                await before_retry()
             if limited:
                 await self.throttle()
             try:
@@ -229,32 +163,130 @@ class Executor:
                 delay = min(delay * 2, self.config.backoff_max_ms / 1000)
         raise AssertionError("unreachable")
 
-    def _reject(self, cmd: PlaceOrder, reason: RejectReason, message: str) -> OrderUpdate:
-        metrics.FAILURES.labels("place", reason).inc()
-        return OrderUpdate(
-            id=ids.order_event_id(cmd.venue, cmd.account, cmd.client_order_id, "rejected", ZERO),
-            venue=cmd.venue,
-            account=cmd.account,
+
+class Placement:
+    """One place command, from its checks to an outcome the venue confirmed (or `unknown`)."""
+
+    def __init__(self, executor: Executor, cmd: PlaceOrder, stored_ns: int, maybe_attempted: bool) -> None:
+        self.x = executor
+        self.cmd = cmd
+        self.stored_ns = stored_ns
+        self.maybe_attempted = maybe_attempted  # an earlier session may have sent it to the venue
+        self.sent = False  # this session sent it to the venue (the outcome may be unknown)
+        self.deadline = cmd.ts + cmd.ttl_ms  # no attempt of this command may land after it (venue clock)
+
+    async def run(self) -> tuple[list[OrderUpdate], str]:
+        try:
+            return await self._run()
+        except RetryLater as exc:
+            return self._unsettled(str(exc))
+
+    async def _run(self) -> tuple[list[OrderUpdate], str]:
+        cmd, x = self.cmd, self.x
+        if self.maybe_attempted:
+            existing = await self._find()
+            if existing is not None:
+                return [existing], "duplicate"
+        late = await self._lateness()
+        if late:
+            return await self._expired(late)
+        markets = await x._call("place", x.venue.markets)
+        problem = check_place(cmd, markets.get(cmd.symbol))
+        if problem is not None:
+            return [self._reject(*problem)], problem[0]
+        refusal = await self._breaker_refusal()
+        if refusal:
+            return [self._reject("breaker_open", refusal)], "breaker_open"
+        request = OrderRequest(
             symbol=cmd.symbol,
             client_order_id=cmd.client_order_id,
             side=cmd.side,
             order_type=cmd.order_type,
-            price=cmd.price,
             amount=cmd.amount,
-            remaining=cmd.amount,
-            status="rejected",
+            price=cmd.price,
             post_only=cmd.post_only,
             reduce_only=cmd.reduce_only,
-            reason=reason,
-            message=message,
-            ts=cmd.ts,  # the decision's time keeps replays of the strategy deterministic
-            ts_local=int(self.clock() * 1000),
+            use_margin=cmd.use_margin,
+            time_in_force=cmd.time_in_force,
+            deadline_ms=self.deadline,
         )
+        try:
+            order = await x._call("place", lambda: self._send(request), limited=True, before_retry=self._still_allowed)
+        except DuplicateOrder as dup:
+            # The order exists (a retry, a replay, or another executor got there first).
+            existing = dup.existing or await self._find()
+            if existing is None:
+                raise RetryLater(f"{cmd.client_order_id}: the venue says it exists but does not find it") from dup
+            return [existing], "duplicate"
+        except OrderRejected as rej:  # final: had an earlier attempt landed, the id would be taken
+            return [self._reject(rej.reason, str(rej))], rej.reason
+        return [order], "placed"
 
+    async def _send(self, request: OrderRequest) -> OrderUpdate:
+        self.sent = True
+        return await self.x.venue.create_order(request)
 
-def _decimal(value: Any) -> Decimal | None:
-    try:
-        d = Decimal(str(value))
-    except (InvalidOperation, ValueError):
+    async def _still_allowed(self) -> None:
+        """Before a retry: if a breaker opened meanwhile, stop; the earlier attempt's outcome is
+        unknown, so the redelivered command settles it with the venue first."""
+        refusal = await self._breaker_refusal()
+        if refusal:
+            raise RetryLater(f"{self.cmd.client_order_id}: {refusal} before a retry of a create whose outcome is unknown")
+
+    async def _breaker_refusal(self) -> str | None:
+        cmd = self.cmd
+        breaker, scope = await self.x.breakers.state_for(cmd.venue, cmd.symbol)
+        if breaker == "halted" or (breaker == "reduce_only" and not cmd.reduce_only):
+            return f"risk breaker {scope} is {breaker}"
         return None
-    return d if d.is_finite() else None
+
+    async def _lateness(self) -> str | None:
+        """Why the command is too old to execute (None if it is not)."""
+        cmd, x = self.cmd, self.x
+        now_ms = x.clock() * 1000
+        if self.stored_ns and now_ms - self.stored_ns / 1e6 > cmd.ttl_ms:
+            return f"reached the executor {now_ms - self.stored_ns / 1e6:.0f} ms after it was stored (time-to-live {cmd.ttl_ms} ms)"
+        venue_now = await x._call("place", x.venue.now_ms)
+        if venue_now - cmd.ts > cmd.ttl_ms:
+            return f"decided {venue_now - cmd.ts} ms ago by the venue's clock (time-to-live {cmd.ttl_ms} ms)"
+        return None
+
+    async def _find(self) -> OrderUpdate | None:
+        cmd, x = self.cmd, self.x
+        try:
+            return await x._call("place", lambda: x.venue.fetch_order(cmd.symbol, client_order_id=cmd.client_order_id))
+        except OrderNotFound:
+            return None
+
+    async def _expired(self, why: str) -> tuple[list[OrderUpdate], str]:
+        """Refuse an old command, once the venue confirms no attempt of it placed the order."""
+        existing = await self._find()
+        if existing is not None:
+            return [existing], "duplicate"
+        x = self.x
+        venue_now = await x._call("place", lambda: x.venue.now_ms(fresh=True))
+        if venue_now <= self.deadline + x.config.deadline_margin_ms:
+            raise RetryLater(
+                f"{self.cmd.client_order_id} is not at the venue yet, but the venue's clock {venue_now} "
+                f"has not passed its deadline {self.deadline} (+{x.config.deadline_margin_ms} ms): an attempt may still land"
+            )
+        log.warning("refusing %s: %s", self.cmd.client_order_id, why)
+        return [self._reject("expired", why)], "expired"
+
+    def _unsettled(self, evidence: str) -> tuple[list[OrderUpdate], str]:
+        """RetryLater, unless settling has taken too long: then `unknown` (if it may exist) or,
+        for a command that certainly never reached the venue, a refusal it can retry."""
+        cmd, x = self.cmd, self.x
+        waited_ms = x.clock() * 1000 - self.stored_ns / 1e6 if self.stored_ns else 0
+        if waited_ms <= cmd.ttl_ms + x.config.unknown_after_ms:
+            raise RetryLater(evidence)
+        if not self.sent and not self.maybe_attempted:
+            return [self._reject("venue_error", f"not sent in {waited_ms:.0f} ms: {evidence}")], "venue_error"
+        log.error("%s: outcome unknown after %.0f ms: %s", cmd.client_order_id, waited_ms, evidence)
+        metrics.FAILURES.labels("place", "unknown").inc()
+        event = order_event(cmd, "unknown", "venue_error", f"outcome unknown after {waited_ms:.0f} ms: {evidence}", x.clock())
+        return [event], "unknown"
+
+    def _reject(self, reason: Any, message: str) -> OrderUpdate:
+        metrics.FAILURES.labels("place", reason).inc()
+        return order_event(self.cmd, "rejected", reason, message, self.x.clock())

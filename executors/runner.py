@@ -8,6 +8,8 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from nats.aio.client import Client
+
 from bus.connection import connect
 from bus.consumer import ConsumerSpec
 from bus.handler import HandlerRuntime
@@ -21,6 +23,7 @@ from executors.executor import Executor
 from schemas import subjects
 from schemas.commands import Command
 from venues.factory import open_venue
+from venues.protocol import Venue
 
 log = logging.getLogger("executor")
 
@@ -49,13 +52,18 @@ def throttler(cfg: ExecutorConfig) -> Callable[[], Awaitable[None]]:
     return take
 
 
+def build_executor(nc: Client, cfg: ExecutorConfig, venue: Venue, breakers: BreakerView) -> HandlerRuntime[Command]:
+    """The executor's consumer, ready to run."""
+    return HandlerRuntime(nc, executor_spec(cfg), Executor(venue, breakers, cfg, throttler(cfg)))
+
+
 async def run_executor(config: Any, stop: asyncio.Event) -> None:
     cfg: ExecutorConfig = config.executor
     nc = await connect(config.nats_url, name=f"sqt-executor-{cfg.venue}-{cfg.account}")
     await apply(nc.jetstream(), with_retention(STREAMS, config.retention()))
     venue = open_venue(nc, cfg.venue, cfg.account, sim_venue=config.sim.venue, timeout=cfg.request_timeout)
-    executor = Executor(venue, await BreakerView(nc).start(), cfg, throttler(cfg))
-    runtime = HandlerRuntime(nc, executor_spec(cfg), executor)
+    breakers = await BreakerView(nc).start()
+    runtime = build_executor(nc, cfg, venue, breakers)
     started = time.time()
 
     def status() -> dict[str, Any]:
@@ -81,6 +89,7 @@ async def run_executor(config: Any, stop: asyncio.Event) -> None:
         await runtime.run(stop)
     finally:
         await service.stop()
+        await breakers.stop()
         if http is not None:
             await http.cleanup()
         await venue.close()

@@ -65,9 +65,9 @@ class ScriptedVenue:
     async def markets(self) -> dict[str, Market]:
         return self._markets
 
-    async def now_ms(self) -> int:
+    async def now_ms(self, fresh: bool = False) -> int:
         if self.scripts["now_ms"] or "now_ms" in self.defaults:
-            return int(await self._answer("now_ms", None))
+            return int(await self._answer("now_ms", fresh))
         return self.clock
 
     async def create_order(self, request: OrderRequest) -> OrderUpdate:
@@ -125,3 +125,18 @@ def order(request: OrderRequest, status: str = "open", filled: str = "0", order_
         ts=ts,
         ts_local=ts,
     )
+
+
+class ScriptedBreakers:
+    """The executor's breaker view, with states a test sets (and counts reads of)."""
+
+    def __init__(self, state: str = "ok", scope: str = "global") -> None:
+        self.state, self.scope = state, scope
+        self.reads = 0
+        self.script: deque[str] = deque()
+
+    async def state_for(self, venue: str, symbol: str) -> tuple[str, str]:
+        self.reads += 1
+        if self.script:
+            self.state = self.script.popleft()
+        return self.state, self.scope if self.state != "ok" else ""

@@ -60,8 +60,12 @@ class Venue(Protocol):
 
     async def fetch_funding_rate(self, symbol: str) -> FundingRate: ...
 
-    async def now_ms(self) -> int:
-        """The venue's clock (for command expiry and staleness)."""
+    async def now_ms(self, fresh: bool = False) -> int:
+        """The venue's clock (for command expiry and staleness).
+
+        By default it may be an estimate (the last answer plus local time since). `fresh=True`
+        asks the venue and returns its clock as it is, never ahead of it: the executor decides
+        from it that an order's deadline has passed, so "not found" is final."""
         ...
 
     async def close(self) -> None: ...

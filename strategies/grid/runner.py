@@ -175,32 +175,57 @@ async def has_snapshot(nc: Client, stream: str, grid: GridConfig) -> bool:
     return True
 
 
+async def first_start_snapshot(nc: Client, venue: Venue, grid: GridConfig, stream: str, publisher: Publisher, stop: asyncio.Event) -> None:
+    """Publish the venue snapshot a first start adopts, waiting out a venue that is not answering."""
+    delay = 0.5
+    while not stop.is_set():
+        try:
+            snapshot = await venue_snapshot(nc, venue, grid, stream)
+        except Transient as exc:
+            log.info("first start: waiting for venue %s to answer (%s)", venue.name, exc)
+            try:
+                await asyncio.wait_for(stop.wait(), delay)
+            except asyncio.TimeoutError:
+                pass
+            delay = min(delay * 2, 5.0)
+            continue
+        await publisher.publish(snapshot)
+        log.info(
+            "first start: venue snapshot with %d open orders of this grid and %d positions", len(snapshot.orders), len(snapshot.positions)
+        )
+        return
+
+
+async def build_grid(
+    nc: Client, venue: Venue, grid: GridConfig, stop: asyncio.Event, publisher: Publisher | None = None
+) -> ConsumerRuntime[GridState, Any] | None:
+    """The grid's consumer, ready to run: market rules checked, input stream declared, a first
+    start's snapshot published. None if `stop` was set while the venue did not answer."""
+    found = await market_and_price(venue, grid, stop)
+    if found is None:
+        return None
+    market, price = found
+    problems = check_config(grid, market, price)
+    if problems:
+        raise GridConfigError(f"grid {grid.instance}: " + "; ".join(problems))
+    core = GridCore(grid, market)
+    spec = grid_spec(grid)
+    assert spec.input_stream is not None
+    await apply_stream(nc.jetstream(), spec.input_stream)  # first, so the snapshot is sourced into it
+    publisher = publisher or await Publisher(nc).start()
+    if await checkpoints.load(nc, spec.name, GridState) is None and not await has_snapshot(nc, spec.input_stream.name, grid):
+        await first_start_snapshot(nc, venue, grid, spec.input_stream.name, publisher, stop)
+    return ConsumerRuntime(nc, spec, core, publisher)
+
+
 async def run_grid(config: Any, grid: GridConfig, stop: asyncio.Event) -> None:
     nc = await connect(config.nats_url, name=f"sqt-grid-{grid.instance}")
     try:
         await apply(nc.jetstream(), with_retention(STREAMS, config.retention()))
         venue = open_venue(nc, grid.venue, grid.account, sim_venue=config.sim.venue)
-        found = await market_and_price(venue, grid, stop)
-        if found is None:
+        runtime = await build_grid(nc, venue, grid, stop)
+        if runtime is None:
             return
-        market, price = found
-        problems = check_config(grid, market, price)
-        if problems:
-            raise GridConfigError(f"grid {grid.instance}: " + "; ".join(problems))
-        core = GridCore(grid, market)
-        spec = grid_spec(grid)
-        assert spec.input_stream is not None
-        await apply_stream(nc.jetstream(), spec.input_stream)  # first, so the snapshot is sourced into it
-        publisher = await Publisher(nc).start()
-        if await checkpoints.load(nc, spec.name, GridState) is None and not await has_snapshot(nc, spec.input_stream.name, grid):
-            snapshot = await venue_snapshot(nc, venue, grid, spec.input_stream.name)
-            await publisher.publish(snapshot)
-            log.info(
-                "first start: venue snapshot with %d open orders of this grid and %d positions",
-                len(snapshot.orders),
-                len(snapshot.positions),
-            )
-        runtime: ConsumerRuntime[GridState, Any] = ConsumerRuntime(nc, spec, core, publisher)
 
         def status() -> dict[str, Any]:
             st = runtime.state
@@ -210,11 +235,14 @@ async def run_grid(config: Any, grid: GridConfig, stop: asyncio.Event) -> None:
                 "status": st.status,
                 "input_seq": runtime.seq,
                 "lag": runtime.stats.lag,
-                "position": str(core.position(st)),
-                "open_orders": sum(1 for s in st.slots if s.status),
+                "sessions": runtime.stats.sessions,
+                "dead_lettered": runtime.stats.dead_lettered,
+                "position": str(GridCore.position(st)),
+                "open_orders": sum(1 for s in st.slots if s.status) + len(st.strays),
                 "fills": st.fills,
                 "realized_pnl": str(st.realized_pnl),
                 "last_price": str(st.last_price),
+                "fault": st.fault,
                 "last_error": runtime.stats.last_error,
             }
 

@@ -100,8 +100,13 @@ class SimVenue:
     async def fetch_funding_rate(self, symbol: str) -> FundingRate:
         return (await self._call("funding", api.SymbolQuery(symbol=symbol), api.FundingReply)).funding
 
-    async def now_ms(self) -> int:
-        """The exchange's clock; in realtime mode advanced locally between answers."""
+    async def now_ms(self, fresh: bool = False) -> int:
+        """The exchange's clock; in realtime mode advanced locally between answers, unless
+        `fresh`: then the engine's own clock, asked now (never ahead of what it applies)."""
+        if fresh:
+            reply = await self._call("time", None, api.TimeReply)
+            self._clock = (reply.ts, time.monotonic(), reply.clock)
+            return reply.ts
         if self._clock is None or time.monotonic() - self._clock[1] > 1.0:
             reply = await self._call("time", None, api.TimeReply)
             self._clock = (reply.ts, time.monotonic(), reply.clock)

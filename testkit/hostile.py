@@ -1,0 +1,402 @@
+"""Hostile inputs for every consumer: what any NATS client could publish on the subjects it reads.
+
+Each consumer declares its inputs here as a `Target`: the subjects it consumes, an example
+valid message for each (the generator breaks it in every way it knows), how to start the real
+consumer against a real nats-server, and one valid input whose outputs prove it still works.
+tests/test_hostile_inputs.py runs every target: generated bad payloads, then a valid input,
+and it asserts the valid input's outputs appear, the durable consumer's ack floor passes the
+bad ones, the DLQ holds them with their reasons, and no session was rebuilt because of them.
+
+A new consumer joins the suite by adding its `Target` to `TARGETS`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Awaitable, Callable
+from contextlib import AsyncExitStack
+from dataclasses import dataclass, field
+from decimal import Decimal
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from hypothesis import assume
+from hypothesis import strategies as st
+from nats.aio.client import Client
+
+from bus import streams
+from bus.connection import connect
+from bus.consumer import Consumer
+from bus.publisher import Publisher
+from executors.breakers import BreakerView
+from executors.config import ExecutorConfig
+from executors.runner import build_executor
+from schemas import ids, subjects
+from schemas.account import OrderUpdate
+from schemas.codec import encode
+from schemas.commands import CancelAll, CancelOrder, PlaceOrder
+from schemas.market import Ticker
+from schemas.ops import BreakerChange, ControlCommand, VenueSnapshot
+from strategies.grid.config import GridConfig
+from strategies.grid.lattice import client_order_id, client_prefix
+from strategies.grid.runner import build_grid
+from testkit.bus import eventually, start_server
+from testkit.cores import SumCore, sum_spec
+from venues.protocol import OrderRequest
+from venues.sim.client import SimVenue
+from venues.sim.config import SimConfig
+from venues.sim.journal import Cancel, Fund, Place, Print, Quote, Tick, journal_subject
+from venues.sim.service import SimService
+
+SYMBOL = "BTC/USDT:USDT"
+TOKEN = subjects.symbol_token(SYMBOL)
+T0 = 1_700_000_000_000
+GRID = GridConfig(instance="hostile", mode="neutral", levels=2, spacing=Decimal("0.001"), notional=Decimal(200), max_open_orders=8)
+
+# Values that break a field: wrong types, non-numbers, numbers out of any sane range.
+POISON: tuple[Any, ...] = (
+    None,
+    "",
+    "NaN",
+    "Infinity",
+    "-Infinity",
+    "1e400",
+    "-1",
+    -1,
+    10**30,
+    "x" * 300,
+    [],
+    {},
+    True,
+    "BTCUSDT",
+    "other",
+    "*",
+    ">",
+    "ETH/USDT:USDT",
+    "not a number",
+)
+
+
+@dataclass
+class Stack:
+    """A running consumer and what a target needs to drive it."""
+
+    nc: Client
+    consumer: Consumer
+    publisher: Publisher
+    stream: str  # the stream its durable consumer reads
+    venue: SimVenue | None = None
+    counter: int = 0
+    extra: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class Target:
+    name: str
+    inputs: Callable[[], list[tuple[str, Any]]]  # (subject, example valid message) per consumed subject
+    start: Callable[[Client, AsyncExitStack, asyncio.Event], Awaitable[Stack]]
+    valid: Callable[[Stack], Awaitable[None]]  # publish one valid input and wait for its outputs
+    # Payloads the consumer admits but its core must refuse (market data sanity, ...).
+    semantic: Callable[[], list[tuple[str, bytes]]] = lambda: []
+
+
+# ----------------------------------------------------------------------------- generation
+
+
+ROUTING = frozenset({"venue", "account", "symbol", "asset", "component", "instance", "target_component", "target_instance"})
+
+
+def mutations(subject: str, example: Any) -> st.SearchStrategy[bytes]:
+    """Payloads built from a valid example that no consumer may act on.
+
+    Bad by construction, judged without the code under test: junk that is not the message,
+    a field that the message's own schema refuses, a routing field that contradicts the
+    subject, a time far in the future. (A poison that happens to be valid for its field is
+    discarded, so what is published is known to be bad.)"""
+    doc = msgspec.to_builtins(example)
+    keys = sorted(k for k in doc if k != "type")
+    schema = msgspec.json.Decoder(type(example))
+
+    def schema_refuses(payload: bytes) -> bool:
+        try:
+            schema.decode(payload)
+        except msgspec.DecodeError:
+            return True
+        return False
+
+    raw_junk = st.one_of(
+        st.binary(min_size=0, max_size=200),
+        st.sampled_from([b"", b"{", b"null", b"[]", b'"ticker"', b"1e400", b"\xff\xfe", b'{"type":"nope"}']),
+        st.binary(min_size=50_000, max_size=200_000),  # big, not near the limit (that is its own test)
+    )
+
+    @st.composite
+    def one_field(draw: st.DrawFn) -> bytes:
+        key = draw(st.sampled_from(keys))
+        value = draw(st.sampled_from(POISON))
+        payload = msgspec.json.encode(dict(doc, **{key: value}))
+        assume((key in ROUTING and value != doc[key]) or schema_refuses(payload))
+        return payload
+
+    @st.composite
+    def missing_field(draw: st.DrawFn) -> bytes:
+        key = draw(st.sampled_from(keys))
+        payload = msgspec.json.encode({k: v for k, v in doc.items() if k != key})
+        assume(schema_refuses(payload))  # a field with a default may be left out
+        return payload
+
+    @st.composite
+    def from_the_future(draw: st.DrawFn) -> bytes:
+        assume("ts" in doc)
+        ahead = draw(st.integers(60_000, 10**10))  # far beyond any clock skew
+        return msgspec.json.encode(dict(doc, ts=int(time.time() * 1000) + ahead))
+
+    return st.one_of(raw_junk, one_field(), missing_field(), from_the_future())
+
+
+# ----------------------------------------------------------------------------- shared pieces
+
+
+async def sim_stack(nc: Client, stack: AsyncExitStack, stop: asyncio.Event) -> tuple[SimService, SimVenue]:
+    # Its clock starts now: market data it prints is as fresh as what a client could publish.
+    sim = SimService(nc, SimConfig(clock="lockstep", start_time_ms=int(time.time() * 1000) - 1_000, history_minutes=5))
+    task = asyncio.create_task(sim.run(stop))
+    stack.push_async_callback(_finish, task)
+    await eventually(lambda: sim.service is not None, timeout=30, what="the simulated exchange")
+    venue = SimVenue(nc)
+    await venue.step(1)
+    return sim, venue
+
+
+async def _finish(task: asyncio.Task[Any]) -> None:
+    await asyncio.wait_for(task, 30)
+
+
+async def run_consumer(consumer: Consumer, stack: AsyncExitStack, stop: asyncio.Event) -> None:
+    task = asyncio.create_task(consumer.run(stop))
+    stack.push_async_callback(_finish, task)
+    await asyncio.wait_for(consumer.caught_up.wait(), 30)
+
+
+async def publisher(nc: Client, stack: AsyncExitStack) -> Publisher:
+    pub = await Publisher(nc).start()
+    stack.push_async_callback(pub.close)
+    return pub
+
+
+async def last_seq(nc: Client, stream: str) -> int:
+    return int((await nc.jetstream().stream_info(stream)).state.last_seq)
+
+
+async def settled_past(s: Stack, seq: int) -> None:
+    """The consumer dealt with every input up to `seq` of its stream."""
+    await eventually(lambda: s.consumer.seq >= seq, timeout=20, what=f"{s.consumer.spec.name} past seq {seq}")
+
+
+# ----------------------------------------------------------------------------- the executor
+
+
+def executor_inputs() -> list[tuple[str, Any]]:
+    place = PlaceOrder(
+        id="p",
+        venue="sim",
+        account="main",
+        symbol=SYMBOL,
+        client_order_id="ok1",
+        side="buy",
+        price=Decimal(1000),
+        amount=Decimal("0.01"),
+        origin="hostile/test",
+        ts=T0,
+    )
+    cancel = CancelOrder(id="c", venue="sim", account="main", symbol=SYMBOL, client_order_id="ok1", origin="hostile/test", ts=T0)
+    cancel_all = CancelAll(id="a", venue="sim", account="main", symbol=SYMBOL, origin="hostile/test", ts=T0)
+    return [
+        (subjects.cmd("sim", "main", SYMBOL, "place"), place),
+        (subjects.cmd("sim", "main", SYMBOL, "cancel"), cancel),
+        (subjects.cmd("sim", "main", SYMBOL, "cancel_all"), cancel_all),
+    ]
+
+
+async def executor_start(nc: Client, stack: AsyncExitStack, stop: asyncio.Event) -> Stack:
+    _sim, venue = await sim_stack(nc, stack, stop)
+    breakers = await BreakerView(nc).start()
+    stack.push_async_callback(breakers.stop)
+    runtime = build_executor(nc, ExecutorConfig(), venue, breakers)
+    await run_consumer(runtime, stack, stop)
+    return Stack(nc, runtime, await publisher(nc, stack), "COMMAND", venue)
+
+
+async def executor_valid(s: Stack) -> None:
+    assert s.venue is not None
+    s.counter += 1
+    cid = f"valid{s.counter}"
+    price = (await s.venue.fetch_ohlcv(SYMBOL, limit=1))[-1].close
+    now = await s.venue.now_ms(fresh=True)
+    cmd = PlaceOrder(
+        id=ids.place_id("sim", "main", cid),
+        venue="sim",
+        account="main",
+        symbol=SYMBOL,
+        client_order_id=cid,
+        side="buy",
+        price=(price * Decimal("0.9")).quantize(Decimal("0.1")),
+        amount=Decimal("0.001"),
+        origin="hostile/test",
+        ts=now,
+    )
+    ack = await s.publisher.publish(cmd)
+    await settled_past(s, ack.seq)
+    order = await s.venue.fetch_order(SYMBOL, client_order_id=cid)  # it reached the venue
+    assert order.status == "open", order
+
+
+# ----------------------------------------------------------------------------- the grid
+
+
+def grid_inputs() -> list[tuple[str, Any]]:
+    prefix = client_prefix(GRID.instance)
+    ticker = Ticker(id="t", venue="sim", symbol=SYMBOL, bid=Decimal(100), ask=Decimal("100.2"), last=Decimal("100.1"), ts=T0, ts_local=T0)
+    order = OrderUpdate(
+        id="o",
+        venue="sim",
+        account="main",
+        symbol=SYMBOL,
+        order_id="1",
+        client_order_id=client_order_id(prefix, "open", -1, 1),
+        side="buy",
+        price=Decimal(100),
+        amount=Decimal(1),
+        remaining=Decimal(1),
+        status="open",
+        ts=T0,
+        ts_local=T0,
+    )
+    control = ControlCommand(id="k", target_component="grid", target_instance=GRID.instance, action="pause", operator="op", ts=T0)
+    breaker = BreakerChange(id="b", instance="r1", scope="global", state="ok", previous="ok", reason="r", ts=T0)
+    snapshot = VenueSnapshot(id="s", component="grid", instance=GRID.instance, venue="sim", account="main", symbol=SYMBOL, ts=T0)
+    return [
+        (subjects.md("sim", SYMBOL, "ticker"), ticker),
+        (subjects.acct("sim", "main", SYMBOL, "order"), order),
+        (subjects.control("grid", GRID.instance), control),
+        (subjects.ops("risk", "r1", "breaker"), breaker),
+        (subjects.ops("grid", GRID.instance, "snapshot"), snapshot),
+    ]
+
+
+def grid_semantic() -> list[tuple[str, bytes]]:
+    """Tickers that decode but are garbage: below a tick, absurdly far, a crossed book."""
+    now = int(time.time() * 1000)
+    subject = subjects.md("sim", SYMBOL, "ticker")
+
+    def ticker(last: str, bid: str | None = None, ask: str | None = None) -> bytes:
+        return encode(
+            Ticker(
+                id=f"bad{last}{bid}{ask}",
+                venue="sim",
+                symbol=SYMBOL,
+                last=Decimal(last),
+                bid=Decimal(bid) if bid else None,
+                ask=Decimal(ask) if ask else None,
+                ts=now,
+                ts_local=now,
+            )
+        )
+
+    return [(subject, ticker("0.01")), (subject, ticker("1e14")), (subject, ticker("100", "101", "99")), (subject, ticker("1e30"))]
+
+
+async def grid_start(nc: Client, stack: AsyncExitStack, stop: asyncio.Event) -> Stack:
+    _sim, venue = await sim_stack(nc, stack, stop)
+    runtime = await build_grid(nc, venue, GRID, stop)
+    assert runtime is not None
+    await run_consumer(runtime, stack, stop)
+    await venue.step(1)  # a price: the grid starts trading
+    await eventually(lambda: runtime.state.status == "running", timeout=20, what="the grid running")
+    return Stack(nc, runtime, await publisher(nc, stack), runtime.spec.stream, venue)
+
+
+async def grid_valid(s: Stack) -> None:
+    s.counter += 1
+    action = "pause" if s.counter % 2 else "resume"
+    now = int(time.time() * 1000)
+    await s.publisher.publish(
+        ControlCommand(
+            id=f"valid{s.counter}", target_component="grid", target_instance=GRID.instance, action=action, operator="test", ts=now - 30_000
+        )
+    )
+    state = s.consumer.state  # type: ignore[attr-defined]
+    await eventually(lambda: s.consumer.state.paused == (action == "pause"), timeout=20, what=f"the grid to {action}")  # type: ignore[attr-defined]
+    del state
+
+
+# ----------------------------------------------------------------------------- the simulated exchange
+
+
+def sim_inputs() -> list[tuple[str, Any]]:
+    req = OrderRequest(symbol=SYMBOL, client_order_id="j1", side="buy", amount=Decimal("0.01"), price=Decimal(1000))
+    entries: list[Any] = [
+        Tick(step=10**6, ts=T0, prints=[Print(SYMBOL, Decimal(60000), Decimal(1))]),
+        Quote(step=10**6),
+        Place(account="main", order=req),
+        Cancel(account="main", symbol=SYMBOL, client_order_id="j1"),
+        Fund(account="main", asset="USDT", amount=Decimal(1)),
+    ]
+    return [(journal_subject("sim", e), e) for e in entries]
+
+
+async def sim_start(nc: Client, stack: AsyncExitStack, stop: asyncio.Event) -> Stack:
+    sim, venue = await sim_stack(nc, stack, stop)
+    return Stack(nc, sim.runtime, await publisher(nc, stack), sim.journal.name, venue)
+
+
+async def sim_valid(s: Stack) -> None:
+    assert s.venue is not None
+    before = await s.venue.time()
+    after = await s.venue.step(1)
+    assert after.step == before.step + 1 and after.ts > before.ts
+
+
+# ----------------------------------------------------------------------------- the runtime's test core
+
+
+def sum_inputs() -> list[tuple[str, Any]]:
+    ticker = Ticker(id="t", venue="sim", symbol="BTC/USDT", last=Decimal(100), ts=T0, ts_local=T0)
+    return [(subjects.md("sim", "BTC/USDT", "ticker"), ticker)]
+
+
+async def sum_start(nc: Client, stack: AsyncExitStack, stop: asyncio.Event) -> Stack:
+    from bus.runtime import ConsumerRuntime
+
+    runtime = ConsumerRuntime(nc, sum_spec(), SumCore())
+    await run_consumer(runtime, stack, stop)
+    return Stack(nc, runtime, await publisher(nc, stack), "MARKET")
+
+
+async def sum_valid(s: Stack) -> None:
+    s.counter += 1
+    before = s.consumer.state.count  # type: ignore[attr-defined]
+    now = int(time.time() * 1000)
+    ack = await s.publisher.publish(Ticker(id=f"v{s.counter}", venue="sim", symbol="BTC/USDT", last=Decimal(100), ts=now, ts_local=now))
+    await settled_past(s, ack.seq)
+    assert s.consumer.state.count == before + 1  # type: ignore[attr-defined]
+
+
+TARGETS: tuple[Target, ...] = (
+    Target("executor", executor_inputs, executor_start, executor_valid),
+    Target("grid", grid_inputs, grid_start, grid_valid, grid_semantic),
+    Target("sim", sim_inputs, sim_start, sim_valid),
+    Target("runtime", sum_inputs, sum_start, sum_valid),
+)
+
+
+async def start(target: Target, workdir: Path, stack: AsyncExitStack, stop: asyncio.Event) -> Stack:
+    """A nats-server, the streams, and the target's consumer running against them."""
+    server = start_server(workdir)
+    stack.callback(server.stop)
+    nc = await connect(server.url, name=f"hostile-{target.name}", attempts=5)
+    stack.push_async_callback(nc.close)
+    await streams.apply(nc.jetstream())
+    return await target.start(nc, stack, stop)
