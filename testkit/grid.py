@@ -290,3 +290,19 @@ class Harness:
 
 def fill_event_id(order: OrderUpdate) -> str:
     return ids.order_event_id(order.venue, order.account, order.client_order_id, order.status, order.filled)
+
+
+def drive(h: Harness, path: list[tuple[float, float]], check: Any = None, aim: bool = True) -> None:
+    """Tick a harness along a path of (relative move, volume), checking its invariants each time;
+    `aim` steers hypothesis toward sessions that trade (inside a property test only)."""
+    price = 100.0
+    for move, volume in path:
+        price *= 1 + move
+        h.tick(f"{max(price, 1):.2f}", f"{volume:.3f}")
+        assert h.invariant_problems() == []
+        if check is not None:
+            check(h)
+    if aim:
+        from hypothesis import target
+
+        target(float(h.gst.fills), label="fills")  # steer the search toward sessions that trade a lot

@@ -205,9 +205,44 @@ def test_pause_cancels_opening_orders_keeps_closing_ones_and_resume_restores() -
     d.order(buy80, "open")
     out = d.feed(ControlCommand(id="c1", target_component="grid", target_instance="g1", action="pause", operator="ops", ts=d.ts))
     assert d.state.status == "paused"
-    assert [c.client_order_id for c in cancels(out)] == [buy80.client_order_id]
+    assert [c.client_order_id for c in cancels(out)] == [buy80.client_order_id]  # the closing order stays
+    assert places(d.order(buy80, "canceled")) == []  # paused: the opening order does not come back
     out = d.feed(ControlCommand(id="c2", target_component="grid", target_instance="all", action="resume", operator="ops", ts=d.ts))
     assert d.state.status == "running"
+    [again] = places(out)  # resume restores what pause removed: the same order, under a new client id
+    assert (again.side, again.price, again.amount) == (buy80.side, buy80.price, buy80.amount)
+    assert again.client_order_id != buy80.client_order_id and cancels(out) == []
+    assert d.slot(-1).client_order_id == counter.client_order_id  # the closing order rested throughout
+
+
+def test_halted_takes_every_order_off_closing_orders_too_and_places_nothing() -> None:
+    d = Driver(grid(mode="long", levels=2))
+    buy90, buy80 = sorted(places(d.tick("100")), key=lambda p: -p.price)
+    [counter] = places(d.order(buy90, "closed", filled=str(buy90.amount)))
+    d.order(counter, "open")
+    d.order(buy80, "open")
+    out = d.feed(ControlCommand(id="h", target_component="grid", target_instance="g1", action="halt", operator="ops", ts=d.ts))
+    assert d.state.status == "halted"
+    assert {c.client_order_id for c in cancels(out)} == {counter.client_order_id, buy80.client_order_id}
+    later = d.order(counter, "canceled") + d.order(buy80, "canceled") + d.tick("95") + d.tick("105")
+    assert places(later) == []
+    assert d.slot(-1).holding == buy90.amount  # the inventory is still booked, with nothing resting for it
+
+
+def test_back_off_doubles_per_refusal_and_is_capped_at_a_minute() -> None:
+    d = Driver(grid(mode="long", levels=1))
+    [buy] = places(d.tick("100"))
+    waits = []
+    for _ in range(9):
+        d.order(buy, "rejected", reason="insufficient_balance")
+        slot = d.slot(-1)
+        waits.append(slot.retry_at - d.ts)
+        d.ts = slot.retry_at
+        [buy] = places(d.tick("100"))  # the wait is over: it tries again
+    assert waits == [1_000, 2_000, 4_000, 8_000, 16_000, 32_000, 60_000, 60_000, 60_000]
+    d.order(buy, "open")
+    d.order(buy, "canceled")
+    assert d.slot(-1).rejects == 0 and d.slot(-1).retry_at == 0  # an order the venue took resets it
 
 
 def test_breakers_reduce_only_then_halt_and_other_markets_are_ignored() -> None:
@@ -222,6 +257,9 @@ def test_breakers_reduce_only_then_halt_and_other_markets_are_ignored() -> None:
     halt = BreakerChange(id="b2", instance="global", scope="global", state="halted", previous="ok", reason="feed stale", ts=d.ts)
     d.feed(halt)
     assert d.state.status == "halted" and d.state.breaker == "halted"
+    ok = BreakerChange(id="b3", instance="global", scope="global", state="ok", previous="halted", reason="fresh", ts=d.ts + 1)
+    d.feed(ok)
+    assert d.state.status == "reduce_only"  # the venue scope is still reduce-only: the worst wins
 
 
 def test_first_start_adopts_the_venues_orders_and_position_instead_of_duplicating() -> None:

@@ -14,6 +14,7 @@ import pytest
 from bus.contract import Inbound
 from schemas.account import Balance, BorrowInterest, Fill, OrderUpdate, Position
 from schemas.market import FundingRate
+from testkit import fresh
 from tests.test_sim_helpers import (
     HOUR,
     MINUTE,
@@ -430,3 +431,8 @@ def test_a_checkpointed_state_continues_exactly_like_the_original() -> None:
         rest_restored.extend(out)
     assert rest_original == rest_restored
     assert msgspec.json.encode(state) == msgspec.json.encode(restored)
+
+
+def test_the_same_journal_gives_the_same_events_and_state_in_a_fresh_process() -> None:
+    job = fresh.sim_job(make_config(markets=[swap_market(funding_interval_h=1), spot_market()]), scenario())
+    assert fresh.digest("sim", job) == fresh.digest_elsewhere("sim", job)
