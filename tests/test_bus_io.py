@@ -74,9 +74,10 @@ async def test_reader_returns_at_once_when_nothing_matches(bus: Client) -> None:
 
 async def test_reader_starts_at_a_time(bus: Client) -> None:
     await _seed(bus, 10)
-    await asyncio.sleep(0.05)
-    cut = dt.datetime.now(dt.timezone.utc)
-    await asyncio.sleep(0.05)
+    tenth = await bus.jetstream().get_msg("MARKET", 10)
+    assert tenth.time is not None
+    cut = tenth.time + dt.timedelta(milliseconds=1)  # after the tenth was stored
+    await eventually(lambda: dt.datetime.now(dt.timezone.utc) > cut, what="the clock to pass the cut")
     pub = await Publisher(bus).start()
     await pub.publish(ticker("1", ts=99))
     later = await collect(bus, "MARKET", start_time=cut)
@@ -94,7 +95,7 @@ async def test_reader_follow_delivers_new_messages(bus: Client) -> None:
                 return
 
     task = asyncio.create_task(follow())
-    await asyncio.sleep(0.2)
+    await eventually(lambda: len(seen) == 3, what="the history first")
     pub = await Publisher(bus).start()
     await pub.publish_all([ticker("1", ts=100), ticker("1", ts=101)])
     await asyncio.wait_for(task, 5)
@@ -160,7 +161,8 @@ async def test_a_client_comes_back_after_the_server_is_killed_and_restarted(
         await pub.publish(ticker("100", ts=1))
         nats_server.kill()
         await eventually(lambda: not nc.is_connected, what="the client to notice the server is gone")
-        await asyncio.sleep(1.0)  # a few failed attempts: the backoff grows and is logged
+        # A few failed attempts: the backoff grows and is logged.
+        await eventually(lambda: "still unreachable after 2 attempts" in caplog.text, what="failed reconnects")
         nats_server.start()
         await eventually(lambda: nc.is_connected, timeout=20, what="the client to reconnect")
         await pub.publish(ticker("101", ts=2))  # the publisher's reply subscription came back too

@@ -103,8 +103,9 @@ async def test_a_place_reaches_the_venue_once_and_is_reported_once(bus: Client, 
     assert accepted.order_id and accepted.price == px
     assert len([e for e in await order_events(bus, "exec1") if e.status == "open"]) == 1  # executor + venue: one fact
     # The same order asked again under another command id (a replay beyond the dedupe window):
+    duplicates = metrics.COMMANDS.labels("place", "duplicate")._value.get()
     await pub.publish(place("exec1", px, id="place:replayed:exec1"))
-    await eventually(lambda: metrics.COMMANDS.labels("place", "duplicate")._value.get() >= 1, what="duplicate handling")
+    await eventually(lambda: metrics.COMMANDS.labels("place", "duplicate")._value.get() == duplicates + 1, what="duplicate handling")
     assert len(await stack.fetch_open_orders(SYMBOL)) == 1
 
 
