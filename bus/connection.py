@@ -6,6 +6,10 @@ must not. Every disconnect and reconnect is logged here, once, without a traceba
 Reconnects back off exponentially with jitter (nats-py's own wait is a constant 2 s): a
 restarted server is found again within a fraction of a second, while a server that stays
 down is not hammered by every component at once.
+
+`close()` works while the server is down: nats-py 2.16 flushes what it buffered during the
+outage into the socket that broke, which raises under uvloop ("the handler is closed") and
+turned every component's stop during an outage into a traceback.
 """
 
 from __future__ import annotations
@@ -14,6 +18,7 @@ import asyncio
 import logging
 import os
 import random
+from collections.abc import Callable
 
 import nats
 from nats.aio.client import Client, Server
@@ -22,6 +27,18 @@ from bus.embedded import DEFAULT_PORT
 from bus.errors import Unreachable
 
 log = logging.getLogger("bus.connection")
+
+
+class Connection(Client):
+    """nats-py's client whose `close()` also works while it is reconnecting."""
+
+    async def close(self) -> None:
+        try:
+            await super().close()
+        except (RuntimeError, OSError) as exc:
+            # The flush of the outage's buffer into the dead socket; the client ends closed all
+            # the same (its status is set first), and that buffer had nowhere to go.
+            log.debug("closed while disconnected from NATS (%s)", exc)
 
 
 def default_url() -> str:
@@ -38,13 +55,16 @@ def reconnect_delay(failed_attempts: int, jitter: float) -> float:
     return base * (0.8 + 0.4 * jitter)
 
 
-def _next_server(servers: list[Server], _info: dict) -> tuple[Server | None, float]:
-    """nats-py's reconnect hook: the least-tried server, after a delay grown from its failures."""
-    server = min(servers, key=lambda s: s.reconnects)
-    if server.reconnects and (server.reconnects & (server.reconnects - 1)) == 0:
-        # at 1, 2, 4, 8... failed attempts: enough to see an outage in the log, not a flood
-        log.warning("NATS %s still unreachable after %d attempts", redact(server.uri.geturl()), server.reconnects)
-    return server, reconnect_delay(server.reconnects, random.random())
+def _next_server_hook(level: int) -> Callable[[list[Server], dict], tuple[Server | None, float]]:
+    def next_server(servers: list[Server], _info: dict) -> tuple[Server | None, float]:
+        """nats-py's reconnect hook: the least-tried server, after a delay grown from its failures."""
+        server = min(servers, key=lambda s: s.reconnects)
+        if server.reconnects and (server.reconnects & (server.reconnects - 1)) == 0:
+            # at 1, 2, 4, 8... failed attempts: enough to see an outage in the log, not a flood
+            log.log(level, "NATS %s still unreachable after %d attempts", redact(server.uri.geturl()), server.reconnects)
+        return server, reconnect_delay(server.reconnects, random.random())
+
+    return next_server
 
 
 def redact(url: str) -> str:
@@ -61,11 +81,14 @@ async def connect(
     *,
     attempts: int | None = None,
     pending_size: int = 64 * 1024 * 1024,
+    outage_level: int = logging.WARNING,
 ) -> Client:
     """Connect, retrying with capped exponential backoff and jitter.
 
     `attempts=None` retries forever (components); CLI commands pass a small number and get
-    `Unreachable` with a clear message instead of a traceback.
+    `Unreachable` with a clear message instead of a traceback. `outage_level` is the level of
+    the disconnect / still unreachable / reconnect lines (a supervisor that restarts the
+    server itself reports the outage once, in its own words, and passes DEBUG).
     """
     target = url or default_url()
     tried = 0
@@ -74,10 +97,10 @@ async def connect(
     async def on_disconnect() -> None:
         if client and (client[0].is_closed or client[0].is_draining):
             return  # our own close(), not a failure
-        log.warning("disconnected from NATS %s; reconnecting", redact(target))
+        log.log(outage_level, "disconnected from NATS %s; reconnecting", redact(target))
 
     async def on_reconnect() -> None:
-        log.warning("reconnected to NATS %s", redact(target))
+        log.log(outage_level, "reconnected to NATS %s", redact(target))
 
     async def on_error(exc: Exception) -> None:
         log.debug("nats client error: %s", exc)
@@ -85,7 +108,8 @@ async def connect(
     while True:
         tried += 1
         try:
-            nc = await nats.connect(
+            nc = Connection()
+            await nc.connect(
                 servers=[s.strip() for s in target.split(",")],
                 name=name,
                 connect_timeout=2,
@@ -94,7 +118,7 @@ async def connect(
                 # we retry it ourselves (with a message), then switch to reconnecting forever.
                 max_reconnect_attempts=1,
                 reconnect_time_wait=0.5,
-                reconnect_to_server_handler=_next_server,
+                reconnect_to_server_handler=_next_server_hook(outage_level),
                 ping_interval=10,
                 max_outstanding_pings=3,
                 pending_size=pending_size,

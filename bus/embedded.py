@@ -3,11 +3,16 @@
 The server's settings are rendered by `server_config()`; the top-level `nats.conf` is that
 rendering for the defaults (a test keeps them equal), so running nats-server by hand with
 `nats-server -c nats.conf` gives the same server that `sqt up` starts.
+
+Port 0 means "let the server choose": it binds a free port itself and writes the ports it
+bound to a ports file, which `start()` reads back. Tests use this: choosing a free port first
+and handing it over leaves a moment in which another process can take it.
 """
 
 from __future__ import annotations
 
 import ctypes
+import json
 import os
 import shutil
 import signal
@@ -66,6 +71,10 @@ def free_port(host: str = "127.0.0.1") -> int:
         return int(sock.getsockname()[1])
 
 
+ANY_PORT = 0  # the server picks a free port and reports it in its ports file
+_RANDOM_PORT = -1  # how nats-server's config says "pick one"
+
+
 def server_config(
     *,
     store_dir: str = "data/nats",
@@ -73,15 +82,20 @@ def server_config(
     port: int = DEFAULT_PORT,
     monitor_port: int = DEFAULT_MONITOR_PORT,
     server_name: str = "sqt",
+    ports_file_dir: str | None = None,
 ) -> str:
+    """The config file; port 0 renders as -1, nats-server's "any free port"."""
+    client = _RANDOM_PORT if port == ANY_PORT else port
+    monitor = _RANDOM_PORT if monitor_port == ANY_PORT else monitor_port
+    ports_file = f'ports_file_dir: "{ports_file_dir}"\n' if ports_file_dir else ""
     return f"""# nats-server settings for OpenSQT; rendered by bus/embedded.py server_config()
 # (a test keeps this file equal to it). Run by hand: nats-server -c nats.conf
 server_name: {server_name}
 host: {host}
-port: {port}
-http: "{host}:{monitor_port}"
+port: {client}
+http: "{host}:{monitor}"
 max_payload: {MAX_PAYLOAD}
-
+{ports_file}
 jetstream {{
   store_dir: "{store_dir}"
   max_memory_store: 1GB
@@ -103,40 +117,85 @@ class EmbeddedServer:
     def url(self) -> str:
         return f"nats://{self.host}:{self.port}"
 
+    @property
+    def ports_dir(self) -> Path:
+        """Where nats-server writes `<binary>_<pid>.ports` (its bound ports, as JSON)."""
+        return self.store_dir / "ports"
+
     def start(self, timeout: float = 15.0) -> None:
-        for what, port, knob in (
-            ("client", self.port, "--nats-port / SQT_NATS_PORT"),
-            ("monitoring", self.monitor_port, "--nats-monitor-port / SQT_NATS_MONITOR_PORT"),
-        ):
-            if not port_free(self.host, port):
-                raise PortInUse(
-                    f"port {port} ({what} port of the embedded nats-server) on {self.host} is already in use; "
-                    f"stop what holds it, choose another with {knob}, or point NATS_URL at a running server"
-                )
-        self.store_dir.mkdir(parents=True, exist_ok=True)
-        conf = self.store_dir / "nats-server.conf"
-        conf.write_text(
-            server_config(store_dir=str(self.store_dir.resolve()), host=self.host, port=self.port, monitor_port=self.monitor_port)
-        )
-        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
-        self.process = subprocess.Popen(
-            [server_binary(), "-c", str(conf)],
-            stdout=out,
-            stderr=subprocess.STDOUT if self.log_file else subprocess.DEVNULL,
-            start_new_session=True,  # Ctrl-C goes to `sqt up`, which stops the server last
-            preexec_fn=die_with_parent,
-        )
+        """Start and wait until JetStream answers; port 0 is resolved to the port the server bound."""
+        self.launch()
+        assert self.process is not None
         deadline = time.monotonic() + timeout
+        resolved = self.port != ANY_PORT and self.monitor_port != ANY_PORT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
                 raise ServerFailed(f"nats-server exited with code {self.process.returncode}; see {self.log_file}")
-            if self._ready():
+            if not resolved:
+                resolved = self._read_ports_file()
+            elif self.ready():
                 return
             time.sleep(0.05)
         self.stop()
         raise ServerFailed(f"nats-server did not become ready within {timeout}s")
 
-    def _ready(self) -> bool:
+    def launch(self) -> None:
+        """Start the process and return at once (a supervisor checks on it later).
+
+        Raises PortInUse for a configured port that is taken: nats-server would only say so in
+        its log and exit, and the operator needs to know which knob to turn."""
+        for what, port, knob in (
+            ("client", self.port, "--nats-port / SQT_NATS_PORT"),
+            ("monitoring", self.monitor_port, "--nats-monitor-port / SQT_NATS_MONITOR_PORT"),
+        ):
+            if port != ANY_PORT and not port_free(self.host, port):
+                raise PortInUse(
+                    f"port {port} ({what} port of the embedded nats-server) on {self.host} is already in use; "
+                    f"stop what holds it, choose another with {knob}, or point NATS_URL at a running server"
+                )
+        self.store_dir.mkdir(parents=True, exist_ok=True)
+        self.ports_dir.mkdir(exist_ok=True)
+        for stale in self.ports_dir.glob("*.ports"):  # left by a server that was killed
+            stale.unlink(missing_ok=True)
+        conf = self.store_dir / "nats-server.conf"
+        conf.write_text(
+            server_config(
+                store_dir=str(self.store_dir.resolve()),
+                host=self.host,
+                port=self.port,
+                monitor_port=self.monitor_port,
+                ports_file_dir=str(self.ports_dir.resolve()),
+            )
+        )
+        out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
+        try:
+            self.process = subprocess.Popen(
+                [server_binary(), "-c", str(conf)],
+                stdout=out,
+                stderr=subprocess.STDOUT if self.log_file else subprocess.DEVNULL,
+                start_new_session=True,  # Ctrl-C goes to `sqt up`, which stops the server last
+                preexec_fn=die_with_parent,
+            )
+        finally:
+            if self.log_file:
+                out.close()  # type: ignore[union-attr]  # the child has its own copy
+
+    def _read_ports_file(self) -> bool:
+        """Take the ports the server bound from its ports file; False until it is written."""
+        assert self.process is not None
+        found = list(self.ports_dir.glob(f"*_{self.process.pid}.ports"))
+        if not found:
+            return False
+        try:
+            ports = json.loads(found[0].read_text())
+            self.port = _port_of(ports["nats"][0])
+            self.monitor_port = _port_of(ports["monitoring"][0])
+        except (OSError, ValueError, KeyError, IndexError):
+            return False  # caught while being written: read it again
+        return True
+
+    def ready(self) -> bool:
+        """JetStream answers on the monitoring port."""
         import urllib.request
 
         try:
@@ -160,3 +219,12 @@ class EmbeddedServer:
         if self.process and self.process.poll() is None:
             os.killpg(self.process.pid, signal.SIGKILL)
             self.process.wait()
+
+    @property
+    def alive(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+
+def _port_of(url: str) -> int:
+    """`nats://127.0.0.1:4222` -> 4222."""
+    return int(url.rsplit(":", 1)[1].strip("/"))

@@ -13,6 +13,7 @@ from __future__ import annotations
 import os
 import re
 import tomllib
+from decimal import Decimal
 from pathlib import Path
 from typing import Any
 
@@ -50,6 +51,26 @@ class StreamSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     replicas: int | None = None
 
 
+def default_grids() -> list[GridConfig]:
+    """The grid `sqt up` runs without a config file: the one configs/sqt.toml declares, so
+    `sqt up` anywhere trades like `make up`. A file with `grids = []` runs none."""
+    return [
+        GridConfig(
+            instance="btc-neutral",
+            venue="sim",
+            account="main",
+            symbol="BTC/USDT:USDT",
+            mode="neutral",
+            levels=5,
+            spacing=Decimal("0.0005"),
+            notional=Decimal(200),
+            trail_levels=2,
+            max_open_orders=20,
+            post_only=True,
+        )
+    ]
+
+
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     data_dir: str = "data"
     log_level: str = "INFO"
@@ -57,7 +78,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     streams: dict[str, StreamSettings] = msgspec.field(default_factory=dict)
     sim: SimConfig = SimConfig()
     executor: ExecutorConfig = ExecutorConfig()
-    grids: list[GridConfig] = msgspec.field(default_factory=list)
+    grids: list[GridConfig] = msgspec.field(default_factory=default_grids)
 
     def __post_init__(self) -> None:
         known = {s.name for s in STREAMS}

@@ -15,11 +15,14 @@ from nats.aio.client import Client
 
 from bus import streams
 from bus.connection import connect
-from bus.embedded import EmbeddedServer, free_port
+from bus.embedded import ANY_PORT, EmbeddedServer
 
 
 def start_server(workdir: Path) -> EmbeddedServer:
-    server = EmbeddedServer(store_dir=workdir / "nats", port=free_port(), monitor_port=free_port(), log_file=workdir / "nats.log")
+    """A nats-server on ports it chose itself (read back before `url` is used), so no other
+    process can take a port between our choosing it and the server binding it. Stopped and
+    started again, it keeps those ports: clients reconnect to the same URL."""
+    server = EmbeddedServer(store_dir=workdir / "nats", port=ANY_PORT, monitor_port=ANY_PORT, log_file=workdir / "nats.log")
     server.start()
     return server
 

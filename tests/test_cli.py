@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import logging
 import os
 import re
 import signal
@@ -16,7 +17,8 @@ import nats
 import pytest
 from nats.aio.client import Client
 
-from bus.embedded import EmbeddedServer, free_port
+from bus.embedded import ANY_PORT, EmbeddedServer, free_port
+from cli.supervisor import GIVEN_UP, Child, Supervisor, keep_alive
 from testkit.bus import eventually
 from venues.sim.config import SimConfig
 from venues.sim.service import SimService
@@ -83,7 +85,7 @@ def test_sqt_up_runs_everything_shows_market_data_restarts_the_dead_and_stops_cl
                 await nc.close()
 
         state = asyncio.run(grid_trading())
-        assert state["grid"]["anchor"] and state["levels"]
+        assert state["state"]["anchor"] and state["levels"]  # the grid's whole state rides along (ADR 0007)
 
         os.kill(pids["sim"], signal.SIGKILL)  # a component dies: it is restarted, and we are told
         _wait_for(output, r"sim exited with code -9; restarting", 10)
@@ -170,3 +172,34 @@ async def test_a_grid_too_small_for_the_market_exits_2_naming_the_key(bus: Clien
     finally:
         stop.set()
         await task
+
+
+def test_the_supervisor_restarts_a_dead_nats_server_on_the_same_ports(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    server = EmbeddedServer(store_dir=tmp_path / "nats", port=ANY_PORT, monitor_port=ANY_PORT, log_file=tmp_path / "nats.log")
+    server.start()
+    supervisor = Supervisor([], server)
+    assert supervisor.server is not None
+    try:
+        first, port = server.process.pid if server.process else 0, server.port
+        server.kill()
+        now = time.monotonic()
+        with caplog.at_level(logging.WARNING, logger="sqt.up"):
+            keep_alive(supervisor.server, now)  # notices the death, schedules the restart
+            keep_alive(supervisor.server, now + 60)  # the restart is due
+        assert server.alive and server.process is not None and server.process.pid != first and server.port == port
+        assert "nats-server exited (code -9); restarting" in caplog.text
+        assert f"nats-server restarted (pid {server.process.pid})" in caplog.text
+        assert supervisor.server.may_restart(2)  # unlike a component: the bus is never given up on
+    finally:
+        server.stop()
+
+
+def test_a_component_that_exits_2_is_not_restarted(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
+    child = Child("grid:x", [sys.executable, "-c", "raise SystemExit(2)"], tmp_path / "grid.log", "a grid", env=dict(os.environ))
+    child.launch()
+    assert child.proc is not None and child.proc.wait(30) == 2
+    with caplog.at_level(logging.ERROR, logger="sqt.up"):
+        keep_alive(child, time.monotonic())
+        keep_alive(child, time.monotonic() + 3600)
+    assert child.next_start == GIVEN_UP and child.restarts == 0
+    assert "grid:x exited with code 2" in caplog.text and "not restarting it" in caplog.text

@@ -9,14 +9,37 @@ from pathlib import Path
 
 import pytest
 
-from bus.embedded import EmbeddedServer, PortInUse, free_port, server_config
-from cli.config import ConfigError, load, parse_duration
+from bus.connection import connect
+from bus.embedded import ANY_PORT, EmbeddedServer, PortInUse, free_port, server_config
+from cli.config import Config, ConfigError, load, parse_duration
+from cli.up import components
 
 ROOT = Path(__file__).resolve().parent.parent
 
 
 def test_nats_conf_is_the_rendering_of_the_launcher_defaults() -> None:
     assert (ROOT / "nats.conf").read_text() == server_config()
+
+
+def test_port_0_renders_as_the_servers_own_choice_and_a_ports_file_reports_it() -> None:
+    text = server_config(port=ANY_PORT, monitor_port=ANY_PORT, ports_file_dir="/run/sqt")
+    assert "port: -1\n" in text and 'http: "127.0.0.1:-1"' in text and 'ports_file_dir: "/run/sqt"' in text
+
+
+async def test_a_server_asked_for_port_0_binds_ports_of_its_own_and_keeps_them_when_restarted(tmp_path: Path) -> None:
+    server = EmbeddedServer(store_dir=tmp_path / "nats", port=ANY_PORT, monitor_port=ANY_PORT)
+    server.start()
+    try:
+        port, monitor = server.port, server.monitor_port
+        assert port != ANY_PORT and monitor != ANY_PORT and port != monitor
+        assert server.ready()  # the monitoring port read back is the server's
+        nc = await connect(server.url, name="pytest", attempts=3)  # and so is the client port
+        await nc.close()
+        server.kill()
+        server.start()  # clients reconnect to the same URL
+        assert (server.port, server.monitor_port) == (port, monitor)
+    finally:
+        server.stop()
 
 
 def test_a_port_in_use_names_the_port_and_how_to_choose_another(tmp_path: Path) -> None:
@@ -94,6 +117,29 @@ def test_nats_url_points_everything_at_an_existing_server(tmp_path: Path) -> Non
     cfg = load(write(tmp_path, ""), environ={"NATS_URL": "nats://10.0.0.1:4222"})
     assert cfg.embedded is False and cfg.nats_url == "nats://10.0.0.1:4222"
     assert load(write(tmp_path, "[nats]\nurl = 'nats://h:1'\n"), environ={}).nats.url == "nats://h:1"
+
+
+def test_without_a_config_file_sqt_up_runs_the_grid_the_shipped_config_declares(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)  # no configs/sqt.toml here: the built-in defaults
+    defaults = load(None, environ={})
+    shipped = load(ROOT / "configs" / "sqt.toml", environ={})
+    assert defaults.grids == shipped.grids == Config().grids
+    grid = defaults.grids[0]
+    assert (grid.instance, grid.symbol, grid.mode, grid.levels, str(grid.spacing)) == (
+        "btc-neutral",
+        "BTC/USDT:USDT",
+        "neutral",
+        5,
+        "0.0005",
+    )
+    assert (str(grid.notional), grid.trail_levels, grid.max_open_orders, grid.post_only) == ("200", 2, 20, True)
+    assert [name for name, _argv, _what in components(defaults, None)] == ["sim", "executor", "grid:btc-neutral"]
+
+
+def test_a_config_file_that_sets_grids_to_an_empty_list_runs_no_grid(tmp_path: Path) -> None:
+    config = load(write(tmp_path, "grids = []\n"), environ={})
+    assert config.grids == []
+    assert [name for name, _argv, _what in components(config, None)] == ["sim", "executor"]
 
 
 def test_the_shipped_example_config_is_valid() -> None:

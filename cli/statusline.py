@@ -1,0 +1,92 @@
+"""The line `sqt up` prints every few seconds: the primary market, stream sizes, each grid.
+
+It is best effort and never holds anything up: while NATS is down it says so instead of
+waiting on requests that cannot be answered, and its subscriptions come back by themselves
+when the client reconnects.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.aio.msg import Msg
+
+from cli.config import Config
+from schemas import subjects
+
+STREAMS_SHOWN = ("MARKET", "ACCOUNT", "COMMAND")
+INFO_TIMEOUT = 1.0  # seconds per stream_info: the line is late rather than the supervisor
+
+
+class _Ticker(msgspec.Struct):
+    last: str = "?"
+    bid: str | None = None
+    ask: str | None = None
+
+
+_ticker = msgspec.json.Decoder(_Ticker)
+
+
+class MarketWatch:
+    """The facts behind the status line: the primary market's ticker and every grid's state."""
+
+    def __init__(self, config: Config) -> None:
+        self.config = config
+        self.symbol = config.grids[0].symbol if config.grids else config.sim.markets[0].symbol
+        self.ticker: _Ticker | None = None
+        self.ticks = 0
+        self.grids: dict[str, dict[str, Any]] = {}
+
+    async def start(self, nc: Client) -> None:
+        async def on_tick(msg: Msg) -> None:
+            self.ticker = _ticker.decode(msg.data)
+            self.ticks += 1
+
+        async def on_state(msg: Msg) -> None:
+            doc = msgspec.json.decode(msg.data)
+            self.grids[doc.get("instance", "?")] = {
+                "status": doc.get("status"),
+                "open": doc.get("open_orders", 0),
+                "fills": doc.get("fills", 0),
+                "pnl": doc.get("realized_pnl", "0"),
+                "position": doc.get("position", "0"),
+            }
+
+        await nc.subscribe(subjects.md(self.config.sim.venue, self.symbol, "ticker"), cb=on_tick)
+        await nc.subscribe(subjects.ops("grid", "*", "state"), cb=on_state)
+
+    async def line(self, nc: Client) -> str:
+        stamp = time.strftime("%H:%M:%S")
+        if not nc.is_connected:
+            return f"[{stamp}] NATS unreachable; waiting for it to come back"
+        js = nc.jetstream(timeout=INFO_TIMEOUT)
+        counts = []
+        for name in STREAMS_SHOWN:
+            try:
+                counts.append(f"{name} {(await js.stream_info(name)).state.messages:,}")
+            except Exception:  # noqa: BLE001 - the line is best effort
+                counts.append(f"{name} ?")
+        t = self.ticker
+        market = f"{self.symbol} {t.last} (bid {t.bid} / ask {t.ask})" if t else f"{self.symbol}: waiting for ticks"
+        grids = "; ".join(
+            f"grid {k}: {v['status']}, {v['open']} open, position {v['position']}, {v['fills']} fills, pnl {v['pnl']}"
+            for k, v in sorted(self.grids.items())
+        )
+        return f"[{stamp}] {market} | {', '.join(counts)} msgs" + (f" | {grids}" if grids else "")
+
+
+async def print_status_lines(nc: Client, config: Config, stop: asyncio.Event, every: float = 5.0) -> None:
+    """Print a status line every `every` seconds until `stop`."""
+    watch = MarketWatch(config)
+    await watch.start(nc)
+    while not stop.is_set():
+        try:
+            await asyncio.wait_for(stop.wait(), every)
+            return
+        except asyncio.TimeoutError:
+            pass
+        print(await watch.line(nc), flush=True)
