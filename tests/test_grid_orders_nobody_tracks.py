@@ -10,7 +10,7 @@ from __future__ import annotations
 from decimal import Decimal as D
 from typing import Any
 
-from schemas.account import Position
+from schemas.account import Liquidation, Position
 from schemas.ops import BreakerChange, VenueSnapshot
 from strategies.grid.diff import STRAY_PATIENCE_MS
 from strategies.grid.lattice import client_order_id, client_prefix, parse_client_order_id
@@ -151,3 +151,18 @@ def test_a_breaker_read_at_snapshot_time_never_overwrites_a_newer_breaker_event(
     assert d.state.breaker == "halted" and d.state.status == "halted"
     d.feed(BreakerChange(id="b3", instance="r", scope="global", state="ok", previous="halted", reason="cleared", ts=T + 20))
     assert d.state.breaker == "ok"
+
+
+def test_a_liquidation_empties_the_grid_and_halts_it_until_an_operator_resets_it() -> None:
+    d = Driver(grid(mode="long", levels=2))
+    buy90, buy80 = sorted(places(d.tick("100")), key=lambda p: -p.price)
+    [close] = places(d.order(buy90, "closed", filled=str(buy90.amount)))
+    d.order(close, "open")
+    d.order(buy80, "open")
+    out = d.feed(
+        Liquidation(id="l", venue="sim", account="main", symbol="BTC/USDT:USDT", side="long", contracts=buy90.amount,
+                    price=D(50), fee=D(1), ts=d.ts + 1, ts_local=d.ts + 1)
+    )  # fmt: skip
+    assert d.core.position(d.state) == 0 and d.state.status == "halted" and "liquidated" in (d.state.fault or "")
+    assert {c.client_order_id for c in cancels(out)} == {close.client_order_id, buy80.client_order_id}
+    assert d.state.realized_pnl == (D(50) - D(90)) * buy90.amount

@@ -28,7 +28,7 @@ from msgspec.structs import replace
 
 from bus.contract import Inbound, InputRejected
 from schemas import ids
-from schemas.account import ZERO, OrderUpdate
+from schemas.account import ZERO, Liquidation, OrderUpdate
 from schemas.market import Market, Ticker
 from schemas.ops import BreakerChange, ControlCommand, GridLevel, StrategyState, StrategyStatus, VenueSnapshot
 from schemas.sanity import check_ticker
@@ -90,6 +90,8 @@ class GridCore:
             # say why, instead of dead-lettering a real fill and trading on a wrong position.
             fault = f"{type(ev).__name__} {getattr(ev, 'client_order_id', '')}: {type(exc).__name__}: {exc}"
             return self.decide(replace(state, fault=fault, halted=True, seq=inbound.seq), inbound.seq, changed=True)
+        if kind is Liquidation:
+            return self.on_liquidation(state, ev, inbound.seq)
         if kind is BreakerChange:
             return self.on_breaker(state, ev, inbound.seq)
         if kind is ControlCommand:
@@ -210,6 +212,28 @@ class GridCore:
                 parsed = parse_client_order_id(self.prefix, e.event.client_order_id)
                 assert parsed is not None
                 st = self.book_order(st, e.event, parsed[1], parsed[2])
+        return self.decide(st, seq, changed=True)
+
+    def on_liquidation(self, st: GridState, ev: Liquidation, seq: int) -> tuple[GridState, list[Any]]:
+        """The venue closed the position: the grid holds nothing any more, and stops until an
+        operator has looked (its orders on the market were canceled with it)."""
+        if ev.symbol != st.symbol or ev.venue != st.venue or ev.account != st.account:
+            return st, []
+        size = self.market.contract_size
+        realized = sum(((ev.price - (s.entry_price or ev.price)) * s.holding * size for s in st.slots if s.holding), ZERO)
+        slots = {s.index: settle(s, holding=ZERO, entry_price=None) for s in st.slots}
+        fault = f"liquidated by the venue: {ev.contracts} {ev.side} at {ev.price} (fee {ev.fee})"
+        st = replace(
+            st,
+            slots=kept(slots),
+            unassigned=ZERO,
+            realized_pnl=st.realized_pnl + realized,
+            fees=st.fees + ev.fee,
+            halted=True,
+            fault=fault,
+            ts=max(st.ts, ev.ts),
+            seq=seq,
+        )
         return self.decide(st, seq, changed=True)
 
     def on_breaker(self, st: GridState, ev: BreakerChange, seq: int) -> tuple[GridState, list[Any]]:

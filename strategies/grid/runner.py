@@ -26,7 +26,7 @@ from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import register
 from bus.streams import BREAKERS, DAY, MINUTE, STREAMS, Source, StreamSpec, apply, apply_stream, with_retention
 from schemas import ids, subjects
-from schemas.account import OrderUpdate
+from schemas.account import Liquidation, OrderUpdate
 from schemas.market import Market, Ticker
 from schemas.ops import BreakerChange, ControlCommand, VenueSnapshot
 from schemas.subjects import breaker_scopes
@@ -40,7 +40,7 @@ from venues.protocol import Venue
 
 log = logging.getLogger("grid")
 
-GridInput = Ticker | OrderUpdate | ControlCommand | BreakerChange | VenueSnapshot
+GridInput = Ticker | OrderUpdate | Liquidation | ControlCommand | BreakerChange | VenueSnapshot
 SNAPSHOT_ATTEMPTS = 10
 
 
@@ -57,7 +57,10 @@ def input_stream(grid: GridConfig) -> StreamSpec:
         duplicate_window=2 * MINUTE,
         sources=(
             Source("MARKET", (subjects.md(grid.venue, grid.symbol, "ticker"),)),
-            Source("ACCOUNT", (subjects.acct(grid.venue, grid.account, grid.symbol, "order"),)),
+            Source(
+                "ACCOUNT",
+                (subjects.acct(grid.venue, grid.account, grid.symbol, "order"), subjects.acct(grid.venue, grid.account, grid.symbol, "liquidation")),
+            ),
             Source(
                 "OPS",
                 (
