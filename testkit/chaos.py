@@ -11,11 +11,13 @@ random component at a random instant while a tick is in flight and restarts it a
 from __future__ import annotations
 
 import asyncio
+import json
 import os
 import random
 import signal
 import subprocess
 import sys
+import urllib.request
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from decimal import Decimal
@@ -76,6 +78,13 @@ trail_levels = 2
 max_open_orders = 12
 """
 COMPONENTS = ("sim", "executor", "grid")
+CLIENT_NAMES = {"sim": "sqt-sim-sim", "executor": "sqt-executor-sim-main", "grid": f"sqt-grid-{INSTANCE}"}
+PATTERNS = ("one", "two at once", "while recovering")
+
+
+def _fetch(url: str) -> bytes:
+    with urllib.request.urlopen(url, timeout=5) as resp:
+        return bytes(resp.read())
 
 
 @dataclass
@@ -83,6 +92,8 @@ class Outcome:
     state: GridState
     replayed: GridState  # the grid's whole input folded from seq 1 with a fresh core
     kills: dict[str, int] = field(default_factory=dict)
+    patterns: dict[str, int] = field(default_factory=dict)
+    missed: int = 0  # kills that found their process already dead (must stay 0)
     orders_by_cid: dict[str, set[str]] = field(default_factory=dict)
     venue_position: Decimal = Decimal(0)
     venue_fills: int = 0
@@ -110,11 +121,31 @@ class Cluster:
         self.procs[name] = subprocess.Popen(args, cwd=ROOT, env=env, stdout=log, stderr=subprocess.STDOUT)
         return self.procs[name]
 
-    def kill(self, name: str) -> None:
+    def kill(self, name: str) -> bool:
+        """SIGKILL a component; True if it was alive (a kill that hit something)."""
         proc = self.procs[name]
-        if proc.poll() is None:
+        alive = proc.poll() is None
+        if alive:
             os.kill(proc.pid, signal.SIGKILL)
         proc.wait()
+        return alive
+
+    async def connections(self, name: str) -> set[int]:
+        """The server's ids of the connections a component has open now."""
+        url = f"http://{self.server.host}:{self.server.monitor_port}/connz?limit=1024"
+        body = await asyncio.to_thread(_fetch, url)
+        return {int(c["cid"]) for c in json.loads(body).get("connections", []) if c.get("name") == CLIENT_NAMES[name]}
+
+    async def connected(self, name: str, besides: set[int], timeout: float = 30.0) -> None:
+        """Wait until a restarted component has a new connection to NATS (not one of `besides`):
+        from then on it is recovering (loading its checkpoint, folding its log)."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        while loop.time() < deadline:
+            if await self.connections(name) - besides:
+                return
+            await asyncio.sleep(0.01)
+        raise TimeoutError(f"{name} did not connect within {timeout}s")
 
     def stop(self, name: str) -> None:
         proc = self.procs.get(name)
@@ -186,6 +217,13 @@ async def clock(venue: SimVenue) -> tuple[int, bool]:
             await asyncio.sleep(0.1)
 
 
+@dataclass
+class Kills:
+    counts: dict[str, int] = field(default_factory=lambda: {name: 0 for name in COMPONENTS})
+    patterns: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PATTERNS})
+    missed: int = 0
+
+
 async def drive(
     cluster: Cluster,
     nc: Client,
@@ -194,29 +232,44 @@ async def drive(
     kill_at: set[int] | None = None,
     rng: random.Random | None = None,
     on_kill: Callable[[int, str], None] | None = None,
-) -> dict[str, int]:
+) -> Kills:
     """Tick the lock-step exchange `steps` times, settling after each half (fills, then market
-    data); at the halves in `kill_at`, SIGKILL a random component mid-cascade and restart it."""
+    data). At the halves in `kill_at`, mid-cascade, SIGKILL one component, or two at once, or one
+    and then another while the first is recovering (connected again, folding its log); every
+    victim is restarted at once."""
     kill_at = kill_at or set()
     rng = rng or random.Random(0)
-    counts = {name: 0 for name in COMPONENTS}
+    kills = Kills()
     venue = SimVenue(nc, timeout=10)
     await clock(venue)
     await wait_settled(nc, grid)
     step, unquoted = await clock(venue)
     half = 0
+
+    def kill(victim: str) -> None:
+        if not cluster.kill(victim):
+            kills.missed += 1
+        kills.counts[victim] += 1
+        if on_kill is not None:
+            on_kill(step, victim)
+        cluster.start(victim)
+
     while step < steps or unquoted:
         phase = "quote" if unquoted else "match"
         half += 1
         if half in kill_at:
-            victim = rng.choice(COMPONENTS)
+            pattern = PATTERNS[len([h for h in kill_at if h < half]) % len(PATTERNS)]  # every pattern, in turn
+            kills.patterns[pattern] += 1
             ticking = asyncio.create_task(venue.step(1, phase))
             await asyncio.sleep(rng.uniform(0, 0.03))  # somewhere inside the tick's cascade
-            cluster.kill(victim)
-            counts[victim] += 1
-            if on_kill is not None:
-                on_kill(step, victim)
-            cluster.start(victim)
+            first, second = rng.sample(COMPONENTS, 2)
+            before = await cluster.connections(first) if pattern == "while recovering" else set()
+            kill(first)
+            if pattern == "two at once":
+                kill(second)
+            elif pattern == "while recovering":
+                await cluster.connected(first, besides=before)
+                kill(rng.choice((first, second)))
             try:
                 await ticking
             except Transient:
@@ -225,7 +278,7 @@ async def drive(
             await venue.step(1, phase)
         await wait_settled(nc, grid)
         step, unquoted = await clock(venue)
-    return counts
+    return kills
 
 
 async def run(
@@ -247,11 +300,17 @@ async def run(
             cluster.start(name)
         nc = await connect(cluster.server.url, name="chaos-driver", attempts=10)
         try:
-            counts = await drive(cluster, nc, grid, steps, kill_at, rng, on_kill)
+            kills_done = await drive(cluster, nc, grid, steps, kill_at, rng, on_kill)
             cluster.stop("grid")  # a graceful stop writes the final checkpoint
             cp = await checkpoints.load(nc, f"grid-{INSTANCE}", GridState)
             assert cp is not None
-            outcome = Outcome(state=cp.state, replayed=await replay_all(nc, grid, cp.state), kills=counts)
+            outcome = Outcome(
+                state=cp.state,
+                replayed=await replay_all(nc, grid, cp.state),
+                kills=kills_done.counts,
+                patterns=kills_done.patterns,
+                missed=kills_done.missed,
+            )
             await venue_facts(nc, SimVenue(nc, timeout=10), outcome)
             return outcome
         finally:

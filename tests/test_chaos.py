@@ -25,8 +25,10 @@ async def test_kill_9_anything_anytime_and_the_grid_ends_where_an_uninterrupted_
     reference = await chaos.run(tmp_path / "reference", seed=7, steps=STEPS, kills=0)
     killed = await chaos.run(tmp_path / "chaos", seed=7, steps=STEPS, kills=KILLS)
 
-    assert sum(killed.kills.values()) == KILLS
+    assert sum(killed.kills.values()) > KILLS  # some kill points take two processes
     assert all(killed.kills[c] > 0 for c in chaos.COMPONENTS), killed.kills
+    assert all(n > 0 for n in killed.patterns.values()), killed.patterns  # one, two at once, while recovering
+    assert killed.missed == 0  # every kill hit a live process
     assert reference.state.fills > 10, "the session must trade for the comparison to mean anything"
 
     # No client order id ever became two orders at the venue.
