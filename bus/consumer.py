@@ -29,6 +29,8 @@ from nats.js.errors import NotFoundError
 from bus import checkpoints
 from bus.contract import DEFAULT_MAX_FUTURE_MS, DEFAULT_MAX_PAYLOAD, Outgoing, Rules
 from bus.dlq import dead_letter
+from bus.errors import LeaseLost, Stalled
+from bus.lease import Lease
 from bus.publisher import PubAck, Publisher
 from bus.pull import PullFeed
 from bus.reader import ack_tokens
@@ -95,6 +97,7 @@ class Consumer:
         self.seq = 0  # last input whose effects are settled
         self.caught_up = asyncio.Event()
         self.rules = spec.rules(max_payload(nc))
+        self.lease: Lease | None = None
         self._since_checkpoint = 0
         self._checkpointed_seq = -1
         self._last_checkpoint = time.monotonic()
@@ -118,8 +121,16 @@ class Consumer:
         await self.checkpoint(force=True)
 
     async def checkpoint(self, force: bool = False) -> None:
-        """Store (snapshot, seq) every N inputs or T seconds, always after their outputs were stored."""
-        if self.seq == self._checkpointed_seq:
+        """Store (snapshot, seq) every N inputs or T seconds, always after their outputs were stored.
+
+        Never without the lease (a checkpoint written after losing it could overwrite the new
+        holder's), and not while NATS is unreachable: the next start folds the log from the last
+        checkpoint instead, as after kill -9."""
+        if self.seq == self._checkpointed_seq or (self.lease is not None and self.lease.lost.is_set()):
+            return
+        if not self.nc.is_connected:
+            if force:
+                log.info("%s: NATS is unreachable; the final checkpoint is skipped (the next start replays)", self.spec.name)
             return
         due = (
             force
@@ -150,23 +161,38 @@ class Consumer:
             change = await apply_stream(self.js, self.spec.input_stream)
             if change.kind != "unchanged":
                 log.info("%s: input stream %s", self.spec.name, change)
+        # One process per consumer: a second one exits here, naming the holder (LeaseHeld).
+        self.lease = lease = Lease(self.nc, self.spec.name)
+        await lease.acquire()
+        ended = _either(stop, lease.lost)
+        try:
+            await self._sessions(ended)
+        finally:
+            if not lease.lost.is_set():
+                await lease.release()
+            ended.cancel_watch()
+        if lease.lost.is_set() and not stop.is_set():
+            raise LeaseLost(f"{self.spec.name}: another process took this consumer's lease; stopped without writing anything more")
+
+    async def _sessions(self, ended: _Either) -> None:
         delay = 0.2
-        while not stop.is_set():
+        while not ended.is_set():
             try:
-                await self._session(stop)
+                await self._session(ended)
                 return
             except Exception as exc:  # nats, OS and publish errors share no narrower base
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 log.warning("%s: session ended (%s); rebuilding from the log in %.1fs", self.spec.name, self.stats.last_error, delay)
             self.caught_up.clear()
             try:
-                await asyncio.wait_for(stop.wait(), delay)
+                await asyncio.wait_for(ended.wait(), delay)
             except asyncio.TimeoutError:
                 pass
             delay = min(delay * 2, 5.0)
 
-    async def _session(self, stop: asyncio.Event) -> None:
+    async def _session(self, ended: asyncio.Event) -> None:
         self.stats.sessions += 1
+        reconnects = self.nc.stats["reconnects"]
         await self.ensure_publisher()
         await self.prepare()
         await self.recreate_consumer(self.seq + 1)
@@ -174,10 +200,16 @@ class Consumer:
         await feed.start()
         log.info("%s: live from seq %d", self.spec.name, self.seq + 1)
         try:
-            while not stop.is_set():
+            while not ended.is_set():
+                if self.nc.stats["reconnects"] != reconnects:
+                    # A restarted server may have lost our pull requests and the consumer's
+                    # delivery state: rebuild at once rather than wait for the stall watchdog.
+                    raise Stalled("reconnected to NATS")
                 msgs = await feed.next_batch(timeout=0.25)
                 if msgs:
                     await self.process(msgs)
+                    if self.stats.lag == 0 and not self.caught_up.is_set():
+                        self.caught_up.set()  # a busy stream may never give an empty pull
                 elif not self.caught_up.is_set():
                     self.caught_up.set()
                 await self.idle()
@@ -262,3 +294,27 @@ def max_payload(nc: Client) -> int:
     except (AttributeError, TypeError, ValueError):
         return DEFAULT_MAX_PAYLOAD
     return limit if limit > 0 else DEFAULT_MAX_PAYLOAD
+
+
+class _Either(asyncio.Event):
+    """Set when either of two events is (the caller's stop, or the lease lost)."""
+
+    def __init__(self, a: asyncio.Event, b: asyncio.Event) -> None:
+        super().__init__()
+        self._task = asyncio.ensure_future(self._watch(a, b))
+
+    async def _watch(self, a: asyncio.Event, b: asyncio.Event) -> None:
+        waits = [asyncio.ensure_future(a.wait()), asyncio.ensure_future(b.wait())]
+        try:
+            await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
+            self.set()
+        finally:
+            for w in waits:
+                w.cancel()
+
+    def cancel_watch(self) -> None:
+        self._task.cancel()
+
+
+def _either(a: asyncio.Event, b: asyncio.Event) -> _Either:
+    return _Either(a, b)

@@ -47,6 +47,10 @@ class LeaseHeld(BusError):
     """Another process holds this consumer's lease (the message names it)."""
 
 
+class LeaseLost(BusError):
+    """This process's lease was taken by another while it ran: it stopped writing at once."""
+
+
 class PortInUse(BusError):
     """A port the embedded server needs is taken."""
 

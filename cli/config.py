@@ -20,6 +20,7 @@ from typing import Any
 import msgspec
 
 from bus.embedded import DEFAULT_MONITOR_PORT, DEFAULT_PORT
+from bus.settings import BusSettings
 from bus.streams import STREAMS, Retention
 from executors.config import ExecutorConfig
 from strategies.grid.config import GridConfig
@@ -99,6 +100,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     @property
     def embedded(self) -> bool:
         return not self.nats.url
+
+    def bus(self) -> BusSettings:
+        """What the component runners need of this configuration."""
+        return BusSettings(nats_url=self.nats_url, retention=self.retention(), sim_venue=self.sim.venue)
 
     def retention(self) -> dict[str, Retention]:
         out = {}

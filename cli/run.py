@@ -33,14 +33,14 @@ def run_component(config: Config, component: str, instance: str | None) -> int:
         case "executor":
             from executors.runner import run_executor
 
-            return process.run("executor", lambda stop: run_executor(config, stop))
+            return process.run("executor", lambda stop: run_executor(config.bus(), config.executor, stop))
         case "grid":
             grid = config.grid(instance) if instance else _only_grid(config)
             from strategies.grid.runner import GridConfigError, run_grid
 
             async def main(stop: asyncio.Event) -> None:
                 try:
-                    await run_grid(config, grid, stop)
+                    await run_grid(config.bus(), grid, stop)
                 except GridConfigError as exc:
                     logging.getLogger("grid").error("%s", exc)
                     raise SystemExit(2) from None

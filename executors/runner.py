@@ -15,7 +15,8 @@ from bus.consumer import ConsumerSpec
 from bus.handler import HandlerRuntime
 from bus.http import serve
 from bus.service import register
-from bus.streams import STREAMS, apply, with_retention
+from bus.settings import BusSettings
+from bus.streams import apply
 from executors import metrics
 from executors.breakers import BreakerView
 from executors.config import ExecutorConfig
@@ -57,11 +58,10 @@ def build_executor(nc: Client, cfg: ExecutorConfig, venue: Venue, breakers: Brea
     return HandlerRuntime(nc, executor_spec(cfg), Executor(venue, breakers, cfg, throttler(cfg)))
 
 
-async def run_executor(config: Any, stop: asyncio.Event) -> None:
-    cfg: ExecutorConfig = config.executor
-    nc = await connect(config.nats_url, name=f"sqt-executor-{cfg.venue}-{cfg.account}")
-    await apply(nc.jetstream(), with_retention(STREAMS, config.retention()))
-    venue = open_venue(nc, cfg.venue, cfg.account, sim_venue=config.sim.venue, timeout=cfg.request_timeout)
+async def run_executor(settings: BusSettings, cfg: ExecutorConfig, stop: asyncio.Event) -> None:
+    nc = await connect(settings.nats_url, name=f"sqt-executor-{cfg.venue}-{cfg.account}")
+    await apply(nc.jetstream(), settings.streams())
+    venue = open_venue(nc, cfg.venue, cfg.account, sim_venue=settings.sim_venue, timeout=cfg.request_timeout)
     breakers = await BreakerView(nc).start()
     runtime = build_executor(nc, cfg, venue, breakers)
     started = time.time()

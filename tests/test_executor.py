@@ -46,7 +46,7 @@ async def stack(bus: Client, nats_server: EmbeddedServer) -> AsyncIterator[SimVe
     )
     stop = asyncio.Event()
     sim = SimService(bus, config.sim)
-    tasks = [asyncio.create_task(sim.run(stop)), asyncio.create_task(run_executor(config, stop))]
+    tasks = [asyncio.create_task(sim.run(stop)), asyncio.create_task(run_executor(config.bus(), config.executor, stop))]
     venue = SimVenue(bus)
     await eventually(lambda: sim.service is not None, what="the exchange")
     await venue.step(1)
@@ -261,7 +261,7 @@ async def test_a_lost_consumer_resumes_from_the_executors_own_checkpoint(bus: Cl
     for i in range(3):
         await pub.publish(place(f"ck{i}", px - i))
     exec_stop = asyncio.Event()
-    executor_task = asyncio.create_task(run_executor(config, exec_stop))
+    executor_task = asyncio.create_task(run_executor(config.bus(), config.executor, exec_stop))
     await outcome(bus, "ck2", "open")
     exec_stop.set()
     await executor_task
@@ -269,7 +269,7 @@ async def test_a_lost_consumer_resumes_from_the_executors_own_checkpoint(bus: Cl
     handled = metrics.COMMANDS.labels("place", "duplicate")._value.get()
     await pub.publish(place("ck3", px - 3))
     exec_stop = asyncio.Event()
-    executor_task = asyncio.create_task(run_executor(config, exec_stop))
+    executor_task = asyncio.create_task(run_executor(config.bus(), config.executor, exec_stop))
     await outcome(bus, "ck3", "open")
     exec_stop.set()
     await executor_task

@@ -63,6 +63,10 @@ class Running:
     async def _close(self) -> None:
         self.stop.set()  # the consumers end their sessions; then the stack unwinds
         await self.exits.aclose()
+        leftovers = [t for t in asyncio.all_tasks() if t is not asyncio.current_task()]
+        for task in leftovers:  # nats-py's and the publishers' background tasks
+            task.cancel()
+        await asyncio.gather(*leftovers, return_exceptions=True)
 
 
 @pytest.fixture(params=hostile.TARGETS, ids=lambda t: t.name)

@@ -331,13 +331,7 @@ CASES = {
     "executor": Case(("sim", "executor"), "COMMAND", "executor-sim-main", feed_place),
     "grid": Case(("sim", "executor", "grid"), f"IN_GRID_{INSTANCE.upper()}", f"grid-{INSTANCE}"),  # fed by the exchange
 }
-# Known not to resume (reported to the consumer runtime's owner): bus/consumer.py sets `caught_up`
-# only when a pull comes back empty, and `run()` clears it when a session breaks. A realtime
-# exchange that journals a tick more often than every 250 ms never gets an empty pull again, so
-# after the server restart it answers every request with "the exchange is recovering", forever;
-# the executor, which needs it, stalls with it. Strict: these start passing with the fix.
-NOT_RESUMING = pytest.mark.xfail(strict=True, reason="caught_up is never set again after a rebuilt session under a busy journal")
-PARAMS = [pytest.param(name, marks=NOT_RESUMING if name in ("simulated exchange", "executor") else ()) for name in CASES]
+PARAMS = list(CASES)  # the exchange ticks faster than every 250 ms: it never sees an empty pull
 
 
 def start_component(name: str, server: EmbeddedServer, workdir: Path) -> subprocess.Popen[bytes]:

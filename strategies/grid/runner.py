@@ -24,7 +24,8 @@ from bus.connection import connect
 from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import register
-from bus.streams import BREAKERS, DAY, MINUTE, STREAMS, Source, StreamSpec, apply, apply_stream, with_retention
+from bus.settings import BusSettings
+from bus.streams import BREAKERS, DAY, MINUTE, Source, StreamSpec, apply, apply_stream
 from schemas import ids, subjects
 from schemas.account import Liquidation, OrderUpdate
 from schemas.market import Market, Ticker
@@ -59,7 +60,10 @@ def input_stream(grid: GridConfig) -> StreamSpec:
             Source("MARKET", (subjects.md(grid.venue, grid.symbol, "ticker"),)),
             Source(
                 "ACCOUNT",
-                (subjects.acct(grid.venue, grid.account, grid.symbol, "order"), subjects.acct(grid.venue, grid.account, grid.symbol, "liquidation")),
+                (
+                    subjects.acct(grid.venue, grid.account, grid.symbol, "order"),
+                    subjects.acct(grid.venue, grid.account, grid.symbol, "liquidation"),
+                ),
             ),
             Source(
                 "OPS",
@@ -221,11 +225,11 @@ async def build_grid(
     return ConsumerRuntime(nc, spec, core, publisher)
 
 
-async def run_grid(config: Any, grid: GridConfig, stop: asyncio.Event) -> None:
-    nc = await connect(config.nats_url, name=f"sqt-grid-{grid.instance}")
+async def run_grid(settings: BusSettings, grid: GridConfig, stop: asyncio.Event) -> None:
+    nc = await connect(settings.nats_url, name=f"sqt-grid-{grid.instance}")
     try:
-        await apply(nc.jetstream(), with_retention(STREAMS, config.retention()))
-        venue = open_venue(nc, grid.venue, grid.account, sim_venue=config.sim.venue)
+        await apply(nc.jetstream(), settings.streams())
+        venue = open_venue(nc, grid.venue, grid.account, sim_venue=settings.sim_venue)
         runtime = await build_grid(nc, venue, grid, stop)
         if runtime is None:
             return
