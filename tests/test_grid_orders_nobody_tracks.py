@@ -42,7 +42,8 @@ def test_an_order_reported_refused_that_lands_later_is_booked_and_canceled() -> 
     d = Driver(grid(mode="long", levels=1))
     [buy] = places(d.tick("100"))
     d.order(buy, "rejected", reason="expired")  # the executor's word, which turned out wrong
-    assert d.slot(slot_of(buy.client_order_id)) is None or d.slot(slot_of(buy.client_order_id)).client_order_id is None
+    refused = d.slot(slot_of(buy.client_order_id))
+    assert refused.client_order_id is None and refused.rejects == 1  # freed, backing off
     out = d.order(buy, "open")  # ... the order landed after all
     assert [c.client_order_id for c in cancels(out)] == [buy.client_order_id]  # one order per slot
     assert [s.client_order_id for s in d.state.strays] == [buy.client_order_id]

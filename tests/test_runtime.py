@@ -97,7 +97,7 @@ async def test_bad_inputs_go_to_the_dlq_with_the_reason_and_the_consumer_goes_on
     assert [m.subject for m in dead] == ["dlq.md.sim.BTC-USDT.ticker"] * 4
     reasons = [m.header(ERROR) or "" for m in dead]
     assert "undecodable input" in reasons[0] and "malformed" in reasons[0]
-    assert "Invalid decimal" in reasons[1] or "decimal" in reasons[1].lower()
+    assert "Invalid decimal string - at `$.last`" in reasons[1]
     assert "Invalid value 'candle'" in reasons[2]
     assert "13 is unlucky" in reasons[3]
     assert {m.header(CONSUMER) for m in dead} == {"sum"}

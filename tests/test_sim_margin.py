@@ -186,8 +186,10 @@ def test_a_sell_without_margin_never_leaves_an_unrecorded_short() -> None:
     plain = one(sim.place("plain", "sell", "1", "100.5", symbol=SPOT), OrderUpdate)
     sim.tick("101", symbol=SPOT)
     account = sim.state.accounts["main"]
-    # Either the plain sell is refused, or every negative holding is covered by a loan.
-    assert plain.status == "rejected" or account.balances["BTC"] + account.borrowed.get("BTC", D("0")) >= 0
+    # The margin sell reserved the coin: a plain sell of it is refused, and no holding is short
+    # without a loan to cover it.
+    assert (plain.status, plain.reason) == ("rejected", "insufficient_balance")
+    assert account.balances["BTC"] + account.borrowed.get("BTC", D("0")) >= 0
 
 
 # ---------------------------------------------------------------------------- interest
