@@ -25,7 +25,7 @@ from strategies.grid.core import GridCore
 from testkit import chaos
 
 
-def same(a, b) -> bool:  # type: ignore[no-untyped-def]
+def same(a, b) -> bool:
     strip = dict(quiet=None, published_ts=0)
     return msgspec.structs.replace(a, **strip) == msgspec.structs.replace(b, **strip)
 

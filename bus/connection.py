@@ -117,7 +117,7 @@ async def connect(
                 # With -1 here nats-py would retry the *first* connection silently forever;
                 # we retry it ourselves (with a message), then switch to reconnecting forever.
                 max_reconnect_attempts=1,
-                reconnect_time_wait=0.5,
+                reconnect_time_wait=0.5,  # type: ignore[arg-type]  # nats-py says int; it sleeps this many seconds
                 reconnect_to_server_handler=_next_server_hook(outage_level),
                 ping_interval=10,
                 max_outstanding_pings=3,

@@ -106,7 +106,7 @@ class Rules:
     route: Callable[[Any], str] | None = subject_of  # the subject an input must have arrived on
     max_future_ms: int | None = DEFAULT_MAX_FUTURE_MS
     max_payload: int = DEFAULT_MAX_PAYLOAD
-    decoder: msgspec.json.Decoder = field(init=False, repr=False, compare=False)
+    decoder: msgspec.json.Decoder[Any] = field(init=False, repr=False, compare=False)
     declared: Callable[[str], bool] = field(init=False, repr=False, compare=False)
 
     def __post_init__(self) -> None:

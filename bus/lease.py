@@ -31,6 +31,7 @@ import secrets
 import socket
 import time
 from datetime import datetime, timezone
+from typing import cast
 
 import msgspec
 import nats.errors
@@ -204,7 +205,7 @@ class Lease:
         except msgspec.DecodeError:
             # Not written by a Lease: treat it as a holder that never renews.
             holder = Holder(host="?", pid=0, since=0, renewed=0, ttl=self.ttl)
-        return holder, entry.revision
+        return holder, cast(int, entry.revision)  # nats-py's Entry has Optional fields; a get always sets it
 
     def _value(self) -> bytes:
         now = _now_ms()

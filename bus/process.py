@@ -20,7 +20,7 @@ import gc
 import logging
 import os
 import signal
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -29,7 +29,7 @@ import uvloop
 from bus import log as buslog
 from bus.errors import LeaseHeld
 
-Main = Callable[[asyncio.Event], Awaitable[None]]
+Main = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
 
 EXIT_OK = 0
 EXIT_FAILED = 1

@@ -16,7 +16,7 @@ import itertools
 import logging
 import time
 from collections.abc import Iterable
-from typing import Any
+from typing import Any, Self
 
 import msgspec
 from nats.aio.client import Client
@@ -63,7 +63,7 @@ class Publisher:
         self.published = 0
         self.duplicates = 0
 
-    async def start(self) -> Publisher:
+    async def start(self) -> Self:
         self._prefix = self._nc.new_inbox()
         self._sub = await self._nc.subscribe(
             f"{self._prefix}.*",

@@ -20,7 +20,8 @@ import json
 import re
 import ssl
 from bisect import bisect_left, bisect_right
-from collections.abc import AsyncIterator
+from collections.abc import AsyncGenerator, AsyncIterator
+from typing import Any
 from urllib.parse import unquote, urlparse
 
 from nats.aio.client import Client
@@ -115,7 +116,7 @@ async def read_stream(
     follow: bool = False,
     url: str | None = None,
     contiguous: bool = False,
-) -> AsyncIterator[list[StoredMsg]]:
+) -> AsyncGenerator[list[StoredMsg], None]:
     """Yield batches of stored messages in stream order.
 
     Starts at `start_seq` (or `start_time`, or the beginning); stops after `end_seq`, or
@@ -249,6 +250,7 @@ async def _deliveries(
     wire.writer.write(f"SUB {inbox} 1\r\n".encode())
     await wire.writer.drain()
     js = nc.jetstream()
+    extra: dict[str, Any]  # ConsumerConfig's start: a sequence or a time
     if start_seq is not None:
         policy, extra = DeliverPolicy.BY_START_SEQUENCE, {"opt_start_seq": max(start_seq, 1)}
     elif start_time is not None:
@@ -265,7 +267,7 @@ async def _deliveries(
         mem_storage=True,
         inactive_threshold=30.0,
         num_replicas=1,
-        **extra,  # type: ignore[arg-type]
+        **extra,
     )
     if len(subjects) == 1:
         config.filter_subject = subjects[0]

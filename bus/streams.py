@@ -160,11 +160,11 @@ async def apply_stream(js: JetStreamContext, spec: StreamSpec) -> Change:
     current = info.config
     # Keep where sourcing started; a source added now starts where its origin is now.
     if wanted.sources:
-        starts = {(s.name, s.filter_subject): s.opt_start_seq for s in current.sources or []}
+        started = {(s.name, s.filter_subject): s.opt_start_seq for s in current.sources or []}
         for s in wanted.sources:
             key = (s.name, s.filter_subject)
-            if key in starts:
-                s.opt_start_seq = starts[key]
+            if key in started:
+                s.opt_start_seq = started[key]
             elif spec.sources_from_now:
                 s.opt_start_seq = (await js.stream_info(s.name)).state.last_seq + 1
     await js.update_stream(wanted)

@@ -146,7 +146,7 @@ class FromBus:
                     first = decode(batch[0].data)
                     return msgspec.structs.replace(first, state=None, input_seq=0)
             return None
-        return decode(last.data)  # type: ignore[no-any-return]
+        return decode(last.data)
 
     async def inputs(self, stream: str, first_seq: int, until: dt.datetime) -> AsyncIterator[list[StoredMsg]]:
         async for batch in export.window(self.nc, stream, None, until, start_seq=first_seq):
@@ -259,7 +259,7 @@ def grid_state_of(event: StrategyState) -> GridState | None:
     return None if event.state is None else msgspec.convert(event.state, GridState)
 
 
-def decided_between(prefix: str, start: GridState | None, end: GridState, first_ts: int, last_ts: int):  # type: ignore[no-untyped-def]
+def decided_between(prefix: str, start: GridState | None, end: GridState, first_ts: int, last_ts: int):
     """Which recorded commands the replayed inputs are responsible for.
 
     Places carry a generation: those issued after the starting state and by the end state are

@@ -18,7 +18,7 @@ from cli.config import Config, ConfigError
 log = logging.getLogger("sqt")
 
 
-async def connect_and_apply(config: Config, name: str):  # type: ignore[no-untyped-def]
+async def connect_and_apply(config: Config, name: str):
     nc = await connect(config.nats_url, name=name)
     await apply(nc.jetstream(), with_retention(STREAMS, config.retention()))
     return nc
@@ -49,7 +49,7 @@ def run_component(config: Config, component: str, instance: str | None) -> int:
     raise ConfigError(f"unknown component {component!r}")
 
 
-def _only_grid(config: Config):  # type: ignore[no-untyped-def]
+def _only_grid(config: Config):
     if len(config.grids) != 1:
         known = ", ".join(g.instance for g in config.grids) or "none configured"
         raise ConfigError(f"`sqt run grid` needs --instance (configured: {known})")

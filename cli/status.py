@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+from collections.abc import Sequence
 
 import msgspec
 from nats.aio.client import Client
@@ -15,8 +16,8 @@ from bus.streams import BUCKETS, STREAMS, apply, with_retention
 from cli.config import Config
 
 
-def _table(headers: tuple[str, ...], rows: list[tuple[str, ...]]) -> str:
-    widths = [max(len(str(r[i])) for r in rows + [headers]) for i in range(len(headers))]
+def _table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+    widths = [max(len(str(r[i])) for r in [*rows, headers]) for i in range(len(headers))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
     lines += ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)) for r in rows]
     return "\n".join(lines)
@@ -35,7 +36,7 @@ async def services(nc: Client, wait: float = 0.4) -> list[dict]:
     inbox = nc.new_inbox()
     found: list[dict] = []
 
-    async def on_reply(msg) -> None:  # type: ignore[no-untyped-def]
+    async def on_reply(msg) -> None:
         try:
             found.append(json.loads(msg.data))
         except ValueError:

@@ -67,7 +67,7 @@ def tail(config: Config, args: argparse.Namespace) -> int:
             else:
                 done = asyncio.Event()
 
-                async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
+                async def on_msg(msg) -> None:
                     if show(msg.subject, msg.data):
                         done.set()
 
@@ -81,7 +81,7 @@ def tail(config: Config, args: argparse.Namespace) -> int:
     return process.run("sqt-tail", main)
 
 
-async def _drain(reader, show, stop: asyncio.Event) -> None:  # type: ignore[no-untyped-def]
+async def _drain(reader, show, stop: asyncio.Event) -> None:
     async for batch in reader:
         for m in batch:
             if show(m.subject, m.data):

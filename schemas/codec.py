@@ -14,13 +14,20 @@ from schemas.ops import BreakerChange, ControlCommand, ReconciliationFinding, Ri
 
 T = TypeVar("T")
 
-MARKET_TYPES: tuple[type, ...] = (Candle, Ticker, Trade, FundingRate, GapMarker)
-ACCOUNT_TYPES: tuple[type, ...] = (OrderUpdate, Fill, Position, Balance, BorrowInterest, Liquidation)
-COMMAND_TYPES: tuple[type, ...] = (PlaceOrder, CancelOrder, CancelAll)
-OPS_TYPES: tuple[type, ...] = (StrategyState, RiskAlert, BreakerChange, ReconciliationFinding, ControlCommand, VenueSnapshot)
-ALL_TYPES: tuple[type, ...] = MARKET_TYPES + ACCOUNT_TYPES + COMMAND_TYPES + OPS_TYPES
+MARKET_TYPES: tuple[type[msgspec.Struct], ...] = (Candle, Ticker, Trade, FundingRate, GapMarker)
+ACCOUNT_TYPES: tuple[type[msgspec.Struct], ...] = (OrderUpdate, Fill, Position, Balance, BorrowInterest, Liquidation)
+COMMAND_TYPES: tuple[type[msgspec.Struct], ...] = (PlaceOrder, CancelOrder, CancelAll)
+OPS_TYPES: tuple[type[msgspec.Struct], ...] = (
+    StrategyState,
+    RiskAlert,
+    BreakerChange,
+    ReconciliationFinding,
+    ControlCommand,
+    VenueSnapshot,
+)
+ALL_TYPES: tuple[type[msgspec.Struct], ...] = MARKET_TYPES + ACCOUNT_TYPES + COMMAND_TYPES + OPS_TYPES
 
-AnyMessage = Union[ALL_TYPES]  # type: ignore[valid-type]
+AnyMessage: Any = Union[ALL_TYPES]  # a runtime union, used as a value (a decoder's type)
 
 DecodeError = msgspec.DecodeError  # ValidationError is a subclass: both mean "bad input"
 
@@ -32,7 +39,7 @@ def encode(message: Any) -> bytes:
 
 
 @lru_cache(maxsize=None)
-def decoder(message_type: Any) -> msgspec.json.Decoder:
+def decoder(message_type: Any) -> msgspec.json.Decoder[Any]:
     """A cached decoder for a type or a union of tagged types."""
     return msgspec.json.Decoder(message_type)
 
@@ -44,7 +51,7 @@ def decode(data: bytes, message_type: Any = AnyMessage) -> Any:
 
 def union(*types: type) -> Any:
     """The decodable union of some message types (a single type stays itself)."""
-    return types[0] if len(types) == 1 else Union[types]  # type: ignore[valid-type]
+    return types[0] if len(types) == 1 else Union[types]
 
 
 def json_schemas() -> dict[str, Any]:

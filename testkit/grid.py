@@ -101,7 +101,7 @@ class Driver:
             )
         )
 
-    def slot(self, index: int):  # type: ignore[no-untyped-def]
+    def slot(self, index: int):
         return next((s for s in self.state.slots if s.index == index), None)
 
 

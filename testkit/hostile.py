@@ -38,7 +38,7 @@ from schemas.account import OrderUpdate
 from schemas.codec import encode
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
 from schemas.market import Ticker
-from schemas.ops import BreakerChange, ControlCommand, VenueSnapshot
+from schemas.ops import BreakerChange, ControlAction, ControlCommand, VenueSnapshot
 from strategies.grid.config import GridConfig
 from strategies.grid.lattice import client_order_id, client_prefix
 from strategies.grid.runner import build_grid
@@ -320,7 +320,7 @@ async def grid_start(nc: Client, stack: AsyncExitStack, stop: asyncio.Event) -> 
 
 async def grid_valid(s: Stack) -> None:
     s.counter += 1
-    action = "pause" if s.counter % 2 else "resume"
+    action: ControlAction = "pause" if s.counter % 2 else "resume"
     now = int(time.time() * 1000)
     await s.publisher.publish(
         ControlCommand(

@@ -71,31 +71,31 @@ class ScriptedVenue:
         return self.clock
 
     async def create_order(self, request: OrderRequest) -> OrderUpdate:
-        return await self._answer("create_order", request)  # type: ignore[no-any-return]
+        return await self._answer("create_order", request)
 
     async def cancel_order(self, symbol: str, *, client_order_id: str | None = None, order_id: str | None = None) -> OrderUpdate:
-        return await self._answer("cancel_order", (symbol, client_order_id, order_id))  # type: ignore[no-any-return]
+        return await self._answer("cancel_order", (symbol, client_order_id, order_id))
 
     async def cancel_all_orders(self, symbol: str) -> list[OrderUpdate]:
-        return await self._answer("cancel_all_orders", symbol)  # type: ignore[no-any-return]
+        return await self._answer("cancel_all_orders", symbol)
 
     async def fetch_order(self, symbol: str, *, client_order_id: str | None = None, order_id: str | None = None) -> OrderUpdate:
-        return await self._answer("fetch_order", (symbol, client_order_id, order_id))  # type: ignore[no-any-return]
+        return await self._answer("fetch_order", (symbol, client_order_id, order_id))
 
     async def fetch_open_orders(self, symbol: str | None = None) -> list[OrderUpdate]:
-        return await self._answer("fetch_open_orders", symbol)  # type: ignore[no-any-return]
+        return await self._answer("fetch_open_orders", symbol)
 
     async def fetch_positions(self, symbols: list[str] | None = None) -> list[Position]:
-        return await self._answer("fetch_positions", symbols)  # type: ignore[no-any-return]
+        return await self._answer("fetch_positions", symbols)
 
     async def fetch_balance(self) -> list[Balance]:
-        return await self._answer("fetch_balance", None)  # type: ignore[no-any-return]
+        return await self._answer("fetch_balance", None)
 
     async def fetch_ohlcv(self, symbol: str, since: int | None = None, limit: int | None = None) -> list[Candle]:
-        return await self._answer("fetch_ohlcv", (symbol, since, limit))  # type: ignore[no-any-return]
+        return await self._answer("fetch_ohlcv", (symbol, since, limit))
 
     async def fetch_funding_rate(self, symbol: str) -> FundingRate:
-        return await self._answer("fetch_funding_rate", symbol)  # type: ignore[no-any-return]
+        return await self._answer("fetch_funding_rate", symbol)
 
     async def close(self) -> None:
         return None

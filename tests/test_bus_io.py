@@ -45,7 +45,7 @@ async def _seed(bus: Client, n: int) -> None:
     await pub.publish_all(ticker("100", ts=i, symbol="BTC/USDT" if i % 2 else "ETH/USDT") for i in range(1, n + 1))
 
 
-async def collect(*args, **kw) -> list:  # type: ignore[no-untyped-def]
+async def collect(*args, **kw) -> list:
     out = []
     async for batch in read_stream(*args, **kw):
         out += batch
@@ -102,12 +102,12 @@ async def test_reader_follow_delivers_new_messages(bus: Client) -> None:
     assert seen == [1, 2, 3, 4, 5]
 
 
-async def test_any_nats_client_can_read_events_as_plain_json(bus: Client, nats_server) -> None:  # type: ignore[no-untyped-def]
+async def test_any_nats_client_can_read_events_as_plain_json(bus: Client, nats_server) -> None:
     """No project code on the reading side: nats-py and the json module."""
     plain = await nats.connect(nats_server.url)
     got: asyncio.Future[dict] = asyncio.get_running_loop().create_future()
 
-    async def on_msg(msg) -> None:  # type: ignore[no-untyped-def]
+    async def on_msg(msg) -> None:
         if not got.done():
             got.set_result(json.loads(msg.data))
 

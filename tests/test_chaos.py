@@ -14,7 +14,7 @@ STEPS = 160
 KILLS = 24
 
 
-def comparable(state):  # type: ignore[no-untyped-def]
+def comparable(state):
     """The state minus what only says when it was last published or woken."""
     return msgspec.structs.replace(state, quiet=None, published_ts=0)
 

@@ -34,7 +34,7 @@ def _alive(pid: int) -> bool:
     return True
 
 
-def _wait_for(text_source, pattern: str, timeout: float) -> re.Match[str]:  # type: ignore[no-untyped-def]
+def _wait_for(text_source, pattern: str, timeout: float) -> re.Match[str]:
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         m = re.search(pattern, text_source())
@@ -142,7 +142,7 @@ def test_nothing_outlives_a_kill_9_of_sqt_up(tmp_path: Path) -> None:
 @pytest.mark.e2e
 async def test_a_grid_too_small_for_the_market_exits_2_naming_the_key(bus: Client, nats_server: EmbeddedServer, tmp_path: Path) -> None:
     """The market minimums are only known from the venue: the check runs at start, against it."""
-    service = SimService(bus, SimConfig(clock="lockstep", start_time_ms=1_700_000_000_000, history_minutes=5, seed=3))  # type: ignore[arg-type]
+    service = SimService(bus, SimConfig(clock="lockstep", start_time_ms=1_700_000_000_000, history_minutes=5, seed=3))
     stop = asyncio.Event()
     task = asyncio.create_task(service.run(stop))
     try:

@@ -76,7 +76,7 @@ def place(cid: str, px: Decimal, amount: str = "0.01", **kw: Any) -> PlaceOrder:
 
 
 async def order_events(bus: Client, cid: str) -> list[OrderUpdate]:
-    out = []
+    out: list[OrderUpdate] = []
     if (await bus.jetstream().stream_info("ACCOUNT")).state.messages == 0:
         return out
     async for batch in read_stream(bus, "ACCOUNT", subjects=("acct.sim.main.*.order",)):
@@ -174,7 +174,7 @@ class NoBreakers(BreakerView):
     def __init__(self) -> None:
         pass
 
-    async def state_for(self, venue: str, symbol: str):  # type: ignore[no-untyped-def, override]
+    async def state_for(self, venue: str, symbol: str):
         return "ok", ""
 
 
@@ -210,7 +210,7 @@ def executor(venue: ScriptedVenue, throttled: list[int] | None = None, retries: 
         return None
 
     config = ExecutorConfig(retries=retries, backoff_ms=10, backoff_max_ms=40)
-    return Executor(venue, NoBreakers(), config, throttle, clock=lambda: 1_700_000_000.5, sleep=no_sleep)  # type: ignore[arg-type]
+    return Executor(venue, NoBreakers(), config, throttle, clock=lambda: 1_700_000_000.5, sleep=no_sleep)
 
 
 def inbound(cmd: PlaceOrder) -> Inbound[Any]:

@@ -290,7 +290,7 @@ def test_first_start_adopts_the_venues_orders_and_position_instead_of_duplicatin
     assert d.state.unassigned == D(2)  # the rest of the venue's position
     assert d.state.anchor is not None
     out = d.tick("90")
-    placed_slots = {parse_client_order_id(prefix, p.client_order_id)[1] for p in places(out)}  # type: ignore[index]
+    placed_slots = {parse_client_order_id(prefix, p.client_order_id)[1] for p in places(out)}
     assert -2 not in placed_slots and -1 not in placed_slots  # nothing placed twice
 
 
@@ -309,7 +309,7 @@ def test_the_cleaner_keeps_open_orders_under_the_limit_oldest_first() -> None:
     out = d.tick("100.1")
     [cancel] = cancels(out)
     assert cancel.reason == "over max_open_orders"
-    assert parse_client_order_id(client_prefix("g1"), cancel.client_order_id)[1] == -3  # type: ignore[index]
+    assert parse_client_order_id(client_prefix("g1"), cancel.client_order_id)[1] == -3
 
 
 def test_state_is_published_on_change_and_every_five_seconds_of_event_time() -> None:

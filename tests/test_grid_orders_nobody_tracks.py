@@ -34,7 +34,7 @@ def test_an_order_event_of_another_instance_changes_nothing() -> None:
     d = Driver(grid(mode="long", levels=1))
     d.tick("100")
     before = d.state
-    d.feed(order_update("zz" + before.slots[0].client_order_id[2:], "closed", "10", "10", "90"))  # type: ignore[index]
+    d.feed(order_update("zz" + before.slots[0].client_order_id[2:], "closed", "10", "10", "90"))
     assert d.state.slots == before.slots and d.state.fills == 0 and d.core.position(d.state) == 0
 
 

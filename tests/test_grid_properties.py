@@ -97,7 +97,7 @@ def test_the_same_inputs_give_the_same_state_and_decisions(grid: GridConfig, pat
 class NoFastPath(GridCore):
     """The same core, deciding on every tick: what the fast path skips must change nothing."""
 
-    def on_ticker(self, st, ev: Ticker, seq: int):  # type: ignore[no-untyped-def, override]
+    def on_ticker(self, st, ev: Ticker, seq: int):
         return super().on_ticker(msgspec.structs.replace(st, quiet=None), ev, seq)
 
 

@@ -197,7 +197,7 @@ def test_a_sell_without_margin_never_leaves_an_unrecorded_short() -> None:
 
 def interest_sim(**config: Any) -> Sim:
     """Borrowed 1 BTC at T0 (an hour boundary), at 0.1% an hour unless told otherwise."""
-    fields = dict(default_borrow_rate=D("0.001"), markets=[swap_market(), spot_market()]) | config
+    fields: dict[str, Any] = dict(default_borrow_rate=D("0.001"), markets=[swap_market(), spot_market()]) | config
     sim = seeded(make_config(accounts={"main": {"USDT": D("10000")}}, **fields))
     sim.place("short", "sell", "1", symbol=SPOT, use_margin=True)
     return sim

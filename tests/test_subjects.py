@@ -92,7 +92,7 @@ def test_wildcards_build_subscription_patterns() -> None:
         lambda: parse("md.sim.BTCUSDT.ticker"),
     ],
 )
-def test_grammar_violations_are_refused_with_a_reason(call) -> None:  # type: ignore[no-untyped-def]
+def test_grammar_violations_are_refused_with_a_reason(call) -> None:
     with pytest.raises(SubjectError, match=r".+"):
         call()
 

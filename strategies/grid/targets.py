@@ -39,6 +39,7 @@ def targets(cfg: GridConfig, st: GridState, lat: Lattice, slots: dict[int, GridS
         return out
     net = position(st)
     swap = st.market.kind == "swap"
+    s: GridSlot | None  # the inventory loop's slot, then the window's (which may be empty)
     for s in slots.values():  # every unit of inventory rests a closing order one level on
         if s.holding == 0:
             continue

@@ -14,6 +14,7 @@ within Decimal's 28 digits.
 from __future__ import annotations
 
 from decimal import Decimal
+from typing import cast
 
 import msgspec
 
@@ -209,7 +210,7 @@ def journal_stream(venue: str) -> StreamSpec:
 
 
 def journal_subject(venue: str, entry: Entry) -> str:
-    return subjects.journal(venue, type(entry).__struct_config__.tag)
+    return subjects.journal(venue, cast(str, type(entry).__struct_config__.tag))  # every entry's tag is a string
 
 
 def journal_id(venue: str, entry: Entry) -> str | None:
