@@ -34,7 +34,7 @@ from nats.js.api import AckPolicy, ConsumerConfig, StreamConfig
 from bench.ceilings import ordered_read
 from bus import checkpoints, streams
 from bus.connection import connect
-from bus.embedded import EmbeddedServer, free_port
+from bus.embedded import ANY_PORT, EmbeddedServer
 from bus.process import tune_gc
 from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec, Inbound
@@ -182,7 +182,7 @@ async def latency(nc: nats.NATS, pub: Publisher, samples: int) -> tuple[float, f
 async def main(n: int, rounds: int) -> None:
     tune_gc()  # as every component does (bus/process.py)
     with tempfile.TemporaryDirectory() as tmp:
-        server = EmbeddedServer(store_dir=Path(tmp) / "nats", port=free_port(), monitor_port=free_port())
+        server = EmbeddedServer(store_dir=Path(tmp) / "nats", port=ANY_PORT, monitor_port=ANY_PORT)
         server.start()
         try:
             nc = await connect(server.url, attempts=3)

@@ -278,12 +278,21 @@ def _anything(_subject: str) -> bool:
     return True
 
 
+_ROUTES: dict[type, Callable[[Any], str]] = {}
+
+
 def subject_of(message: object) -> str:
     """The one subject a message is published on."""
-    route = _routes().get(type(message))
+    # Every input and output of every consumer goes through here: a plain dict, filled once.
+    route = (_ROUTES or _fill_routes()).get(type(message))
     if route is None:
         raise SubjectError(f"no subject for {type(message).__name__}")
     return route(message)
+
+
+def _fill_routes() -> dict[type, Callable[[Any], str]]:
+    _ROUTES.update(_routes())
+    return _ROUTES
 
 
 @lru_cache(maxsize=1)

@@ -29,7 +29,7 @@ from nats.js.errors import NotFoundError
 from bus import checkpoints
 from bus.connection import connect
 from bus.contract import fold_stream
-from bus.embedded import EmbeddedServer, free_port
+from bus.embedded import ANY_PORT, EmbeddedServer
 from bus.reader import read_stream
 from schemas import subjects
 from schemas.codec import decode
@@ -106,7 +106,7 @@ class Cluster:
     def __init__(self, workdir: Path, config: str, instance: str = INSTANCE) -> None:
         self.workdir = workdir
         workdir.mkdir(parents=True, exist_ok=True)
-        self.server = EmbeddedServer(store_dir=workdir / "nats", port=free_port(), monitor_port=free_port(), log_file=workdir / "nats.log")
+        self.server = EmbeddedServer(store_dir=workdir / "nats", port=ANY_PORT, monitor_port=ANY_PORT, log_file=workdir / "nats.log")
         self.config = workdir / "sqt.toml"
         self.config.write_text(config)
         self.instance = instance
