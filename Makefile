@@ -5,7 +5,7 @@ VENV   ?= .venv
 BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.installed
 
-.PHONY: up test audit lint bench chaos clean
+.PHONY: up test audit lint bench chaos mutate mutate-report clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -36,5 +36,14 @@ bench: $(STAMP)
 chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py
 
+# Mutation testing (tools/mutate.py): `make mutate`, or `make mutate MUTATE="lattice grid-core"`;
+# at the lowest priority, one mutant at a time. `make mutate-report` prints the last scores.
+MUTATE ?=
+mutate: $(STAMP)
+	nice -n 19 $(BIN)/python tools/mutate.py run $(MUTATE)
+
+mutate-report: $(STAMP)
+	$(BIN)/python tools/mutate.py report $(MUTATE)
+
 clean:
-	rm -rf $(VENV) data .pytest_cache .hypothesis .mypy_cache .ruff_cache
+	rm -rf $(VENV) data .pytest_cache .hypothesis .mypy_cache .ruff_cache .mutmut

@@ -120,7 +120,7 @@ class Executor:
             except OrderNotFound:
                 # It never reached the venue (its place was refused or expired): that place's
                 # own outcome is what its sender hears about.
-                log.info("cancel of %s: no such order at the venue", cmd.client_order_id or cmd.order_id)
+                log.info("cancel of %s: no such order at the venue", cmd.client_order_id or cmd.order_id)  # pragma: no mutate
                 return [], "not_found"
         return [order], "canceled" if order.status == "canceled" else order.status
 
@@ -129,7 +129,7 @@ class Executor:
         # old one would take today's orders off. It expires like a place.
         age = self.clock() * 1000 - stored_ns / 1e6
         if stored_ns and age > cmd.ttl_ms:
-            log.warning("refusing cancel-all on %s: %.0f ms old (time-to-live %d ms)", cmd.symbol, age, cmd.ttl_ms)
+            log.warning("refusing cancel-all on %s: %.0f ms old (time-to-live %d ms)", cmd.symbol, age, cmd.ttl_ms)  # pragma: no mutate
             metrics.FAILURES.labels("cancel_all", "expired").inc()
             return [], "expired"
         orders = await self._call("cancel_all", lambda: self.venue.cancel_all_orders(cmd.symbol), limited=True)
@@ -158,7 +158,7 @@ class Executor:
                 if attempt == self.config.retries:
                     metrics.FAILURES.labels(verb, exc.reason).inc()
                     raise RetryLater(f"{verb}: {exc} (after {attempt + 1} attempts)") from exc
-                log.info("%s: %s; retry %d in %.0f ms", verb, exc, attempt + 1, delay * 1000)
+                log.info("%s: %s; retry %d in %.0f ms", verb, exc, attempt + 1, delay * 1000)  # pragma: no mutate
                 await self.sleep(delay * (0.5 + random.random()))  # jitter: retries of many commands spread out
                 delay = min(delay * 2, self.config.backoff_max_ms / 1000)
         raise AssertionError("unreachable")
@@ -270,7 +270,7 @@ class Placement:
                 f"{self.cmd.client_order_id} is not at the venue yet, but the venue's clock {venue_now} "
                 f"has not passed its deadline {self.deadline} (+{x.config.deadline_margin_ms} ms): an attempt may still land"
             )
-        log.warning("refusing %s: %s", self.cmd.client_order_id, why)
+        log.warning("refusing %s: %s", self.cmd.client_order_id, why)  # pragma: no mutate
         return [self._reject("expired", why)], "expired"
 
     def _unsettled(self, evidence: str) -> tuple[list[OrderUpdate], str]:
@@ -282,7 +282,7 @@ class Placement:
             raise RetryLater(evidence)
         if not self.sent and not self.maybe_attempted:
             return [self._reject("venue_error", f"not sent in {waited_ms:.0f} ms: {evidence}")], "venue_error"
-        log.error("%s: outcome unknown after %.0f ms: %s", cmd.client_order_id, waited_ms, evidence)
+        log.error("%s: outcome unknown after %.0f ms: %s", cmd.client_order_id, waited_ms, evidence)  # pragma: no mutate
         metrics.FAILURES.labels("place", "unknown").inc()
         event = order_event(cmd, "unknown", "venue_error", f"outcome unknown after {waited_ms:.0f} ms: {evidence}", x.clock())
         return [event], "unknown"
