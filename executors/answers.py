@@ -88,11 +88,14 @@ def invalid_command(subject: str, data: bytes, reason: str, ts_local: int) -> Or
     )
 
 
+_TOO_BIG = Decimal(10) ** 15  # no real size or price is this large
+
+
 def _decimal(value: Any) -> Decimal | None:
-    if isinstance(value, bool) or not isinstance(value, (str, int, float)):
+    if not isinstance(value, (str, int, float)):  # a bool is an int, and "True" is no number
         return None
     try:
         d = Decimal(str(value))
     except (InvalidOperation, ValueError):
         return None
-    return d if d.is_finite() and abs(d) < Decimal("1e15") else None
+    return d if d.is_finite() and abs(d) < _TOO_BIG else None

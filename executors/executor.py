@@ -62,6 +62,7 @@ class Executor:
         *,
         clock: Callable[[], float] = time.time,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+        jitter: Callable[[], float] = random.random,
     ) -> None:
         self.venue = venue
         self.breakers = breakers
@@ -69,6 +70,7 @@ class Executor:
         self.throttle = throttle
         self.clock = clock
         self.sleep = sleep
+        self.jitter = jitter  # in [0, 1): retries of many commands spread out
 
     # ----------------------------------------------------------------- Handler protocol
 
@@ -122,7 +124,7 @@ class Executor:
                 # own outcome is what its sender hears about.
                 log.info("cancel of %s: no such order at the venue", cmd.client_order_id or cmd.order_id)  # pragma: no mutate
                 return [], "not_found"
-        return [order], "canceled" if order.status == "canceled" else order.status
+        return [order], order.status  # canceled, or how it ended before the cancel
 
     async def _cancel_all(self, cmd: CancelAll, stored_ns: int) -> tuple[list[OrderUpdate], str]:
         # Unlike a cancel (which names one order), cancel-all acts on whatever rests *now*: an
@@ -146,7 +148,8 @@ class Executor:
     ) -> T:
         """Call the venue; retry transient errors with backoff and jitter; unknown outcome -> RetryLater."""
         delay = self.config.backoff_ms / 1000
-        for attempt in range(self.config.retries + 1):
+        attempt = 0
+        while True:
             if attempt and before_retry is not None:
                 await before_retry()
             if limited:
@@ -159,9 +162,9 @@ class Executor:
                     metrics.FAILURES.labels(verb, exc.reason).inc()
                     raise RetryLater(f"{verb}: {exc} (after {attempt + 1} attempts)") from exc
                 log.info("%s: %s; retry %d in %.0f ms", verb, exc, attempt + 1, delay * 1000)  # pragma: no mutate
-                await self.sleep(delay * (0.5 + random.random()))  # jitter: retries of many commands spread out
+                await self.sleep(delay * (0.5 + self.jitter()))
                 delay = min(delay * 2, self.config.backoff_max_ms / 1000)
-        raise AssertionError("unreachable")
+                attempt += 1
 
 
 class Placement:
@@ -172,7 +175,6 @@ class Placement:
         self.cmd = cmd
         self.stored_ns = stored_ns
         self.maybe_attempted = maybe_attempted  # an earlier session may have sent it to the venue
-        self.sent = False  # this session sent it to the venue (the outcome may be unknown)
         self.deadline = cmd.ts + cmd.ttl_ms  # no attempt of this command may land after it (venue clock)
 
     async def run(self) -> tuple[list[OrderUpdate], str]:
@@ -211,7 +213,7 @@ class Placement:
             deadline_ms=self.deadline,
         )
         try:
-            order = await x._call("place", lambda: self._send(request), limited=True, before_retry=self._still_allowed)
+            order = await x._call("place", lambda: x.venue.create_order(request), limited=True, before_retry=self._still_allowed)
         except DuplicateOrder as dup:
             # The order exists (a retry, a replay, or another executor got there first).
             existing = dup.existing or await self._find()
@@ -221,10 +223,6 @@ class Placement:
         except OrderRejected as rej:  # final: had an earlier attempt landed, the id would be taken
             return [self._reject(rej.reason, str(rej))], rej.reason
         return [order], "placed"
-
-    async def _send(self, request: OrderRequest) -> OrderUpdate:
-        self.sent = True
-        return await self.x.venue.create_order(request)
 
     async def _still_allowed(self) -> None:
         """Before a retry: if a breaker opened meanwhile, stop; the earlier attempt's outcome is
@@ -275,12 +273,14 @@ class Placement:
 
     def _unsettled(self, evidence: str) -> tuple[list[OrderUpdate], str]:
         """RetryLater, unless settling has taken too long: then `unknown` (if it may exist) or,
-        for a command that certainly never reached the venue, a refusal it can retry."""
+        for a command that certainly never reached the venue, a refusal it can retry. (This
+        session cannot have sent it: a create goes out only within the time-to-live, and the
+        window ends well after it; so only an earlier session may have.)"""
         cmd, x = self.cmd, self.x
-        waited_ms = x.clock() * 1000 - self.stored_ns / 1e6 if self.stored_ns else 0
+        waited_ms = x.clock() * 1000 - self.stored_ns / 1e6 if self.stored_ns else 0  # 0: not stored (a test)
         if waited_ms <= cmd.ttl_ms + x.config.unknown_after_ms:
             raise RetryLater(evidence)
-        if not self.sent and not self.maybe_attempted:
+        if not self.maybe_attempted:
             return [self._reject("venue_error", f"not sent in {waited_ms:.0f} ms: {evidence}")], "venue_error"
         log.error("%s: outcome unknown after %.0f ms: %s", cmd.client_order_id, waited_ms, evidence)  # pragma: no mutate
         metrics.FAILURES.labels("place", "unknown").inc()

@@ -70,7 +70,7 @@ def order_update(
     )
 
 
-def place(client_order_id: str = "g1a0b1", price: str = "100", amount: str = "0.01", side: str = "buy", **kw: Any) -> PlaceOrder:
+def place(client_order_id: str = "g1a0b1", price: str | None = "100", amount: str = "0.01", side: str = "buy", **kw: Any) -> PlaceOrder:
     venue, account = kw.pop("venue", "sim"), kw.pop("account", "main")
     return PlaceOrder(
         id=ids.place_id(venue, account, client_order_id),
@@ -79,7 +79,7 @@ def place(client_order_id: str = "g1a0b1", price: str = "100", amount: str = "0.
         symbol=kw.pop("symbol", "BTC/USDT:USDT"),
         client_order_id=client_order_id,
         side=side,  # type: ignore[arg-type]
-        price=Decimal(price),
+        price=None if price is None else Decimal(price),
         amount=Decimal(amount),
         origin=kw.pop("origin", "test/t"),
         ts=kw.pop("ts", 1_700_000_000_000),

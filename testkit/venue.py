@@ -63,11 +63,15 @@ class ScriptedVenue:
     # ------------------------------------------------------------------ the Venue protocol
 
     async def markets(self) -> dict[str, Market]:
+        if self.scripts["markets"]:
+            answer: dict[str, Market] = await self._answer("markets", None)
+            return answer
         return self._markets
 
     async def now_ms(self, fresh: bool = False) -> int:
         if self.scripts["now_ms"] or "now_ms" in self.defaults:
             return int(await self._answer("now_ms", fresh))
+        self.calls.append(("now_ms", fresh))
         return self.clock
 
     async def create_order(self, request: OrderRequest) -> OrderUpdate:
@@ -133,10 +137,12 @@ class ScriptedBreakers:
     def __init__(self, state: str = "ok", scope: str = "global") -> None:
         self.state, self.scope = state, scope
         self.reads = 0
+        self.asked: list[tuple[str, str]] = []
         self.script: deque[str] = deque()
 
     async def state_for(self, venue: str, symbol: str) -> tuple[str, str]:
         self.reads += 1
+        self.asked.append((venue, symbol))
         if self.script:
             self.state = self.script.popleft()
         return self.state, self.scope if self.state != "ok" else ""

@@ -156,7 +156,7 @@ def test_no_answer_when_the_bad_command_does_not_say_which_order_it_was(subject:
 
 
 def test_both_sides_are_answered() -> None:
-    assert [invalid_command(SUBJECT, bad(side=s), "r", NOW).side for s in ("buy", "sell")] == ["buy", "sell"]  # type: ignore[union-attr]
+    assert [invalid_command(SUBJECT, bad(side=s), "r", NOW).side for s in ("buy", "sell")] == ["buy", "sell"]
 
 
 def test_the_executor_answers_through_invalid_command_and_counts_it() -> None:
@@ -172,7 +172,9 @@ def test_the_executor_answers_through_invalid_command_and_counts_it() -> None:
 
 
 def cancel(cid: str = "c1") -> CancelOrder:
-    return CancelOrder(id=f"cancel:{cid}", venue="sim", account="main", symbol="BTC/USDT:USDT", client_order_id=cid, order_id="9", origin="t", ts=T0)
+    return CancelOrder(
+        id=f"cancel:{cid}", venue="sim", account="main", symbol="BTC/USDT:USDT", client_order_id=cid, order_id="9", origin="t", ts=T0
+    )
 
 
 def a_order(cid: str, status: str) -> OrderUpdate:
@@ -263,3 +265,40 @@ async def test_the_command_to_venue_latency_is_observed_from_its_store_time() ->
     before = histogram._sum.get()
     await handle(executor(venue), cancel(), stored_ms=NOW - 250)
     assert histogram._sum.get() - before == pytest.approx(0.25)
+
+
+def test_an_answers_message_is_the_reason_cut_to_500_characters() -> None:
+    answer = invalid_command(SUBJECT, bad(), "r" * 700, NOW)
+    assert answer is not None and answer.message == "r" * 500
+
+
+async def test_cancels_go_through_the_rate_limiter_and_retry_under_their_own_verbs() -> None:
+    throttled: list[str] = []
+
+    async def throttle() -> None:
+        throttled.append("t")
+
+    async def no_sleep(_s: float) -> None:
+        return None
+
+    venue = ScriptedVenue().script("cancel_order", OrderNotFound).script("fetch_order", Transient("busy"), a_order("c1", "canceled"))
+    venue.script("cancel_all_orders", Transient("busy"), [])
+    view: Any = ScriptedBreakers()
+    x = Executor(venue, view, ExecutorConfig(retries=2, backoff_ms=1, backoff_max_ms=1), throttle, clock=lambda: NOW / 1000, sleep=no_sleep)
+    retries = {v: count(metrics.RETRIES, v, "venue_error") for v in ("cancel", "cancel_all")}
+    await handle(x, cancel())
+    assert throttled == ["t"]  # the cancel itself; the lookup after "not found" is a read
+    await handle(x, cancel_all())
+    assert throttled == ["t", "t", "t"]  # each attempt of a cancel-all
+    assert {v: count(metrics.RETRIES, v, "venue_error") - n for v, n in retries.items()} == {"cancel": 1, "cancel_all": 1}
+
+
+async def test_an_expired_cancel_all_is_counted_as_expired() -> None:
+    before = count(metrics.COMMANDS, "cancel_all", "expired")
+    await handle(executor(ScriptedVenue()), cancel_all(ttl_ms=1), stored_ms=NOW - 2)
+    assert count(metrics.COMMANDS, "cancel_all", "expired") == before + 1
+
+
+def test_a_refused_market_order_says_it_was_a_market_order() -> None:
+    cmd = place("m1", price=None, order_type="market", ts=T0)
+    assert order_event(cmd, "rejected", "invalid", "m", NOW / 1000).order_type == "market"
