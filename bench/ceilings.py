@@ -13,7 +13,7 @@ from nats.js.api import ConsumerConfig, DeliverPolicy
 from schemas.market import Ticker
 
 
-async def ordered_read(nc: nats.NATS, n: int, subject: str) -> float:
+async def ordered_read(nc: nats.NATS, n: int, subject: str, stream: str | None = None) -> float:
     """Messages/s of nats-py's ordered push consumer reading and decoding `n` tickers."""
     js = nc.jetstream()
     dec = msgspec.json.Decoder(Ticker)
@@ -28,7 +28,7 @@ async def ordered_read(nc: nats.NATS, n: int, subject: str) -> float:
             done.set()
 
     started = time.perf_counter()
-    sub = await js.subscribe(subject, cb=cb, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
+    sub = await js.subscribe(subject, stream=stream, cb=cb, ordered_consumer=True, config=ConsumerConfig(deliver_policy=DeliverPolicy.ALL))
     await done.wait()
     rate = n / (time.perf_counter() - started)
     await sub.unsubscribe()

@@ -42,6 +42,7 @@ from nats.js.api import StreamConfig
 
 from bench.ceilings import ordered_read
 from bus.connection import connect
+from bus.embedded import ANY_PORT, EmbeddedServer
 from bus.process import tune_gc
 from bus.publisher import Publisher
 from bus.reader import read_stream
@@ -209,10 +210,25 @@ async def publish_walk(nc: nats.NATS, subject: str, n: int, start: Decimal, quie
     await pub.close()
 
 
-async def replay_rate(nc: nats.NATS, n: int, price: Decimal) -> tuple[float, float, int]:
+async def replay_rate(workdir: Path, n: int, price: Decimal) -> tuple[float, float, int]:
+    # A server of its own: the ticks are stored under the grid's real ticker subject (a replay
+    # checks that the subject is the one the body names), which the cluster's MARKET owns.
+    server = EmbeddedServer(store_dir=workdir / "replay-nats", port=ANY_PORT, monitor_port=ANY_PORT)
+    server.start()
+    try:
+        nc = await connect(server.url, attempts=10)
+        try:
+            return await _replay_rate(nc, n, price)
+        finally:
+            await nc.close()
+    finally:
+        server.stop()
+
+
+async def _replay_rate(nc: nats.NATS, n: int, price: Decimal) -> tuple[float, float, int]:
     js = nc.jetstream()
-    await js.add_stream(StreamConfig(name="BENCH_REPLAY", subjects=["bench.replay.>"], duplicate_window=5))
-    await publish_walk(nc, "bench.replay.ticker", n, price, quiet=False)
+    await js.add_stream(StreamConfig(name="BENCH_REPLAY", subjects=["md.>"], duplicate_window=5))
+    await publish_walk(nc, subjects.md("sim", SYMBOL, "ticker"), n, price, quiet=False)
     gc.collect()
     from testkit.grid import MARKET
 
@@ -228,7 +244,7 @@ async def replay_rate(nc: nats.NATS, n: int, price: Decimal) -> tuple[float, flo
     result = await replay(core, state, read_stream(nc, "BENCH_REPLAY"))
     ours = result.inputs / (time.perf_counter() - started)
     # The ceiling: nats-py's ordered consumer reading and decoding the same messages.
-    ceiling = await ordered_read(nc, n, "bench.replay.ticker")
+    ceiling = await ordered_read(nc, n, subjects.md("sim", SYMBOL, "ticker"), stream="BENCH_REPLAY")
     await js.delete_stream("BENCH_REPLAY")
     return ours, ceiling, len(result.decisions)
 
@@ -278,7 +294,7 @@ async def main(samples: int, replay_n: int, restart_n: int) -> None:
             nc = await connect(cluster.server.url, attempts=10)
             to_command, to_resting = await latencies(nc, samples)
             price = (await SimVenue(nc).fetch_ohlcv(SYMBOL, limit=1))[-1].close
-            ours, ceiling, decisions = await replay_rate(nc, replay_n, price)
+            ours, ceiling, decisions = await replay_rate(Path(tmp), replay_n, price)
             restart, held, recovery = await restart_time(nc, cluster, restart_n, price)
             await nc.close()
     print(f"bench/grid.py  python {platform.python_version()}  {platform.machine()}  cpus={os.cpu_count()}")

@@ -17,6 +17,7 @@ strategy out. Times are checked by the runtime against the moment JetStream stor
 from __future__ import annotations
 
 from decimal import Decimal
+from functools import lru_cache
 
 import msgspec
 
@@ -38,6 +39,21 @@ class PriceBand(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError("`window_ms` must be positive")
 
 
+@lru_cache(maxsize=256)
+def band_limits(last: Decimal, max_jump: Decimal) -> tuple[Decimal, Decimal]:
+    """The lowest and highest believable price around `last` (cached: a feed repeats its prices)."""
+    return last / (1 + max_jump), last * (1 + max_jump)
+
+
+@lru_cache(maxsize=256)
+def steady_range(last: Decimal, max_jump: Decimal) -> tuple[Decimal, Decimal]:
+    """Prices any two of which are within the band of each other: [last / r, last * r] with
+    r = sqrt(1 + max_jump). A strategy may skip the check for a tick whose prices all fall in
+    it (every price in it is believable whichever of them was the last one accepted)."""
+    r = (1 + max_jump).sqrt()
+    return last / r, min(last * r, ABSURD)
+
+
 def check_price(name: str, price: Decimal, market: Market, last: Decimal | None, last_ts: int, ts: int, band: PriceBand) -> str | None:
     """Why `price` is not believable for `market` (None when it is)."""
     if price < market.tick_size:
@@ -45,8 +61,7 @@ def check_price(name: str, price: Decimal, market: Market, last: Decimal | None,
     if price > ABSURD:
         return f"{name} {price} is absurd for {market.symbol}"
     if last is not None and ts - last_ts < band.window_ms:
-        ceiling = last * (1 + band.max_jump)
-        floor = last / (1 + band.max_jump)
+        floor, ceiling = band_limits(last, band.max_jump)
         if not floor <= price <= ceiling:
             return (
                 f"{name} {price} is more than {band.max_jump:%} away from the last price {last} "
@@ -56,12 +71,25 @@ def check_price(name: str, price: Decimal, market: Market, last: Decimal | None,
 
 
 def check_ticker(ev: Ticker, market: Market, last: Decimal | None, last_ts: int, band: PriceBand) -> str | None:
-    """Why a ticker is garbage (None when it can be folded into a strategy's state)."""
-    for name, price in (("last", ev.last), ("bid", ev.bid), ("ask", ev.ask)):
-        if price is not None:
-            problem = check_price(name, price, market, last, last_ts, ev.ts, band)
+    """Why a ticker is garbage (None when it can be folded into a strategy's state).
+
+    Every ticker of every market passes here: the common case is a few comparisons of the
+    extremes; the reason is worked out only for garbage."""
+    bid, ask, price = ev.bid, ev.ask, ev.last
+    low = high = price
+    if bid is not None:
+        low, high = min(low, bid), max(high, bid)
+    if ask is not None:
+        low, high = min(low, ask), max(high, ask)
+    believable = market.tick_size <= low and high <= ABSURD
+    if believable and last is not None and ev.ts - last_ts < band.window_ms:
+        floor, ceiling = band_limits(last, band.max_jump)
+        believable = floor <= low and high <= ceiling
+    if believable and (bid is None or ask is None or bid <= ask):
+        return None
+    for name, value in (("last", price), ("bid", bid), ("ask", ask)):
+        if value is not None:
+            problem = check_price(name, value, market, last, last_ts, ev.ts, band)
             if problem:
                 return problem
-    if ev.bid is not None and ev.ask is not None and ev.bid > ev.ask:
-        return f"crossed book: bid {ev.bid} above ask {ev.ask}"
-    return None
+    return f"crossed book: bid {bid} above ask {ask}"

@@ -32,7 +32,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 from functools import lru_cache
-from typing import Any, Callable
+from operator import attrgetter
+from typing import Any, Callable, NamedTuple
 
 WILDCARD = "*"
 TAIL = ">"
@@ -278,58 +279,75 @@ def _anything(_subject: str) -> bool:
     return True
 
 
-_ROUTES: dict[type, Callable[[Any], str]] = {}
+class _Route(NamedTuple):
+    fields: Callable[[Any], tuple[Any, ...]]  # the message's fields its subject is built from
+    build: Callable[..., str]
+    built: dict[tuple[Any, ...], str]  # a process sees few distinct subjects: each is built once
+
+
+_ROUTES: dict[type, _Route] = {}
+_BUILT_KEPT = 65_536
 
 
 def subject_of(message: object) -> str:
     """The one subject a message is published on."""
-    # Every input and output of every consumer goes through here: a plain dict, filled once.
+    # Every input (checked against its subject) and every output goes through here: the fields
+    # are read in C (attrgetter) and the subject comes from a dict, built once per distinct key.
     route = (_ROUTES or _fill_routes()).get(type(message))
     if route is None:
         raise SubjectError(f"no subject for {type(message).__name__}")
-    return route(message)
+    key = route.fields(message)
+    subject = route.built.get(key)
+    if subject is None:
+        subject = route.build(*key)
+        if len(route.built) >= _BUILT_KEPT:
+            route.built.clear()
+        route.built[key] = subject
+    return subject
 
 
-def _fill_routes() -> dict[type, Callable[[Any], str]]:
-    _ROUTES.update(_routes())
+def _fill_routes() -> dict[type, _Route]:
+    for kind, (fields, build) in _routes().items():
+        get = attrgetter(*fields)
+        _ROUTES[kind] = _Route(get if len(fields) > 1 else _one(get), build, {})  # one field: not a tuple
     return _ROUTES
 
 
-@lru_cache(maxsize=1)
-def _routes() -> dict[type, Callable[[Any], str]]:
+def _one(get: Callable[[Any], Any]) -> Callable[[Any], tuple[Any, ...]]:
+    return lambda message: (get(message),)
+
+
+def _gap(venue: str, symbol: str, account: str | None) -> str:
+    return md(venue, symbol, "gap") if account is None else acct(venue, account, symbol, "gap")
+
+
+def _routes() -> dict[type, tuple[tuple[str, ...], Callable[..., str]]]:
     # Imported here: the message modules do not need the grammar, and this keeps them light.
     from schemas.account import Balance, BorrowInterest, Fill, Liquidation, OrderUpdate, Position
     from schemas.commands import CancelAll, CancelOrder, PlaceOrder
     from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
     from schemas.ops import BreakerChange, ControlCommand, ReconciliationFinding, RiskAlert, StrategyState, VenueSnapshot
 
+    market, account, asset = ("venue", "symbol"), ("venue", "account", "symbol"), ("venue", "account", "asset")
     return {
-        Ticker: lambda m: _md(m.venue, m.symbol, "ticker"),
-        Candle: lambda m: _md(m.venue, m.symbol, f"candle{m.interval}"),
-        Trade: lambda m: _md(m.venue, m.symbol, "trade"),
-        FundingRate: lambda m: _md(m.venue, m.symbol, "funding"),
-        GapMarker: lambda m: _md(m.venue, m.symbol, "gap") if m.account is None else _acct(m.venue, m.account, m.symbol, "gap"),
-        OrderUpdate: lambda m: _acct(m.venue, m.account, m.symbol, "order"),
-        Fill: lambda m: _acct(m.venue, m.account, m.symbol, "fill"),
-        Position: lambda m: _acct(m.venue, m.account, m.symbol, "position"),
-        Balance: lambda m: _balance(m.venue, m.account, m.asset),
-        BorrowInterest: lambda m: _balance(m.venue, m.account, m.asset, "interest"),
-        Liquidation: lambda m: _acct(m.venue, m.account, m.symbol, "liquidation"),
-        PlaceOrder: lambda m: _cmd(m.venue, m.account, m.symbol, "place"),
-        CancelOrder: lambda m: _cmd(m.venue, m.account, m.symbol, "cancel"),
-        CancelAll: lambda m: _cmd(m.venue, m.account, m.symbol, "cancel_all"),
-        StrategyState: lambda m: _ops(m.component, m.instance, "state"),
-        RiskAlert: lambda m: _ops(m.component, m.instance, "alert"),
-        BreakerChange: lambda m: _ops("risk", m.instance, "breaker"),
-        ReconciliationFinding: lambda m: _ops("reconciler", m.instance, "finding"),
-        ControlCommand: lambda m: control(m.target_component, m.target_instance),
-        VenueSnapshot: lambda m: _ops(m.component, m.instance, "snapshot"),
+        Ticker: (market, lambda v, s: md(v, s, "ticker")),
+        Candle: ((*market, "interval"), lambda v, s, i: md(v, s, f"candle{i}")),
+        Trade: (market, lambda v, s: md(v, s, "trade")),
+        FundingRate: (market, lambda v, s: md(v, s, "funding")),
+        GapMarker: ((*market, "account"), _gap),
+        OrderUpdate: (account, lambda v, a, s: acct(v, a, s, "order")),
+        Fill: (account, lambda v, a, s: acct(v, a, s, "fill")),
+        Position: (account, lambda v, a, s: acct(v, a, s, "position")),
+        Liquidation: (account, lambda v, a, s: acct(v, a, s, "liquidation")),
+        Balance: (asset, lambda v, a, x: balance(v, a, x)),
+        BorrowInterest: (asset, lambda v, a, x: balance(v, a, x, "interest")),
+        PlaceOrder: (account, lambda v, a, s: cmd(v, a, s, "place")),
+        CancelOrder: (account, lambda v, a, s: cmd(v, a, s, "cancel")),
+        CancelAll: (account, lambda v, a, s: cmd(v, a, s, "cancel_all")),
+        StrategyState: (("component", "instance"), lambda c, i: ops(c, i, "state")),
+        RiskAlert: (("component", "instance"), lambda c, i: ops(c, i, "alert")),
+        BreakerChange: (("instance",), lambda i: ops("risk", i, "breaker")),
+        ReconciliationFinding: (("instance",), lambda i: ops("reconciler", i, "finding")),
+        ControlCommand: (("target_component", "target_instance"), control),
+        VenueSnapshot: (("component", "instance"), lambda c, i: ops(c, i, "snapshot")),
     }
-
-
-# Publishers route every message: memoize the few distinct subjects a process ever builds.
-_md = lru_cache(maxsize=8192)(md)
-_acct = lru_cache(maxsize=8192)(acct)
-_balance = lru_cache(maxsize=1024)(balance)
-_cmd = lru_cache(maxsize=8192)(cmd)
-_ops = lru_cache(maxsize=1024)(ops)

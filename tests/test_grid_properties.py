@@ -64,10 +64,13 @@ def test_long_inventory_never_exceeds_the_levels_below_the_anchor(grid: GridConf
         # a partial fill too small to close, merged into it); the venue holds exactly that.
         assert h.gst.anchor is not None
         lat = h.core.lattice(h.gst.anchor)
-        dust = h.market.min_amount + h.market.lot_size
+
+        def dust(index: int) -> Decimal:  # the most a partial fill too small to close can hold
+            return max(h.market.min_amount, h.market.min_notional / lat.price(index)) + h.market.lot_size
+
         for s in held:
-            assert s.holding <= grid.notional / lat.price(s.index) + dust, (s.index, s.holding)
-        bound = sum(grid.notional / lat.price(s.index) + dust for s in held)
+            assert s.holding <= grid.notional / lat.price(s.index) + dust(s.index), (s.index, s.holding)
+        bound = sum(grid.notional / lat.price(s.index) + dust(s.index) for s in held)
         assert 0 <= h.venue_position() <= bound + h.gst.unassigned
 
     drive(Harness(grid, sim_config(), latency=latency), path, bounded)

@@ -31,7 +31,7 @@ from schemas import ids
 from schemas.account import ZERO, Liquidation, OrderUpdate
 from schemas.market import Market, Ticker
 from schemas.ops import BreakerChange, ControlCommand, GridLevel, StrategyState, StrategyStatus, VenueSnapshot
-from schemas.sanity import check_ticker
+from schemas.sanity import check_ticker, steady_range
 from schemas.subjects import ALL_INSTANCES, breaker_scopes
 from strategies.grid.adoption import adopt, apply_breaker
 from strategies.grid.booking import absorb_dust, book_into, book_slot_order, fill_delta, remember_ended
@@ -103,21 +103,22 @@ class GridCore:
     def on_ticker(self, st: GridState, ev: Ticker, seq: int) -> tuple[GridState, list[Any]]:
         if ev.symbol != st.symbol or ev.venue != st.venue or ev.ts < st.tick_ts:
             return st, []  # another market's, or older than the last price we acted on
-        problem = check_ticker(ev, self.market, st.last_price, st.tick_ts, self.cfg.price_band)
-        if problem:
-            raise InputRejected(problem)  # garbage is dead-lettered, never folded in
         bid = ev.bid or ev.last
         ask = ev.ask or ev.last
         q = st.quiet
         if (
             q is not None
+            and bid <= ask
             and q[0] < ask <= q[1]
             and q[2] <= bid < q[3]
             and q[4] <= ev.last < q[5]
             and ev.ts - st.published_ts < PUBLISH_EVERY_MS
             and (st.wake_at == 0 or ev.ts < st.wake_at)
-        ):  # the fast path: this tick changes no decision
+        ):  # the fast path: this tick changes no decision (and its prices pass the guard)
             return replace(st, last_price=ev.last, bid=bid, ask=ask, ts=max(st.ts, ev.ts), tick_ts=ev.ts, seq=seq), []
+        problem = check_ticker(ev, self.market, st.last_price, st.tick_ts, self.cfg.price_band)
+        if problem:
+            raise InputRejected(problem)  # garbage is dead-lettered, never folded in
         st = replace(st, last_price=ev.last, bid=bid, ask=ask, ts=max(st.ts, ev.ts), tick_ts=ev.ts, seq=seq)
         return self.decide(st, seq, changed=False)
 
@@ -154,8 +155,11 @@ class GridCore:
         if known is not None and ev.filled <= known:
             return st  # a late copy of what was booked when the order ended
         # Alive again (it landed after it was reported refused) or filling after its end: book
-        # from what was booked, and cancel it if it still rests.
-        stray = Stray(client_order_id=ev.client_order_id, order_id=ev.order_id, index=index, side=ev.side, filled=known or ZERO)
+        # from what was booked, and cancel it if it still rests. What was booked is valued at the
+        # event's price, so the new fills are booked at theirs (not at the whole order's cost).
+        filled = known or ZERO
+        cost = (ev.average or ev.price or ZERO) * filled
+        stray = Stray(client_order_id=ev.client_order_id, order_id=ev.order_id, index=index, side=ev.side, filled=filled, cost=cost)
         return self._stray_order(replace(st, strays=[*st.strays, stray]), slots, len(st.strays), stray, ev)
 
     def _slot_order(self, st: GridState, slots: dict[int, GridSlot], slot: GridSlot, ev: OrderUpdate) -> GridState:
@@ -283,6 +287,11 @@ class GridCore:
             assert st.anchor is not None
             st, out = reconcile(self.cfg, self.prefix, st, self.lattice(st.anchor), seq)
             changed = changed or bool(out)
+            if st.quiet is not None and st.last_price is not None:
+                # The fast path skips the market data guard: keep it to prices the guard accepts.
+                lo, hi = steady_range(st.last_price, self.cfg.price_band.max_jump)
+                q = st.quiet
+                st = replace(st, quiet=[max(q[0], lo), min(q[1], hi), max(q[2], lo), min(q[3], hi), max(q[4], lo), min(q[5], hi)])
         if changed or st.ts - st.published_ts >= PUBLISH_EVERY_MS:
             st = replace(st, published_ts=st.ts)
             out.append(self.state_event(st))
