@@ -19,7 +19,6 @@ import datetime as dt
 import json
 import re
 import ssl
-from bisect import bisect_left, bisect_right
 from collections.abc import AsyncGenerator, AsyncIterator
 from typing import Any
 from urllib.parse import unquote, urlparse
@@ -29,9 +28,9 @@ from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ReplayPolicy
 from nats.nuid import NUID
 
 from bus.connection import default_url
+from bus.contiguity import Contiguity
 from bus.contract import StoredMsg, parse_headers
-from bus.errors import ReaderError, ReplayIncomplete
-from schemas.subjects import stream_info_api
+from bus.errors import ReaderError
 
 _CRLF = b"\r\n"
 # The frame of almost every delivery: one match instead of splitting the line and its reply
@@ -133,7 +132,7 @@ async def read_stream(
         # holes by design; it relies on the delivery sequence (`_frames`' gap check) alone.
         raise ValueError("contiguous=True needs an unfiltered read (no subjects)")
     js = nc.jetstream()
-    check: _Contiguity | None = None
+    check: Contiguity | None = None
     if contiguous or (end_seq is None and not follow):
         state = (await js.stream_info(stream)).state
         if end_seq is None and not follow:
@@ -142,7 +141,7 @@ async def read_stream(
             # Without a start, the read begins at 1 (DeliverPolicy.ALL); from a time, at
             # whatever sequence that time maps to, so the first message sets the expectation.
             expected = start_seq if start_seq is not None else (None if start_time is not None else 1)
-            check = _Contiguity(nc, stream, state.first_seq or 1, expected)
+            check = Contiguity(nc, stream, state.first_seq or 1, expected)
     next_seq = start_seq
     while True:
         try:
@@ -159,61 +158,6 @@ async def read_stream(
             # Delivery skipped a message or went silent: read again from just after the last
             # message yielded (tracked here, so nothing handed out is repeated or skipped).
             pass
-
-
-class _Contiguity:
-    """Proves a read's stream sequences have no hole the stream cannot explain."""
-
-    def __init__(self, nc: Client, stream: str, first_seq: int, expected: int | None) -> None:
-        self.nc = nc
-        self.stream = stream
-        self.first_seq = first_seq  # the stream's first sequence when the read began
-        self.expected = expected  # the sequence the next message must have (None: not known yet)
-        self.deleted: list[int] | None = None  # sorted; fetched on the first hole only
-
-    async def batch(self, batch: list[StoredMsg]) -> None:
-        first, last = batch[0].seq, batch[-1].seq
-        expected = self.expected if self.expected is not None else first
-        # Sequences within a read only increase (one consumer, stream order, no redelivery
-        # with ack none), so this O(1) test proves a batch gapless without walking it.
-        if first == expected and last - first + 1 == len(batch):
-            self.expected = last + 1
-            return
-        for msg in batch:
-            if msg.seq != expected:
-                await self.explain(expected, msg.seq - 1)
-            expected = msg.seq + 1
-        self.expected = expected
-
-    async def through(self, end_seq: int) -> None:
-        """The read ended: the sequences after the last message, up to `end_seq`, must be explained."""
-        if self.expected is not None and self.expected <= end_seq:
-            await self.explain(self.expected, end_seq)
-
-    async def explain(self, lo: int, hi: int) -> None:
-        """Accept the hole lo..hi if retention or deletions explain it; raise ReplayIncomplete otherwise."""
-        if hi < lo:  # the fast path's premise (sequences only increase) broke: say so, never guess
-            raise ReaderError(f"read of {self.stream} went back to seq {hi + 1} after {lo - 1}")
-        lo = max(lo, self.first_seq)
-        if lo > hi or (self.deleted is not None and self.covers(lo, hi)):
-            return
-        # The first hole, or a deletion made since the last fetch: ask the stream (again).
-        self.deleted = await deleted_seqs(self.nc, self.stream)
-        if self.covers(lo, hi):
-            return
-        deleted = self.deleted
-        i, j = bisect_left(deleted, lo), bisect_right(deleted, hi) - 1
-        while deleted[i : i + 1] == [lo]:  # name only what is missing: trim deletions off both ends
-            lo, i = lo + 1, i + 1
-        while j >= 0 and deleted[j] == hi:
-            hi, j = hi - 1, j - 1
-        missing = f"seq {lo}" if lo == hi else f"seqs {lo}..{hi}"
-        raise ReplayIncomplete(f"read of {self.stream} is missing {missing}: neither deleted nor removed by retention before the read")
-
-    def covers(self, lo: int, hi: int) -> bool:
-        deleted = self.deleted or []
-        # Sorted and free of repeats: lo..hi is all deleted iff the list holds hi-lo+1 entries in it.
-        return bisect_right(deleted, hi) - bisect_left(deleted, lo) == hi - lo + 1
 
 
 async def _read_once(
@@ -284,18 +228,6 @@ async def _deliveries(
             await js.delete_consumer(stream, info.name)
         except Exception:  # noqa: BLE001 - it expires on its own (inactive_threshold)
             pass
-
-
-async def deleted_seqs(nc: Client, stream: str) -> list[int]:
-    """The sequences deleted from inside `stream` (between its first and last), sorted.
-
-    nats-py's `stream_info` cannot ask for them, so this sends JetStream's stream info request
-    itself with `deleted_details`."""
-    reply = await nc.request(stream_info_api(stream), json.dumps({"deleted_details": True}).encode(), timeout=10)
-    info = json.loads(reply.data)
-    if "error" in info:
-        raise ReaderError(f"stream info for {stream}: {info['error'].get('description', info['error'])}")
-    return sorted(set(info.get("state", {}).get("deleted") or ()))
 
 
 async def _frames(wire: _Wire, end_seq: int | None, follow: bool) -> AsyncIterator[list[StoredMsg]]:

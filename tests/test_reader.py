@@ -14,7 +14,8 @@ from bus import reader
 from bus.contract import StoredMsg
 from bus.errors import ReplayIncomplete
 from bus.publisher import Publisher
-from bus.reader import _Contiguity, _frames, _Gap, _Wire, read_stream
+from bus.contiguity import Contiguity
+from bus.reader import _frames, _Gap, _Wire, read_stream
 from testkit.events import ticker
 
 SUBJECT = b"md.sim.BTC-USDT.ticker"
@@ -197,7 +198,7 @@ async def test_a_deletion_made_after_the_first_lookup_still_explains_its_hole(bu
     await seed(bus, 10)
     js = bus.jetstream()
     await js.delete_msg("MARKET", 3)
-    check = _Contiguity(bus, "MARKET", first_seq=1, expected=1)
+    check = Contiguity(bus, "MARKET", first_seq=1, expected=1)
     await check.batch([StoredMsg(s, "md", b"", b"", 0) for s in (1, 2, 4, 5)])  # looks up the deletions
     await js.delete_msg("MARKET", 6)
     await check.batch([StoredMsg(s, "md", b"", b"", 0) for s in (7, 8)])
