@@ -11,10 +11,10 @@ import pytest
 from nats.aio.client import Client
 
 from bus import reader
+from bus.contiguity import Contiguity
 from bus.contract import StoredMsg
 from bus.errors import ReplayIncomplete
 from bus.publisher import Publisher
-from bus.contiguity import Contiguity
 from bus.reader import _frames, _Gap, _Wire, read_stream
 from testkit.events import ticker
 
