@@ -34,7 +34,7 @@ from executors.breakers import BreakerView
 from executors.config import ExecutorConfig
 from executors.runner import build_executor
 from schemas import ids, subjects
-from schemas.account import OrderUpdate
+from schemas.account import Liquidation, OrderUpdate
 from schemas.codec import encode
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
 from schemas.market import Ticker
@@ -277,9 +277,13 @@ def grid_inputs() -> list[tuple[str, Any]]:
     control = ControlCommand(id="k", target_component="grid", target_instance=GRID.instance, action="pause", operator="op", ts=T0)
     breaker = BreakerChange(id="b", instance="r1", scope="global", state="ok", previous="ok", reason="r", ts=T0)
     snapshot = VenueSnapshot(id="s", component="grid", instance=GRID.instance, venue="sim", account="main", symbol=SYMBOL, ts=T0)
+    liquidation = Liquidation(
+        id="l", venue="sim", account="main", symbol=SYMBOL, side="long", contracts=Decimal(1), price=Decimal(100), ts=T0, ts_local=T0
+    )
     return [
         (subjects.md("sim", SYMBOL, "ticker"), ticker),
         (subjects.acct("sim", "main", SYMBOL, "order"), order),
+        (subjects.acct("sim", "main", SYMBOL, "liquidation"), liquidation),
         (subjects.control("grid", GRID.instance), control),
         (subjects.ops("risk", "r1", "breaker"), breaker),
         (subjects.ops("grid", GRID.instance, "snapshot"), snapshot),
