@@ -19,7 +19,7 @@ from schemas.account import ZERO, OrderUpdate
 from schemas.base import Side
 from schemas.market import Market
 from strategies.grid.lattice import Lattice, parse_client_order_id
-from strategies.grid.state import GridSlot, GridState, settle
+from strategies.grid.state import Booked, GridSlot, GridState, settle
 
 BOOKED_KEPT = 256  # ended orders with fills remembered by client id (the rest is history)
 
@@ -82,13 +82,16 @@ def book_slot_order(st: GridState, slot: GridSlot, ev: OrderUpdate) -> tuple[Gri
     return replace(st, realized_pnl=st.realized_pnl + realized, fees=st.fees + d.fee, fills=st.fills + 1), slot
 
 
-def remember_ended(st: GridState, prefix: str, client_order_id: str, filled: Decimal) -> GridState:
-    """An order of ours ended having filled `filled`: remember it, so a late report of the same
-    fills is recognized. Bounded: the oldest generations are forgotten first."""
+def remember_ended(
+    st: GridState, prefix: str, client_order_id: str, filled: Decimal, cost: Decimal = ZERO, fee: Decimal = ZERO
+) -> GridState:
+    """An order of ours ended having filled `filled` (worth `cost`, charged `fee`): remember it,
+    so a late report of the same fills is recognized and a later one booked from here on.
+    Bounded: the oldest generations are forgotten first."""
     if filled <= 0 and client_order_id not in st.booked:
         return st
     booked = dict(st.booked)
-    booked[client_order_id] = filled
+    booked[client_order_id] = Booked(filled, cost, fee)
     forgotten = st.forgotten_below
     if len(booked) > BOOKED_KEPT:
         by_generation = sorted(booked, key=lambda cid: _generation(prefix, cid))

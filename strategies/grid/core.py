@@ -38,7 +38,7 @@ from strategies.grid.booking import absorb_dust, book_into, book_slot_order, fil
 from strategies.grid.config import GridConfig
 from strategies.grid.diff import reconcile
 from strategies.grid.lattice import Lattice, client_prefix, parse_client_order_id
-from strategies.grid.state import TERMINAL, Early, GridSlot, GridState, Stray, freed, kept, position, settle
+from strategies.grid.state import TERMINAL, Booked, Early, GridSlot, GridState, Stray, freed, kept, position, settle
 
 PUBLISH_EVERY_MS = 5_000  # price-only changes (last price, unrealized PnL) are published this often
 RETRY_BASE_MS = 1_000  # a slot whose order was refused waits this long, doubling per refusal
@@ -152,20 +152,26 @@ class GridCore:
         known = st.booked.get(ev.client_order_id)
         if known is None and generation < st.forgotten_below:
             return replace(st, stale_events=st.stale_events + 1)
-        if known is not None and ev.filled <= known:
+        if known is not None and ev.filled <= known.filled and ev.fee_cost <= known.fee:
             return st  # a late copy of what was booked when the order ended
         # Alive again (it landed after it was reported refused) or filling after its end: book
-        # from what was booked, and cancel it if it still rests. What was booked is valued at the
-        # event's price, so the new fills are booked at theirs (not at the whole order's cost).
-        filled = known or ZERO
-        cost = (ev.average or ev.price or ZERO) * filled
-        stray = Stray(client_order_id=ev.client_order_id, order_id=ev.order_id, index=index, side=ev.side, filled=filled, cost=cost)
+        # from what was booked (amount, value and fee), and cancel it if it still rests.
+        known = known or Booked(ZERO)
+        stray = Stray(
+            client_order_id=ev.client_order_id,
+            order_id=ev.order_id,
+            index=index,
+            side=ev.side,
+            filled=known.filled,
+            cost=known.cost,
+            fee=known.fee,
+        )
         return self._stray_order(replace(st, strays=[*st.strays, stray]), slots, len(st.strays), stray, ev)
 
     def _slot_order(self, st: GridState, slots: dict[int, GridSlot], slot: GridSlot, ev: OrderUpdate) -> GridState:
         st, slot = book_slot_order(st, slot, ev)
         if ev.status in TERMINAL:
-            st = remember_ended(st, self.prefix, ev.client_order_id, slot.filled)
+            st = remember_ended(st, self.prefix, ev.client_order_id, slot.filled, slot.cost, slot.fee)
             post_only_rejects, rejects, retry_at = 0, 0, 0
             if ev.status in ("rejected", "expired"):
                 if ev.reason == "post_only_would_take":
@@ -189,12 +195,12 @@ class GridCore:
         return replace(st, slots=kept(slots))
 
     def _stray_order(self, st: GridState, slots: dict[int, GridSlot], i: int, stray: Stray, ev: OrderUpdate) -> GridState:
-        d = fill_delta(stray.filled, stray.cost, stray.fee, ev, ev.price)
+        d = fill_delta(stray.filled, stray.cost, stray.fee, ev, None)  # no fallback: the event's own price is the last resort
         st = book_into(st, slots, stray.index, stray.side, d)
         strays = list(st.strays)
         if ev.status in TERMINAL:
             del strays[i]
-            st = remember_ended(st, self.prefix, ev.client_order_id, max(d.filled, stray.filled))
+            st = remember_ended(st, self.prefix, ev.client_order_id, d.filled, d.cost, max(ev.fee_cost, stray.fee))
         else:
             strays[i] = replace(
                 stray, order_id=ev.order_id or stray.order_id, filled=d.filled, cost=d.cost, fee=max(ev.fee_cost, stray.fee)

@@ -62,7 +62,7 @@ def reconcile(cfg: GridConfig, prefix: str, st: GridState, lat: Lattice, seq: in
             # Its cancel was answered with nothing new: the order had already ended, and the
             # venue's report of that end is the one booked before (an event seen once). A
             # report that still comes makes it a stray again, booked from what is known.
-            st = remember_ended(st, prefix, stray.client_order_id, stray.filled)
+            st = remember_ended(st, prefix, stray.client_order_id, stray.filled, stray.cost, stray.fee)
             continue
         live += 1
         if not stray.canceling:

@@ -71,6 +71,14 @@ class Stray(msgspec.Struct, frozen=True, kw_only=True):
     canceled_at: int = 0  # event time its cancel was sent
 
 
+class Booked(msgspec.Struct, frozen=True, array_like=True):
+    """What was booked of an ended order of ours: a late report is booked from here on."""
+
+    filled: Decimal
+    cost: Decimal = ZERO  # quote value of `filled`
+    fee: Decimal = ZERO  # cumulative
+
+
 class Early(msgspec.Struct, frozen=True, array_like=True):
     """An order event that arrived before the first start's venue snapshot (kept until then)."""
 
@@ -103,7 +111,7 @@ class GridState(msgspec.Struct, frozen=True, kw_only=True):
     seq: int = 0  # last input sequence folded in
     slots: list[GridSlot] = []  # slots that are not free, by index
     strays: list[Stray] = []  # our orders live at the venue that no slot tracks
-    booked: dict[str, Decimal] = {}  # ended orders of ours with fills: client id -> filled booked
+    booked: dict[str, Booked] = {}  # ended orders of ours with fills, by client id
     forgotten_below: int = 0  # `booked` forgets the oldest generations; ids below this are history
     early: list[Early] = []  # order events before the first start's snapshot
     next_generation: int = 1  # every order gets a new one, so a client order id is never reused
