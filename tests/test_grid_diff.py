@@ -320,7 +320,7 @@ def test_the_opening_order_to_give_way_is_the_lower_one_at_equal_distance() -> N
 def test_a_stray_is_canceled_once_and_let_go_a_minute_after_its_cancel() -> None:
     cfg = config(mode="long", levels=1)
     kept = stray(5, canceling=True, canceled_at=T - STRAY_PATIENCE_MS, filled=D(2))  # exactly a minute: still waited for
-    gone = stray(6, generation=900, canceling=True, canceled_at=T - STRAY_PATIENCE_MS - 1, filled=D(3))
+    gone = stray(6, generation=900, canceling=True, canceled_at=T - STRAY_PATIENCE_MS - 1, filled=D(3), cost=D(270), fee=D("0.05"))
     booked = {client_order_id(PREFIX, "open", 1, g): Booked(D(1)) for g in range(2, BOOKED_KEPT + 2)}  # full: the oldest goes
     closing = live(-1, "sell", 100, D("0.5"), role="close", holding=D("0.5"))  # rests: nothing else to do
     st = state(cfg, [closing], [gone, kept], booked=booked)  # one let go does not drop the others

@@ -14,6 +14,7 @@ from schemas.account import Liquidation, Position
 from schemas.ops import BreakerChange, VenueSnapshot
 from strategies.grid.diff import STRAY_PATIENCE_MS
 from strategies.grid.lattice import client_order_id, client_prefix, parse_client_order_id
+from strategies.grid.state import Booked
 from testkit.events import order_update
 from testkit.grid import Driver, T, cancels, grid, places
 
@@ -167,3 +168,13 @@ def test_a_liquidation_empties_the_grid_and_halts_it_until_an_operator_resets_it
     assert d.core.position(d.state) == 0 and d.state.status == "halted" and "liquidated" in (d.state.fault or "")
     assert {c.client_order_id for c in cancels(out)} == {close.client_order_id, buy80.client_order_id}
     assert d.state.realized_pnl == (D(50) - D(90)) * buy90.amount
+
+
+def test_a_stray_that_ends_is_remembered_with_what_was_booked_of_it() -> None:
+    d = Driver(grid(mode="long", levels=1))
+    [buy] = places(d.tick("100"))
+    d.order(buy, "rejected", reason="expired")
+    d.order(buy, "open", filled="1", fee_cost=D("0.02"), average=D(90))
+    d.order(buy, "canceled", filled="4", fee_cost=D("0.05"), average=D("89.5"))
+    assert d.state.booked[buy.client_order_id] == Booked(D(4), D(358), D("0.05"))
+    assert d.state.fees == D("0.05")

@@ -157,9 +157,8 @@ class GridCore:
         # Alive again (it landed after it was reported refused) or filling after its end: book
         # from what was booked (amount, value and fee), and cancel it if it still rests.
         known = known or Booked(ZERO)
-        stray = Stray(
+        stray = Stray(  # its venue id comes with the event, booked next
             client_order_id=ev.client_order_id,
-            order_id=ev.order_id,
             index=index,
             side=ev.side,
             filled=known.filled,
