@@ -259,6 +259,7 @@ async def _frames(wire: _Wire, end_seq: int | None, follow: bool) -> AsyncIterat
         done = False
         gap = False
         match = _DELIVERY.match
+        new = tuple.__new__
         while True:
             fast = match(buf, pos)
             if fast is not None:  # a stored message, the common case
@@ -281,7 +282,8 @@ async def _frames(wire: _Wire, end_seq: int | None, follow: bool) -> AsyncIterat
                 name = subjects.get(subject)
                 if name is None:
                     name = subjects[subject] = subject.decode()
-                append(StoredMsg(seq, name, buf[body + hlen : body + tlen], buf[body : body + hlen], int(sts)))
+                # tuple.__new__: a NamedTuple's own __new__ is a Python call, once per message
+                append(new(StoredMsg, (seq, name, buf[body + hlen : body + tlen], buf[body : body + hlen], int(sts))))
                 if seq == limit or (stop_when_drained and spending == b"0"):
                     done = True
                     break
