@@ -36,11 +36,24 @@ MUTMUT = str(Path(sys.executable).parent / "mutmut")
 JOBS = os.environ.get("MUTATE_JOBS", "1")  # mutants tested at once
 
 # The grid's fast tests (the property tests are slower and add little per mutant).
-GRID_TESTS = ["tests/test_grid_core.py", "tests/test_grid_orders_nobody_tracks.py", "tests/test_unknown_outcomes_end_to_end.py"]
+GRID_TESTS = [
+    "tests/test_grid_core.py",
+    "tests/test_grid_orders_nobody_tracks.py",
+    "tests/test_unknown_outcomes_end_to_end.py",
+    "tests/test_grid_lattice.py",
+    "tests/test_grid_state.py",
+    "tests/test_grid_booking.py",
+    "tests/test_grid_targets.py",
+    "tests/test_grid_diff.py",
+    "tests/test_grid_adoption.py",
+    "tests/test_grid_inputs.py",
+    "tests/test_grid_published.py",
+]
 # The executor's tests against a scripted venue; the others in tests/test_executor.py start a nats-server.
 EXECUTOR_FAST = [
     "tests/test_executor_outcomes.py",
     "tests/test_executor_answers.py",
+    "tests/test_executor_placement.py",
     *(
         f"tests/test_executor.py::{name}"
         for name in (
@@ -59,6 +72,9 @@ SIM_TESTS = [
     "tests/test_sim_margin.py",
     "tests/test_sim_liquidation.py",
     "tests/test_sim_hostile.py",
+    "tests/test_sim_checks.py",
+    "tests/test_sim_matching_exact.py",
+    "tests/test_sim_book_walk.py",
 ]
 # target -> (the files it mutates, the tests that cover them); the last two start a nats-server per test.
 TARGETS = {
@@ -69,10 +85,16 @@ TARGETS = {
     ),
     "executor": (["executors/executor.py", "executors/answers.py"], EXECUTOR_FAST),
     "sim-matching": (["venues/sim/matching.py", "venues/sim/book.py", "venues/sim/checks.py"], SIM_TESTS),
-    "handler": (["bus/handler.py"], ["tests/test_handler_runtime.py", "tests/test_executor.py"]),
+    "handler": (["bus/handler.py"], ["tests/test_handler_mutants.py", "tests/test_handler_runtime.py", "tests/test_executor.py"]),
     "runtime": (
         ["bus/runtime.py", "bus/consumer.py", "bus/contract.py"],
-        ["tests/test_runtime.py", "tests/test_runtime_contract.py", "tests/test_hostile_inputs.py"],
+        [
+            "tests/test_contract.py",
+            "tests/test_runtime_mutants.py",
+            "tests/test_runtime.py",
+            "tests/test_runtime_contract.py",
+            "tests/test_hostile_inputs.py",
+        ],
     ),
 }
 SETTINGS = {
