@@ -160,7 +160,7 @@ def address(rules: Rules, outputs: Sequence[Any]) -> list[Outgoing]:
         payload = encode(message)
         if len(payload) > rules.max_payload - 1024:  # headers (the id) travel in the same frame
             raise OutputRefused(f"output {type(message).__name__} of {len(payload)} bytes exceeds the server's limit")
-        out.append(Outgoing(subject, payload, getattr(message, "id", None), message))
+        out.append(Outgoing(subject, payload, message.id, message))  # every routed type has one
     return out
 
 

@@ -292,6 +292,16 @@ async def test_an_output_stored_before_counts_as_a_duplicate(bus: Client) -> Non
     assert (first.stats.outputs, first.stats.duplicates) == (2, 0)
     assert (second.stats.outputs, second.stats.duplicates) == (1, 1)
     assert [a[0] for a in await alerts(bus)] == ["keep:1", "keep:2"]
+    await second.process([delivered(bus, 4, tick(3)), delivered(bus, 5, tick(4))])  # the counts add up
+    assert (second.stats.outputs, second.stats.duplicates) == (2, 1)
+    await first.process([delivered(bus, 4, tick(3)), delivered(bus, 5, tick(4))])
+    assert (first.stats.outputs, first.stats.duplicates) == (3, 1)
+
+
+async def test_a_runtime_takes_the_limit_its_server_announces(bus: Client, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(bus, "_max_payload", 65536)  # what nats-py keeps from the server's INFO
+    rt: ConsumerRuntime[Keep, Ticker] = ConsumerRuntime(bus, spec(), KeepCore())
+    assert rt.rules.max_payload == 65536 == bus.max_payload
 
 
 async def test_bad_inputs_are_dead_lettered_with_their_reason_and_terminated_and_the_rest_acked(
