@@ -47,13 +47,17 @@ async def main(kills: int, steps: int, seed: int) -> int:
         chaos_s = time.perf_counter() - started
     checks = {
         "every kill hit a live process": killed.missed == 0,
+        "every kill point did what its pattern says": killed.shown == killed.patterns
+        and killed.hits == killed.patterns["one"] + 2 * (killed.patterns["two at once"] + killed.patterns["while recovering"]),
         "no client order id placed twice": all(len(v) == 1 for v in killed.orders_by_cid.values()),
         "grid fills == venue fills": killed.state.fills == killed.venue_fills,
         "grid position == venue position": GridCore.position(killed.state) == killed.venue_position,
         "recovered state == fresh replay of its input": same(killed.state, killed.replayed),
         "state == uninterrupted run": same(killed.state, reference.state),
     }
-    print(f"bench/chaos.py  seed={seed} steps={steps}  kills={sum(killed.kills.values())} {killed.kills} {killed.patterns}")
+    print(
+        f"bench/chaos.py  seed={seed} steps={steps}  kills={sum(killed.kills.values())} {killed.kills} {killed.patterns}, {killed.mid_tick} mid-tick"
+    )
     print(
         f"  uninterrupted run {ref_s:.1f}s, killed run {chaos_s:.1f}s; fills {killed.state.fills}, position {GridCore.position(killed.state)}"
     )

@@ -93,6 +93,9 @@ class Outcome:
     replayed: GridState  # the grid's whole input folded from seq 1 with a fresh core
     kills: dict[str, int] = field(default_factory=dict)
     patterns: dict[str, int] = field(default_factory=dict)
+    shown: dict[str, int] = field(default_factory=dict)  # kill points that did what their pattern says
+    hits: int = 0  # processes the cluster really killed
+    mid_tick: int = 0  # kills that landed while the exchange's tick was in flight
     missed: int = 0  # kills that found their process already dead (must stay 0)
     orders_by_cid: dict[str, set[str]] = field(default_factory=dict)
     venue_position: Decimal = Decimal(0)
@@ -111,6 +114,7 @@ class Cluster:
         self.config.write_text(config)
         self.instance = instance
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        self.hits = 0  # SIGKILLs that found their process alive, counted where they are sent
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
         args = [sys.executable, "-m", "cli.main", "--config", str(self.config), "run", name]
@@ -127,6 +131,7 @@ class Cluster:
         alive = proc.poll() is None
         if alive:
             os.kill(proc.pid, signal.SIGKILL)
+            self.hits += 1
         proc.wait()
         return alive
 
@@ -221,6 +226,9 @@ async def clock(venue: SimVenue) -> tuple[int, bool]:
 class Kills:
     counts: dict[str, int] = field(default_factory=lambda: {name: 0 for name in COMPONENTS})
     patterns: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PATTERNS})
+    # What was seen at the moment of the kills, so a test can tell a pattern from its name:
+    shown: dict[str, int] = field(default_factory=lambda: {p: 0 for p in PATTERNS})  # every kill of it hit, the 2nd as meant
+    mid_tick: int = 0  # kills that landed while the exchange's tick was still in flight
     missed: int = 0
 
 
@@ -246,13 +254,14 @@ async def drive(
     step, unquoted = await clock(venue)
     half = 0
 
-    def kill(victim: str) -> None:
-        if not cluster.kill(victim):
-            kills.missed += 1
+    def kill(victim: str) -> bool:
+        hit = cluster.kill(victim)
+        kills.missed += not hit
         kills.counts[victim] += 1
         if on_kill is not None:
             on_kill(step, victim)
         cluster.start(victim)
+        return hit
 
     while step < steps or unquoted:
         phase = "quote" if unquoted else "match"
@@ -264,12 +273,15 @@ async def drive(
             await asyncio.sleep(rng.uniform(0, 0.03))  # somewhere inside the tick's cascade
             first, second = rng.sample(COMPONENTS, 2)
             before = await cluster.connections(first) if pattern == "while recovering" else set()
-            kill(first)
+            kills.mid_tick += not ticking.done()
+            shown = kill(first)
             if pattern == "two at once":
-                kill(second)
+                shown = kill(second) and shown
             elif pattern == "while recovering":
                 await cluster.connected(first, besides=before)
-                kill(rng.choice((first, second)))
+                recovering = bool(await cluster.connections(first) - before)
+                shown = kill(rng.choice((first, second))) and recovering and shown
+            kills.shown[pattern] += shown
             try:
                 await ticking
             except Transient:
@@ -309,6 +321,9 @@ async def run(
                 replayed=await replay_all(nc, grid, cp.state),
                 kills=kills_done.counts,
                 patterns=kills_done.patterns,
+                shown=kills_done.shown,
+                hits=cluster.hits,
+                mid_tick=kills_done.mid_tick,
                 missed=kills_done.missed,
             )
             await venue_facts(nc, SimVenue(nc, timeout=10), outcome)

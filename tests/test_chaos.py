@@ -29,6 +29,12 @@ async def test_kill_9_anything_anytime_and_the_grid_ends_where_an_uninterrupted_
     assert all(killed.kills[c] > 0 for c in chaos.COMPONENTS), killed.kills
     assert all(n > 0 for n in killed.patterns.values()), killed.patterns  # one, two at once, while recovering
     assert killed.missed == 0  # every kill hit a live process
+    # Each kill point did what its pattern says: both of two at once hit, the second of "while
+    # recovering" came after the first victim was connected again; and kills land inside ticks.
+    assert killed.shown == killed.patterns, (killed.shown, killed.patterns)
+    n = killed.patterns
+    assert killed.hits == n["one"] + 2 * (n["two at once"] + n["while recovering"]), (killed.hits, n)
+    assert killed.mid_tick > 0, killed.mid_tick
     assert reference.state.fills > 10, "the session must trade for the comparison to mean anything"
 
     # No client order id ever became two orders at the venue.

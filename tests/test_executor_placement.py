@@ -13,7 +13,7 @@ from bus.errors import RetryLater
 from executors import metrics
 from executors.config import ExecutorConfig
 from executors.executor import Executor
-from schemas.commands import PlaceOrder
+from schemas.commands import CancelAll, CancelOrder, PlaceOrder
 from testkit.events import place
 from testkit.grid import MARKET
 from testkit.venue import T0, ScriptedBreakers, ScriptedVenue, order
@@ -252,7 +252,11 @@ def test_one_markets_commands_share_a_key_and_cancel_all_runs_alone() -> None:
     x = executor(ScriptedVenue())
     key = x.key(Inbound(1, "cmd", command()))
     assert key == "sim/main/BTC/USDT:USDT"
-    assert not x.exclusive(Inbound(1, "cmd", command()))
+    cancel = CancelOrder(id="c", venue="sim", account="main", symbol=key.split("/", 2)[2], client_order_id="x", origin="t", ts=T0)
+    everything = CancelAll(id="a", venue="sim", account="main", symbol=cancel.symbol, origin="t", ts=T0)
+    assert x.key(Inbound(2, "cmd", cancel)) == key == x.key(Inbound(3, "cmd", everything))
+    # Cancel-all runs alone (the handler runtime waits for everything before and after it).
+    assert [x.exclusive(Inbound(1, "cmd", c)) for c in (command(), cancel, everything)] == [False, False, True]
 
 
 async def test_a_market_order_on_margin_reaches_the_venue_as_one() -> None:
