@@ -23,6 +23,7 @@ from bus.embedded import DEFAULT_MONITOR_PORT, DEFAULT_PORT
 from bus.settings import BusSettings
 from bus.streams import STREAMS, Retention
 from executors.config import ExecutorConfig
+from gateway.config import GatewayConfig
 from strategies.grid.config import GridConfig
 from venues.sim.config import SimConfig
 
@@ -79,6 +80,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     streams: dict[str, StreamSettings] = msgspec.field(default_factory=dict)
     sim: SimConfig = SimConfig()
     executor: ExecutorConfig = ExecutorConfig()
+    gateway: GatewayConfig = GatewayConfig()
     grids: list[GridConfig] = msgspec.field(default_factory=default_grids)
 
     def __post_init__(self) -> None:
@@ -145,7 +147,7 @@ def env_overrides(raw: dict[str, Any], environ: dict[str, str], origin: dict[str
     """
     origin = {} if origin is None else origin
     fields = {f.name: f.type for f in msgspec.structs.fields(Config)}
-    struct_sections = {"nats": NatsSettings, "sim": SimConfig, "executor": ExecutorConfig}
+    struct_sections = {"nats": NatsSettings, "sim": SimConfig, "executor": ExecutorConfig, "gateway": GatewayConfig}
     if environ.get("NATS_URL"):
         raw.setdefault("nats", {})["url"] = environ["NATS_URL"]
         origin["nats.url"] = "NATS_URL"

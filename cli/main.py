@@ -30,7 +30,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--quiet", action="store_true", help="no periodic status line")
 
     run = sub.add_parser("run", help="run one component in the foreground")
-    run.add_argument("component", choices=["sim", "executor", "grid", "nats"])
+    run.add_argument("component", choices=["sim", "executor", "grid", "gateway", "nats"])
     run.add_argument("--instance", help="grid instance id (for `run grid`)")
     run.add_argument("--nats-port", type=int)
     run.add_argument("--nats-monitor-port", type=int)

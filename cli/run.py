@@ -34,6 +34,10 @@ def run_component(config: Config, component: str, instance: str | None) -> int:
             from executors.runner import run_executor
 
             return process.run("executor", lambda stop: run_executor(config.bus(), config.executor, stop))
+        case "gateway":
+            from gateway.runner import run_gateway
+
+            return process.run("gateway", lambda stop: run_gateway(config.bus(), config.gateway, stop))
         case "grid":
             grid = config.grid(instance) if instance else _only_grid(config)
             from strategies.grid.runner import GridConfigError, run_grid

@@ -42,6 +42,7 @@ def components(config: Config, config_path: str | None) -> list[tuple[str, list[
     out = [
         ("sim", base + ["run", "sim"], f"simulated exchange {config.sim.venue!r} ({config.sim.clock} clock)"),
         ("executor", base + ["run", "executor"], f"order executor for {config.executor.venue}/{config.executor.account}"),
+        ("gateway", base + ["run", "gateway"], f"live page http://{config.gateway.host}:{config.gateway.port}/"),
     ]
     for grid in config.grids:
         out.append(
@@ -133,7 +134,8 @@ def _print_table(config: Config, url: str, server: EmbeddedServer | None, childr
         print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
     primary = config.grids[0].symbol if config.grids else config.sim.markets[0].symbol
     print(
-        f"\nWatch it: sqt tail 'md.{config.sim.venue}.{subjects.symbol_token(primary)}.ticker'   "
+        f"\nOpen the live page: http://{config.gateway.host}:{config.gateway.port}/\n"
+        f"Watch it: sqt tail 'md.{config.sim.venue}.{subjects.symbol_token(primary)}.ticker'   "
         f"(or any NATS client: nats sub 'md.>')\nCtrl-C stops everything.\n",
         flush=True,
     )

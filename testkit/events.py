@@ -6,7 +6,7 @@ from decimal import Decimal
 from typing import Any
 
 from schemas import ids
-from schemas.account import OrderUpdate
+from schemas.account import Fill, OrderUpdate
 from schemas.commands import PlaceOrder
 from schemas.market import Candle, Ticker
 
@@ -83,5 +83,26 @@ def place(client_order_id: str = "g1a0b1", price: str | None = "100", amount: st
         amount=Decimal(amount),
         origin=kw.pop("origin", "test/t"),
         ts=kw.pop("ts", 1_700_000_000_000),
+        **kw,
+    )
+
+
+def fill(client_order_id: str = "g1a0b1", trade_id: str = "t1", price: str = "100", amount: str = "0.01", **kw: Any) -> Fill:
+    venue, account = kw.pop("venue", "sim"), kw.pop("account", "main")
+    ts = kw.pop("ts", 1_700_000_000_000)
+    return Fill(
+        id=ids.fill_id(venue, account, trade_id),
+        venue=venue,
+        account=account,
+        symbol=kw.pop("symbol", "BTC/USDT:USDT"),
+        trade_id=trade_id,
+        order_id=kw.pop("order_id", "1"),
+        client_order_id=client_order_id,
+        side=kw.pop("side", "buy"),
+        price=Decimal(price),
+        amount=Decimal(amount),
+        liquidity=kw.pop("liquidity", "maker"),
+        ts=ts,
+        ts_local=ts,
         **kw,
     )

@@ -1,0 +1,204 @@
+"""The gateway's aiohttp app: the page, the WebSocket protocol, REST, health, status, metrics.
+
+Built by `make_app` around a NATS connection; the feed runs as the app's background task
+(`cleanup_ctx`), so an app under aiohttp's test client is the whole gateway.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import AsyncIterator
+from pathlib import Path
+from typing import Any
+
+import msgspec
+from aiohttp import WSMsgType, web
+from nats.aio.client import Client as Nats
+from prometheus_client import generate_latest
+from prometheus_client.exposition import CONTENT_TYPE_LATEST
+
+from gateway import frames, rest
+from gateway.config import GatewayConfig
+from gateway.feed import Feed
+from gateway.frames import Frame, Market, encode
+from gateway.hub import Client, Hub
+from gateway.inbound import ClientFrame, RateLimit, Resume, Subscribe, parse
+from gateway.metrics import GatewayMetrics
+from gateway.view import STREAMS, View
+
+WEB = Path(__file__).resolve().parent.parent / "web"
+READY_WAIT = 10.0  # seconds a browser that connects while the gateway starts waits for its read-back
+
+CONFIG = web.AppKey("config", GatewayConfig)
+VIEW = web.AppKey("view", View)
+HUB = web.AppKey("hub", Hub)
+FEED = web.AppKey("feed", Feed)
+NC = web.AppKey("nc", Nats)
+STARTED = web.AppKey("started", float)
+
+
+def make_app(nc: Nats, config: GatewayConfig) -> web.Application:
+    app = web.Application()
+    view = View(candles=config.candle_minutes, resume_frames=config.resume_frames, fills=config.fills_kept)
+    hub = Hub(GatewayMetrics())
+    app[CONFIG], app[VIEW], app[HUB], app[NC] = config, view, hub, nc
+    app[FEED] = Feed(nc, config, view, hub)
+    app[STARTED] = time.monotonic()
+    app.cleanup_ctx.append(_feed)
+    app.router.add_get("/", page)
+    app.router.add_get("/ws", websocket)
+    app.router.add_get("/health", health)
+    app.router.add_get("/status", status)
+    app.router.add_get("/metrics", metrics)
+    rest.add_routes(app, view)
+    if WEB.is_dir():
+        app.router.add_static("/static/", WEB, follow_symlinks=False)
+    return app
+
+
+async def _feed(app: web.Application) -> AsyncIterator[None]:
+    task = asyncio.create_task(app[FEED].run(), name="gateway-feed")
+    yield
+    task.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task
+    for client in list(app[HUB].clients):
+        app[HUB].close(client, 1001, "gateway stopping")
+
+
+# ----------------------------------------------------------------------------- page, health
+
+
+async def page(_request: web.Request) -> web.StreamResponse:
+    index = WEB / "index.html"
+    if not index.is_file():
+        return web.Response(status=404, text="the page is not installed (web/index.html)")
+    return web.FileResponse(index, headers={"Cache-Control": "no-cache"})
+
+
+async def health(request: web.Request) -> web.Response:
+    app = request.app
+    ok = app[NC].is_connected and app[FEED].ready
+    return web.json_response({"ok": ok, "nats": app[NC].is_connected, "following": app[FEED].ready}, status=200 if ok else 503)
+
+
+async def status(request: web.Request) -> web.Response:
+    app = request.app
+    view, hub, feed, nc = app[VIEW], app[HUB], app[FEED], app[NC]
+    streams: dict[str, Any] = {}
+    for name in STREAMS:
+        last = None
+        with contextlib.suppress(Exception):
+            last = int((await nc.jetstream().stream_info(name)).state.last_seq)
+        position = view.positions[name]
+        streams[name] = {
+            "position": position,
+            "last": last,
+            "lag": None if last is None else max(0, last - position),
+            "ready": feed.state.ready[name],
+        }
+    subscriptions = {f"{m.venue} {m.symbol}": len(c) for m, c in sorted(hub.by_market.items()) if c}
+    body = {
+        "clients": len(hub.clients),
+        "subscriptions": subscriptions,
+        "nats": {"connected": nc.is_connected, "url": nc.connected_url.geturl() if nc.connected_url else None},
+        "uptime_s": round(time.monotonic() - app[STARTED], 1),
+        "streams": streams,
+        "markets": len(view.markets),
+        "skipped_events": feed.state.skipped,
+        "read_restarts": feed.state.restarts,
+    }
+    return web.json_response(body)
+
+
+async def metrics(request: web.Request) -> web.Response:
+    return web.Response(body=generate_latest(request.app[HUB].metrics.registry), headers={"Content-Type": CONTENT_TYPE_LATEST})
+
+
+# ----------------------------------------------------------------------------- WebSocket
+
+
+async def websocket(request: web.Request) -> web.WebSocketResponse:
+    app = request.app
+    config, view, hub, feed = app[CONFIG], app[VIEW], app[HUB], app[FEED]
+    # aiohttp closes on frames beyond max_msg_size; below that we answer an `error` and go on.
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=max(64 * 1024, config.max_frame_bytes * 4), receive_timeout=config.idle_timeout)
+    await ws.prepare(request)
+    client = Client(ws, config.client_queue, hub.metrics)
+    hub.add(client)
+    pump = asyncio.create_task(client.pump(), name="gateway-client")
+    limit = RateLimit(config.frames_per_second, config.frame_burst)
+    try:
+        await _ready(feed)
+        first = view.default_market()
+        hello = frames.Hello(
+            markets=sorted(view.markets), market=first, server_time=int(time.time() * 1000), positions=dict(view.positions), role=None
+        )
+        client.offer("hello", encode(Frame(type="hello", data=hello)))
+        if first is not None:
+            _subscribe(client, hub, view, first)
+        async for msg in ws:
+            if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
+                _answer(client, hub, view, config, limit, msg.data)
+            elif msg.type == WSMsgType.ERROR:
+                break
+    except asyncio.TimeoutError:
+        await ws.close(code=1001, message=b"idle: no frame from the client within the idle timeout")
+    finally:
+        hub.remove(client)
+        pump.cancel()
+        with contextlib.suppress(asyncio.CancelledError, Exception):
+            await pump
+    return ws
+
+
+async def _ready(feed: Feed) -> None:
+    deadline = time.monotonic() + READY_WAIT
+    while not feed.ready and time.monotonic() < deadline:
+        await asyncio.sleep(0.05)
+
+
+def _answer(client: Client, hub: Hub, view: View, config: GatewayConfig, limit: RateLimit, data: str | bytes) -> None:
+    size = len(data.encode() if isinstance(data, str) else data)
+    if size > config.max_frame_bytes:
+        return _refuse(client, hub, "too_large", f"a client frame may be at most {config.max_frame_bytes} bytes (got {size})")
+    if not limit.take(time.monotonic()):
+        return _refuse(client, hub, "rate_limited", f"at most {config.frames_per_second:g} frames a second")
+    try:
+        frame: ClientFrame = parse(data)
+    except (msgspec.DecodeError, ValueError) as exc:
+        return _refuse(client, hub, "bad_frame", str(exc))
+    match frame:
+        case Subscribe(venue=venue, symbol=symbol):
+            market = Market(venue, symbol)
+            if market not in view.markets:
+                return _refuse(client, hub, "unknown_market", f"no data for {venue} {symbol}")
+            _subscribe(client, hub, view, market)
+        case Resume(venue=venue, symbol=symbol, after=after):
+            market = Market(venue, symbol)
+            if market not in view.markets:
+                return _refuse(client, hub, "unknown_market", f"no data for {venue} {symbol}")
+            missed = view.since(market, after)
+            if missed is None:
+                _subscribe(client, hub, view, market)  # too old: start over, history first
+            else:
+                hub.watch(client, market)
+                client.restart()
+                for kind, text in missed:
+                    client.offer(kind, text)
+        case _:  # ping
+            client.offer("pong", encode(Frame(type="pong", data=frames.Pong(ts=int(time.time() * 1000)))))
+
+
+def _subscribe(client: Client, hub: Hub, view: View, market: Market) -> None:
+    hub.watch(client, market)
+    client.restart()
+    for frame in view.first_screen(market):
+        client.offer(frame.type, encode(frame))
+
+
+def _refuse(client: Client, hub: Hub, code: str, message: str) -> None:
+    hub.metrics.refused.labels(code).inc()
+    client.offer("error", encode(frames.error(code, message)))

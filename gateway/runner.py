@@ -1,0 +1,32 @@
+"""`sqt run gateway`: the app on its port until told to stop."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+
+from aiohttp import web
+
+from bus.connection import connect
+from bus.settings import BusSettings
+from bus.streams import apply
+from gateway.app import make_app
+from gateway.config import GatewayConfig
+
+log = logging.getLogger("gateway")
+
+
+async def run_gateway(bus: BusSettings, config: GatewayConfig, stop: asyncio.Event) -> None:
+    nc = await connect(bus.nats_url, name="sqt-gateway")
+    try:
+        await apply(nc.jetstream(), bus.streams())
+        runner = web.AppRunner(make_app(nc, config), access_log=None, shutdown_timeout=2.0)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, config.host, config.port).start()
+            log.info("gateway: serving http://%s:%d/", config.host, config.port)
+            await stop.wait()
+        finally:
+            await runner.cleanup()
+    finally:
+        await nc.close()
