@@ -181,6 +181,7 @@ def _answer(client: Client, hub: Hub, view: View, config: GatewayConfig, limit: 
             if market not in view.markets:
                 return _refuse(client, hub, "unknown_market", f"no data for {venue} {symbol}")
             missed = view.since(market, after)
+            hub.metrics.resumes.labels("restarted" if missed is None else "exact").inc()
             if missed is None:
                 _subscribe(client, hub, view, market)  # too old: start over, history first
             else:

@@ -14,6 +14,9 @@ class GatewayMetrics:
         self.conflated = Counter("sqt_gateway_frames_conflated", "klines replaced by a newer one while a client was behind", registry=r)
         self.dropped = Counter("sqt_gateway_clients_too_slow", "clients closed because their queue was full", registry=r)
         self.refused = Counter("sqt_gateway_client_frames_refused", "client frames answered with an error", ["code"], registry=r)
+        self.resumes = Counter(
+            "sqt_gateway_resumes", "resume requests: exact (the missed frames) or restarted (a fresh first screen)", ["outcome"], registry=r
+        )
         self.events = Counter("sqt_gateway_events", "stored events read from the streams", ["stream"], registry=r)
         self.latency = Histogram(
             "sqt_gateway_fanout_seconds",

@@ -1,0 +1,120 @@
+"""The live page in a real browser (Debian's chromium, driven by Playwright) against a real gateway
+on a real nats-server: history, order lines, fill toasts, the symbol switch, reconnect, and no
+long task while live frames pour in.
+
+Chromium comes from the system (`.ci/run` installs it). Where it is missing these tests are
+skipped, unless SQT_REQUIRE_BROWSER is set (CI sets it): then they fail.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import time
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import pytest
+from aiohttp.test_utils import TestServer
+from nats.aio.client import Client as Nats
+
+from gateway.app import HUB, make_app
+from gateway.config import GatewayConfig
+from gateway.hub import Hub
+from schemas import subjects
+from schemas.codec import encode
+from testkit.bus import eventually
+from testkit.events import candle, fill, order_update
+
+CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
+ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
+T0 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000
+ETH = "ETH/USDT:USDT"
+
+if CHROMIUM is None and os.environ.get("SQT_REQUIRE_BROWSER"):
+    raise RuntimeError("SQT_REQUIRE_BROWSER is set but chromium is not installed (apt-get install chromium)")
+pytestmark = [pytest.mark.e2e, pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")]
+
+
+async def store(nc: Nats, *events: Any) -> None:
+    js = nc.jetstream()
+    for e in events:
+        await js.publish(subjects.subject_of(e), encode(e), headers={"Nats-Msg-Id": e.id})
+
+
+def eth(c: Any) -> Any:
+    import msgspec
+
+    return msgspec.structs.replace(c, symbol=ETH, id=c.id.replace("BTC", "ETH"))
+
+
+@dataclass
+class Page:
+    tab: Any  # playwright's Page
+    bus: Nats
+    hub: Hub
+    errors: list[str]
+
+
+@pytest.fixture
+async def page(bus: Nats) -> AsyncIterator[Page]:
+    from playwright.async_api import async_playwright
+
+    await store(bus, *(candle(str(100 + i % 7), open_time=T0 + i * 60_000) for i in range(120)))
+    await store(bus, *(eth(candle(str(50 + i % 3), open_time=T0 + i * 60_000)) for i in range(40)))
+    await store(bus, order_update("a", price="99"), order_update("b", price="98", side="sell"))
+    app = make_app(bus, GatewayConfig())
+    server = TestServer(app)
+    await server.start_server()
+    errors: list[str] = []
+    async with async_playwright() as p:
+        browser = await p.chromium.launch(executable_path=CHROMIUM, args=["--no-sandbox"])
+        tab = await browser.new_page(viewport={"width": 1280, "height": 720})
+        tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
+        tab.on("pageerror", lambda exc: errors.append(str(exc)))
+        await tab.goto(str(server.make_url("/")))
+        yield Page(tab, bus, app[HUB], errors)
+        ARTIFACTS.mkdir(exist_ok=True)
+        await tab.screenshot(path=str(ARTIFACTS / "page.png"))
+        await browser.close()
+    await server.close()
+
+
+async def until(tab: Any, expression: str, timeout: float = 15_000) -> None:
+    await tab.wait_for_function(expression, timeout=timeout)
+
+
+async def test_the_page_draws_history_orders_and_fills_and_redraws_on_a_symbol_switch(page: Page) -> None:
+    tab, bus, errors = page.tab, page.bus, page.errors
+    await until(tab, "window.sqt && sqt.state() === 'live' && sqt.candles() === 100")
+    assert await tab.evaluate("sqt.market()") == {"venue": "sim", "symbol": "BTC/USDT:USDT"}
+    await until(tab, "sqt.orderLines() === 2")
+
+    await store(bus, order_update("c", price="97"))  # an order event draws a price line
+    await until(tab, "sqt.orderLines() === 3")
+    await store(bus, order_update("a", status="closed", filled="0.01"), fill("a", price="99", ts=int(time.time() * 1000)))
+    await until(tab, "sqt.orderLines() === 2 && sqt.toasts() === 1 && sqt.markers() === 1")
+    assert "1" in await tab.get_by_test_id("panel-fills-today").inner_text()
+    await store(bus, candle("300", open_time=T0 + 120 * 60_000))  # a new candle
+    await until(tab, "sqt.candles() === 101 && sqt.lastBar().close === 300")
+
+    await tab.get_by_test_id("symbol-switcher").select_option(label=f"{ETH} · sim")
+    await until(tab, f"sqt.market().symbol === '{ETH}' && sqt.candles() === 40 && sqt.orderLines() === 0 && sqt.markers() === 0")
+    assert errors == []
+
+
+async def test_the_page_reconnects_and_resumes_with_what_it_missed_once(page: Page) -> None:
+    tab, bus, hub, errors = page.tab, page.bus, page.hub, page.errors
+    await until(tab, "window.sqt && sqt.state() === 'live' && sqt.orderLines() === 2")
+    [before] = list(hub.clients)
+    hub.close(before, 1012, "gateway restarting")  # the page is dropped ...
+    await store(bus, order_update("c", price="97"), fill("b", trade_id="t2", side="sell", price="98"))  # ... and misses these
+    await eventually(lambda: hub.clients and before not in hub.clients, what="the page to reconnect")
+    await until(tab, "sqt.state() === 'live' && sqt.orderLines() === 3 && sqt.markers() === 1")
+    await store(bus, fill("c", trade_id="t3", price="97"))
+    await until(tab, "sqt.markers() === 2")
+    assert await tab.evaluate("sqt.lastSeq().ACCOUNT") == 5  # 2 orders, then the 3 it missed or saw live
+    assert hub.metrics.resumes.labels("exact")._value.get() == 1  # resumed, not started over
+    assert errors == []
