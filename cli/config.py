@@ -23,6 +23,7 @@ from bus.embedded import DEFAULT_MONITOR_PORT, DEFAULT_PORT
 from bus.settings import BusSettings
 from bus.streams import STREAMS, Retention
 from executors.config import ExecutorConfig
+from gateway.auth import SECRET_VARIABLES
 from gateway.config import GatewayConfig
 from strategies.grid.config import GridConfig
 from venues.sim.config import SimConfig
@@ -152,7 +153,7 @@ def env_overrides(raw: dict[str, Any], environ: dict[str, str], origin: dict[str
         raw.setdefault("nats", {})["url"] = environ["NATS_URL"]
         origin["nats.url"] = "NATS_URL"
     for var, value in sorted(environ.items()):
-        if not var.startswith("SQT_") or var in ("SQT_CONFIG", "SQT_LOG_LEVEL"):
+        if not var.startswith("SQT_") or var in ("SQT_CONFIG", "SQT_LOG_LEVEL", *SECRET_VARIABLES):
             if var == "SQT_LOG_LEVEL":
                 raw["log_level"] = value
                 origin["log_level"] = var

@@ -20,11 +20,13 @@ from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from gateway import frames, rest
+from gateway.auth import Auth, Identity
 from gateway.config import GatewayConfig
+from gateway.control import apply_control
 from gateway.feed import Feed
 from gateway.frames import Frame, Market, encode
 from gateway.hub import Client, Hub
-from gateway.inbound import ClientFrame, RateLimit, Resume, Subscribe, parse
+from gateway.inbound import ClientFrame, Control, RateLimit, Resume, Subscribe, parse
 from gateway.metrics import GatewayMetrics
 from gateway.view import STREAMS, View
 
@@ -37,10 +39,14 @@ HUB = web.AppKey("hub", Hub)
 FEED = web.AppKey("feed", Feed)
 NC = web.AppKey("nc", Nats)
 STARTED = web.AppKey("started", float)
+AUTH = web.AppKey("auth", Auth)
+WHO = web.RequestKey("identity", Identity)  # set by the auth middleware
+OPEN = ("/", "/health")  # and /static/: the page itself holds nothing; its data needs a token
 
 
-def make_app(nc: Nats, config: GatewayConfig) -> web.Application:
-    app = web.Application()
+def make_app(nc: Nats, config: GatewayConfig, auth: Auth | None = None) -> web.Application:
+    app = web.Application(middlewares=[_authenticate])
+    app[AUTH] = auth or Auth("off")
     view = View(candles=config.candle_minutes, resume_frames=config.resume_frames, fills=config.fills_kept)
     hub = Hub(GatewayMetrics())
     app[CONFIG], app[VIEW], app[HUB], app[NC] = config, view, hub, nc
@@ -66,6 +72,32 @@ async def _feed(app: web.Application) -> AsyncIterator[None]:
         await task
     for client in list(app[HUB].clients):
         app[HUB].close(client, 1001, "gateway stopping")
+
+
+# ----------------------------------------------------------------------------- auth
+
+
+@web.middleware
+async def _authenticate(request: web.Request, handler: Any) -> web.StreamResponse:
+    auth = request.app[AUTH]
+    if request.path in OPEN or request.path.startswith("/static/"):
+        return await handler(request)
+    header = request.headers.get("Authorization", "")
+    token = header[7:] if header.startswith("Bearer ") else request.query.get("token")
+    who = auth.identify(token)
+    if who is None:
+        return web.json_response({"error": "a valid token is required (Authorization: Bearer, or ?token= for /ws)"}, status=401)
+    request[WHO] = who
+    return await handler(request)
+
+
+def _origin_allowed(request: web.Request, allowed: list[str]) -> bool:
+    origin = request.headers.get("Origin")
+    if origin is None:
+        return True  # not a browser: nothing to protect a page from
+    if allowed:
+        return origin in allowed
+    return origin in (f"http://{request.host}", f"https://{request.host}")
 
 
 # ----------------------------------------------------------------------------- page, health
@@ -123,6 +155,9 @@ async def metrics(request: web.Request) -> web.Response:
 async def websocket(request: web.Request) -> web.WebSocketResponse:
     app = request.app
     config, view, hub, feed = app[CONFIG], app[VIEW], app[HUB], app[FEED]
+    if not _origin_allowed(request, config.allowed_origins):
+        raise web.HTTPForbidden(text="origin not allowed")
+    who: Identity = request[WHO]
     # aiohttp closes on frames beyond max_msg_size; below that we answer an `error` and go on.
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=max(64 * 1024, config.max_frame_bytes * 4), receive_timeout=config.idle_timeout)
     await ws.prepare(request)
@@ -130,24 +165,27 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     hub.add(client)
     pump = asyncio.create_task(client.pump(), name="gateway-client")
     limit = RateLimit(config.frames_per_second, config.frame_burst)
+    controls: set[asyncio.Task[None]] = set()
     try:
         await _ready(feed)
         first = view.default_market()
         hello = frames.Hello(
-            markets=sorted(view.markets), market=first, server_time=int(time.time() * 1000), positions=dict(view.positions), role=None
+            markets=sorted(view.markets), market=first, server_time=int(time.time() * 1000), positions=dict(view.positions), role=who.role
         )
         client.offer("hello", encode(Frame(type="hello", data=hello)))
         if first is not None:
             _subscribe(client, hub, view, first)
         async for msg in ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                _answer(client, hub, view, config, limit, msg.data)
+                _answer(client, hub, view, config, limit, msg.data, who, app[NC], controls)
             elif msg.type == WSMsgType.ERROR:
                 break
     except asyncio.TimeoutError:
         await ws.close(code=1001, message=b"idle: no frame from the client within the idle timeout")
     finally:
         hub.remove(client)
+        for task in controls:
+            task.cancel()
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await pump
@@ -160,7 +198,17 @@ async def _ready(feed: Feed) -> None:
         await asyncio.sleep(0.05)
 
 
-def _answer(client: Client, hub: Hub, view: View, config: GatewayConfig, limit: RateLimit, data: str | bytes) -> None:
+def _answer(
+    client: Client,
+    hub: Hub,
+    view: View,
+    config: GatewayConfig,
+    limit: RateLimit,
+    data: str | bytes,
+    who: Identity,
+    nc: Nats,
+    controls: set[asyncio.Task[None]],
+) -> None:
     size = len(data.encode() if isinstance(data, str) else data)
     if size > config.max_frame_bytes:
         return _refuse(client, hub, "too_large", f"a client frame may be at most {config.max_frame_bytes} bytes (got {size})")
@@ -189,8 +237,24 @@ def _answer(client: Client, hub: Hub, view: View, config: GatewayConfig, limit: 
                 client.restart()
                 for kind, text in missed:
                     client.offer(kind, text)
+        case Control():
+            if who.role != "operator":
+                return _refuse(client, hub, "forbidden", f"{who.name} is a {who.role}: controls need an operator's token")
+            task = asyncio.create_task(_control(client, nc, view, who, frame, config.control_wait))
+            controls.add(task)
+            task.add_done_callback(controls.discard)
         case _:  # ping
             client.offer("pong", encode(Frame(type="pong", data=frames.Pong(ts=int(time.time() * 1000)))))
+
+
+async def _control(client: Client, nc: Nats, view: View, who: Identity, ctl: Control, wait: float) -> None:
+    try:
+        result = await apply_control(nc, view, who, ctl, wait)
+    except Exception as exc:  # noqa: BLE001 - NATS unreachable: say so, keep the connection
+        result = frames.ControlResult(
+            action=ctl.action, venue=ctl.venue, symbol=ctl.symbol, ok=False, message=f"not stored: {exc or type(exc).__name__}"
+        )
+    client.offer("control_result", encode(Frame(type="control_result", data=result)))
 
 
 def _subscribe(client: Client, hub: Hub, view: View, market: Market) -> None:

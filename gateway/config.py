@@ -8,6 +8,10 @@ import msgspec
 class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     host: str = "127.0.0.1"  # browsers on this machine only, until auth is configured
     port: int = 8081
+    auth: str = "off"  # off | tokens | jwt (secrets from SQT_GATEWAY_TOKENS / SQT_GATEWAY_JWT_SECRET)
+    # Origins a browser's WebSocket may come from; empty: the gateway's own (the Host it was asked by).
+    allowed_origins: list[str] = msgspec.field(default_factory=list)
+    control_wait: float = 5.0  # seconds an operator's control waits for the strategy to report
     # What a starting gateway reads back from the streams (it keeps no state of its own):
     candle_minutes: int = 1440  # 1m candles per market kept in memory (a day)
     market_lookback_minutes: int = 180  # candles read back on start (history needs 100)
@@ -40,5 +44,7 @@ class GatewayConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             raise ValueError("`client_queue` must be at least 10")
         if self.resume_frames < 1:
             raise ValueError("`resume_frames` must be at least 1")
-        if self.frames_per_second <= 0 or self.idle_timeout <= 0:
-            raise ValueError("`frames_per_second` and `idle_timeout` must be positive")
+        if self.auth not in ("off", "tokens", "jwt"):
+            raise ValueError("`auth` must be off, tokens or jwt")
+        if self.frames_per_second <= 0 or self.idle_timeout <= 0 or self.control_wait <= 0:
+            raise ValueError("`frames_per_second`, `idle_timeout` and `control_wait` must be positive")

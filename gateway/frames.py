@@ -140,6 +140,19 @@ class Pong(msgspec.Struct, frozen=True, kw_only=True):
     ts: int
 
 
+class ControlResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What became of an operator's control: stored (the OPS sequences) and what the strategies
+    reported within the wait (instance -> status)."""
+
+    action: str
+    venue: str
+    symbol: str
+    ok: bool
+    message: str
+    stored: list[int] = []
+    statuses: dict[str, str] = {}
+
+
 FrameType = Literal[
     "hello",
     "history",
@@ -152,6 +165,7 @@ FrameType = Literal[
     "risk_alert",
     "reconciliation",
     "pong",
+    "control_result",
     "error",
 ]
 

@@ -32,16 +32,25 @@ class Ping(msgspec.Struct, frozen=True):
     pass
 
 
-ClientFrame = Subscribe | Resume | Ping
+class Control(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An operator's instruction for the strategies on a market (one instance, or all of them)."""
+
+    action: Literal["pause", "resume", "cancel_all"]
+    venue: Name
+    symbol: Name
+    instance: Name | None = None
+
+
+ClientFrame = Subscribe | Resume | Ping | Control
 
 
 class _Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    type: Literal["subscribe", "resume", "ping"]
+    type: Literal["subscribe", "resume", "ping", "control"]
     data: msgspec.Raw = msgspec.Raw(b"null")
 
 
 _envelope = msgspec.json.Decoder(_Envelope)
-_BODIES: dict[str, type[Subscribe] | type[Resume]] = {"subscribe": Subscribe, "resume": Resume}
+_BODIES: dict[str, type[Subscribe] | type[Resume] | type[Control]] = {"subscribe": Subscribe, "resume": Resume, "control": Control}
 
 
 def parse(data: str | bytes) -> ClientFrame:

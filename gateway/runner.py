@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import os
 
 from aiohttp import web
 
@@ -11,16 +12,18 @@ from bus.connection import connect
 from bus.settings import BusSettings
 from bus.streams import apply
 from gateway.app import make_app
+from gateway.auth import Auth
 from gateway.config import GatewayConfig
 
 log = logging.getLogger("gateway")
 
 
 async def run_gateway(bus: BusSettings, config: GatewayConfig, stop: asyncio.Event) -> None:
+    auth = Auth.from_env(config.auth, os.environ)  # a bad token list stops the start, naming the entry
     nc = await connect(bus.nats_url, name="sqt-gateway")
     try:
         await apply(nc.jetstream(), bus.streams())
-        runner = web.AppRunner(make_app(nc, config), access_log=None, shutdown_timeout=2.0)
+        runner = web.AppRunner(make_app(nc, config, auth), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:
             await web.TCPSite(runner, config.host, config.port).start()

@@ -33,7 +33,10 @@ const notifier = new Notifier({
   soundToggle: $('toggle-sound'),
   toastToggle: $('toggle-toasts'),
 });
-const feed = new Feed(`${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`, {
+// With auth on, the page is opened as /?token=...: the token goes with the WebSocket and REST.
+const token = new URLSearchParams(location.search).get('token');
+const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
+const feed = new Feed(token ? `${wsUrl}?token=${encodeURIComponent(token)}` : wsUrl, {
   onHello,
   onFrame,
   onState,
@@ -147,6 +150,11 @@ function onFrame(f) {
       clearTimeout(state.errorTimer);
       state.errorTimer = setTimeout(() => setText($('gateway-error'), ''), 10000);
       break;
+    case 'control_result':
+      setText($('gateway-error'), `${d.action}: ${d.ok ? 'done' : d.message}`);
+      clearTimeout(state.errorTimer);
+      state.errorTimer = setTimeout(() => setText($('gateway-error'), ''), 10000);
+      break;
     case 'pong':
       break;
     default:
@@ -230,7 +238,9 @@ function query(m) {
 }
 
 async function getJson(url) {
-  const r = await fetch(url, { headers: { Accept: 'application/json' } });
+  const headers = { Accept: 'application/json' };
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const r = await fetch(url, { headers });
   if (!r.ok) throw new Error(`${url}: HTTP ${r.status}`);
   return r.json();
 }

@@ -1,0 +1,69 @@
+"""An operator's control from the page: published on ops.control.* with who sent it, then
+answered with what the strategies reported.
+
+`pause` and `resume` map to the grid's own actions; `cancel_all` halts the grids of the market
+(a halted grid takes every order off, closing orders too, and places nothing until reset), so
+nothing puts the orders back behind the operator's back; `resume` of a halted grid resets it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from nats.aio.client import Client as Nats
+
+from gateway.auth import Identity
+from gateway.frames import ControlResult, GridStateData, Market
+from gateway.inbound import Control
+from gateway.view import View
+from schemas import ids
+from schemas.codec import encode
+from schemas.ops import ControlAction, ControlCommand
+from schemas.subjects import subject_of
+
+REPORTS = {"pause": ("paused",), "cancel_all": ("halted",), "resume": ("running", "reduce_only")}
+
+
+def grid_action(requested: str, grid: GridStateData) -> ControlAction:
+    if requested == "cancel_all":
+        return "halt"
+    if requested == "resume" and grid.status == "halted":
+        return "reset"
+    return "pause" if requested == "pause" else "resume"
+
+
+async def apply_control(nc: Nats, view: View, who: Identity, ctl: Control, wait: float) -> ControlResult:
+    market = Market(ctl.venue, ctl.symbol)
+    held = view.markets.get(market)
+    grids = [g for g in (held.grids.values() if held else ()) if g.component == "grid" and ctl.instance in (None, g.instance)]
+    if not grids:
+        which = f"grid {ctl.instance}" if ctl.instance else "grid"
+        return ControlResult(
+            action=ctl.action, venue=ctl.venue, symbol=ctl.symbol, ok=False, message=f"no {which} on {ctl.venue} {ctl.symbol}"
+        )
+    now = int(time.time() * 1000)
+    stored = []
+    for g in grids:
+        action = grid_action(ctl.action, g)
+        cmd = ControlCommand(
+            id=ids.content_id("control", (g.instance, action, who.name, now)),
+            target_component="grid",
+            target_instance=g.instance,
+            action=action,
+            reason=f"{ctl.action} from the live page",
+            operator=who.name,
+            ts=now,
+        )
+        ack = await nc.jetstream().publish(subject_of(cmd), encode(cmd), headers={"Nats-Msg-Id": cmd.id})
+        stored.append(ack.seq)
+    names = [g.instance for g in grids]
+    deadline = time.monotonic() + wait
+    while True:
+        statuses = {n: s.status for n in names if (s := view.markets[market].grids.get(f"grid/{n}")) is not None}
+        done = all(statuses.get(n) in REPORTS[ctl.action] for n in names)
+        if done or time.monotonic() >= deadline:
+            break
+        await asyncio.sleep(0.05)
+    message = "done" if done else f"stored, but not every grid reported {' or '.join(REPORTS[ctl.action])} within {wait:g}s"
+    return ControlResult(action=ctl.action, venue=ctl.venue, symbol=ctl.symbol, ok=done, message=message, stored=stored, statuses=statuses)
