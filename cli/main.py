@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import argparse
 import sys
+from pathlib import Path
 
 from cli.config import ConfigError
 
@@ -32,6 +33,7 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one component in the foreground")
     run.add_argument("component", choices=["sim", "executor", "grid", "gateway", "nats"])
     run.add_argument("--instance", help="grid instance id (for `run grid`)")
+    run.add_argument("--from-file", type=Path, help="`run gateway`: playback plays this exported incident (sqt replay export)")
     run.add_argument("--nats-port", type=int)
     run.add_argument("--nats-monitor-port", type=int)
 
@@ -81,7 +83,7 @@ def main(argv: list[str] | None = None) -> int:
             case "run":
                 from cli.run import run_component
 
-                return run_component(config, args.component, args.instance)
+                return run_component(config, args.component, args.instance, args.from_file)
             case "tail":
                 from cli.tail import tail
 

@@ -24,7 +24,7 @@ async def connect_and_apply(config: Config, name: str):
     return nc
 
 
-def run_component(config: Config, component: str, instance: str | None) -> int:
+def run_component(config: Config, component: str, instance: str | None, from_file: Path | None = None) -> int:
     match component:
         case "nats":
             return run_nats(config)
@@ -37,7 +37,7 @@ def run_component(config: Config, component: str, instance: str | None) -> int:
         case "gateway":
             from gateway.runner import run_gateway
 
-            return process.run("gateway", lambda stop: run_gateway(config.bus(), config.gateway, stop))
+            return process.run("gateway", lambda stop: run_gateway(config.bus(), config.gateway, stop, from_file))
         case "grid":
             grid = config.grid(instance) if instance else _only_grid(config)
             from strategies.grid.runner import GridConfigError, run_grid

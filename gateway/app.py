@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import datetime as dt
 import time
 from collections.abc import AsyncIterator
 from pathlib import Path
@@ -26,8 +27,9 @@ from gateway.control import apply_control
 from gateway.feed import Feed
 from gateway.frames import Frame, Market, encode
 from gateway.hub import Client, Hub
-from gateway.inbound import ClientFrame, Control, RateLimit, Resume, Subscribe, parse
+from gateway.inbound import ClientFrame, Control, PlaybackControl, RateLimit, Resume, Subscribe, parse
 from gateway.metrics import GatewayMetrics
+from gateway.playback import BadWindow, Playback, Recorded, from_bus, window
 from gateway.view import STREAMS, View
 
 WEB = Path(__file__).resolve().parent.parent / "web"
@@ -40,13 +42,16 @@ FEED = web.AppKey("feed", Feed)
 NC = web.AppKey("nc", Nats)
 STARTED = web.AppKey("started", float)
 AUTH = web.AppKey("auth", Auth)
+RECORD = web.AppKey("record", list[Recorded])  # `sqt run gateway --from-file`: playback plays this
 WHO = web.RequestKey("identity", Identity)  # set by the auth middleware
 OPEN = ("/", "/health")  # and /static/: the page itself holds nothing; its data needs a token
 
 
-def make_app(nc: Nats, config: GatewayConfig, auth: Auth | None = None) -> web.Application:
+def make_app(nc: Nats, config: GatewayConfig, auth: Auth | None = None, record: list[Recorded] | None = None) -> web.Application:
     app = web.Application(middlewares=[_authenticate])
     app[AUTH] = auth or Auth("off")
+    if record is not None:
+        app[RECORD] = record
     view = View(candles=config.candle_minutes, resume_frames=config.resume_frames, fills=config.fills_kept)
     hub = Hub(GatewayMetrics())
     app[CONFIG], app[VIEW], app[HUB], app[NC] = config, view, hub, nc
@@ -158,6 +163,8 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if not _origin_allowed(request, config.allowed_origins):
         raise web.HTTPForbidden(text="origin not allowed")
     who: Identity = request[WHO]
+    if "from" in request.query:
+        return await _playback(request, who)
     # aiohttp closes on frames beyond max_msg_size; below that we answer an `error` and go on.
     ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=max(64 * 1024, config.max_frame_bytes * 4), receive_timeout=config.idle_timeout)
     await ws.prepare(request)
@@ -189,6 +196,65 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
         pump.cancel()
         with contextlib.suppress(asyncio.CancelledError, Exception):
             await pump
+    return ws
+
+
+async def _playback(request: web.Request, who: Identity) -> web.WebSocketResponse:
+    """A past window played to this browser alone; it gets no live frames meanwhile."""
+    app = request.app
+    config = app[CONFIG]
+    try:
+        start, end, speed, wanted = window(dict(request.query))
+    except BadWindow as exc:
+        raise web.HTTPBadRequest(text=str(exc)) from None
+    lookback = dt.timedelta(minutes=config.account_lookback_minutes)
+    records = app[RECORD] if RECORD in app else await from_bus(app[NC], start, end, lookback)
+    session = Playback(records, int(start.timestamp() * 1e9), int(end.timestamp() * 1e9), speed)
+    market = session.prepare(wanted)
+    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=max(64 * 1024, config.max_frame_bytes * 4), receive_timeout=config.idle_timeout)
+    await ws.prepare(request)
+    client = Client(ws, config.client_queue, app[HUB].metrics)
+    pump = asyncio.create_task(client.pump(), name="gateway-playback-client")
+    hello = frames.Hello(
+        markets=session.markets, market=market, server_time=int(time.time() * 1000), positions={}, role="viewer", mode="playback"
+    )
+    client.offer("hello", encode(Frame(type="hello", data=hello)))
+    player = asyncio.create_task(session.play(client), name="gateway-playback")
+    limit = RateLimit(config.frames_per_second, config.frame_burst)
+    try:
+        async for msg in ws:
+            if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
+                continue
+            if not limit.take(time.monotonic()):
+                client.offer("error", encode(frames.error("rate_limited", f"at most {config.frames_per_second:g} frames a second")))
+                continue
+            try:
+                frame = parse(msg.data)
+            except (msgspec.DecodeError, ValueError) as exc:
+                client.offer("error", encode(frames.error("bad_frame", str(exc))))
+                continue
+            match frame:
+                case PlaybackControl(action="pause"):
+                    session.pause()
+                case PlaybackControl(action="resume"):
+                    session.resume()
+                case PlaybackControl(action="step"):
+                    session.step()
+                case Resume() | Subscribe() | Control():
+                    client.offer("error", encode(frames.error("playback", "a playback takes only playback and ping frames")))
+                    continue
+                case _:
+                    client.offer("pong", encode(Frame(type="pong", data=frames.Pong(ts=int(time.time() * 1000)))))
+                    continue
+            client.offer("playback", encode(session.state()))
+    except asyncio.TimeoutError:
+        await ws.close(code=1001, message=b"idle")
+    finally:
+        player.cancel()
+        pump.cancel()
+        for task in (player, pump):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
     return ws
 
 
@@ -243,6 +309,8 @@ def _answer(
             task = asyncio.create_task(_control(client, nc, view, who, frame, config.control_wait))
             controls.add(task)
             task.add_done_callback(controls.discard)
+        case PlaybackControl():
+            return _refuse(client, hub, "bad_frame", "not a playback: open /ws?from=...&to=... to play a window")
         case _:  # ping
             client.offer("pong", encode(Frame(type="pong", data=frames.Pong(ts=int(time.time() * 1000)))))
 

@@ -44,6 +44,22 @@ FOLLOWED = (
 )
 
 
+def decoders() -> dict[str, Callable[[bytes], object]]:
+    return {f.stream: decoder(union(*f.types)).decode for f in FOLLOWED}
+
+
+def admit(decode: Callable[[bytes], object], subject: str, data: bytes) -> object | None:
+    """The stored event, or None when it does not decode or its body names another subject."""
+    try:
+        event = decode(data)
+        if subject_of(event) != subject:
+            raise ValueError(f"the body names another subject than {subject}")
+    except (DecodeError, SubjectError, ValueError) as exc:
+        log.debug("gateway: skipped a stored event on %s: %s", subject, exc)
+        return None
+    return event
+
+
 @dataclass
 class FeedState:
     ready: dict[str, bool] = field(default_factory=lambda: {f.stream: False for f in FOLLOWED})
@@ -61,7 +77,7 @@ class Feed:
         await asyncio.gather(*(self._follow(f) for f in FOLLOWED))
 
     async def _follow(self, f: Follow) -> None:
-        decode = decoder(union(*f.types)).decode
+        decode = decoders()[f.stream]
         events = self.hub.metrics.events.labels(f.stream)
         delay = 0.25
         while True:
@@ -97,14 +113,10 @@ class Feed:
     def _fold(self, stream: str, batch: list[StoredMsg], decode: Callable[[bytes], object], live: bool) -> None:
         view, hub = self.view, self.hub
         for seq, subject, data, _headers, stored_ns in batch:
-            try:
-                event = decode(data)
-                if subject_of(event) != subject:
-                    raise ValueError(f"the body names another subject than {subject}")
-            except (DecodeError, SubjectError, ValueError) as exc:
+            event = admit(decode, subject, data)
+            if event is None:
                 self.state.skipped += 1
                 view.positions[stream] = max(view.positions[stream], seq)
-                log.debug("gateway: %s seq %d skipped: %s", stream, seq, exc)
                 continue
             routed = view.apply(stream, seq, event)
             if routed is None:

@@ -129,6 +129,15 @@ class Hello(msgspec.Struct, frozen=True, kw_only=True):
     server_time: int
     positions: dict[str, int]  # stream -> last sequence the gateway has applied
     role: str | None
+    mode: str = "live"  # or "playback": a past window, not the live feed
+
+
+class PlaybackData(msgspec.Struct, frozen=True, kw_only=True):
+    state: str  # playing | paused | ended
+    at: int  # ms: the stored time of the last event played
+    start: int
+    end: int
+    speed: float
 
 
 class ErrorData(msgspec.Struct, frozen=True, kw_only=True):
@@ -166,6 +175,7 @@ FrameType = Literal[
     "reconciliation",
     "pong",
     "control_result",
+    "playback",
     "error",
 ]
 

@@ -41,16 +41,25 @@ class Control(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     instance: Name | None = None
 
 
-ClientFrame = Subscribe | Resume | Ping | Control
+class PlaybackControl(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    action: Literal["pause", "resume", "step"]
+
+
+ClientFrame = Subscribe | Resume | Ping | Control | PlaybackControl
 
 
 class _Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    type: Literal["subscribe", "resume", "ping", "control"]
+    type: Literal["subscribe", "resume", "ping", "control", "playback"]
     data: msgspec.Raw = msgspec.Raw(b"null")
 
 
 _envelope = msgspec.json.Decoder(_Envelope)
-_BODIES: dict[str, type[Subscribe] | type[Resume] | type[Control]] = {"subscribe": Subscribe, "resume": Resume, "control": Control}
+_BODIES: dict[str, type[Subscribe] | type[Resume] | type[Control] | type[PlaybackControl]] = {
+    "subscribe": Subscribe,
+    "resume": Resume,
+    "control": Control,
+    "playback": PlaybackControl,
+}
 
 
 def parse(data: str | bytes) -> ClientFrame:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+from pathlib import Path
 
 from aiohttp import web
 
@@ -14,16 +15,18 @@ from bus.streams import apply
 from gateway.app import make_app
 from gateway.auth import Auth
 from gateway.config import GatewayConfig
+from gateway.playback import from_file as from_file_records
 
 log = logging.getLogger("gateway")
 
 
-async def run_gateway(bus: BusSettings, config: GatewayConfig, stop: asyncio.Event) -> None:
+async def run_gateway(bus: BusSettings, config: GatewayConfig, stop: asyncio.Event, from_file: Path | None = None) -> None:
+    record = from_file_records(from_file) if from_file is not None else None  # a bad file stops the start, naming the line
     auth = Auth.from_env(config.auth, os.environ)  # a bad token list stops the start, naming the entry
     nc = await connect(bus.nats_url, name="sqt-gateway")
     try:
         await apply(nc.jetstream(), bus.streams())
-        runner = web.AppRunner(make_app(nc, config, auth), access_log=None, shutdown_timeout=2.0)
+        runner = web.AppRunner(make_app(nc, config, auth, record), access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:
             await web.TCPSite(runner, config.host, config.port).start()

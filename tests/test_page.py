@@ -56,6 +56,7 @@ class Page:
     bus: Nats
     hub: Hub
     errors: list[str]
+    url: str
 
 
 @pytest.fixture
@@ -75,7 +76,7 @@ async def page(bus: Nats) -> AsyncIterator[Page]:
         tab.on("console", lambda m: errors.append(m.text) if m.type == "error" else None)
         tab.on("pageerror", lambda exc: errors.append(str(exc)))
         await tab.goto(str(server.make_url("/")))
-        yield Page(tab, bus, app[HUB], errors)
+        yield Page(tab, bus, app[HUB], errors, str(server.make_url("/")))
         ARTIFACTS.mkdir(exist_ok=True)
         await tab.screenshot(path=str(ARTIFACTS / "page.png"))
         await browser.close()
@@ -118,3 +119,21 @@ async def test_the_page_reconnects_and_resumes_with_what_it_missed_once(page: Pa
     assert await tab.evaluate("sqt.lastSeq().ACCOUNT") == 5  # 2 orders, then the 3 it missed or saw live
     assert hub.metrics.resumes.labels("exact")._value.get() == 1  # resumed, not started over
     assert errors == []
+
+
+async def test_the_page_plays_a_recorded_window_with_its_fills(page: Page) -> None:
+    tab, bus = page.tab, page.bus
+    await until(tab, "window.sqt && sqt.state() === 'live' && sqt.candles() === 100")
+    start = int(time.time() * 1000)
+    time.sleep(0.02)
+    await store(
+        bus, order_update("c", price="97"), fill("c", trade_id="t7", price="97", ts=start), candle("250", open_time=T0 + 120 * 60_000)
+    )
+    time.sleep(0.02)
+    end = int(time.time() * 1000)
+    await store(bus, fill("b", trade_id="t8", side="sell", price="98"))  # after the window: not played
+    await tab.goto(f"{page.url}?from={start}&to={end}&speed=100")
+    await until(tab, "window.sqt && sqt.markers() === 1 && sqt.candles() === 101 && sqt.lastBar().close === 250")
+    assert "playback ended" in await tab.get_by_test_id("gateway-error").inner_text()
+    assert await tab.evaluate("sqt.orderLines()") == 3  # a, b and c: the window's own orders
+    assert page.errors == []

@@ -34,9 +34,16 @@ const notifier = new Notifier({
   toastToggle: $('toggle-toasts'),
 });
 // With auth on, the page is opened as /?token=...: the token goes with the WebSocket and REST.
-const token = new URLSearchParams(location.search).get('token');
+// Opened as /?from=...&to=...&speed=10 (venue, symbol optional), the page plays that past window
+// instead of the live feed: space pauses and resumes, the right arrow steps one frame.
+const params = new URLSearchParams(location.search);
+const token = params.get('token');
+const wsQuery = new URLSearchParams();
+if (token) wsQuery.set('token', token);
+const playback = params.has('from');
+if (playback) for (const k of ['from', 'to', 'speed', 'venue', 'symbol']) if (params.has(k)) wsQuery.set(k, params.get(k));
 const wsUrl = `${location.protocol === 'https:' ? 'wss' : 'ws'}://${location.host}/ws`;
-const feed = new Feed(token ? `${wsUrl}?token=${encodeURIComponent(token)}` : wsUrl, {
+const feed = new Feed(wsQuery.size ? `${wsUrl}?${wsQuery}` : wsUrl, {
   onHello,
   onFrame,
   onState,
@@ -61,6 +68,12 @@ function onHello(frame, reconnected) {
   if (recreated.length) {
     feed.forget(recreated);
     state.haveSnapshot = false;
+  }
+  if (d.mode === 'playback') {
+    // A playback starts over on a reconnect: the gateway plays the window again from its start.
+    chart.reset?.();
+    if (d.market) switchMarket(d.market, false);
+    return;
   }
   if (reconnected && state.market && state.haveSnapshot) {
     const after = {};
@@ -149,6 +162,10 @@ function onFrame(f) {
       setText($('gateway-error'), `gateway: ${d.code || 'error'}${d.message ? ' — ' + d.message : ''}`);
       clearTimeout(state.errorTimer);
       state.errorTimer = setTimeout(() => setText($('gateway-error'), ''), 10000);
+      break;
+    case 'playback':
+      state.playback = d.state;
+      setText($('gateway-error'), `playback ${d.state} · ${new Date(d.at).toISOString().slice(0, 19).replace('T', ' ')} UTC · x${d.speed} (space: pause/resume, →: step)`);
       break;
     case 'control_result':
       setText($('gateway-error'), `${d.action}: ${d.ok ? 'done' : d.message}`);
@@ -250,7 +267,7 @@ const candleList = (x) => (Array.isArray(x) ? x : Array.isArray(x?.candles) ? x.
 /** Bars of a timeframe above 1m from REST, plus the 1m candles of its current bucket. */
 async function loadTimeframe() {
   const m = state.market;
-  if (!m || state.tf === '1m') return;
+  if (!m || state.tf === '1m' || playback) return; // playback shows its window in 1m
   const gen = ++state.loadGen;
   const tf = state.tf;
   status(`loading ${tf}…`);
@@ -272,6 +289,7 @@ async function loadTimeframe() {
 
 /** Recent fills of the market over REST: markers and today's count after a (re)load. */
 async function seedFills() {
+  if (playback) return; // a past window's fills come from the window itself, not today's REST
   const m = state.market;
   const gen = state.marketGen;
   let fills;
@@ -329,3 +347,12 @@ for (const b of document.querySelectorAll('.tfs button')) b.setAttribute('aria-p
 if (state.tf !== '1m') chart.setTimeframe(state.tf);
 status('connecting…');
 feed.start();
+
+if (playback) {
+  document.addEventListener('keydown', (e) => {
+    if (e.key === ' ') feed.send({ type: 'playback', data: { action: state.playback === 'paused' ? 'resume' : 'pause' } });
+    else if (e.key === 'ArrowRight') feed.send({ type: 'playback', data: { action: 'step' } });
+    else return;
+    e.preventDefault();
+  });
+}
