@@ -77,11 +77,11 @@ def add_routes(app: web.Application, view: View) -> None:
         return sorted(m.orders.values(), key=lambda o: (o.account, o.client_order_id)) if m else []
 
     def positions(q: dict[str, str]) -> list[Any]:
-        venue = q.get("venue")
+        venue = _text(q, "venue") if "venue" in q else None
         return [p for mk, m in sorted(view.markets.items()) if venue in (None, mk.venue) for _, p in sorted(m.positions.items())]
 
     def balances(q: dict[str, str]) -> list[Any]:
-        venue = q.get("venue")
+        venue = _text(q, "venue") if "venue" in q else None
         return [b for k, b in sorted(view.balances.items()) if venue in (None, k[0])]
 
     def grid(q: dict[str, str]) -> list[Any]:
@@ -93,6 +93,10 @@ def add_routes(app: web.Application, view: View) -> None:
         m = view.markets.get(market(q))
         return list(m.fills)[-limit:] if m else []
 
+    from gateway.openapi import openapi  # the description of these routes, from the same code
+
+    document = openapi()
+    route("/api/openapi.json", lambda q: document)
     route("/api/markets", lambda q: sorted(view.markets))
     route("/api/candles", candles)
     route("/api/orders", orders)
@@ -105,7 +109,7 @@ def add_routes(app: web.Application, view: View) -> None:
 def _text(q: dict[str, str], name: str) -> str:
     value = q.get(name, "")
     if not value or len(value) > 64:
-        raise BadQuery(name, "is required (1-64 characters)")
+        raise BadQuery(name, "must be 1-64 characters")
     return value
 
 
