@@ -166,7 +166,9 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     if "from" in request.query:
         return await _playback(request, who)
     # aiohttp closes on frames beyond max_msg_size; below that we answer an `error` and go on.
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=max(64 * 1024, config.max_frame_bytes * 4), receive_timeout=config.idle_timeout)
+    ws = web.WebSocketResponse(
+        compress=False, heartbeat=20.0, max_msg_size=max(64 * 1024, config.max_frame_bytes * 4), receive_timeout=config.idle_timeout
+    )
     await ws.prepare(request)
     client = Client(ws, config.client_queue, hub.metrics)
     hub.add(client)
@@ -211,7 +213,9 @@ async def _playback(request: web.Request, who: Identity) -> web.WebSocketRespons
     records = app[RECORD] if RECORD in app else await from_bus(app[NC], start, end, lookback)
     session = Playback(records, int(start.timestamp() * 1e9), int(end.timestamp() * 1e9), speed)
     market = session.prepare(wanted)
-    ws = web.WebSocketResponse(heartbeat=20.0, max_msg_size=max(64 * 1024, config.max_frame_bytes * 4), receive_timeout=config.idle_timeout)
+    ws = web.WebSocketResponse(
+        compress=False, heartbeat=20.0, max_msg_size=max(64 * 1024, config.max_frame_bytes * 4), receive_timeout=config.idle_timeout
+    )
     await ws.prepare(request)
     client = Client(ws, config.client_queue, app[HUB].metrics)
     pump = asyncio.create_task(client.pump(), name="gateway-playback-client")

@@ -60,7 +60,7 @@ class Client:
 
     async def pump(self) -> None:
         """Write queued frames until the socket fails or the task is cancelled."""
-        sent, latency = self._metrics.sent, self._metrics.latency
+        sent, latency = self._metrics.sent_by_type, self._metrics.latency
         while True:
             while not self.queue:
                 self._wake.clear()
@@ -70,7 +70,7 @@ class Client:
                 self._kline = None
             kind, text, _, stored_ns = entry
             await self.ws.send_str(text)  # type: ignore[arg-type]
-            sent.labels(kind).inc()
+            sent(kind).inc()
             if stored_ns:
                 latency.observe((time.time_ns() - stored_ns) / 1e9)  # type: ignore[operator]
 

@@ -10,8 +10,7 @@ them. The consumer and its server live for the whole test; hypothesis draws the 
 from __future__ import annotations
 
 import asyncio
-import threading
-from collections.abc import Coroutine, Iterator
+from collections.abc import Iterator
 from contextlib import AsyncExitStack
 from pathlib import Path
 from typing import Any, TypeVar
@@ -23,24 +22,9 @@ from hypothesis import strategies as st
 from bus.dlq import CONSUMER, ERROR, SEQ, TRUNCATED
 from bus.reader import read_stream
 from testkit import hostile
+from testkit.loop import Loop
 
 T = TypeVar("T")
-
-
-class Loop:
-    """An event loop on its own thread: hypothesis drives a sync test, the stack lives on here."""
-
-    def __init__(self) -> None:
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self.loop.run_forever, daemon=True)
-        self.thread.start()
-
-    def run(self, coro: Coroutine[Any, Any, T], timeout: float = 120) -> T:
-        return asyncio.run_coroutine_threadsafe(coro, self.loop).result(timeout)
-
-    def close(self) -> None:
-        self.loop.call_soon_threadsafe(self.loop.stop)
-        self.thread.join(10)
 
 
 class Running:
