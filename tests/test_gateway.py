@@ -187,3 +187,36 @@ async def test_status_says_clients_subscriptions_and_each_streams_position(gatew
     assert body["streams"]["MARKET"]["position"] == body["streams"]["MARKET"]["last"] == 120
     assert body["streams"]["ACCOUNT"]["position"] == 2
     await ws.close()
+
+
+async def test_two_gateways_serve_the_same_streams_side_by_side(gateway: TestClient, bus: Nats) -> None:
+    other = TestClient(TestServer(make_app(bus, GatewayConfig())))
+    await other.start_server()
+    try:
+
+        async def ready() -> bool:
+            return (await other.get("/health")).status == 200
+
+        await eventually(ready, what="the second gateway")
+        sockets = [await gateway.ws_connect("/ws"), await other.ws_connect("/ws")]
+        for ws in sockets:
+            await frames(ws, 3)
+        [c] = await store(bus, candle("300", open_time=T0 + 120 * 60_000))
+        for ws in sockets:
+            [kline] = await frames(ws, 1)
+            assert kline["seq"] == c
+        await sockets[0].close()
+    finally:
+        await other.close()
+
+
+async def test_a_browser_that_says_nothing_is_closed_after_the_idle_timeout(bus: Nats) -> None:
+    client = TestClient(TestServer(make_app(bus, GatewayConfig(idle_timeout=0.5))))
+    await client.start_server()
+    try:
+        ws = await client.ws_connect("/ws", autoping=False)
+        while (msg := await ws.receive(timeout=10)).type == WSMsgType.TEXT:
+            pass
+        assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED) and ws.close_code == 1001
+    finally:
+        await client.close()

@@ -187,3 +187,16 @@ async def test_a_day_of_candles_and_hundreds_of_markers_stay_smooth_under_ten_ti
     print(f"long tasks over 50 ms while live: {len(durations)} (longest {max(durations, default=0):.0f} ms); markers {markers}")
     assert markers <= 300  # only the most recent few hundred are kept
     assert max(durations, default=0) < 250, durations
+
+
+async def test_at_a_phones_width_the_panel_goes_under_the_chart_and_nothing_scrolls_sideways(page: Page) -> None:
+    tab = page.tab
+    await until(tab, "window.sqt && sqt.state() === 'live' && sqt.candles() === 100")
+    await tab.set_viewport_size({"width": 390, "height": 844})
+    await tab.wait_for_timeout(200)
+    chart = await tab.get_by_test_id("chart").bounding_box()
+    price = await tab.get_by_test_id("panel-price").bounding_box()
+    assert chart is not None and price is not None
+    assert chart["width"] >= 350 and price["y"] >= chart["y"] + chart["height"] - 1  # under it, full width
+    assert await tab.evaluate("document.documentElement.scrollWidth") <= 390
+    assert page.errors == []
