@@ -3,7 +3,7 @@ on a real nats-server: history, order lines, fill toasts, the symbol switch, rec
 long task while live frames pour in.
 
 Chromium comes from the system (`.ci/run` installs it). Where it is missing these tests are
-skipped, unless SQT_REQUIRE_BROWSER is set (CI sets it): then they fail.
+skipped, unless REQUIRE_BROWSER is set (CI sets it): then they fail.
 """
 
 from __future__ import annotations
@@ -35,8 +35,8 @@ ARTIFACTS = Path(__file__).resolve().parent / "artifacts"
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % 3_600_000
 ETH = "ETH/USDT:USDT"
 
-if CHROMIUM is None and os.environ.get("SQT_REQUIRE_BROWSER"):
-    raise RuntimeError("SQT_REQUIRE_BROWSER is set but chromium is not installed (apt-get install chromium)")
+if CHROMIUM is None and os.environ.get("REQUIRE_BROWSER"):
+    raise RuntimeError("REQUIRE_BROWSER is set but chromium is not installed (apt-get install chromium)")
 pytestmark = [pytest.mark.e2e, pytest.mark.skipif(CHROMIUM is None, reason="needs Debian's chromium (apt-get install chromium)")]
 
 
