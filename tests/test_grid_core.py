@@ -11,6 +11,7 @@ import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
+from bus.contract import InputRejected
 from schemas.account import Position
 from schemas.ops import BreakerChange, ControlCommand, StrategyState, VenueSnapshot
 from strategies.grid.core import PUBLISH_EVERY_MS, GridCore
@@ -40,6 +41,20 @@ def test_nothing_is_placed_before_the_venue_snapshot_is_adopted() -> None:
     d.state = core.initial_state()  # no snapshot fed
     assert places(d.tick("100")) == []
     assert d.state.status == "starting"
+
+
+@pytest.mark.parametrize("field", ["venue", "account", "symbol"])
+def test_a_snapshot_addressed_to_the_grid_about_another_market_is_refused_before_and_after_adoption(field: str) -> None:
+    own = VenueSnapshot(id="s", component="grid", instance=grid().instance, venue="sim", account="main", symbol=grid().symbol, ts=1)
+    other = msgspec.structs.replace(own, **{field: "x"})
+    d = Driver(grid(), adopt=False)
+    with pytest.raises(InputRejected, match=f"grid g1 trades sim/main/{grid().symbol}"):
+        d.feed(other)
+    assert not d.state.adopted
+    d.feed(own)
+    with pytest.raises(InputRejected, match="a snapshot for"):
+        d.feed(other)
+    d.feed(msgspec.structs.replace(other, instance="another"))  # someone else's: not ours to judge
 
 
 def test_long_buys_below_and_sells_each_fill_one_level_up_reduce_only() -> None:

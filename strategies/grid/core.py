@@ -212,6 +212,11 @@ class GridCore:
 
     def on_snapshot(self, st: GridState, ev: VenueSnapshot, seq: int) -> tuple[GridState, list[Any]]:
         """First start: adopt the venue's open orders of this instance and its position."""
+        if ev.instance == st.instance and (ev.venue, ev.account, ev.symbol) != (st.venue, st.account, st.symbol):
+            # Addressed to this grid but about another market: garbage, whenever it comes.
+            raise InputRejected(
+                f"a snapshot for {ev.venue}/{ev.account}/{ev.symbol}, but grid {st.instance} trades {st.venue}/{st.account}/{st.symbol}"
+            )
         if st.adopted or ev.instance != st.instance:
             return st, []
         early = st.early
