@@ -35,9 +35,17 @@ def run_component(config: Config, component: str, instance: str | None, from_fil
 
             return process.run("executor", lambda stop: run_executor(config.bus(), config.executor, stop))
         case "gateway":
+            from gateway.auth import AuthConfigError
             from gateway.runner import run_gateway
 
-            return process.run("gateway", lambda stop: run_gateway(config.bus(), config.gateway, stop, from_file))
+            async def gateway(stop: asyncio.Event) -> None:
+                try:
+                    await run_gateway(config.bus(), config.gateway, stop, from_file)
+                except (AuthConfigError, ValueError, OSError) as exc:  # bad tokens, a bad incident file, a port in use
+                    logging.getLogger("gateway").error("%s", exc)
+                    raise SystemExit(2) from None
+
+            return process.run("gateway", gateway)
         case "grid":
             grid = config.grid(instance) if instance else _only_grid(config)
             from strategies.grid.runner import GridConfigError, run_grid
