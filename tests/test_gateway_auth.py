@@ -222,3 +222,18 @@ async def test_no_secret_reaches_a_browser(gateway: TestClient, bus: Nats) -> No
     assert len(sent) > 10
     for secret in (OPERATOR, VIEWER, SECRET):
         assert not any(secret in text for text in sent)
+
+
+def test_sqt_run_gateway_with_a_bad_token_list_exits_2_naming_the_entry_and_not_the_token(tmp_path: Any) -> None:
+    import os
+    import subprocess
+    import sys
+
+    env = {k: v for k, v in os.environ.items() if not k.startswith("SQT_")}
+    env.update(SQT_GATEWAY_AUTH="tokens", SQT_GATEWAY_TOKENS=f"alice=operator:{OPERATOR},bob=admin:{VIEWER}")
+    out = subprocess.run(
+        [sys.executable, "-m", "cli.main", "run", "gateway"], cwd=tmp_path, env=env, capture_output=True, text=True, timeout=60
+    )
+    assert out.returncode == 2
+    assert "entry 2 (bob): role must be viewer or operator" in out.stderr and "Traceback" not in out.stderr
+    assert OPERATOR not in out.stderr + out.stdout and VIEWER not in out.stderr + out.stdout
