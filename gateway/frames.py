@@ -8,7 +8,7 @@ adds (ids, `ts_local`, a strategy's whole state) and the protocol's JSON Schema 
 from __future__ import annotations
 
 from decimal import Decimal
-from typing import Any, Literal, NamedTuple
+from typing import Any, Literal, NamedTuple, TypeVar
 
 import msgspec
 
@@ -196,6 +196,7 @@ class Routed(NamedTuple):
     frame: Frame
 
 
+D = TypeVar("D", bound=msgspec.Struct)
 _encoder = msgspec.json.Encoder(decimal_format="string")
 
 
@@ -204,123 +205,40 @@ def encode(frame: Frame) -> str:
     return _encoder.encode(frame).decode()
 
 
-def kline(c: Candle) -> Kline:
-    return Kline(
-        venue=c.venue,
-        symbol=c.symbol,
-        interval=c.interval,
-        open_time=c.open_time,
-        open=c.open,
-        high=c.high,
-        low=c.low,
-        close=c.close,
-        volume=c.volume,
-        closed=c.closed,
-        ts=c.ts,
-    )
+def data(kind: type[D], event: Any) -> D:
+    """A frame's data from a bus message: the fields the frame type names, read off the message."""
+    return msgspec.convert(event, kind, from_attributes=True)
 
 
-def order(o: OrderUpdate) -> Order:
-    return Order(
-        venue=o.venue,
-        account=o.account,
-        symbol=o.symbol,
-        order_id=o.order_id,
-        client_order_id=o.client_order_id,
-        side=o.side,
-        order_type=o.order_type,
-        price=o.price,
-        amount=o.amount,
-        filled=o.filled,
-        remaining=o.remaining,
-        status=o.status,
-        reduce_only=o.reduce_only,
-        ts=o.ts,
-    )
-
-
-def trade(f: Fill) -> TradeEvent:
-    return TradeEvent(
-        venue=f.venue,
-        account=f.account,
-        symbol=f.symbol,
-        trade_id=f.trade_id,
-        order_id=f.order_id,
-        client_order_id=f.client_order_id,
-        side=f.side,
-        price=f.price,
-        amount=f.amount,
-        fee_cost=f.fee_cost,
-        fee_currency=f.fee_currency,
-        liquidity=f.liquidity,
-        ts=f.ts,
-    )
-
-
-def position(p: Position) -> PositionData:
-    return PositionData(
-        venue=p.venue,
-        account=p.account,
-        symbol=p.symbol,
-        side=p.side,
-        contracts=p.contracts,
-        entry_price=p.entry_price,
-        mark_price=p.mark_price,
-        unrealized_pnl=p.unrealized_pnl,
-        realized_pnl=p.realized_pnl,
-        leverage=p.leverage,
-        liquidation_price=p.liquidation_price,
-        ts=p.ts,
-    )
-
-
-def account(b: Balance) -> AccountData:
-    return AccountData(venue=b.venue, account=b.account, asset=b.asset, free=b.free, used=b.used, total=b.total, ts=b.ts)
-
-
-def grid_state(s: StrategyState) -> GridStateData:
-    return GridStateData(
-        component=s.component,
-        instance=s.instance,
-        venue=s.venue,
-        account=s.account,
-        symbol=s.symbol,
-        status=s.status,
-        input_seq=s.input_seq,
-        position=s.position,
-        realized_pnl=s.realized_pnl,
-        unrealized_pnl=s.unrealized_pnl,
-        open_orders=s.open_orders,
-        fills=s.fills,
-        levels=s.levels,
-        ts=s.ts,
-    )
+# Bus message -> (frame type, frame data type) for the frames of one market.
+_OF_A_MARKET: dict[type, tuple[FrameType, type[msgspec.Struct]]] = {
+    Candle: ("kline", Kline),
+    Fill: ("trade_event", TradeEvent),
+    Position: ("position", PositionData),
+    StrategyState: ("grid_state", GridStateData),
+}
 
 
 def to_frame(stream: str, seq: int, event: Any) -> Routed | None:
     """The frame a stored bus event becomes, and who gets it; None for what browsers do not see
-    (tickers, trades, commands, snapshots, ...)."""
-    match event:
-        case Candle() if event.interval == "1m":
-            return Routed(Market(event.venue, event.symbol), None, Frame(type="kline", data=kline(event), stream=stream, seq=seq))
-        case OrderUpdate():
-            data = Orders(snapshot=False, orders=[order(event)])
-            return Routed(Market(event.venue, event.symbol), None, Frame(type="orders", data=data, stream=stream, seq=seq))
-        case Fill():
-            return Routed(Market(event.venue, event.symbol), None, Frame(type="trade_event", data=trade(event), stream=stream, seq=seq))
-        case Position():
-            return Routed(Market(event.venue, event.symbol), None, Frame(type="position", data=position(event), stream=stream, seq=seq))
-        case Balance():
-            return Routed(None, event.venue, Frame(type="account", data=account(event), stream=stream, seq=seq))
-        case StrategyState():
-            frame = Frame(type="grid_state", data=grid_state(event), stream=stream, seq=seq)
-            return Routed(Market(event.venue, event.symbol), None, frame)
-        case RiskAlert():
-            market = Market(event.venue, event.symbol) if event.venue and event.symbol else None
-            return Routed(market, None if market else event.venue, Frame(type="risk_alert", data=event, stream=stream, seq=seq))
-        case ReconciliationFinding():
-            frame = Frame(type="reconciliation", data=event, stream=stream, seq=seq)
-            return Routed(Market(event.venue, event.symbol), None, frame)
+    (tickers, trades, commands, snapshots, candles of other intervals, ...)."""
+    kind = type(event)
+    mapped = _OF_A_MARKET.get(kind)
+    if mapped is not None:
+        if kind is Candle and event.interval != "1m":
+            return None
+        body: Any = data(mapped[1], event)
+        return Routed(Market(event.venue, event.symbol), None, Frame(type=mapped[0], data=body, stream=stream, seq=seq))
+    if kind is OrderUpdate:
+        body = Orders(snapshot=False, orders=[data(Order, event)])
+        return Routed(Market(event.venue, event.symbol), None, Frame(type="orders", data=body, stream=stream, seq=seq))
+    if kind is Balance:  # an account's, not a market's: every market of its venue
+        return Routed(None, event.venue, Frame(type="account", data=data(AccountData, event), stream=stream, seq=seq))
+    if kind is RiskAlert:  # of a market when it names one, else of a venue, else everyone's
+        market = Market(event.venue, event.symbol) if event.venue and event.symbol else None
+        return Routed(market, None if market else event.venue, Frame(type="risk_alert", data=event, stream=stream, seq=seq))
+    if kind is ReconciliationFinding:
+        return Routed(Market(event.venue, event.symbol), None, Frame(type="reconciliation", data=event, stream=stream, seq=seq))
     return None
 
 

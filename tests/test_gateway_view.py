@@ -140,10 +140,14 @@ def test_resume_gives_exactly_the_frames_after_the_sequences_seen_or_none_when_t
 
 def test_one_minute_candles_aggregate_into_bars_aligned_to_the_epoch() -> None:
     ones = [
-        frames.kline(candle(str(10 + i), open_time=T0 + i * 60_000, high=Decimal(20 + i), low=Decimal(5 + i), volume=Decimal(2)))
+        frames.data(
+            frames.Kline, candle(str(10 + i), open_time=T0 + i * 60_000, high=Decimal(20 + i), low=Decimal(5 + i), volume=Decimal(2))
+        )
         for i in range(7)
     ]
-    ones[-1] = frames.kline(candle("99", open_time=T0 + 6 * 60_000, closed=False, high=Decimal(100), low=Decimal(1), volume=Decimal(3)))
+    ones[-1] = frames.data(
+        frames.Kline, candle("99", open_time=T0 + 6 * 60_000, closed=False, high=Decimal(100), low=Decimal(1), volume=Decimal(3))
+    )
     bars = aggregate(ones, "5m")
     assert [(b.open_time, b.interval) for b in bars] == [(T0, "5m"), (T0 + 300_000, "5m")]
     first, second = bars
