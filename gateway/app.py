@@ -165,10 +165,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
     who: Identity = request[WHO]
     if "from" in request.query:
         return await _playback(request, who)
-    # aiohttp closes on frames beyond max_msg_size; below that we answer an `error` and go on.
-    ws = web.WebSocketResponse(
-        compress=False, heartbeat=20.0, max_msg_size=max(64 * 1024, config.max_frame_bytes * 4), receive_timeout=config.idle_timeout
-    )
+    ws = _socket(config)
     await ws.prepare(request)
     client = Client(ws, config.client_queue, hub.metrics)
     hub.add(client)
@@ -213,9 +210,7 @@ async def _playback(request: web.Request, who: Identity) -> web.WebSocketRespons
     records = app[RECORD] if RECORD in app else await from_bus(app[NC], start, end, lookback)
     session = Playback(records, int(start.timestamp() * 1e9), int(end.timestamp() * 1e9), speed)
     market = session.prepare(wanted)
-    ws = web.WebSocketResponse(
-        compress=False, heartbeat=20.0, max_msg_size=max(64 * 1024, config.max_frame_bytes * 4), receive_timeout=config.idle_timeout
-    )
+    ws = _socket(config)
     await ws.prepare(request)
     client = Client(ws, config.client_queue, app[HUB].metrics)
     pump = asyncio.create_task(client.pump(), name="gateway-playback-client")
@@ -229,15 +224,9 @@ async def _playback(request: web.Request, who: Identity) -> web.WebSocketRespons
         async for msg in ws:
             if msg.type not in (WSMsgType.TEXT, WSMsgType.BINARY):
                 continue
-            if not limit.take(time.monotonic()):
-                client.offer("error", encode(frames.error("rate_limited", f"at most {config.frames_per_second:g} frames a second")))
-                continue
-            try:
-                frame = parse(msg.data)
-            except (msgspec.DecodeError, ValueError) as exc:
-                client.offer("error", encode(frames.error("bad_frame", str(exc))))
-                continue
-            match frame:
+            match _checked(client, app[HUB], config, limit, msg.data):
+                case None:
+                    continue
                 case PlaybackControl(action="pause"):
                     session.pause()
                 case PlaybackControl(action="resume"):
@@ -245,10 +234,10 @@ async def _playback(request: web.Request, who: Identity) -> web.WebSocketRespons
                 case PlaybackControl(action="step"):
                     session.step()
                 case Resume() | Subscribe() | Control():
-                    client.offer("error", encode(frames.error("playback", "a playback takes only playback and ping frames")))
+                    _refuse(client, app[HUB], "playback", "a playback takes only playback and ping frames")
                     continue
                 case _:
-                    client.offer("pong", encode(Frame(type="pong", data=frames.Pong(ts=int(time.time() * 1000)))))
+                    client.offer("pong", _pong())
                     continue
             client.offer("playback", encode(session.state()))
     except asyncio.TimeoutError:
@@ -279,16 +268,10 @@ def _answer(
     nc: Nats,
     controls: set[asyncio.Task[None]],
 ) -> None:
-    size = len(data.encode() if isinstance(data, str) else data)
-    if size > config.max_frame_bytes:
-        return _refuse(client, hub, "too_large", f"a client frame may be at most {config.max_frame_bytes} bytes (got {size})")
-    if not limit.take(time.monotonic()):
-        return _refuse(client, hub, "rate_limited", f"at most {config.frames_per_second:g} frames a second")
-    try:
-        frame: ClientFrame = parse(data)
-    except (msgspec.DecodeError, ValueError) as exc:
-        return _refuse(client, hub, "bad_frame", str(exc))
+    frame = _checked(client, hub, config, limit, data)
     match frame:
+        case None:
+            return
         case Subscribe(venue=venue, symbol=symbol):
             market = Market(venue, symbol)
             if market not in view.markets:
@@ -316,7 +299,7 @@ def _answer(
         case PlaybackControl():
             return _refuse(client, hub, "bad_frame", "not a playback: open /ws?from=...&to=... to play a window")
         case _:  # ping
-            client.offer("pong", encode(Frame(type="pong", data=frames.Pong(ts=int(time.time() * 1000)))))
+            client.offer("pong", _pong())
 
 
 async def _control(client: Client, nc: Nats, view: View, who: Identity, ctl: Control, wait: float) -> None:
@@ -327,6 +310,34 @@ async def _control(client: Client, nc: Nats, view: View, who: Identity, ctl: Con
             action=ctl.action, venue=ctl.venue, symbol=ctl.symbol, ok=False, message=f"not stored: {exc or type(exc).__name__}"
         )
     client.offer("control_result", encode(Frame(type="control_result", data=result)))
+
+
+def _checked(client: Client, hub: Hub, config: GatewayConfig, limit: RateLimit, data: str | bytes) -> ClientFrame | None:
+    """The client's frame, or None once it has been answered with why not (size, rate, shape)."""
+    size = len(data.encode() if isinstance(data, str) else data)
+    if size > config.max_frame_bytes:
+        _refuse(client, hub, "too_large", f"a client frame may be at most {config.max_frame_bytes} bytes (got {size})")
+        return None
+    if not limit.take(time.monotonic()):
+        _refuse(client, hub, "rate_limited", f"at most {config.frames_per_second:g} frames a second")
+        return None
+    try:
+        return parse(data)
+    except (msgspec.DecodeError, ValueError) as exc:
+        _refuse(client, hub, "bad_frame", str(exc))
+        return None
+
+
+def _socket(config: GatewayConfig) -> web.WebSocketResponse:
+    # No per-client compression: it doubled p99 at 1,000 clients and cost 170 KiB each. aiohttp
+    # closes on frames beyond max_msg_size; below that we answer an `error` and go on.
+    return web.WebSocketResponse(
+        compress=False, heartbeat=20.0, max_msg_size=max(64 * 1024, config.max_frame_bytes * 4), receive_timeout=config.idle_timeout
+    )
+
+
+def _pong() -> str:
+    return encode(Frame(type="pong", data=frames.Pong(ts=int(time.time() * 1000))))
 
 
 def _subscribe(client: Client, hub: Hub, view: View, market: Market) -> None:
