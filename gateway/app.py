@@ -121,32 +121,29 @@ async def health(request: web.Request) -> web.Response:
     return web.json_response({"ok": ok, "nats": app[NC].is_connected, "following": app[FEED].ready}, status=200 if ok else 503)
 
 
-async def status(request: web.Request) -> web.Response:
-    app = request.app
+def state_of(app: web.Application) -> dict[str, Any]:
+    """What the gateway knows of itself without asking NATS (also its micro service's status)."""
     view, hub, feed, nc = app[VIEW], app[HUB], app[FEED], app[NC]
-    streams: dict[str, Any] = {}
-    for name in STREAMS:
-        last = None
-        with contextlib.suppress(Exception):
-            last = int((await nc.jetstream().stream_info(name)).state.last_seq)
-        position = view.positions[name]
-        streams[name] = {
-            "position": position,
-            "last": last,
-            "lag": None if last is None else max(0, last - position),
-            "ready": feed.state.ready[name],
-        }
-    subscriptions = {f"{m.venue} {m.symbol}": len(c) for m, c in sorted(hub.by_market.items()) if c}
-    body = {
+    return {
         "clients": len(hub.clients),
-        "subscriptions": subscriptions,
+        "subscriptions": {f"{m.venue} {m.symbol}": len(c) for m, c in sorted(hub.by_market.items()) if c},
         "nats": {"connected": nc.is_connected, "url": nc.connected_url.geturl() if nc.connected_url else None},
         "uptime_s": round(time.monotonic() - app[STARTED], 1),
-        "streams": streams,
+        "streams": {name: {"position": view.positions[name], "ready": feed.state.ready[name]} for name in STREAMS},
         "markets": len(view.markets),
         "skipped_events": feed.state.skipped,
         "read_restarts": feed.state.restarts,
     }
+
+
+async def status(request: web.Request) -> web.Response:
+    """state_of, plus each stream's last sequence and the lag behind it."""
+    body = state_of(request.app)
+    for name, stream in body["streams"].items():
+        last = None
+        with contextlib.suppress(Exception):
+            last = int((await request.app[NC].jetstream().stream_info(name)).state.last_seq)
+        stream.update(last=last, lag=None if last is None else max(0, last - stream["position"]))
     return web.json_response(body)
 
 

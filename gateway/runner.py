@@ -10,9 +10,10 @@ from pathlib import Path
 from aiohttp import web
 
 from bus.connection import connect
+from bus.service import register
 from bus.settings import BusSettings
 from bus.streams import apply
-from gateway.app import make_app
+from gateway.app import make_app, state_of
 from gateway.auth import Auth
 from gateway.config import GatewayConfig
 from gateway.playback import from_file as from_file_records
@@ -26,12 +27,21 @@ async def run_gateway(bus: BusSettings, config: GatewayConfig, stop: asyncio.Eve
     nc = await connect(bus.nats_url, name="sqt-gateway")
     try:
         await apply(nc.jetstream(), bus.streams())
-        runner = web.AppRunner(make_app(nc, config, auth, record), access_log=None, shutdown_timeout=2.0)
+        app = make_app(nc, config, auth, record)
+        runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:
             await web.TCPSite(runner, config.host, config.port).start()
-            log.info("gateway: serving http://%s:%d/", config.host, config.port)
-            await stop.wait()
+            port = runner.addresses[0][1]  # the one bound, when the config said 0
+            where = f"{config.host}:{port}"
+            service = await register(
+                nc, "gateway", f"port-{port}", f"browser gateway: the live page at http://{where}/", lambda: state_of(app)
+            )
+            log.info("gateway: serving http://%s/", where)
+            try:
+                await stop.wait()
+            finally:
+                await service.stop()
         finally:
             await runner.cleanup()
     finally:

@@ -220,3 +220,29 @@ async def test_a_browser_that_says_nothing_is_closed_after_the_idle_timeout(bus:
         assert msg.type in (WSMsgType.CLOSE, WSMsgType.CLOSED) and ws.close_code == 1001
     finally:
         await client.close()
+
+
+async def test_a_running_gateway_is_a_micro_service_that_sqt_status_lists(nats_server: Any, bus: Nats) -> None:
+    import asyncio
+
+    from bus.settings import BusSettings
+    from cli.status import services
+    from gateway.runner import run_gateway
+
+    stop = asyncio.Event()
+    running = asyncio.create_task(run_gateway(BusSettings(nats_url=nats_server.url), GatewayConfig(port=0), stop))
+    found: list[dict[str, Any]] = []
+
+    async def listed() -> bool:
+        found[:] = [s for s in await services(bus, wait=0.2) if s.get("name") == "sqt-gateway"]
+        return bool(found)
+
+    try:
+        await eventually(listed, what="the gateway's service")
+        instance = found[0]["metadata"]["instance"]
+        assert found[0]["metadata"]["component"] == "gateway" and instance.startswith("port-") and instance != "port-0"
+        answer = json.loads((await bus.request(subjects.status("gateway", instance), b"", timeout=2)).data)
+        assert (answer["clients"], sorted(answer["streams"])) == (0, ["ACCOUNT", "MARKET", "OPS"])
+    finally:
+        stop.set()
+        await running
