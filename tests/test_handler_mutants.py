@@ -24,11 +24,11 @@ from bus.contract import Inbound
 from bus.errors import RetryLater
 from bus.handler import HandlerRuntime
 from bus.publisher import Publisher
-from bus.reader import read_stream
 from schemas.codec import encode
 from schemas.commands import CancelAll, Command
 from schemas.subjects import subject_of
 from testkit.bus import eventually
+from testkit.deliveries import Acks, handmade, stored
 from testkit.events import order_update, place, ticker
 
 BTC, ETH, SOL = "BTC/USDT:USDT", "ETH/USDT:USDT", "SOL/USDT:USDT"
@@ -89,34 +89,7 @@ class Script:
 
 
 def delivered(nc: Client, seq: int, body: Any, *, pending: int = 0, ts_ms: int = 1_700_000_000_000, subject: str | None = None) -> Msg:
-    data = body if isinstance(body, bytes) else encode(body)
-    reply = f"{ACK_PREFIX}.1.{seq}.{seq}.{ts_ms * 1_000_000}.{pending}"
-    return Msg(_client=nc, subject=subject or subject_of(body), reply=reply, data=data)
-
-
-class Acks:
-    def __init__(self) -> None:
-        self.got: list[tuple[int, bytes]] = []
-
-    async def start(self, nc: Client) -> Acks:
-        async def on(msg: Msg) -> None:
-            self.got.append((int(msg.subject.split(".")[5]), msg.data))
-
-        await nc.subscribe(f"{ACK_PREFIX}.>", cb=on)
-        await nc.flush()
-        return self
-
-    async def settled(self, nc: Client, n: int) -> list[tuple[int, bytes]]:
-        await nc.flush()
-        await eventually(lambda: len(self.got) >= n, what=f"{n} acks")
-        await nc.flush()
-        return self.got
-
-
-async def stored(nc: Client, stream: str) -> list[Any]:
-    if (await nc.jetstream().stream_info(stream)).state.messages == 0:
-        return []
-    return [m async for batch in read_stream(nc, stream) for m in batch]
+    return handmade(nc, ACK_PREFIX, seq, body, subject or subject_of(body), pending=pending, ts_ms=ts_ms)
 
 
 async def handler_on(nc: Client, script: Script | None = None, **kw: Any) -> HandlerRuntime[Command]:
@@ -137,7 +110,7 @@ PLACE_SUBJECT = "cmd.sim.main.BTC-USDT-USDT.place"
 
 
 async def test_answers_are_published_in_input_order_whatever_order_they_finish_in(bus: Client) -> None:
-    acks = await Acks().start(bus)
+    acks = await Acks(ACK_PREFIX).start(bus)
     rt = await handler_on(bus)
     commands = [place("slow1", symbol=BTC), place("e1", symbol=ETH, price="10"), place("b2", symbol=BTC)]
     await rt.process([delivered(bus, 3 + i, c, pending=9 - i) for i, c in enumerate(commands)])
@@ -172,7 +145,7 @@ async def test_a_handler_sees_each_input_where_it_sits_and_when_it_was_stored(bu
 
 
 async def test_inputs_already_handled_are_skipped_but_acked(bus: Client) -> None:
-    acks = await Acks().start(bus)
+    acks = await Acks(ACK_PREFIX).start(bus)
     rt = await handler_on(bus)
     await rt.process([delivered(bus, 4, place("a"))])
     await rt.process([delivered(bus, 3, place("b")), delivered(bus, 4, place("c")), delivered(bus, 5, place("d"))])
@@ -184,7 +157,7 @@ async def test_inputs_already_handled_are_skipped_but_acked(bus: Client) -> None
 
 
 async def test_an_empty_batch_does_nothing(bus: Client) -> None:
-    acks = await Acks().start(bus)
+    acks = await Acks(ACK_PREFIX).start(bus)
     rt = await handler_on(bus)
     await rt.process([])
     await rt.process([delivered(bus, 2, place("a"))])
@@ -240,7 +213,7 @@ def dlq_headers(seq: int, reason: str, subject: str = PLACE_SUBJECT) -> dict[str
 async def test_a_failing_handler_dead_letters_its_input_says_so_in_the_log_and_the_batch_goes_on(
     bus: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    acks = await Acks().start(bus)
+    acks = await Acks(ACK_PREFIX).start(bus)
     rt = await handler_on(bus)
     batch = [delivered(bus, 1, place("boom1")), delivered(bus, 2, place("stray1")), delivered(bus, 3, place("ok1"))]
     await rt.process(batch)
@@ -257,7 +230,7 @@ async def test_a_failing_handler_dead_letters_its_input_says_so_in_the_log_and_t
 
 
 async def test_an_input_that_is_not_admitted_is_answered_and_dead_lettered(bus: Client) -> None:
-    acks = await Acks().start(bus)
+    acks = await Acks(ACK_PREFIX).start(bus)
     script = Script()
     script.on_invalid_answer = [answer("bad1")]
     rt = await handler_on(bus, script)
@@ -306,7 +279,7 @@ async def test_an_answer_to_a_bad_input_that_fails_is_no_answer(bus: Client, cap
 
 
 async def test_retry_later_lets_every_market_finish_then_publishes_and_acks_nothing(bus: Client) -> None:
-    acks = await Acks().start(bus)
+    acks = await Acks(ACK_PREFIX).start(bus)
     rt = await handler_on(bus)
     await rt.process([delivered(bus, 1, place("first"))])
     cmds = [

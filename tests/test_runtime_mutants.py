@@ -44,6 +44,7 @@ from schemas.market import Ticker
 from schemas.ops import RiskAlert
 from schemas.subjects import subject_of
 from testkit.bus import eventually
+from testkit.deliveries import Acks, handmade, stored
 from testkit.events import candle, ticker
 
 SUBJECT = "md.sim.BTC-USDT.ticker"
@@ -109,36 +110,7 @@ def tick(price: int, ts: int = 1) -> Ticker:
 
 
 def delivered(nc: Client, seq: int, body: Any, *, pending: int = 0, ts_ms: int = 1, subject: str = SUBJECT) -> Msg:
-    data = body if isinstance(body, bytes) else encode(body)
-    reply = f"{ACK_PREFIX}.1.{seq}.{seq}.{ts_ms * 1_000_000}.{pending}"
-    return Msg(_client=nc, subject=subject, reply=reply, data=data)
-
-
-class Acks:
-    """Every ack the runtime sends to the deliveries built here: (stream seq, payload)."""
-
-    def __init__(self) -> None:
-        self.got: list[tuple[int, bytes]] = []
-
-    async def start(self, nc: Client) -> Acks:
-        async def on(msg: Msg) -> None:
-            self.got.append((int(msg.subject.split(".")[5]), msg.data))
-
-        await nc.subscribe(f"{ACK_PREFIX}.>", cb=on)
-        await nc.flush()
-        return self
-
-    async def settled(self, nc: Client, n: int) -> list[tuple[int, bytes]]:
-        await nc.flush()
-        await eventually(lambda: len(self.got) >= n, what=f"{n} acks")
-        await nc.flush()
-        return self.got
-
-
-async def stored(nc: Client, stream: str) -> list[Any]:
-    if (await nc.jetstream().stream_info(stream)).state.messages == 0:
-        return []
-    return [m async for batch in read_stream(nc, stream) for m in batch]
+    return handmade(nc, ACK_PREFIX, seq, body, subject, pending=pending, ts_ms=ts_ms)
 
 
 async def alerts(nc: Client) -> list[tuple[str, bytes]]:
@@ -256,7 +228,7 @@ async def test_a_new_runtime_starts_before_the_first_input_with_the_servers_limi
 
 
 async def test_a_batch_is_folded_its_outputs_stored_in_order_and_its_last_input_acked(bus: Client) -> None:
-    acks = await Acks().start(bus)
+    acks = await Acks(ACK_PREFIX).start(bus)
     seen: list[tuple[Keep, int]] = []
     rt = await runtime_on(bus, on_state=lambda s, q: seen.append((s, q)))
     msgs = [delivered(bus, 1, tick(2), pending=3), delivered(bus, 2, tick(3), pending=2), delivered(bus, 4, tick(4), pending=7)]
@@ -270,7 +242,7 @@ async def test_a_batch_is_folded_its_outputs_stored_in_order_and_its_last_input_
 
 
 async def test_inputs_already_folded_are_skipped_but_counted_and_acked(bus: Client) -> None:
-    acks = await Acks().start(bus)
+    acks = await Acks(ACK_PREFIX).start(bus)
     rt = await runtime_on(bus)
     await rt.process([])  # nothing to fold, nothing to ack
     assert rt.seq == 0 and rt.stats.processed == 0
@@ -307,7 +279,7 @@ async def test_a_runtime_takes_the_limit_its_server_announces(bus: Client, monke
 async def test_bad_inputs_are_dead_lettered_with_their_reason_and_terminated_and_the_rest_acked(
     bus: Client, caplog: pytest.LogCaptureFixture
 ) -> None:
-    acks = await Acks().start(bus)
+    acks = await Acks(ACK_PREFIX).start(bus)
     rt = await runtime_on(bus)
     future = tick(2, ts=10**9)
     msgs = [
@@ -361,7 +333,7 @@ async def test_a_dead_letter_is_cut_to_the_servers_limit(bus: Client) -> None:
 
 
 async def test_a_batch_whose_outputs_cannot_be_stored_changes_nothing_and_acks_nothing(bus: Client) -> None:
-    acks = await Acks().start(bus)
+    acks = await Acks(ACK_PREFIX).start(bus)
     seen: list[tuple[Keep, int]] = []
     rt = await runtime_on(bus, on_state=lambda s, q: seen.append((s, q)))
     await rt.process([delivered(bus, 1, tick(1))])
