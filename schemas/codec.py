@@ -10,7 +10,7 @@ import msgspec
 from schemas.account import Balance, BorrowInterest, Fill, Liquidation, OrderUpdate, Position
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
 from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
-from schemas.ops import BreakerChange, ControlCommand, ReconciliationFinding, RiskAlert, StrategyState, VenueSnapshot
+from schemas.ops import BreakerChange, Clock, ControlCommand, ReconciliationFinding, RiskAlert, StrategyState, VenueSnapshot
 
 T = TypeVar("T")
 
@@ -24,6 +24,7 @@ OPS_TYPES: tuple[type[msgspec.Struct], ...] = (
     ReconciliationFinding,
     ControlCommand,
     VenueSnapshot,
+    Clock,
 )
 ALL_TYPES: tuple[type[msgspec.Struct], ...] = MARKET_TYPES + ACCOUNT_TYPES + COMMAND_TYPES + OPS_TYPES
 

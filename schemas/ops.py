@@ -21,7 +21,9 @@ OrderRole = Literal["open", "close"]
 LiveStatus = Literal["pending", "open", "canceling"]
 BreakerState = Literal["ok", "reduce_only", "halted"]
 Severity = Literal["info", "warning", "critical"]
-FindingKind = Literal["ghost_order", "missing_order", "position_drift", "balance_drift", "in_sync"]
+FindingKind = Literal[
+    "ghost_order", "missing_order", "missing_fill", "position_drift", "balance_drift", "unresolved_unknown", "in_sync"
+]
 ControlAction = Literal["pause", "resume", "halt", "reset"]
 GridMode = Literal["long", "short", "neutral"]
 
@@ -74,6 +76,19 @@ class StrategyState(Message, frozen=True, kw_only=True, tag="strategy_state"):
     ts: int
 
 
+class Trip(msgspec.Struct, frozen=True, kw_only=True):
+    """One condition holding a breaker open, with its evidence: what was measured against what
+    limit, since when, and the input events (risk's input sequences) that showed it."""
+
+    breaker: str  # feed_stale | flash_crash | position | exposure | reject_rate | latency | margin | liquidation | daily_loss | operator
+    state: BreakerState
+    value: Decimal | None = None
+    limit: Decimal | None = None
+    detail: str = ""
+    since: int = 0  # ms: when the condition was first seen
+    events: list[int] = []
+
+
 class BreakerChange(Message, frozen=True, kw_only=True, tag="breaker"):
     """A breaker moved. `reduce_only`: no exposure-increasing orders; `halted`: no orders at all.
 
@@ -86,10 +101,30 @@ class BreakerChange(Message, frozen=True, kw_only=True, tag="breaker"):
     state: BreakerState
     previous: BreakerState
     reason: str
+    trips: list[Trip] = []  # every condition holding it (empty when it closes)
     ts: int
 
     def __post_init__(self) -> None:
         not_empty("scope", self.scope)
+
+
+class RiskHeartbeat(msgspec.Struct, frozen=True, kw_only=True):
+    """The `heartbeat` key of the breakers bucket: the risk monitor is alive and judging.
+
+    The executor treats breakers as `reduce_only` once this is older than its configured limit."""
+
+    instance: str
+    ts: int  # wall clock ms when written
+    input_seq: int = 0
+
+
+class Clock(Message, frozen=True, kw_only=True, tag="clock"):
+    """A time signal a monitor's shell puts into its own input stream, so that conditions made of
+    silence (a stale feed, a cool-down) are decided from the log and replay the same."""
+
+    component: str
+    instance: str
+    ts: int
 
 
 class VenueSnapshot(Message, frozen=True, kw_only=True, tag="venue_snapshot"):
@@ -139,6 +174,7 @@ class ReconciliationFinding(Message, frozen=True, kw_only=True, tag="reconciliat
     order_id: str | None = None
     expected: Decimal | None = None
     actual: Decimal | None = None
+    evidence: dict[str, Any] = {}  # what each side said: the venue's order/fills/position, our record
     ts: int
 
 
@@ -149,6 +185,7 @@ class ControlCommand(Message, frozen=True, kw_only=True, tag="control"):
     target_instance: str
     action: ControlAction
     reason: str = ""
+    scope: str | None = None  # for risk: the breaker scope to halt or reset (None = every scope)
     operator: str
     ts: int
 

@@ -201,9 +201,17 @@ def stream_info_api(stream: str) -> str:
     return f"$JS.API.STREAM.INFO.{stream}"
 
 
-def breaker_scopes(venue: str, symbol: str) -> tuple[str, str, str]:
-    """The breaker keys that cover one market, widest first (keys of the `breakers` bucket)."""
-    return ("global", f"venue.{name_token('venue', venue)}", f"symbol.{name_token('venue', venue)}.{symbol_token(symbol)}")
+def breaker_scopes(venue: str, symbol: str, account: str | None = None) -> tuple[str, ...]:
+    """The breaker keys that cover one market, widest first (keys of the `breakers` bucket).
+
+    With an account, its scope `account.<venue>.<account>` sits between the venue's and the symbol's."""
+    v = name_token("venue", venue)
+    if account is None:
+        return ("global", f"venue.{v}", f"symbol.{v}.{symbol_token(symbol)}")
+    return ("global", f"venue.{v}", f"account.{v}.{name_token('account', account)}", f"symbol.{v}.{symbol_token(symbol)}")
+
+
+HEARTBEAT_KEY = "heartbeat"  # the risk monitor's liveness in the breakers bucket (ADR 0012)
 
 
 @dataclass(frozen=True, slots=True)
@@ -326,7 +334,7 @@ def _routes() -> dict[type, tuple[tuple[str, ...], Callable[..., str]]]:
     from schemas.account import Balance, BorrowInterest, Fill, Liquidation, OrderUpdate, Position
     from schemas.commands import CancelAll, CancelOrder, PlaceOrder
     from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
-    from schemas.ops import BreakerChange, ControlCommand, ReconciliationFinding, RiskAlert, StrategyState, VenueSnapshot
+    from schemas.ops import BreakerChange, Clock, ControlCommand, ReconciliationFinding, RiskAlert, StrategyState, VenueSnapshot
 
     market, account, asset = ("venue", "symbol"), ("venue", "account", "symbol"), ("venue", "account", "asset")
     return {
@@ -350,4 +358,5 @@ def _routes() -> dict[type, tuple[tuple[str, ...], Callable[..., str]]]:
         ReconciliationFinding: (("instance",), lambda i: ops("reconciler", i, "finding")),
         ControlCommand: (("target_component", "target_instance"), control),
         VenueSnapshot: (("component", "instance"), lambda c, i: ops(c, i, "snapshot")),
+        Clock: (("component", "instance"), lambda c, i: ops(c, i, "clock")),
     }
