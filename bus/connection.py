@@ -23,6 +23,7 @@ from collections.abc import Callable
 import nats
 from nats.aio.client import Client, Server
 
+from bus import metrics
 from bus.embedded import DEFAULT_PORT
 from bus.errors import Unreachable
 
@@ -97,6 +98,7 @@ async def connect(
     async def on_disconnect() -> None:
         if client and (client[0].is_closed or client[0].is_draining):
             return  # our own close(), not a failure
+        metrics.DISCONNECTS.labels(name).inc()
         log.log(outage_level, "disconnected from NATS %s; reconnecting", redact(target))
 
     async def on_reconnect() -> None:
@@ -128,6 +130,7 @@ async def connect(
             )
             nc.options["max_reconnect_attempts"] = -1
             client.append(nc)
+            metrics.track_client(nc, name)
             return nc
         except (nats.errors.NoServersError, OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
             if attempts is not None and tried >= attempts:

@@ -26,7 +26,7 @@ from nats.aio.msg import Msg
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy
 from nats.js.errors import NotFoundError
 
-from bus import checkpoints
+from bus import checkpoints, metrics
 from bus.contract import DEFAULT_MAX_FUTURE_MS, DEFAULT_MAX_PAYLOAD, Outgoing, Rules
 from bus.dlq import dead_letter
 from bus.errors import LeaseLost, Stalled
@@ -72,6 +72,7 @@ class RuntimeStats:
     sessions: int = 0
     last_seq: int = 0
     lag: int = 0
+    redelivered: int = 0  # inputs delivered again (delivery count > 1, or seen by an earlier session)
     last_error: str = ""
     started: float = field(default_factory=time.time)
 
@@ -83,6 +84,22 @@ def delivery(msg: Msg) -> tuple[int, int, int]:
         raise ValueError(f"not a JetStream delivery: {msg.reply!r}")
     seq, _dseq, ts, pending = meta
     return seq, ts, pending
+
+
+def first_delivery(spec: ConsumerSpec) -> str:
+    """The start of a first delivery's reply subject for this consumer (no domain)."""
+    return f"$JS.ACK.{spec.stream}.{spec.name}.1."
+
+
+def delivered_again(reply: str) -> bool:
+    """JetStream's delivery count of this delivery is above 1 (a str check, for metrics only)."""
+    toks = reply.split(".")
+    n = len(toks)
+    if n == 9:  # $JS.ACK.<stream>.<consumer>.<delivered>.<sseq>.<dseq>.<ts>.<pending>
+        return toks[4] != "1"
+    if n >= 11:  # $JS.ACK.<domain>.<hash>.<stream>.<consumer>.<delivered>...
+        return toks[6] != "1"
+    return False
 
 
 class Consumer:
@@ -101,6 +118,26 @@ class Consumer:
         self._since_checkpoint = 0
         self._checkpointed_seq = -1
         self._last_checkpoint = time.monotonic()
+        # Observability only (bus/metrics.py): read at scrape time, never on the hot path.
+        self.running = False  # inside run()
+        self.live_feed: PullFeed | None = None  # the pull of the live session, if one is
+        self._not_live_since = time.monotonic()
+        self._first_delivery = first_delivery(spec)
+        self._batch_seconds = metrics.BATCH_SECONDS.labels(spec.name)
+        metrics.track_consumer(self)
+
+    def health(self) -> str:
+        """Empty while live and hearing from the server; otherwise why this consumer is stalled."""
+        feed = self.live_feed
+        if feed is None:
+            down = time.monotonic() - self._not_live_since
+            if down > metrics.NOT_LIVE_GRACE_S:
+                return f"no live session for {down:.0f}s ({self.stats.last_error or 'still starting'})"
+            return ""
+        silent = feed.silence()
+        if silent > feed.stall_after:
+            return f"stalled: nothing from the server for {silent:.1f}s"
+        return ""
 
     # ----------------------------------------------------------------- subclass hooks
 
@@ -165,9 +202,11 @@ class Consumer:
         self.lease = lease = Lease(self.nc, self.spec.name)
         await lease.acquire()
         ended = _either(stop, lease.lost)
+        self.running = True
         try:
             await self._sessions(ended)
         finally:
+            self.running = False
             if not lease.lost.is_set():
                 await lease.release()
             ended.cancel_watch()
@@ -182,6 +221,7 @@ class Consumer:
                 return
             except Exception as exc:  # nats, OS and publish errors share no narrower base
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                metrics.SESSION_FAILURES.labels(self.spec.name, type(exc).__name__).inc()
                 log.warning("%s: session ended (%s); rebuilding from the log in %.1fs", self.spec.name, self.stats.last_error, delay)
             self.caught_up.clear()
             try:
@@ -199,6 +239,8 @@ class Consumer:
         feed = PullFeed(self.nc, self.spec.stream, self.spec.name, batch=self.spec.batch)
         await feed.start()
         log.info("%s: live from seq %d", self.spec.name, self.seq + 1)
+        self.live_feed = feed
+        observe = self._batch_seconds.observe
         try:
             while not ended.is_set():
                 if self.nc.stats["reconnects"] != reconnects:
@@ -207,13 +249,17 @@ class Consumer:
                     raise Stalled("reconnected to NATS")
                 msgs = await feed.next_batch(timeout=0.25)
                 if msgs:
+                    began = time.perf_counter()
                     await self.process(msgs)
+                    observe(time.perf_counter() - began)
                     if self.stats.lag == 0 and not self.caught_up.is_set():
                         self.caught_up.set()  # a busy stream may never give an empty pull
                 elif not self.caught_up.is_set():
                     self.caught_up.set()
                 await self.idle()
         finally:
+            self.live_feed = None
+            self._not_live_since = time.monotonic()
             await feed.stop()
         await self.finish()
 
@@ -263,6 +309,7 @@ class Consumer:
     async def send_dead_letter(self, msg: Msg, seq: int, reason: str, futures: list[asyncio.Future[PubAck]]) -> None:
         assert self.publisher is not None
         self.stats.dead_lettered += 1
+        metrics.DEAD_LETTERS.labels(self.spec.name, metrics.reason_category(reason)).inc()
         log.warning("%s: seq %d on %s dead-lettered: %s", self.spec.name, seq, msg.subject, reason)
         subject, msg_id, headers, data = dead_letter(
             self.spec.name, self.spec.stream, seq, msg.subject, reason, msg.data, self.rules.max_payload

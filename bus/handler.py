@@ -25,7 +25,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bus import checkpoints
-from bus.consumer import Consumer, ConsumerSpec, delivery
+from bus.consumer import Consumer, ConsumerSpec, delivered_again, delivery
 from bus.contract import Inbound, Outgoing, OutputRefused, address, admit
 from bus.errors import RetryLater
 from bus.publisher import PubAck, Publisher
@@ -85,9 +85,12 @@ class HandlerRuntime(Consumer, Generic[E]):
         results: dict[int, tuple[list[Outgoing], str]] = {}
         segments: list[dict[str, list[tuple[int, Inbound[E]]]]] = [{}]
         ordered: list[tuple[int, Msg, int]] = []
+        first = self._first_delivery
         for i, msg in enumerate(msgs):
             seq, stored, pending = delivery(msg)
             self.stats.lag = pending
+            if seq <= self.seq or seq <= self._delivered_before or (not msg.reply.startswith(first) and delivered_again(msg.reply)):
+                self.stats.redelivered += 1
             if seq <= self.seq:
                 continue
             ordered.append((i, msg, seq))

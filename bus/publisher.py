@@ -23,6 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 from nats.aio.subscription import Subscription
 
+from bus import metrics
 from bus.errors import PublishError, PublishTimeout
 from schemas.codec import encode
 from schemas.subjects import subject_of
@@ -62,6 +63,7 @@ class Publisher:
         self._sub: Subscription | None = None
         self.published = 0
         self.duplicates = 0
+        metrics.track_publisher(self)  # its counts are read when /metrics is scraped
 
     async def start(self) -> Self:
         self._prefix = self._nc.new_inbox()
@@ -131,6 +133,7 @@ class Publisher:
             if not again:
                 break
             log.warning("%d publishes timed out; republishing (attempt %d)", len(again), attempt + 1)
+            metrics.PUBLISH_RETRIES.inc(len(again))
             index = again
         return [a for a in acks if a is not None]
 
@@ -145,14 +148,17 @@ class Publisher:
         if fut.done():
             return
         if msg.headers and msg.headers.get("Status") == "503":
+            metrics.PUBLISH_ERRORS.inc()
             fut.set_exception(PublishError("no stream captures the subject (503 no responders)"))
             return
         try:
             ack = _ack_decoder.decode(msg.data)
         except msgspec.DecodeError as exc:
+            metrics.PUBLISH_ERRORS.inc()
             fut.set_exception(PublishError(f"unreadable ack: {exc}"))
             return
         if ack.error is not None:
+            metrics.PUBLISH_ERRORS.inc()
             fut.set_exception(PublishError(f"{ack.error.description} (code {ack.error.code}/{ack.error.err_code})"))
             return
         self.published += 1
@@ -172,6 +178,7 @@ class Publisher:
             for token in expired:
                 fut, _ = self._pending.pop(token)
                 if not fut.done():
+                    metrics.PUBLISH_TIMEOUTS.inc()
                     fut.set_exception(PublishTimeout(f"no ack within {self._ack_timeout}s"))
             if expired:
                 self._room.set()

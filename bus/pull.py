@@ -36,6 +36,7 @@ class PullFeed:
         self._api = pull_next(stream, consumer)
         self._batch = batch
         self._heartbeat = heartbeat
+        self.stall_after = 4 * heartbeat + 1.0  # silence beyond this raises Stalled
         self._request_body = json.dumps({"batch": batch, "expires": int(expires * 1e9), "idle_heartbeat": int(heartbeat * 1e9)}).encode()
         self._outstanding = 0
         self._buffer: list[Msg] = []
@@ -87,6 +88,10 @@ class PullFeed:
         if self._sub is not None:
             await self._top_up()
 
+    def silence(self) -> float:
+        """Seconds since the server last sent anything on this pull (a message or a heartbeat)."""
+        return time.monotonic() - self._last_activity
+
     async def next_batch(self, timeout: float) -> list[Msg]:
         """Whatever has arrived (waiting up to `timeout` for the first message)."""
         if not self._buffer:
@@ -99,7 +104,7 @@ class PullFeed:
             raise self._error
         if not self._buffer:
             silent = time.monotonic() - self._last_activity
-            if silent > 4 * self._heartbeat + 1.0:
+            if silent > self.stall_after:
                 raise Stalled(f"no message or heartbeat for {silent:.1f}s")
             return []
         out, self._buffer = self._buffer, []

@@ -31,7 +31,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bus import checkpoints
-from bus.consumer import Consumer, ConsumerSpec, RuntimeStats, delivery
+from bus.consumer import Consumer, ConsumerSpec, RuntimeStats, delivered_again, delivery
 from bus.contract import Core, Inbound, Outgoing, apply_input, fold_stream
 from bus.errors import ReplayIncomplete, RetryLater
 from bus.publisher import PubAck, Publisher
@@ -126,18 +126,23 @@ class ConsumerRuntime(Consumer, Generic[S, E]):
         last: Msg | None = None
         terminate: list[Msg] = []
         seq = self.seq
+        first, again = self._first_delivery, 0
         for msg in msgs:
             mseq, stored, pending = delivery(msg)
             last = msg
             self.stats.lag = pending
             if mseq <= seq:  # already folded in (redelivery)
+                again += 1
                 continue
+            if not msg.reply.startswith(first) and delivered_again(msg.reply):
+                again += 1
             state, outputs, reason = apply_input(core, state, rules, mseq, msg.subject, msg.data, stored)
             if reason:
                 await self.send_dead_letter(msg, mseq, reason, futures)
                 terminate.append(msg)
             await self.send_outputs(outputs, futures)
             seq = mseq
+        self.stats.redelivered += again
         await self.settle(futures, last, terminate, len(msgs), seq)
         self.state = state
         self._publish_state()

@@ -12,6 +12,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service
 
+from bus import metrics
 from schemas.subjects import status as status_subject
 
 
@@ -28,8 +29,13 @@ async def register(
     instance: str,
     description: str,
     status: Callable[[], dict[str, Any]],
+    *,
+    http: str | None = None,
 ) -> Service:
-    """A service `sqt-<component>` with a `status` endpoint; its stats carry the status too."""
+    """A service `sqt-<component>` with a `status` endpoint; its stats carry the status too.
+
+    `http` ("host:port") says where the component serves /health, /status and /metrics; it goes
+    into the service's metadata, where `sqt status` finds it."""
 
     def stats(_endpoint: EndpointStats) -> dict[str, Any]:
         return status()
@@ -39,7 +45,7 @@ async def register(
         name=f"sqt-{component}",
         version=package_version(),
         description=description,
-        metadata={"instance": instance, "component": component},
+        metadata={"instance": instance, "component": component, **({"http": http} if http else {})},
         stats_handler=stats,
     )
 
@@ -47,4 +53,5 @@ async def register(
         await request.respond(json.dumps(status(), default=str).encode())
 
     await service.add_endpoint(name="status", subject=status_subject(component, instance), handler=handle)
+    metrics.component(component, instance)
     return service
