@@ -135,6 +135,7 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     prices: Literal["random_walk", "csv"] = "random_walk"
     csv_path: str | None = None
     history_minutes: int = 1440  # backfilled on a fresh start
+    metrics_port: int = 0  # /health, /status and /metrics (Prometheus) on 127.0.0.1; 0 = off
     start_time_ms: int | None = None  # lockstep: the first tick's time (default: now)
     fill_ratio: Decimal = Decimal("0.5")  # share of a tick's volume our resting orders can take
     leverage: Decimal = Decimal(5)

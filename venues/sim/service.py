@@ -26,6 +26,7 @@ from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
+from bus.http import serve
 from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import package_version
@@ -37,6 +38,7 @@ from venues.sim import api
 from venues.sim.config import SimConfig
 from venues.sim.engine import EngineState, SimEngine
 from venues.sim.journal import Cancel, CancelAll, Entry, Fund, History, Place, Quote, Tick, journal_id, journal_stream, journal_subject
+from venues.sim.metrics import CountingEngine, SimMetrics
 from venues.sim.prices import price_source
 
 log = logging.getLogger("sim")
@@ -67,7 +69,11 @@ class SimService:
             checkpoint_every=5_000,
             checkpoint_interval=5.0,
         )
-        self.runtime: ConsumerRuntime[EngineState, Entry] = ConsumerRuntime(nc, spec, self.engine, publisher, on_state=self._applied)
+        # Metrics only: the engine's events are counted while the consumer is live (not in replays).
+        self.counting = CountingEngine(self.engine, lambda: self.runtime.live_feed is not None)
+        self.runtime: ConsumerRuntime[EngineState, Entry] = ConsumerRuntime(nc, spec, self.counting, publisher, on_state=self._applied)
+        self.metrics = SimMetrics(self.venue, self.engine, self.counting, lambda: self.runtime.state)
+        self.started = time.time()
         self._applied_event = asyncio.Event()
         self._journal_lock = asyncio.Lock()
         self._appended = 0  # the last journal sequence this process wrote
@@ -91,6 +97,7 @@ class SimService:
             self.publisher = await Publisher(self.nc).start()
             self.runtime.publisher = self.publisher
         await apply_stream(self.nc.jetstream(), self.journal)
+        http = await serve(self.config.metrics_port, self.metrics.registry, self.status) if self.config.metrics_port else None
         runtime_task = asyncio.create_task(self.runtime.run(stop), name="sim-engine")
         try:
             await self._wait_caught_up(stop)
@@ -118,6 +125,26 @@ class SimService:
                 await self.service.stop()
             stop.set()
             await runtime_task
+            if http is not None:
+                await http.cleanup()
+
+    def status(self) -> dict[str, Any]:
+        """What `/status` says (also the micro service's stats)."""
+        st, s = self.state, self.runtime.stats
+        return {
+            "component": "sim",
+            "venue": self.venue,
+            "clock": self.config.clock,
+            "step": self._step,
+            "ts": st.ts,
+            "journal_seq": self.runtime.seq,
+            "caught_up": self.runtime.caught_up.is_set(),
+            "open_orders": sum(len(a.open) for a in st.accounts.values()),
+            "processed": s.processed,
+            "sessions": s.sessions,
+            "last_error": s.last_error,
+            "uptime_s": round(time.time() - self.started, 1),
+        }
 
     async def _wait_caught_up(self, stop: asyncio.Event) -> None:
         waiter = asyncio.ensure_future(self.runtime.caught_up.wait())
@@ -245,7 +272,14 @@ class SimService:
             name=f"sqt-venue-{self.venue}",
             version=package_version(),
             description=f"simulated exchange {self.venue!r}: the Venue API over request/reply",
-            metadata={"venue": self.venue, "clock": self.config.clock},
+            metadata={
+                "venue": self.venue,
+                "clock": self.config.clock,
+                "component": "sim",
+                "instance": self.venue,
+                **({"http": f"127.0.0.1:{self.config.metrics_port}"} if self.config.metrics_port else {}),
+            },
+            stats_handler=lambda _endpoint: self.status(),
         )
         routes: dict[str, Callable[[bytes], Awaitable[msgspec.Struct]]] = {
             "create_order": self._create_order,
@@ -268,6 +302,12 @@ class SimService:
 
     def _endpoint(self, handler: Callable[[bytes], Awaitable[msgspec.Struct]]) -> Callable[[Request], Awaitable[None]]:
         async def handle(request: Request) -> None:
+            began = time.perf_counter()
+            code = await answer(request)
+            self.metrics.answered(request.subject.rsplit(".", 1)[-1], code, time.perf_counter() - began)
+
+        async def answer(request: Request) -> str:
+            """Answer one request; the error code sent, or "" for a success."""
             try:
                 if not self.runtime.caught_up.is_set():
                     # Rebuilding from its journal (a broken session): the state is older than
@@ -279,20 +319,21 @@ class SimService:
                 reply = await handler(request.data)
             except ApiError as exc:
                 await request.respond_error(str(exc.code), f"{exc.reason}: {exc}")
-                return
+                return str(exc.code)
             except msgspec.ValidationError as exc:
                 await request.respond_error(str(api.BAD_REQUEST), f"invalid: {exc}")
-                return
+                return str(api.BAD_REQUEST)
             except msgspec.DecodeError as exc:
                 await request.respond_error(str(api.BAD_REQUEST), f"invalid: {exc}")
-                return
+                return str(api.BAD_REQUEST)
             except Exception as exc:  # noqa: BLE001 - a failed handler is our fault, not the request's
                 # Retryable, never a rejection: the request may well succeed once we recover,
                 # and a create we cannot vouch for must not be reported as refused.
                 log.exception("%s: handler failed", request.subject)
                 await request.respond_error(str(api.UNAVAILABLE), f"venue_error: handler failed: {type(exc).__name__}: {exc}")
-                return
+                return str(api.UNAVAILABLE)
             await request.respond(encode(reply))
+            return ""
 
         return handle
 
