@@ -128,6 +128,15 @@ class SimVenue:
     async def fund(self, asset: str, amount: Any) -> list[Balance]:
         return (await self._call("fund", api.FundRequest(account=self.account, asset=asset, amount=amount), api.BalancesReply)).balances
 
+    async def hidden_create_order(self, request: OrderRequest) -> OrderUpdate:
+        """Tests only (`test_hooks`): place an order whose account events are lost."""
+        return (await self._call("hidden_create_order", api.CreateOrder(account=self.account, order=request), api.OrderReply)).order
+
+    async def hidden_cancel_order(self, symbol: str, *, client_order_id: str | None = None, order_id: str | None = None) -> OrderUpdate:
+        """Tests only (`test_hooks`): take an order off the book; its account event is lost."""
+        ref = api.OrderRef(account=self.account, symbol=symbol, client_order_id=client_order_id, order_id=order_id)
+        return (await self._call("hidden_cancel_order", ref, api.OrderReply)).order
+
     async def close(self) -> None:
         return None
 

@@ -154,6 +154,9 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     spot_margin_ratio: Decimal = Decimal("0.5")
     # Closed orders remembered per account, each with its client id (open ones always are).
     orders_kept: int = 5_000
+    # Tests only: `hidden_create_order` / `hidden_cancel_order` on the API change an order without
+    # publishing its account events (lost events, for the reconciler's tests). Off: refused.
+    test_hooks: bool = False
     markets: list[SimMarket] = msgspec.field(default_factory=_default_markets)
     accounts: dict[str, dict[str, Decimal]] = msgspec.field(default_factory=_default_accounts)
 

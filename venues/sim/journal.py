@@ -146,6 +146,7 @@ class Place(msgspec.Struct, frozen=True, kw_only=True, tag="place"):
 
     account: str
     order: OrderRequest
+    silent: bool = False  # a test hook: applied without its account events (only with `test_hooks`)
 
     def __post_init__(self) -> None:
         _account(self.account)
@@ -164,6 +165,7 @@ class Cancel(msgspec.Struct, frozen=True, kw_only=True, tag="cancel"):
     symbol: str
     client_order_id: str | None = None
     order_id: str | None = None
+    silent: bool = False  # a test hook: applied without its account events (only with `test_hooks`)
 
     def __post_init__(self) -> None:
         _account(self.account)

@@ -296,6 +296,9 @@ class SimService:
             "step": self._step_api,
             "fund": self._fund,
         }
+        if self.config.test_hooks:  # tests only: orders changed without their account events
+            routes["hidden_create_order"] = lambda data: self._create_order(data, silent=True)
+            routes["hidden_cancel_order"] = lambda data: self._cancel_order(data, silent=True)
         for name, handler in routes.items():
             await service.add_endpoint(name=name, subject=api.api_subject(self.venue, name), handler=self._endpoint(handler))
         return service
@@ -341,7 +344,7 @@ class SimService:
         if name not in self.state.accounts:
             raise ApiError(api.REJECTED, "invalid", f"unknown account {name!r}")
 
-    async def _create_order(self, data: bytes) -> api.OrderReply:
+    async def _create_order(self, data: bytes, silent: bool = False) -> api.OrderReply:
         req = msgspec.json.decode(data, type=api.CreateOrder)
         self._account(req.account)
         o = req.order
@@ -352,7 +355,7 @@ class SimService:
         duplicate = o.client_order_id in self.state.accounts[req.account].by_cid
         if not duplicate:
             try:
-                entry = Place(account=req.account, order=o)
+                entry = Place(account=req.account, order=o, silent=silent)
             except ValueError as exc:  # a value no order can carry (NaN, a negative amount)
                 raise ApiError(api.REJECTED, "invalid", str(exc)) from None
             duplicate = await self.apply(entry)
@@ -368,10 +371,12 @@ class SimService:
             raise ApiError(api.NOT_FOUND, "not_found", f"no order {ref.client_order_id or ref.order_id}")
         return view
 
-    async def _cancel_order(self, data: bytes) -> api.OrderReply:
+    async def _cancel_order(self, data: bytes, silent: bool = False) -> api.OrderReply:
         ref = msgspec.json.decode(data, type=api.OrderRef)
         if self._order(ref).status == "open":
-            await self.apply(Cancel(account=ref.account, symbol=ref.symbol, client_order_id=ref.client_order_id, order_id=ref.order_id))
+            await self.apply(
+                Cancel(account=ref.account, symbol=ref.symbol, client_order_id=ref.client_order_id, order_id=ref.order_id, silent=silent)
+            )
         return api.OrderReply(order=self._order(ref))
 
     async def _cancel_all(self, data: bytes) -> api.OrdersReply:
