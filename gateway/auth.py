@@ -17,9 +17,10 @@ from typing import Literal
 
 import jwt
 
+from bus.secrets import SECRET_VARIABLES as SECRET_VARIABLES  # re-exported: cli/config.py leaves these alone
+
 Role = Literal["viewer", "operator"]
 ROLES: tuple[Role, ...] = ("viewer", "operator")
-SECRET_VARIABLES = ("SQT_GATEWAY_TOKENS", "SQT_GATEWAY_JWT_SECRET")
 
 
 class AuthConfigError(ValueError):
