@@ -25,6 +25,7 @@ from bus.streams import STREAMS, Retention
 from executors.config import ExecutorConfig
 from gateway.auth import SECRET_VARIABLES
 from gateway.config import GatewayConfig
+from monitors.alerts.config import AlertsConfig
 from strategies.grid.config import GridConfig
 from venues.sim.config import SimConfig
 
@@ -82,6 +83,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     sim: SimConfig = SimConfig()
     executor: ExecutorConfig = ExecutorConfig()
     gateway: GatewayConfig = GatewayConfig()
+    alerts: AlertsConfig = AlertsConfig()
     grids: list[GridConfig] = msgspec.field(default_factory=default_grids)
 
     def __post_init__(self) -> None:
@@ -148,7 +150,7 @@ def env_overrides(raw: dict[str, Any], environ: dict[str, str], origin: dict[str
     """
     origin = {} if origin is None else origin
     fields = {f.name: f.type for f in msgspec.structs.fields(Config)}
-    struct_sections = {"nats": NatsSettings, "sim": SimConfig, "executor": ExecutorConfig, "gateway": GatewayConfig}
+    struct_sections = {"nats": NatsSettings, "sim": SimConfig, "executor": ExecutorConfig, "gateway": GatewayConfig, "alerts": AlertsConfig}
     if environ.get("NATS_URL"):
         raw.setdefault("nats", {})["url"] = environ["NATS_URL"]
         origin["nats.url"] = "NATS_URL"

@@ -34,6 +34,18 @@ def run_component(config: Config, component: str, instance: str | None, from_fil
             from executors.runner import run_executor
 
             return process.run("executor", lambda stop: run_executor(config.bus(), config.executor, stop))
+        case "alerts":
+            from monitors.alerts.channels import ChannelConfigError
+            from monitors.alerts.runner import run_alerts
+
+            async def alerts(stop: asyncio.Event) -> None:
+                try:
+                    await run_alerts(config.bus(), config.alerts, stop)
+                except ChannelConfigError as exc:  # names the variable, never its value
+                    logging.getLogger("alerts").error("%s", exc)
+                    raise SystemExit(2) from None
+
+            return process.run(f"alerts:{config.alerts.instance}", alerts)
         case "gateway":
             from gateway.auth import AuthConfigError
             from gateway.runner import run_gateway
