@@ -6,6 +6,9 @@ is stored, and an entry confirmed more than `ttl` (100 ms) ago is read from the 
 so an order never goes out on a breaker state older than that, even if the watch is broken.
 Both the watch and the reads see only what JetStream stored: a write the stream refused never
 enters the cache. A read that fails raises RetryLater: no order while the state is unknown.
+
+A risk monitor that is not judging is itself a condition: with `heartbeat_ms` set, the risk
+monitor's `heartbeat` key must be younger than that, or every market is `reduce_only`.
 """
 
 from __future__ import annotations
@@ -22,21 +25,25 @@ from nats.js.kv import KeyValue
 
 from bus.errors import RetryLater
 from bus.streams import BREAKERS
-from schemas.ops import BreakerChange, BreakerState, worst_breaker
-from schemas.subjects import breaker_scopes
+from schemas.ops import BreakerChange, BreakerState, RiskHeartbeat, worst_breaker
+from schemas.subjects import HEARTBEAT_KEY, breaker_scopes
 
 log = logging.getLogger("executor.breakers")
 
 _decoder = msgspec.json.Decoder(BreakerChange)
+_beat = msgspec.json.Decoder(RiskHeartbeat)
 STALE_AFTER = 0.1  # seconds: ADR 0005
 
 
 class BreakerView:
-    def __init__(self, nc: Client, ttl: float = STALE_AFTER) -> None:
+    def __init__(self, nc: Client, ttl: float = STALE_AFTER, heartbeat_ms: int = 0) -> None:
         self.nc = nc
         self.ttl = ttl
+        self.heartbeat_ms = heartbeat_ms  # 0: no risk monitor required
         self._cache: dict[str, tuple[float, BreakerState]] = {}
         self._kv: KeyValue | None = None
+        self._beat_ts = 0  # wall-clock ms of the risk monitor's last heartbeat
+        self._beat_read = -1e9  # monotonic time it was read
         self._watch: asyncio.Task[None] | None = None
 
     async def start(self) -> BreakerView:
@@ -60,7 +67,7 @@ class BreakerView:
             try:
                 watcher = await (await self._bucket()).watchall()
                 async for entry in watcher:
-                    if entry is not None:
+                    if entry is not None and entry.key != HEARTBEAT_KEY:
                         self._cache[entry.key] = (time.monotonic(), _state(entry.value, entry.operation))
             except asyncio.CancelledError:
                 raise
@@ -85,12 +92,29 @@ class BreakerView:
         self._cache[scope] = (now, state)
         return state
 
-    async def state_for(self, venue: str, symbol: str) -> tuple[BreakerState, str]:
+    async def state_for(self, venue: str, symbol: str, account: str | None = None) -> tuple[BreakerState, str]:
         """The worst breaker covering this market, and the scope it comes from."""
-        keys = breaker_scopes(venue, symbol)
+        keys = breaker_scopes(venue, symbol, account)
         states = await asyncio.gather(*(self._read(s) for s in keys))
         worst = worst_breaker(states)
+        if worst == "ok" and self.heartbeat_ms and not await self._risk_alive():
+            return "reduce_only", HEARTBEAT_KEY
         return worst, next((k for k, s in zip(keys, states) if s == worst and worst != "ok"), "")
+
+    async def _risk_alive(self) -> bool:
+        """Whether the risk monitor's last heartbeat is younger than `heartbeat_ms` (read at most
+        every `ttl`, like the breakers; an unreadable one fails closed)."""
+        now = time.monotonic()
+        if now - self._beat_read >= self.ttl:
+            try:
+                entry = await (await self._bucket()).get(HEARTBEAT_KEY)
+                self._beat_ts = _beat.decode(entry.value).ts if entry.value else 0
+            except (KeyNotFoundError, NotFoundError, msgspec.DecodeError):
+                self._beat_ts = 0
+            except Exception as exc:  # noqa: BLE001 - any failure: fail closed
+                raise RetryLater(f"risk heartbeat unreadable ({exc!r})") from exc
+            self._beat_read = now
+        return time.time() * 1000 - self._beat_ts <= self.heartbeat_ms
 
 
 def _state(value: bytes | None, operation: str | None) -> BreakerState:

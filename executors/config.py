@@ -21,6 +21,9 @@ class ExecutorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
     # `unknown` (the reconciler settles it) instead of holding up every command behind it.
     unknown_after_ms: int = 120_000
     metrics_port: int = 0  # Prometheus /metrics; 0 = off
+    # With a risk monitor required: its heartbeat older than this makes every market reduce-only
+    # (ADR 0012). 0 = no risk monitor required (tests and experiments without one).
+    risk_heartbeat_ms: int = 0
 
     def __post_init__(self) -> None:
         if self.rate_limit <= 0:
@@ -35,5 +38,7 @@ class ExecutorConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_f
             raise ValueError("`request_timeout` must be positive")
         if self.deadline_margin_ms < 0:
             raise ValueError("`deadline_margin_ms` must not be negative")
+        if self.risk_heartbeat_ms < 0:
+            raise ValueError("`risk_heartbeat_ms` must not be negative (0 = no risk monitor required)")
         if self.unknown_after_ms <= 0:
             raise ValueError("`unknown_after_ms` must be positive")

@@ -233,7 +233,7 @@ class Placement:
 
     async def _breaker_refusal(self) -> str | None:
         cmd = self.cmd
-        breaker, scope = await self.x.breakers.state_for(cmd.venue, cmd.symbol)
+        breaker, scope = await self.x.breakers.state_for(cmd.venue, cmd.symbol, cmd.account)
         if breaker == "halted" or (breaker == "reduce_only" and not cmd.reduce_only):
             return f"risk breaker {scope} is {breaker}"
         return None

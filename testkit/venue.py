@@ -140,7 +140,7 @@ class ScriptedBreakers:
         self.asked: list[tuple[str, str]] = []
         self.script: deque[str] = deque()
 
-    async def state_for(self, venue: str, symbol: str) -> tuple[str, str]:
+    async def state_for(self, venue: str, symbol: str, account: str | None = None) -> tuple[str, str]:
         self.reads += 1
         self.asked.append((venue, symbol))
         if self.script:

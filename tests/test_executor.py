@@ -174,7 +174,7 @@ class NoBreakers(BreakerView):
     def __init__(self) -> None:
         pass
 
-    async def state_for(self, venue: str, symbol: str):
+    async def state_for(self, venue: str, symbol: str, account: str | None = None):
         return "ok", ""
 
 

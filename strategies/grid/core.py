@@ -56,7 +56,7 @@ class GridCore:
         self.cfg = config
         self.market = market
         self.prefix = client_prefix(config.instance)
-        self.scopes = set(breaker_scopes(config.venue, config.symbol))
+        self.scopes = set(breaker_scopes(config.venue, config.symbol, config.account))
         self._lattices: dict[Decimal, Lattice] = {}
 
     def lattice(self, anchor: Decimal) -> Lattice:

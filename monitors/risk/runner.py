@@ -1,0 +1,227 @@
+"""`sqt run risk`: the thin shell around the risk core.
+
+It declares the monitor's input stream (the one total order of everything it judges: watched
+tickers, the accounts' order, position and balance events, place commands, operator controls,
+reconciler alerts, and its own clock, sourced from MARKET, ACCOUNT, COMMAND and OPS), runs the
+core under the consumer runtime, and adds three things the core cannot do itself:
+
+- it puts the time into the input stream (`Clock`, every `clock_ms`), so silence is judged
+  from the log and replays the same;
+- it writes each breaker change into the `breakers` bucket before the change itself is
+  published (both are outputs the runtime waits for before acking the input, so a crash
+  between them is repaired by the replay after restart), and on start it rewrites any scope
+  whose bucket value differs from what the log says;
+- it writes the `heartbeat` key while its core keeps up with the clock: the executors treat a
+  stale heartbeat as `reduce_only` (a risk monitor that is not judging is itself a condition).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from collections.abc import Sequence
+from typing import Any
+
+import msgspec
+from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError, NotFoundError
+
+from bus.connection import connect
+from bus.consumer import Outgoing
+from bus.http import serve
+from bus.publisher import PubAck, Publisher
+from bus.runtime import ConsumerRuntime, ConsumerSpec
+from bus.service import register
+from bus.settings import BusSettings
+from bus.streams import BREAKERS, DAY, MINUTE, Source, StreamSpec, apply, apply_stream
+from monitors.risk import metrics
+from monitors.risk.config import RiskConfig
+from monitors.risk.core import RiskCore
+from monitors.risk.state import RiskState
+from schemas import ids, subjects
+from schemas.account import Balance, OrderUpdate, Position
+from schemas.codec import encode
+from schemas.commands import PlaceOrder
+from schemas.market import Ticker
+from schemas.ops import BreakerChange, Clock, ControlCommand, RiskAlert, RiskHeartbeat
+from schemas.subjects import HEARTBEAT_KEY
+
+log = logging.getLogger("risk")
+
+RiskInput = Ticker | OrderUpdate | Position | Balance | PlaceOrder | Clock | ControlCommand | RiskAlert
+
+
+def input_stream(cfg: RiskConfig) -> StreamSpec:
+    md = tuple(subjects.md(v, s, "ticker") for v, s in cfg.markets())
+    acct: list[str] = []
+    commands: list[str] = []
+    for w in cfg.watch:
+        acct += [subjects.acct(w.venue, w.account, "*", "order"), subjects.acct(w.venue, w.account, "*", "position")]
+        acct.append(subjects.balance(w.venue, w.account, w.quote))
+        commands.append(subjects.cmd(w.venue, w.account, "*", "place"))
+    return StreamSpec(
+        name=f"IN_RISK_{cfg.instance.upper()}",
+        subjects=(),
+        description=f"inputs of risk monitor {cfg.instance}, in the one order its core judges them",
+        max_age=7 * DAY,
+        duplicate_window=2 * MINUTE,
+        sources=(
+            Source("MARKET", md),
+            Source("ACCOUNT", tuple(dict.fromkeys(acct))),
+            Source("COMMAND", tuple(dict.fromkeys(commands))),
+            Source(
+                "OPS",
+                (
+                    subjects.control("risk", cfg.instance),
+                    subjects.control("risk"),
+                    subjects.ops("risk", cfg.instance, "clock"),
+                    subjects.ops("reconciler", "*", "alert"),
+                ),
+            ),
+        ),
+        sources_from_now=True,
+    )
+
+
+def risk_spec(cfg: RiskConfig) -> ConsumerSpec:
+    cancels = tuple(dict.fromkeys(subjects.cmd(w.venue, w.account, "*", "cancel_all") for w in cfg.watch))
+    return ConsumerSpec(
+        name=f"risk-{cfg.instance}",
+        stream=input_stream(cfg).name,
+        input_type=RiskInput,
+        state_type=RiskState,
+        outputs=(subjects.ops("risk", cfg.instance, "breaker"), subjects.ops("risk", cfg.instance, "alert"), *cancels),
+        input_stream=input_stream(cfg),
+        batch=256,
+        checkpoint_every=2_000,
+        checkpoint_interval=2.0,
+    )
+
+
+class RiskRuntime(ConsumerRuntime[RiskState, Any]):
+    """The consumer runtime, writing each breaker change into the bucket just before publishing it."""
+
+    async def send_outputs(self, outputs: Sequence[Outgoing], futures: list[asyncio.Future[PubAck]]) -> None:
+        assert self.publisher is not None
+        for out in outputs:
+            if type(out.message) is BreakerChange:
+                # Same payload and id as the event: a replay after a crash rewrites it harmlessly.
+                futures.append(await self.publisher.send(subjects.kv(BREAKERS.name, out.message.scope), out.payload, out.msg_id))
+            futures.append(await self.publisher.send(out.subject, out.payload, out.msg_id))
+
+    async def sync_bucket(self) -> int:
+        """Rewrite every scope whose bucket value is not the last change the log says: how many."""
+        kv = await self.js.key_value(BREAKERS.name)
+        fixed = 0
+        for scope, change in self.state.published.items():
+            payload = encode(change)
+            try:
+                entry = await kv.get(scope)
+                if entry.value == payload:
+                    continue
+            except (KeyNotFoundError, NotFoundError):
+                pass
+            await kv.put(scope, payload)
+            fixed += 1
+        return fixed
+
+
+def clock_event(instance: str, now_ms: int) -> Clock:
+    return Clock(id=f"clock:{instance}:{now_ms}", component="risk", instance=instance, ts=now_ms)
+
+
+async def tick(publisher: Publisher, cfg: RiskConfig, stop: asyncio.Event) -> None:
+    """Put the time into the input stream, every `clock_ms`."""
+    period = cfg.clock_ms / 1000
+    while not stop.is_set():
+        with contextlib.suppress(Exception):  # a missed tick is only a later judgement; the next one comes
+            await publisher.send_message(clock_event(cfg.instance, int(time.time() * 1000)))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), period)
+
+
+async def heartbeat(nc: Client, runtime: RiskRuntime, cfg: RiskConfig, stop: asyncio.Event) -> None:
+    """Say we are alive while the core keeps up with the clock; go quiet when it does not."""
+    kv = await nc.jetstream().key_value(BREAKERS.name)
+    keeps_up = max(2_000, 4 * cfg.clock_ms)
+    while not stop.is_set():
+        now = int(time.time() * 1000)
+        behind = now - runtime.state.now
+        metrics.BEHIND.set(max(behind, 0) / 1000)
+        if runtime.state.now and behind <= keeps_up:
+            beat = RiskHeartbeat(instance=cfg.instance, ts=now, input_seq=runtime.seq)
+            try:
+                await kv.put(HEARTBEAT_KEY, msgspec.json.encode(beat))
+            except Exception as exc:  # noqa: BLE001 - a missed beat makes executors careful, not wrong
+                log.warning("heartbeat not written: %s", exc)
+        else:
+            log.debug("no heartbeat: the core is %d ms behind the clock", behind)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), cfg.heartbeat_ms / 1000)
+
+
+async def build_risk(nc: Client, cfg: RiskConfig, publisher: Publisher | None = None) -> RiskRuntime:
+    spec = risk_spec(cfg)
+    assert spec.input_stream is not None
+    await apply_stream(nc.jetstream(), spec.input_stream)
+    return RiskRuntime(
+        nc, spec, RiskCore(cfg), publisher or await Publisher(nc).start(), on_state=lambda st, _seq: metrics.observe(cfg, st)
+    )
+
+
+async def run_risk(settings: BusSettings, cfg: RiskConfig, stop: asyncio.Event) -> None:
+    nc = await connect(settings.nats_url, name=f"sqt-risk-{cfg.instance}")
+    try:
+        await apply(nc.jetstream(), settings.streams())
+        runtime = await build_risk(nc, cfg)
+        assert runtime.publisher is not None
+
+        def status() -> dict[str, Any]:
+            st = runtime.state
+            return {
+                "component": "risk",
+                "instance": cfg.instance,
+                "input_seq": runtime.seq,
+                "judged_until": st.now,
+                "lag": runtime.stats.lag,
+                "sessions": runtime.stats.sessions,
+                "dead_lettered": runtime.stats.dead_lettered,
+                "breakers": {scope: change.state for scope, change in st.published.items() if change.state != "ok"},
+                "last_error": runtime.stats.last_error,
+            }
+
+        service = await register(nc, "risk", cfg.instance, f"risk monitor over {len(cfg.markets())} markets", status)
+        http = await serve(cfg.metrics_port, metrics.REGISTRY, status) if cfg.metrics_port else None
+        tasks = [asyncio.create_task(tick(runtime.publisher, cfg, stop), name="risk-clock")]
+
+        async def once_recovered() -> None:
+            await runtime.caught_up.wait()  # recovered from checkpoint and log, and live
+            fixed = await runtime.sync_bucket()
+            if fixed:
+                log.warning("rewrote %d breaker scope(s) in the bucket from the log", fixed)
+            await heartbeat(nc, runtime, cfg, stop)
+
+        tasks.append(asyncio.create_task(once_recovered(), name="risk-heartbeat"))
+        try:
+            await runtime.run(stop)
+        finally:
+            for task in tasks:
+                task.cancel()
+            for task in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+            await service.stop()
+            if http is not None:
+                await http.cleanup()
+    finally:
+        await nc.close()
+
+
+def tripped(change: BreakerChange) -> str:
+    """One line for logs and the status line."""
+    return f"{change.scope}: {change.previous} -> {change.state} ({change.reason})"
+
+
+__all__ = ["RiskRuntime", "build_risk", "ids", "input_stream", "risk_spec", "run_risk", "tripped"]

@@ -1,0 +1,165 @@
+"""The risk monitor as a real process on a real nats-server: the bucket, the events, the
+cancel-alls, a SIGKILL while a breaker is open, and the executor's view of a dead monitor."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Iterator
+from pathlib import Path
+
+import msgspec
+import pytest
+from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError, NotFoundError
+
+from bus.embedded import EmbeddedServer
+from bus.publisher import Publisher
+from bus.reader import read_stream
+from bus.streams import BREAKERS
+from executors.breakers import BreakerView
+from schemas import ids
+from schemas.codec import decode
+from schemas.ops import BreakerChange, ControlCommand
+from testkit.bus import eventually
+from testkit.events import ticker
+
+ROOT = Path(__file__).resolve().parents[1]
+SCOPE = "symbol.sim.BTC-USDT-USDT"
+CONFIG = """
+data_dir = "{data}"
+[nats]
+url = "{url}"
+[risk]
+instance = "t"
+clock_ms = 100
+heartbeat_ms = 200
+[[risk.watch]]
+venue = "sim"
+account = "main"
+symbols = ["BTC/USDT:USDT"]
+[risk.feed_stale]
+ttl_ms = 1000
+"""
+
+
+class Risk:
+    def __init__(self, workdir: Path, url: str) -> None:
+        self.config = workdir / "sqt.toml"
+        self.config.write_text(CONFIG.format(data=workdir / "data", url=url))
+        self.log = workdir / "risk.log"
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SQT_")}
+        with open(self.log, "ab") as out:
+            argv = [sys.executable, "-m", "cli.main", "--config", str(self.config), "run", "risk"]
+            self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGKILL)
+            self.proc.wait()
+
+
+@pytest.fixture
+def risk(tmp_path: Path, nats_server: EmbeddedServer) -> Iterator[Risk]:
+    r = Risk(tmp_path, nats_server.url)
+    yield r
+    r.kill()
+
+
+@contextlib.asynccontextmanager
+async def feeding(bus: Client) -> AsyncIterator[None]:
+    """Tickers for BTC every 100 ms, dated now, while the block runs."""
+    publisher = await Publisher(bus).start()
+
+    async def feed() -> None:
+        while True:
+            now = int(time.time() * 1000)
+            await publisher.publish(ticker("60000", ts=now))
+            await asyncio.sleep(0.1)
+
+    task = asyncio.create_task(feed())
+    try:
+        yield
+    finally:
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await task
+
+
+async def bucket_state(bus: Client, scope: str) -> str | None:
+    kv = await bus.jetstream().key_value(BREAKERS.name)
+    try:
+        entry = await kv.get(scope)
+    except (KeyNotFoundError, NotFoundError):
+        return None
+    return msgspec.json.decode(entry.value or b"{}", type=BreakerChange).state
+
+
+async def stored(bus: Client, stream: str, subject: str) -> list[object]:
+    out: list[object] = []
+    async for batch in read_stream(bus, stream, subjects=(subject,)):
+        out += [decode(m.data) for m in batch]
+    return out
+
+
+async def test_a_breaker_outlives_a_sigkill_of_the_monitor_and_a_dead_monitor_means_reduce_only(bus: Client, risk: Risk) -> None:
+    view = await BreakerView(bus, ttl=0.0, heartbeat_ms=1_000).start()
+    try:
+        risk.start()
+        async with feeding(bus):
+            assert await view.state_for("sim", "ETH/USDT:USDT", "main") == ("reduce_only", "heartbeat")  # no monitor yet
+            await eventually(
+                lambda: _equals(view.state_for("sim", "ETH/USDT:USDT", "main"), ("ok", "")), timeout=20, what="a first heartbeat"
+            )
+            assert await bucket_state(bus, SCOPE) is None  # data flows: nothing tripped
+        # The feed stops: the market's scope halts, in the bucket and on the bus, with a cancel-all.
+        await eventually(lambda: _is(bus, SCOPE, "halted"), timeout=10, what="the staleness breaker in the bucket")
+        [change] = await stored(bus, "OPS", "ops.risk.t.breaker")
+        assert isinstance(change, BreakerChange) and change.trips[0].breaker == "feed_stale"
+        cancels = await stored(bus, "COMMAND", "cmd.sim.main.BTC-USDT-USDT.cancel_all")
+        assert len(cancels) == 1
+        assert await view.state_for("sim", "BTC/USDT:USDT", "main") == ("halted", SCOPE)
+
+        risk.kill()
+        async with feeding(bus):
+            # Dead monitor: its breaker stays in the bucket, and once its heartbeat is stale every
+            # other market is reduce-only for the executor.
+            await eventually(
+                lambda: _equals(view.state_for("sim", "ETH/USDT:USDT", "main"), ("reduce_only", "heartbeat")),
+                timeout=10,
+                what="a stale heartbeat to make the executor careful",
+            )
+            assert await view.state_for("sim", "BTC/USDT:USDT", "main") == ("halted", SCOPE)
+
+            risk.start()  # re-derives the open breaker from the log: no change is published
+            await eventually(
+                lambda: _equals(view.state_for("sim", "ETH/USDT:USDT", "main"), ("ok", "")), timeout=20, what="a fresh heartbeat"
+            )
+            assert await bucket_state(bus, SCOPE) == "halted"
+            assert len(await stored(bus, "OPS", "ops.risk.t.breaker")) == 1
+
+            # Data flows again, and an operator closes it.
+            fields: dict[str, object] = dict(target_component="risk", target_instance="t", action="reset", operator="alice",
+                                             ts=int(time.time() * 1000))  # fmt: skip
+            await (await Publisher(bus).start()).publish(ControlCommand(id=ids.content_id("ctl", fields), **fields))  # type: ignore[arg-type]
+            await eventually(lambda: _is(bus, SCOPE, "ok"), timeout=10, what="the operator's reset in the bucket")
+        changes = await stored(bus, "OPS", "ops.risk.t.breaker")
+        assert [c.state for c in changes if isinstance(c, BreakerChange)] == ["halted", "ok"]
+    finally:
+        await view.stop()
+
+
+async def _is(bus: Client, scope: str, state: str) -> bool:
+    return await bucket_state(bus, scope) == state
+
+
+async def _equals(got: object, want: object) -> bool:
+    return await got == want  # type: ignore[misc]
