@@ -26,6 +26,7 @@ from executors.config import ExecutorConfig
 from gateway.auth import SECRET_VARIABLES
 from gateway.config import GatewayConfig
 from monitors.alerts.config import AlertsConfig
+from monitors.risk.config import RiskConfig
 from strategies.grid.config import GridConfig
 from venues.sim.config import SimConfig
 
@@ -84,6 +85,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     executor: ExecutorConfig = ExecutorConfig()
     gateway: GatewayConfig = GatewayConfig()
     alerts: AlertsConfig = AlertsConfig()
+    risk: RiskConfig = RiskConfig()
     grids: list[GridConfig] = msgspec.field(default_factory=default_grids)
 
     def __post_init__(self) -> None:

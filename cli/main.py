@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--quiet", action="store_true", help="no periodic status line")
 
     run = sub.add_parser("run", help="run one component in the foreground")
-    run.add_argument("component", choices=["sim", "executor", "grid", "gateway", "nats"])
+    run.add_argument("component", choices=["sim", "executor", "grid", "gateway", "risk", "reconciler", "alerts", "nats"])
     run.add_argument("--instance", help="grid instance id (for `run grid`)")
     run.add_argument("--from-file", type=Path, help="`run gateway`: playback plays this exported incident (sqt replay export)")
     run.add_argument("--nats-port", type=int)

@@ -34,6 +34,10 @@ def run_component(config: Config, component: str, instance: str | None, from_fil
             from executors.runner import run_executor
 
             return process.run("executor", lambda stop: run_executor(config.bus(), config.executor, stop))
+        case "risk":
+            from monitors.risk.runner import run_risk
+
+            return process.run(f"risk:{config.risk.instance}", lambda stop: run_risk(config.bus(), config.risk, stop))
         case "alerts":
             from monitors.alerts.channels import ChannelConfigError
             from monitors.alerts.runner import run_alerts
