@@ -55,13 +55,15 @@ def fold(*events: Any, at: int = T0) -> Record:
     return state
 
 
-def kinds(record: Record, orders: list[OrderUpdate], positions: list[Position] = [], now: int = T0 + 60_000) -> list[tuple[str, str]]:
-    c = compare(record, orders, positions, now, now, SETTINGS)
+def kinds(record: Record, orders: list[OrderUpdate], positions: tuple[Position, ...] = (), now: int = T0 + 60_000) -> list[tuple[str, str]]:
+    c = compare(record, orders, list(positions), now, now, SETTINGS)
     return sorted((d.kind, d.key) for d in c.differences)
 
 
-def deferred(record: Record, orders: list[OrderUpdate], positions: list[Position] = [], now: int = T0 + 60_000) -> list[tuple[str, str]]:
-    c = compare(record, orders, positions, now, now, SETTINGS)
+def deferred(
+    record: Record, orders: list[OrderUpdate], positions: tuple[Position, ...] = (), now: int = T0 + 60_000
+) -> list[tuple[str, str]]:
+    c = compare(record, orders, list(positions), now, now, SETTINGS)
     return sorted((d.kind, d.key) for d in c.deferred)
 
 
@@ -160,13 +162,13 @@ def test_nothing_is_judged_about_an_order_the_venue_updated_within_the_grace_per
 
 def test_positions_drift_only_beyond_the_tolerance_and_not_while_the_market_is_active() -> None:
     r = fold(position("1"))
-    assert kinds(r, [], [position("1.001")]) == []  # within 0.001
-    assert kinds(r, [], [position("1.002")]) == [("position_drift", SYMBOL)]
-    assert kinds(r, [], [position("1", "short")]) == [("position_drift", SYMBOL)]  # -1 vs +1
-    assert kinds(fold(), [], [position("0.5")]) == [("position_drift", SYMBOL)]  # none in our record
-    assert kinds(r, [], []) == [("position_drift", SYMBOL)]  # flat at the venue
-    assert kinds(r, [], [position("2")], now=T0 + GRACE - 1) == []
-    assert deferred(r, [], [position("2")], now=T0 + GRACE - 1) == [("position_drift", SYMBOL)]
+    assert kinds(r, [], (position("1.001"),)) == []  # within 0.001
+    assert kinds(r, [], (position("1.002"),)) == [("position_drift", SYMBOL)]
+    assert kinds(r, [], (position("1", "short"),)) == [("position_drift", SYMBOL)]  # -1 vs +1
+    assert kinds(fold(), [], (position("0.5"),)) == [("position_drift", SYMBOL)]  # none in our record
+    assert kinds(r, [], ()) == [("position_drift", SYMBOL)]  # flat at the venue
+    assert kinds(r, [], (position("2"),), now=T0 + GRACE - 1) == []
+    assert deferred(r, [], (position("2"),), now=T0 + GRACE - 1) == [("position_drift", SYMBOL)]
 
 
 def test_an_unknown_outcome_is_settled_at_once_when_the_venue_lists_it_and_reported_when_overdue() -> None:

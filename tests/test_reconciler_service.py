@@ -192,7 +192,9 @@ async def test_an_order_removed_at_the_exchange_is_reported_missing_and_its_real
     [finding] = (await rig.reconciler.check_once("manual")).findings
     assert (finding.kind, finding.action, finding.order_id) == ("missing_order", "published", placed.order_id)
     assert finding.evidence["ours"]["status"] == "open" and finding.evidence["venue"]["status"] == "canceled"
-    events = [e for e in await stored(rig.nc, "ACCOUNT", subjects.acct("sim", "main", SYMBOL, "order")) if e.client_order_id == f"{PREFIX}gone"]
+    events = [
+        e for e in await stored(rig.nc, "ACCOUNT", subjects.acct("sim", "main", SYMBOL, "order")) if e.client_order_id == f"{PREFIX}gone"
+    ]
     assert [e.status for e in events] == ["open", "canceled"]
     assert events[-1].id == ids.order_event_id("sim", "main", f"{PREFIX}gone", "canceled", Decimal(0))
     await eventually(lambda: rig.parts.record.state.orders[f"{PREFIX}gone"].status == "canceled", what="the record to book it")
@@ -207,7 +209,9 @@ async def test_a_missing_order_under_policy_report_is_reported_and_nothing_is_pu
     rig.later()
     [finding] = (await rig.reconciler.check_once("manual")).findings
     assert (finding.kind, finding.action) == ("missing_order", "none")
-    events = [e for e in await stored(rig.nc, "ACCOUNT", subjects.acct("sim", "main", SYMBOL, "order")) if e.client_order_id == f"{PREFIX}gone"]
+    events = [
+        e for e in await stored(rig.nc, "ACCOUNT", subjects.acct("sim", "main", SYMBOL, "order")) if e.client_order_id == f"{PREFIX}gone"
+    ]
     assert [e.status for e in events] == ["open"]
 
 
@@ -239,7 +243,9 @@ async def triggered(rig: Rig) -> None:
     rig.tasks.append(loop)
     await eventually(lambda: rig.reconciler.checks == 1, what="the first pass")
     now = int(time.time() * 1000)
-    gap = GapMarker(id="gap1", venue="sim", symbol=SYMBOL, stream="ticker", since=now - 5_000, until=now, reason="test", ts=now, ts_local=now)
+    gap = GapMarker(
+        id="gap1", venue="sim", symbol=SYMBOL, stream="ticker", since=now - 5_000, until=now, reason="test", ts=now, ts_local=now
+    )
     publisher = await Publisher(rig.nc).start()
     await publisher.publish(gap)
     await eventually(lambda: rig.reconciler.checks == 2, what="a pass after the gap marker")
@@ -270,17 +276,21 @@ class DownVenue:
 
 async def test_a_venue_that_keeps_failing_makes_the_reconciler_back_off_and_say_so(bus: Client) -> None:
     async for rig in start_rig(bus, "fix", venue=DownVenue(), backoff_ms=1_000, backoff_max_ms=8_000):
-        before = metrics.FAILURES.labels("sim", "venue_unavailable")._value.get()
-        loop = asyncio.create_task(rig.reconciler.run(rig.stop))
-        await eventually(lambda: len(rig.reconciler.delays) >= 6, what="six backoffs")
-        rig.reconciler.trigger("gap")  # a trigger does not cut a backoff short
-        await eventually(lambda: len(rig.reconciler.delays) >= 7, what="a seventh")
-        rig.stop.set()
-        await loop
-        assert rig.reconciler.delays[:7] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
-        assert rig.reconciler.status()["consecutive_failures"] >= 7
-        assert "venue_unavailable" in rig.reconciler.status()["last_error"]
-        assert metrics.FAILURES.labels("sim", "venue_unavailable")._value.get() - before >= 7
-        [alert] = await stored(bus, "OPS", subjects.ops("reconciler", "*", "alert"))
-        assert (alert.kind, alert.value) == ("reconciler_failing", Decimal(3))
+        await backs_off(rig)
 
+
+async def backs_off(rig: Rig) -> None:
+    bus = rig.nc
+    before = metrics.FAILURES.labels("sim", "venue_unavailable")._value.get()
+    loop = asyncio.create_task(rig.reconciler.run(rig.stop))
+    await eventually(lambda: len(rig.reconciler.delays) >= 6, what="six backoffs")
+    rig.reconciler.trigger("gap")  # a trigger does not cut a backoff short
+    await eventually(lambda: len(rig.reconciler.delays) >= 7, what="a seventh")
+    rig.stop.set()
+    await loop
+    assert rig.reconciler.delays[:7] == [1.0, 2.0, 4.0, 8.0, 8.0, 8.0, 8.0]
+    assert rig.reconciler.status()["consecutive_failures"] >= 7
+    assert "venue_unavailable" in rig.reconciler.status()["last_error"]
+    assert metrics.FAILURES.labels("sim", "venue_unavailable")._value.get() - before >= 7
+    [alert] = await stored(bus, "OPS", subjects.ops("reconciler", "*", "alert"))
+    assert (alert.kind, alert.value) == ("reconciler_failing", Decimal(3))
