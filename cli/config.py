@@ -26,6 +26,7 @@ from executors.config import ExecutorConfig
 from gateway.auth import SECRET_VARIABLES
 from gateway.config import GatewayConfig
 from monitors.alerts.config import AlertsConfig
+from monitors.reconciler.config import ReconcilerConfig
 from monitors.risk.config import RiskConfig
 from strategies.grid.config import GridConfig
 from venues.sim.config import SimConfig
@@ -86,6 +87,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     gateway: GatewayConfig = GatewayConfig()
     alerts: AlertsConfig = AlertsConfig()
     risk: RiskConfig = RiskConfig()
+    reconciler: ReconcilerConfig = ReconcilerConfig()
     grids: list[GridConfig] = msgspec.field(default_factory=default_grids)
 
     def __post_init__(self) -> None:
@@ -152,7 +154,14 @@ def env_overrides(raw: dict[str, Any], environ: dict[str, str], origin: dict[str
     """
     origin = {} if origin is None else origin
     fields = {f.name: f.type for f in msgspec.structs.fields(Config)}
-    struct_sections = {"nats": NatsSettings, "sim": SimConfig, "executor": ExecutorConfig, "gateway": GatewayConfig, "alerts": AlertsConfig}
+    struct_sections = {
+        "nats": NatsSettings,
+        "sim": SimConfig,
+        "executor": ExecutorConfig,
+        "gateway": GatewayConfig,
+        "alerts": AlertsConfig,
+        "reconciler": ReconcilerConfig,
+    }
     if environ.get("NATS_URL"):
         raw.setdefault("nats", {})["url"] = environ["NATS_URL"]
         origin["nats.url"] = "NATS_URL"

@@ -50,6 +50,10 @@ def run_component(config: Config, component: str, instance: str | None, from_fil
                     raise SystemExit(2) from None
 
             return process.run(f"alerts:{config.alerts.instance}", alerts)
+        case "reconciler":
+            from monitors.reconciler.runner import run_reconciler
+
+            return process.run("reconciler", lambda stop: run_reconciler(config.bus(), config.reconciler, stop))
         case "gateway":
             from gateway.auth import AuthConfigError
             from gateway.runner import run_gateway
