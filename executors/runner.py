@@ -5,13 +5,15 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from typing import Any
 
 from nats.aio.client import Client
 
 from bus.connection import connect
 from bus.consumer import ConsumerSpec
+from bus.contract import Inbound
+from bus.errors import RetryLater
 from bus.handler import HandlerRuntime
 from bus.http import serve
 from bus.service import register
@@ -20,8 +22,9 @@ from bus.streams import apply
 from executors import metrics
 from executors.breakers import BreakerView
 from executors.config import ExecutorConfig
-from executors.executor import Executor
+from executors.executor import VERB, Executor
 from schemas import subjects
+from schemas.account import OrderUpdate
 from schemas.commands import Command
 from venues.factory import open_venue
 from venues.protocol import Venue
@@ -53,9 +56,47 @@ def throttler(cfg: ExecutorConfig) -> Callable[[], Awaitable[None]]:
     return take
 
 
+class Observed:
+    """The executor as the runtime sees it, measured from outside: decision-to-answer time, the
+    order events it reports, and the batches it leaves for later (metrics only; it decides nothing)."""
+
+    def __init__(self, executor: Executor, venue: str) -> None:
+        self.executor = executor
+        self.venue = venue
+        self.latency = {verb: metrics.DECISION_TO_ANSWER.labels(verb) for verb in set(VERB.values())}
+
+    def key(self, inbound: Inbound[Command]) -> str:
+        return self.executor.key(inbound)
+
+    def exclusive(self, inbound: Inbound[Command]) -> bool:
+        return self.executor.exclusive(inbound)
+
+    def on_invalid(self, seq: int, subject: str, data: bytes, reason: str) -> Sequence[Any]:
+        return self._reported(self.executor.on_invalid(seq, subject, data, reason))
+
+    async def handle(self, inbound: Inbound[Command]) -> Sequence[Any]:
+        try:
+            outputs = await self.executor.handle(inbound)
+        except RetryLater:
+            metrics.RETRY_LATER.inc()
+            raise
+        ts = getattr(inbound.event, "ts", 0)
+        if ts:
+            self.latency[VERB[type(inbound.event)]].observe(max(0.0, time.time() - ts / 1000))
+        return self._reported(outputs)
+
+    def _reported(self, outputs: Sequence[Any]) -> Sequence[Any]:
+        for event in outputs:
+            if isinstance(event, OrderUpdate):
+                metrics.ORDER_REPORTS.labels(self.venue, event.status).inc()
+                if event.filled:
+                    metrics.REPORTED_FILLED.labels(self.venue, event.symbol).inc()
+        return outputs
+
+
 def build_executor(nc: Client, cfg: ExecutorConfig, venue: Venue, breakers: BreakerView) -> HandlerRuntime[Command]:
     """The executor's consumer, ready to run."""
-    return HandlerRuntime(nc, executor_spec(cfg), Executor(venue, breakers, cfg, throttler(cfg)))
+    return HandlerRuntime(nc, executor_spec(cfg), Observed(Executor(venue, breakers, cfg, throttler(cfg)), cfg.venue))
 
 
 async def run_executor(settings: BusSettings, cfg: ExecutorConfig, stop: asyncio.Event) -> None:
@@ -83,8 +124,15 @@ async def run_executor(settings: BusSettings, cfg: ExecutorConfig, stop: asyncio
             "uptime_s": round(time.time() - started, 1),
         }
 
-    service = await register(nc, "executor", f"{cfg.venue}-{cfg.account}", "order executor: commands -> venue calls", status)
     http = await serve(cfg.metrics_port, metrics.REGISTRY, status) if cfg.metrics_port else None
+    service = await register(
+        nc,
+        "executor",
+        f"{cfg.venue}-{cfg.account}",
+        "order executor: commands -> venue calls",
+        status,
+        http=f"127.0.0.1:{cfg.metrics_port}" if cfg.metrics_port else None,
+    )
     try:
         await runtime.run(stop)
     finally:
