@@ -112,6 +112,7 @@ class Feed:
 
     def _fold(self, stream: str, batch: list[StoredMsg], decode: Callable[[bytes], object], live: bool) -> None:
         view, hub = self.view, self.hub
+        seen = hub.metrics.market_seen
         for seq, subject, data, _headers, stored_ns in batch:
             event = admit(decode, subject, data)
             if event is None:
@@ -121,6 +122,8 @@ class Feed:
             routed = view.apply(stream, seq, event)
             if routed is None:
                 continue
+            if stream == "MARKET" and routed.market is not None:
+                seen[routed.market] = stored_ns  # feed staleness (gateway/metrics.py)
             text = encode(routed.frame)
             view.remember(routed, text)
             if live:

@@ -35,7 +35,12 @@ async def run_gateway(bus: BusSettings, config: GatewayConfig, stop: asyncio.Eve
             port = runner.addresses[0][1]  # the one bound, when the config said 0
             where = f"{config.host}:{port}"
             service = await register(
-                nc, "gateway", f"port-{port}", f"browser gateway: the live page at http://{where}/", lambda: state_of(app)
+                nc,
+                "gateway",
+                f"port-{port}",
+                f"browser gateway: the live page at http://{where}/",
+                lambda: state_of(app),
+                http=where,  # /health, /status and /metrics are on the gateway's own port
             )
             log.info("gateway: serving http://%s/", where)
             try:

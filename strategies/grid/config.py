@@ -32,6 +32,7 @@ class GridConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
     post_only_retries: int = 3  # post-only rejections of a slot before it falls back to plain limit
     ttl_ms: int = 30_000  # command time-to-live
     price_band: PriceBand = PriceBand()  # tickers beyond it are garbage, dead-lettered (schemas/sanity.py)
+    metrics_port: int = 0  # /health, /status and /metrics (Prometheus) on 127.0.0.1; 0 = off
 
     def __post_init__(self) -> None:
         if not _INSTANCE.match(self.instance):

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from decimal import Decimal
 from typing import Any
 
@@ -21,6 +22,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from bus import checkpoints
 from bus.connection import connect
+from bus.http import serve
 from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import register
@@ -34,6 +36,7 @@ from schemas.subjects import breaker_scopes
 from strategies.grid.config import GridConfig
 from strategies.grid.core import GridCore
 from strategies.grid.lattice import check_config, client_prefix
+from strategies.grid.metrics import GridMetrics
 from strategies.grid.state import GridState
 from venues.errors import Transient
 from venues.factory import open_venue
@@ -117,7 +120,7 @@ async def current_breakers(nc: Client, grid: GridConfig) -> dict[str, BreakerCha
     """The last change of every breaker scope covering the grid, as the bucket holds it."""
     kv = await nc.jetstream().key_value(BREAKERS.name)
     out: dict[str, BreakerChange] = {}
-    for scope in breaker_scopes(grid.venue, grid.symbol):
+    for scope in breaker_scopes(grid.venue, grid.symbol, grid.account):
         try:
             entry = await kv.get(scope)
         except (KeyNotFoundError, NotFoundError):
@@ -233,6 +236,7 @@ async def run_grid(settings: BusSettings, grid: GridConfig, stop: asyncio.Event)
         runtime = await build_grid(nc, venue, grid, stop)
         if runtime is None:
             return
+        started = time.time()
 
         def status() -> dict[str, Any]:
             st = runtime.state
@@ -251,12 +255,27 @@ async def run_grid(settings: BusSettings, grid: GridConfig, stop: asyncio.Event)
                 "last_price": str(st.last_price),
                 "fault": st.fault,
                 "last_error": runtime.stats.last_error,
+                "uptime_s": round(time.time() - started, 1),
             }
 
-        service = await register(nc, "grid", grid.instance, f"{grid.mode} grid on {grid.symbol}", status)
+        http = None
+        if grid.metrics_port:
+            assert isinstance(runtime.core, GridCore)
+            grid_metrics = GridMetrics(runtime.core, lambda: runtime.state)
+            http = await serve(grid.metrics_port, grid_metrics.registry, status)
+        service = await register(
+            nc,
+            "grid",
+            grid.instance,
+            f"{grid.mode} grid on {grid.symbol}",
+            status,
+            http=f"127.0.0.1:{grid.metrics_port}" if grid.metrics_port else None,
+        )
         try:
             await runtime.run(stop)
         finally:
             await service.stop()
+            if http is not None:
+                await http.cleanup()
     finally:
         await nc.close()
