@@ -388,11 +388,80 @@ async def sum_valid(s: Stack) -> None:
     assert s.consumer.state.count == before + 1  # type: ignore[attr-defined]
 
 
+# ----------------------------------------------------------------------------- the reconciler
+
+
+def reconciler_inputs() -> list[tuple[str, Any]]:
+    from schemas.account import Fill, Position
+    from schemas.market import GapMarker
+
+    order = dict(grid_inputs())[subjects.acct("sim", "main", SYMBOL, "order")]
+    fill = Fill(id="f", venue="sim", account="main", symbol=SYMBOL, trade_id="t", order_id="1", client_order_id="c1", side="buy",
+                price=Decimal(100), amount=Decimal(1), liquidity="maker", ts=T0, ts_local=T0)  # fmt: skip
+    position = Position(id="p", venue="sim", account="main", symbol=SYMBOL, side="long", contracts=Decimal(1), ts=T0, ts_local=T0)
+    gap = GapMarker(id="g", venue="sim", symbol=SYMBOL, account="main", stream="order", since=T0, until=T0, reason="r", ts=T0, ts_local=T0)
+    return [
+        (subjects.acct("sim", "main", SYMBOL, "order"), order),
+        (subjects.acct("sim", "main", SYMBOL, "fill"), fill),
+        (subjects.acct("sim", "main", SYMBOL, "position"), position),
+        (subjects.acct("sim", "main", SYMBOL, "gap"), gap),
+    ]
+
+
+def reconciler_gap_inputs() -> list[tuple[str, Any]]:
+    from schemas.market import GapMarker
+
+    gap = GapMarker(id="g", venue="sim", symbol=SYMBOL, stream="ticker", since=T0, until=T0, reason="r", ts=T0, ts_local=T0)
+    return [(subjects.md("sim", SYMBOL, "gap"), gap)]
+
+
+async def reconciler_parts(nc: Client, stack: AsyncExitStack) -> Any:
+    from monitors.reconciler.config import ReconcilerConfig
+    from monitors.reconciler.runner import build_reconciler
+
+    # The record and the gap watch are the consumers; the passes never run here (no venue calls).
+    return build_reconciler(nc, ReconcilerConfig(), SimVenue(nc), await publisher(nc, stack))
+
+
+async def reconciler_start(nc: Client, stack: AsyncExitStack, stop: asyncio.Event) -> Stack:
+    parts = await reconciler_parts(nc, stack)
+    await run_consumer(parts.record, stack, stop)
+    return Stack(nc, parts.record, await publisher(nc, stack), "ACCOUNT")
+
+
+async def reconciler_valid(s: Stack) -> None:
+    s.counter += 1
+    now = int(time.time() * 1000)
+    order = dict(grid_inputs())[subjects.acct("sim", "main", SYMBOL, "order")]
+    ack = await s.publisher.publish(msgspec.structs.replace(order, id=f"valid{s.counter}", client_order_id=f"valid{s.counter}", ts=now))
+    await settled_past(s, ack.seq)
+    assert f"valid{s.counter}" in s.consumer.state.orders  # type: ignore[attr-defined]
+
+
+async def reconciler_gaps_start(nc: Client, stack: AsyncExitStack, stop: asyncio.Event) -> Stack:
+    parts = await reconciler_parts(nc, stack)
+    await run_consumer(parts.gaps, stack, stop)
+    return Stack(nc, parts.gaps, await publisher(nc, stack), "MARKET", extra={"parts": parts})
+
+
+async def reconciler_gaps_valid(s: Stack) -> None:
+    s.counter += 1
+    now = int(time.time() * 1000)
+    [(_, gap)] = reconciler_gap_inputs()
+    ack = await s.publisher.publish(
+        msgspec.structs.replace(gap, id=f"valid{s.counter}", since=now - 1_000, until=now, ts=now, ts_local=now)
+    )
+    await settled_past(s, ack.seq)
+    assert s.extra["parts"].gaps.handler.seen == s.counter  # every valid marker reached the watch, and only those
+
+
 TARGETS: tuple[Target, ...] = (
     Target("executor", executor_inputs, executor_start, executor_valid),
     Target("grid", grid_inputs, grid_start, grid_valid, grid_semantic),
     Target("sim", sim_inputs, sim_start, sim_valid),
     Target("runtime", sum_inputs, sum_start, sum_valid),
+    Target("reconciler", reconciler_inputs, reconciler_start, reconciler_valid),
+    Target("reconciler-gaps", reconciler_gap_inputs, reconciler_gaps_start, reconciler_gaps_valid),
 )
 
 
