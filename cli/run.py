@@ -35,9 +35,16 @@ def run_component(config: Config, component: str, instance: str | None, from_fil
 
             return process.run("executor", lambda stop: run_executor(config.bus(), config.executor, stop))
         case "risk":
-            from monitors.risk.runner import run_risk
+            from monitors.risk.runner import RiskConfigError, run_risk
 
-            return process.run(f"risk:{config.risk.instance}", lambda stop: run_risk(config.bus(), config.risk, stop))
+            async def risk(stop: asyncio.Event) -> None:
+                try:
+                    await run_risk(config.bus(), config.risk, stop)
+                except RiskConfigError as exc:
+                    logging.getLogger("risk").error("%s", exc)
+                    raise SystemExit(2) from None
+
+            return process.run(f"risk:{config.risk.instance}", risk)
         case "alerts":
             from monitors.alerts.channels import ChannelConfigError
             from monitors.alerts.runner import run_alerts

@@ -42,6 +42,7 @@ def components(config: Config, config_path: str | None) -> list[tuple[str, list[
     out = [
         ("sim", base + ["run", "sim"], f"simulated exchange {config.sim.venue!r} ({config.sim.clock} clock)"),
         ("executor", base + ["run", "executor"], f"order executor for {config.executor.venue}/{config.executor.account}"),
+        ("risk", base + ["run", "risk"], f"risk monitor {config.risk.instance!r} over {len(config.risk.markets())} markets"),
         ("gateway", base + ["run", "gateway"], f"live page http://{config.gateway.host}:{config.gateway.port}/"),
     ]
     for grid in config.grids:

@@ -24,6 +24,7 @@ from typing import Any
 import msgspec
 from hypothesis import assume
 from hypothesis import strategies as st
+from msgspec.structs import replace
 from nats.aio.client import Client
 
 from bus import streams
@@ -33,12 +34,14 @@ from bus.publisher import Publisher
 from executors.breakers import BreakerView
 from executors.config import ExecutorConfig
 from executors.runner import build_executor
+from monitors.risk.config import RiskConfig, Watched
+from monitors.risk.runner import build_risk
 from schemas import ids, subjects
-from schemas.account import Liquidation, OrderUpdate
+from schemas.account import Balance, Liquidation, OrderUpdate, Position
 from schemas.codec import encode
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
 from schemas.market import Ticker
-from schemas.ops import BreakerChange, ControlAction, ControlCommand, VenueSnapshot
+from schemas.ops import BreakerChange, Clock, ControlAction, ControlCommand, RiskAlert, VenueSnapshot
 from strategies.grid.config import GridConfig
 from strategies.grid.lattice import client_order_id, client_prefix
 from strategies.grid.runner import build_grid
@@ -386,6 +389,49 @@ async def sum_valid(s: Stack) -> None:
     ack = await s.publisher.publish(Ticker(id=f"v{s.counter}", venue="sim", symbol="BTC/USDT", last=Decimal(100), ts=now, ts_local=now))
     await settled_past(s, ack.seq)
     assert s.consumer.state.count == before + 1  # type: ignore[attr-defined]
+
+
+# ----------------------------------------------------------------------------- the risk monitor
+
+RISK = RiskConfig(instance="h", watch=[Watched(venue="sim", account="main", symbols=[SYMBOL])])
+
+
+def risk_inputs() -> list[tuple[str, Any]]:
+    grid = dict(grid_inputs())
+    ticker, order = grid[subjects.md("sim", SYMBOL, "ticker")], grid[subjects.acct("sim", "main", SYMBOL, "order")]
+    position = Position(id="p", venue="sim", account="main", symbol=SYMBOL, side="long", contracts=Decimal(1), mark_price=Decimal(100),
+                        liquidation_price=Decimal(50), ts=T0, ts_local=T0)  # fmt: skip
+    balance = Balance(
+        id="b", venue="sim", account="main", asset="USDT", free=Decimal(1), used=Decimal(0), total=Decimal(1), ts=T0, ts_local=T0
+    )
+    place = dict(executor_inputs())[subjects.cmd("sim", "main", SYMBOL, "place")]
+    clock = Clock(id="c", component="risk", instance=RISK.instance, ts=T0)
+    control = ControlCommand(
+        id="k", target_component="risk", target_instance=RISK.instance, action="halt", scope="venue.x", operator="op", ts=T0
+    )
+    alert = RiskAlert(id="a", component="reconciler", instance="r", severity="warning", kind="position_drift", message="m", venue="sim",
+                      symbol=SYMBOL, ts=T0)  # fmt: skip
+    return [
+        (subjects.md("sim", SYMBOL, "ticker"), ticker),
+        (subjects.acct("sim", "main", SYMBOL, "order"), order),
+        (subjects.acct("sim", "main", SYMBOL, "position"), position),
+        (subjects.balance("sim", "main", "USDT"), balance),
+        (subjects.cmd("sim", "main", SYMBOL, "place"), place),
+        (subjects.ops("risk", RISK.instance, "clock"), clock),
+        (subjects.control("risk", RISK.instance), control),
+        (subjects.control("risk"), replace(control, target_instance="all")),
+        (subjects.ops("reconciler", "r", "alert"), alert),
+    ]
+
+
+async def risk_start(nc: Client, stack: AsyncExitStack, stop: asyncio.Event) -> Stack:
+    runtime = await build_risk(nc, RISK)
+    await run_consumer(runtime, stack, stop)
+    return Stack(nc, runtime, await publisher(nc, stack), runtime.spec.stream)
+
+
+# risk_valid and Target("risk", risk_inputs, risk_start, risk_valid, grid_semantic) were here: lost by the
+# reconciler's session (an editing accident), which could recover only the lines above; see its report.
 
 
 # ----------------------------------------------------------------------------- the reconciler

@@ -9,11 +9,12 @@ from bus.contract import apply_input
 from monitors.risk.config import RiskConfig
 from monitors.risk.core import RiskCore
 from monitors.risk.runner import risk_spec
-from monitors.risk.state import RiskState
+from monitors.risk.state import RiskState, market_key
 from schemas import ids
 from schemas.account import Balance, Position
 from schemas.codec import encode
 from schemas.commands import CancelAll
+from schemas.market import Market
 from schemas.ops import BreakerChange, Clock, ControlCommand, RiskAlert
 from schemas.subjects import subject_of
 from testkit.events import order_update, place, ticker
@@ -21,10 +22,19 @@ from testkit.events import order_update, place, ticker
 T0 = 1_700_000_000_000
 
 
+def markets_of(cfg: RiskConfig) -> dict[str, Market]:
+    """Rules for every watched market: a tick of 0.01 (the sim's ETH and spot BTC)."""
+    return {
+        market_key(v, s): Market(symbol=s, kind="swap", base=s.split("/")[0], quote="USDT", tick_size=Decimal("0.01"),
+                                 lot_size=Decimal("0.001"), min_amount=Decimal("0.001"), min_notional=Decimal(5))
+        for v, s in cfg.markets()
+    }  # fmt: skip
+
+
 class RiskDriver:
     def __init__(self, cfg: RiskConfig | None = None, **kw: Any) -> None:
         self.cfg = cfg or RiskConfig(**kw)
-        self.core = RiskCore(self.cfg)
+        self.core = RiskCore(self.cfg, markets_of(self.cfg))
         self.rules = risk_spec(self.cfg).rules()
         self.state: RiskState = self.core.initial_state()
         self.seq = 0

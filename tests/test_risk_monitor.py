@@ -35,6 +35,9 @@ CONFIG = """
 data_dir = "{data}"
 [nats]
 url = "{url}"
+[sim]
+clock = "lockstep"         # it answers (the monitor asks it the market rules) but prints nothing
+history_minutes = 1
 [risk]
 instance = "t"
 clock_ms = 100
@@ -54,24 +57,36 @@ class Risk:
         self.config.write_text(CONFIG.format(data=workdir / "data", url=url))
         self.log = workdir / "risk.log"
         self.proc: subprocess.Popen[bytes] | None = None
+        self.sim: subprocess.Popen[bytes] | None = None
 
-    def start(self) -> None:
+    def _run(self, component: str) -> subprocess.Popen[bytes]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SQT_")}
         with open(self.log, "ab") as out:
-            argv = [sys.executable, "-m", "cli.main", "--config", str(self.config), "run", "risk"]
-            self.proc = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+            argv = [sys.executable, "-m", "cli.main", "--config", str(self.config), "run", component]
+            return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def start(self) -> None:
+        if self.sim is None:
+            self.sim = self._run("sim")
+        self.proc = self._run("risk")
 
     def kill(self) -> None:
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGKILL)
             self.proc.wait()
 
+    def stop_all(self) -> None:
+        self.kill()
+        if self.sim is not None and self.sim.poll() is None:
+            self.sim.kill()
+            self.sim.wait()
+
 
 @pytest.fixture
 def risk(tmp_path: Path, nats_server: EmbeddedServer) -> Iterator[Risk]:
     r = Risk(tmp_path, nats_server.url)
     yield r
-    r.kill()
+    r.stop_all()
 
 
 @contextlib.asynccontextmanager

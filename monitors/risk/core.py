@@ -15,7 +15,6 @@ halts gets a cancel-all for every market it covers.
 
 from __future__ import annotations
 
-from decimal import Decimal
 from typing import Any
 
 from msgspec.structs import replace
@@ -41,18 +40,17 @@ RULES = {"reject_rate": "rejects"}  # breaker name -> its config key, where they
 
 
 class RiskCore:
-    def __init__(self, config: RiskConfig) -> None:
+    def __init__(self, config: RiskConfig, markets: dict[str, Market]) -> None:
+        """`markets`: the venues' rules of every watched market, by `venue|symbol` (market-data
+        sanity needs the tick: a first price below one would anchor the guard's band on garbage)."""
         self.cfg = config
         self.watched = {market_key(v, s) for v, s in config.markets()}
+        missing = sorted(self.watched - markets.keys())
+        if missing:
+            raise ValueError(f"no market rules for {', '.join(missing)}")
         self.accounts = {account_key(v, a) for v, a in config.accounts()}
         self.quotes = {account_key(w.venue, w.account): w.quote for w in config.watch}
-        # Market-data sanity without the venue's rules (the monitor must run while a venue is
-        # down): the shared guard's band and absurdity checks, with a tick below any real one.
-        self.markets = {
-            market_key(v, s): Market(symbol=s, kind="swap", base="?", quote="?", tick_size=Decimal("1e-12"), lot_size=Decimal(1),
-                                     min_amount=Decimal(0), min_notional=Decimal(0))
-            for v, s in config.markets()
-        }  # fmt: skip
+        self.markets = {key: markets[key] for key in self.watched}
         self.band = PriceBand()
         self.origin = f"risk:{config.instance}"
 

@@ -39,14 +39,16 @@ from bus.streams import BREAKERS, DAY, MINUTE, Source, StreamSpec, apply, apply_
 from monitors.risk import metrics
 from monitors.risk.config import RiskConfig
 from monitors.risk.core import RiskCore
-from monitors.risk.state import RiskState
+from monitors.risk.state import RiskState, market_key
 from schemas import ids, subjects
 from schemas.account import Balance, OrderUpdate, Position
 from schemas.codec import encode
 from schemas.commands import PlaceOrder
-from schemas.market import Ticker
+from schemas.market import Market, Ticker
 from schemas.ops import BreakerChange, Clock, ControlCommand, RiskAlert, RiskHeartbeat
 from schemas.subjects import HEARTBEAT_KEY
+from venues.errors import Transient
+from venues.factory import open_venue
 
 log = logging.getLogger("risk")
 
@@ -162,20 +164,52 @@ async def heartbeat(nc: Client, runtime: RiskRuntime, cfg: RiskConfig, stop: asy
             await asyncio.wait_for(stop.wait(), cfg.heartbeat_ms / 1000)
 
 
-async def build_risk(nc: Client, cfg: RiskConfig, publisher: Publisher | None = None) -> RiskRuntime:
+class RiskConfigError(RuntimeError):
+    """The monitor cannot watch what its config names (the message names the market)."""
+
+
+async def market_rules(nc: Client, cfg: RiskConfig, sim_venue: str, stop: asyncio.Event) -> dict[str, Market] | None:
+    """Every watched market's rules, asking each venue until it answers (None if stopped first).
+
+    Until then no heartbeat is written, so the executors stay reduce-only: the safe side."""
+    out: dict[str, Market] = {}
+    for w in cfg.watch:
+        venue = open_venue(nc, w.venue, w.account, sim_venue=sim_venue)
+        delay = 0.5
+        while True:
+            try:
+                markets = await venue.markets()
+                break
+            except Transient as exc:
+                log.info("waiting for venue %s to say its market rules: %s", w.venue, exc)
+            if stop.is_set():
+                return None
+            with contextlib.suppress(asyncio.TimeoutError):
+                await asyncio.wait_for(stop.wait(), delay)
+            delay = min(delay * 2, 5.0)
+        for symbol in w.symbols:
+            if symbol not in markets:
+                raise RiskConfigError(f"risk.watch: {w.venue} has no market {symbol} (it has {', '.join(sorted(markets))})")
+            out[market_key(w.venue, symbol)] = markets[symbol]
+    return out
+
+
+async def build_risk(nc: Client, cfg: RiskConfig, markets: dict[str, Market], publisher: Publisher | None = None) -> RiskRuntime:
     spec = risk_spec(cfg)
     assert spec.input_stream is not None
     await apply_stream(nc.jetstream(), spec.input_stream)
-    return RiskRuntime(
-        nc, spec, RiskCore(cfg), publisher or await Publisher(nc).start(), on_state=lambda st, _seq: metrics.observe(cfg, st)
-    )
+    core = RiskCore(cfg, markets)
+    return RiskRuntime(nc, spec, core, publisher or await Publisher(nc).start(), on_state=lambda st, _seq: metrics.observe(cfg, st))
 
 
 async def run_risk(settings: BusSettings, cfg: RiskConfig, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, name=f"sqt-risk-{cfg.instance}")
     try:
         await apply(nc.jetstream(), settings.streams())
-        runtime = await build_risk(nc, cfg)
+        markets = await market_rules(nc, cfg, settings.sim_venue, stop)
+        if markets is None:
+            return
+        runtime = await build_risk(nc, cfg, markets)
         assert runtime.publisher is not None
 
         def status() -> dict[str, Any]:
