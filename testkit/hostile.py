@@ -35,7 +35,7 @@ from executors.breakers import BreakerView
 from executors.config import ExecutorConfig
 from executors.runner import build_executor
 from monitors.risk.config import RiskConfig, Watched
-from monitors.risk.runner import build_risk
+from monitors.risk.runner import build_risk, market_rules
 from schemas import ids, subjects
 from schemas.account import Balance, Liquidation, OrderUpdate, Position
 from schemas.codec import encode
@@ -425,13 +425,43 @@ def risk_inputs() -> list[tuple[str, Any]]:
 
 
 async def risk_start(nc: Client, stack: AsyncExitStack, stop: asyncio.Event) -> Stack:
-    runtime = await build_risk(nc, RISK)
+    _sim, venue = await sim_stack(nc, stack, stop)
+    markets = await market_rules(nc, RISK, "sim", stop)
+    assert markets is not None
+    runtime = await build_risk(nc, RISK, markets)
     await run_consumer(runtime, stack, stop)
-    return Stack(nc, runtime, await publisher(nc, stack), runtime.spec.stream)
+    await venue.step(1)  # a real price first, as a live feed gives it
+    await eventually(lambda: runtime.state.markets, timeout=20, what="the risk monitor to see a price")
+    return Stack(nc, runtime, await publisher(nc, stack), runtime.spec.stream, venue)
 
 
-# risk_valid and Target("risk", risk_inputs, risk_start, risk_valid, grid_semantic) were here: lost by the
-# reconciler's session (an editing accident), which could recover only the lines above; see its report.
+async def risk_valid(s: Stack) -> None:
+    """An operator halts a scope, then resets it: the change is decided and written to the bucket."""
+    s.counter += 1
+    action: ControlAction = "halt" if s.counter % 2 else "reset"
+    now = int(time.time() * 1000)
+    await s.publisher.publish(
+        ControlCommand(
+            id=f"valid{s.counter}",
+            target_component="risk",
+            target_instance=RISK.instance,
+            action=action,
+            scope="venue.hostile",
+            operator="test",
+            ts=now,
+        )  # fmt: skip
+    )
+    want = "halted" if action == "halt" else "ok"
+    kv = await s.nc.jetstream().key_value(streams.BREAKERS.name)
+
+    async def stored() -> bool:
+        try:
+            entry = await kv.get("venue.hostile")
+        except Exception:  # noqa: BLE001 - not written yet
+            return False
+        return msgspec.json.decode(entry.value or b"{}").get("state") == want
+
+    await eventually(stored, timeout=20, what=f"the risk monitor to write venue.hostile {want}")
 
 
 # ----------------------------------------------------------------------------- the reconciler
@@ -506,6 +536,7 @@ TARGETS: tuple[Target, ...] = (
     Target("grid", grid_inputs, grid_start, grid_valid, grid_semantic),
     Target("sim", sim_inputs, sim_start, sim_valid),
     Target("runtime", sum_inputs, sum_start, sum_valid),
+    Target("risk", risk_inputs, risk_start, risk_valid, grid_semantic),
     Target("reconciler", reconciler_inputs, reconciler_start, reconciler_valid),
     Target("reconciler-gaps", reconciler_gap_inputs, reconciler_gaps_start, reconciler_gaps_valid),
 )
