@@ -10,6 +10,7 @@ component may pass its own check, which is added to that one. See docs/adr/0015.
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from typing import Any
 
@@ -18,6 +19,8 @@ from prometheus_client import CollectorRegistry, generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
 from bus import metrics as bus_metrics
+
+log = logging.getLogger("bus.http")
 
 Health = Callable[[], dict[str, Any]]  # {"ok": bool, ...anything else worth showing}
 
@@ -81,3 +84,27 @@ async def serve(
 def bound_port(runner: web.AppRunner) -> int:
     """The port a runner listens on (the one chosen, when asked for 0)."""
     return int(runner.addresses[0][1])
+
+
+async def maybe_serve(
+    port: int,
+    registry: CollectorRegistry,
+    status: Callable[[], dict[str, Any]],
+    host: str = "127.0.0.1",
+    *,
+    health: Health | None = None,
+) -> web.AppRunner | None:
+    """`serve`, unless `port` is 0 (off); a port that cannot be bound is logged, not fatal: a
+    component keeps trading without its metrics rather than stop over them."""
+    if not port:
+        return None
+    try:
+        return await serve(port, registry, status, host, health=health)
+    except OSError as exc:
+        log.error("cannot serve /health, /status and /metrics on %s:%d (%s); running without them", host, port, exc)
+        return None
+
+
+def address(runner: web.AppRunner | None, host: str = "127.0.0.1") -> str | None:
+    """ "host:port" of a served runner, for a micro service's metadata (None when not served)."""
+    return None if runner is None else f"{host}:{bound_port(runner)}"

@@ -73,6 +73,7 @@ def default_grids() -> list[GridConfig]:
             trail_levels=2,
             max_open_orders=20,
             post_only=True,
+            metrics_port=9110,
         )
     ]
 

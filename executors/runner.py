@@ -15,7 +15,7 @@ from bus.consumer import ConsumerSpec
 from bus.contract import Inbound
 from bus.errors import RetryLater
 from bus.handler import HandlerRuntime
-from bus.http import serve
+from bus.http import address, maybe_serve
 from bus.service import register
 from bus.settings import BusSettings
 from bus.streams import apply
@@ -124,14 +124,14 @@ async def run_executor(settings: BusSettings, cfg: ExecutorConfig, stop: asyncio
             "uptime_s": round(time.time() - started, 1),
         }
 
-    http = await serve(cfg.metrics_port, metrics.REGISTRY, status) if cfg.metrics_port else None
+    http = await maybe_serve(cfg.metrics_port, metrics.REGISTRY, status)
     service = await register(
         nc,
         "executor",
         f"{cfg.venue}-{cfg.account}",
         "order executor: commands -> venue calls",
         status,
-        http=f"127.0.0.1:{cfg.metrics_port}" if cfg.metrics_port else None,
+        http=address(http),
     )
     try:
         await runtime.run(stop)

@@ -22,7 +22,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from bus import checkpoints
 from bus.connection import connect
-from bus.http import serve
+from bus.http import address, maybe_serve
 from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import register
@@ -258,18 +258,15 @@ async def run_grid(settings: BusSettings, grid: GridConfig, stop: asyncio.Event)
                 "uptime_s": round(time.time() - started, 1),
             }
 
-        http = None
-        if grid.metrics_port:
-            assert isinstance(runtime.core, GridCore)
-            grid_metrics = GridMetrics(runtime.core, lambda: runtime.state)
-            http = await serve(grid.metrics_port, grid_metrics.registry, status)
+        assert isinstance(runtime.core, GridCore)
+        http = await maybe_serve(grid.metrics_port, GridMetrics(runtime.core, lambda: runtime.state).registry, status)
         service = await register(
             nc,
             "grid",
             grid.instance,
             f"{grid.mode} grid on {grid.symbol}",
             status,
-            http=f"127.0.0.1:{grid.metrics_port}" if grid.metrics_port else None,
+            http=address(http),
         )
         try:
             await runtime.run(stop)

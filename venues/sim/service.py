@@ -21,12 +21,13 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+from aiohttp import web
 from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
-from bus.http import serve
+from bus.http import address, maybe_serve
 from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import package_version
@@ -74,6 +75,7 @@ class SimService:
         self.runtime: ConsumerRuntime[EngineState, Entry] = ConsumerRuntime(nc, spec, self.counting, publisher, on_state=self._applied)
         self.metrics = SimMetrics(self.venue, self.engine, self.counting, lambda: self.runtime.state)
         self.started = time.time()
+        self.http: web.AppRunner | None = None  # /health, /status, /metrics when served
         self._applied_event = asyncio.Event()
         self._journal_lock = asyncio.Lock()
         self._appended = 0  # the last journal sequence this process wrote
@@ -97,7 +99,7 @@ class SimService:
             self.publisher = await Publisher(self.nc).start()
             self.runtime.publisher = self.publisher
         await apply_stream(self.nc.jetstream(), self.journal)
-        http = await serve(self.config.metrics_port, self.metrics.registry, self.status) if self.config.metrics_port else None
+        http = self.http = await maybe_serve(self.config.metrics_port, self.metrics.registry, self.status)
         runtime_task = asyncio.create_task(self.runtime.run(stop), name="sim-engine")
         try:
             await self._wait_caught_up(stop)
@@ -277,7 +279,7 @@ class SimService:
                 "clock": self.config.clock,
                 "component": "sim",
                 "instance": self.venue,
-                **({"http": f"127.0.0.1:{self.config.metrics_port}"} if self.config.metrics_port else {}),
+                **({"http": address(self.http) or ""} if self.http is not None else {}),
             },
             stats_handler=lambda _endpoint: self.status(),
         )
