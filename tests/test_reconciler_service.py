@@ -284,7 +284,6 @@ async def backs_off(rig: Rig) -> None:
     before = metrics.FAILURES.labels("sim", "venue_unavailable")._value.get()
     loop = asyncio.create_task(rig.reconciler.run(rig.stop))
     await eventually(lambda: len(rig.reconciler.delays) >= 6, what="six backoffs")
-    rig.reconciler.trigger("gap")  # a trigger does not cut a backoff short
     await eventually(lambda: len(rig.reconciler.delays) >= 7, what="a seventh")
     rig.stop.set()
     await loop
@@ -294,3 +293,22 @@ async def backs_off(rig: Rig) -> None:
     assert metrics.FAILURES.labels("sim", "venue_unavailable")._value.get() - before >= 7
     [alert] = await stored(bus, "OPS", subjects.ops("reconciler", "*", "alert"))
     assert (alert.kind, alert.value) == ("reconciler_failing", Decimal(3))
+
+
+async def test_a_pass_never_compares_a_record_behind_account_it_fails_instead_of_inventing_ghosts(bus: Client) -> None:
+    stop = asyncio.Event()
+    service = SimService(bus, SimConfig(clock="lockstep", start_time_ms=1_700_000_000_000, history_minutes=5))
+    task = asyncio.create_task(service.run(stop))
+    await eventually(lambda: service.service is not None, timeout=30, what="the simulated exchange")
+    sim = SimVenue(bus)
+    await sim.step(1)
+    publisher = await Publisher(bus).start()
+    config = ReconcilerConfig(grace_ms=0, record_wait_ms=200)
+    parts = build_reconciler(bus, config, sim, publisher)  # its record is not running: it never catches up
+    price = ((await sim.fetch_ohlcv(SYMBOL, limit=1))[-1].close * Decimal("0.8")).quantize(Decimal("0.1"))
+    await sim.create_order(OrderRequest(symbol=SYMBOL, client_order_id="known", side="buy", amount=Decimal("0.001"), price=price))
+    outcome = await parts.reconciler.check_once("manual")
+    assert outcome.error.startswith("record_behind") and not outcome.findings
+    stop.set()
+    await task
+    await publisher.close()
