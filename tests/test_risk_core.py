@@ -222,3 +222,11 @@ def test_a_replay_from_a_checkpoint_decides_exactly_what_the_live_run_decided() 
     straight = run(None)
     assert len(straight) >= 4
     assert all(run(i) == straight for i in range(7))
+
+
+def test_a_breaker_turned_off_never_trips() -> None:
+    from monitors.risk.config import FeedStale
+
+    d = live(feed_stale=FeedStale(enabled=False))
+    d.wait(60_000)
+    assert d.state.published == {}

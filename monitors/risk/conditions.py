@@ -55,6 +55,8 @@ def holding(cfg: RiskConfig, st: RiskState) -> Holding:
 
 def _stale(cfg: RiskConfig, seen: Seen, now: int, started: int, venue: str, symbol: str) -> Trip | None:
     rule = cfg.feed_stale
+    if not rule.enabled:
+        return None
     last = seen.last_ts or started
     silent = now - last
     if silent <= rule.ttl_ms:
@@ -73,7 +75,7 @@ def _stale(cfg: RiskConfig, seen: Seen, now: int, started: int, venue: str, symb
 
 def _crash(cfg: RiskConfig, seen: Seen, now: int, venue: str, symbol: str) -> Trip | None:
     rule = cfg.flash_crash
-    if rule.move is None or not seen.window:
+    if rule.move is None or not rule.enabled or not seen.window:
         return None
     recent = [p for p in seen.window if p[0] >= now - rule.window_ms]
     if len(recent) < 2:
@@ -107,7 +109,7 @@ def _positions(cfg: RiskConfig, st: RiskState, out: Holding) -> None:
     for key, held in st.positions.items():
         venue, account, symbol = key.split("|", 2)
         size = abs(held.base)
-        limit = cfg.position.limits.get(symbol)
+        limit = cfg.position.limits.get(symbol) if cfg.position.enabled else None
         if limit is not None and size > limit:
             _add(
                 out,
@@ -132,7 +134,7 @@ def _positions(cfg: RiskConfig, st: RiskState, out: Holding) -> None:
             seqs.setdefault(acct, []).append(held.seq)
             _liquidation(cfg, st, out, venue, symbol, held.mark, held.liquidation, held.seq)
     limit = cfg.exposure.limit
-    if limit is not None and exposure > limit:
+    if limit is not None and cfg.exposure.enabled and exposure > limit:
         _add(
             out,
             "global",
@@ -147,7 +149,7 @@ def _positions(cfg: RiskConfig, st: RiskState, out: Holding) -> None:
             ),
         )
     floor = cfg.margin.min_ratio
-    if floor is None:
+    if floor is None or not cfg.margin.enabled:
         return
     for acct, value in notional.items():
         equity = st.equity.get(acct)
@@ -175,7 +177,7 @@ def _liquidation(
     cfg: RiskConfig, st: RiskState, out: Holding, venue: str, symbol: str, mark: Decimal, liq: Decimal | None, seq: int
 ) -> None:
     floor = cfg.liquidation.min_distance
-    if floor is None or liq is None:
+    if floor is None or liq is None or not cfg.liquidation.enabled:
         return
     distance = abs(mark - liq) / mark
     if distance < floor:
@@ -196,7 +198,7 @@ def _liquidation(
 
 def _rejects(cfg: RiskConfig, st: RiskState, out: Holding) -> None:
     rule = cfg.rejects
-    if rule.rate is None:
+    if rule.rate is None or not rule.enabled:
         return
     for acct, outcomes in st.outcomes.items():
         recent = [o for o in outcomes if o[0] >= st.now - rule.window_ms]
@@ -223,7 +225,7 @@ def _rejects(cfg: RiskConfig, st: RiskState, out: Holding) -> None:
 
 def _latency(cfg: RiskConfig, st: RiskState, out: Holding) -> None:
     rule = cfg.latency
-    if rule.limit_ms is None:
+    if rule.limit_ms is None or not rule.enabled:
         return
     for venue, answers in st.answers.items():
         recent = [a for a in answers if a[0] >= st.now - rule.window_ms][-rule.samples :]
@@ -250,7 +252,7 @@ def day_pnl(st: RiskState) -> Decimal:
 
 def _daily_loss(cfg: RiskConfig, st: RiskState, out: Holding) -> None:
     limit = cfg.daily_loss.limit
-    if limit is None:
+    if limit is None or not cfg.daily_loss.enabled:
         return
     loss = st.day_base - day_pnl(st)
     if loss > limit:

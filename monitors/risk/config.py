@@ -18,6 +18,7 @@ ZERO = Decimal(0)
 
 
 class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    enabled: bool = True  # TOML has no null: `enabled = false` turns a breaker off
     state: BreakerState = "reduce_only"
     cooldown_ms: int = 0
 

@@ -1,0 +1,220 @@
+"""Risk end to end: the simulated exchange, the executor, the risk monitor and a grid, each a real
+process on a real nats-server. The exchange is frozen with SIGSTOP (its feed dies), or its prices
+follow a scripted crash; the breakers must stop the right things and an operator restarts them."""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections.abc import Awaitable, Callable, Iterator
+from decimal import Decimal
+from pathlib import Path
+
+import msgspec
+import pytest
+from nats.aio.client import Client
+from nats.js.errors import KeyNotFoundError, NotFoundError
+
+from bus.embedded import EmbeddedServer
+from bus.publisher import Publisher
+from bus.reader import read_stream
+from bus.streams import BREAKERS
+from schemas import ids
+from schemas.account import OrderUpdate
+from schemas.codec import decode
+from schemas.commands import PlaceOrder
+from schemas.ops import BreakerChange, ControlCommand
+from strategies.grid.lattice import client_prefix, parse_client_order_id
+from testkit.bus import eventually
+from venues.errors import Transient
+from venues.sim.client import SimVenue
+
+pytestmark = pytest.mark.e2e
+
+ROOT = Path(__file__).resolve().parents[1]
+SYMBOL = "BTC/USDT:USDT"
+SCOPE = "symbol.sim.BTC-USDT-USDT"
+PREFIX = client_prefix("e2e")
+CONFIG = """
+data_dir = "{data}"
+[nats]
+url = "{url}"
+[sim]
+tick_ms = 250
+history_minutes = {history}
+{prices}
+[executor]
+risk_heartbeat_ms = 3000
+[risk]
+instance = "e2e"
+clock_ms = 100
+heartbeat_ms = 300
+[[risk.watch]]
+venue = "sim"
+account = "main"
+symbols = ["BTC/USDT:USDT"]
+[risk.feed_stale]
+ttl_ms = 2000
+[risk.flash_crash]
+move = "0.08"
+window_ms = 5000
+[risk.latency]
+enabled = false            # a frozen venue answers late on purpose here
+[[grids]]
+instance = "e2e"
+venue = "sim"
+account = "main"
+symbol = "BTC/USDT:USDT"
+mode = "neutral"
+levels = 3
+spacing = "{spacing}"
+notional = "{notional}"
+trail_levels = 50
+max_open_orders = 12
+post_only = true
+"""
+
+
+class System:
+    def __init__(self, workdir: Path, url: str) -> None:
+        self.workdir, self.url = workdir, url
+        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+
+    def configure(self, prices: str = "", history: int = 30, spacing: str = "0.0005", notional: str = "200") -> None:
+        text = CONFIG.format(data=self.workdir / "data", url=self.url, prices=prices, history=history, spacing=spacing, notional=notional)
+        (self.workdir / "sqt.toml").write_text(text)
+
+    def start(self, *components: str) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SQT_")}
+        for component in components:
+            argv = [sys.executable, "-m", "cli.main", "--config", str(self.workdir / "sqt.toml"), "run", component]
+            argv += ["--instance", "e2e"] if component == "grid" else []
+            with open(self.workdir / f"{component}.log", "ab") as out:
+                self.procs[component] = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
+
+    def signal(self, component: str, sig: signal.Signals) -> None:
+        self.procs[component].send_signal(sig)
+
+    def stop(self) -> None:
+        for proc in self.procs.values():
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGCONT)
+                proc.kill()
+                proc.wait()
+
+
+@pytest.fixture
+def system(tmp_path: Path, nats_server: EmbeddedServer) -> Iterator[System]:
+    s = System(tmp_path, nats_server.url)
+    yield s
+    s.stop()
+
+
+async def grid_orders(venue: SimVenue) -> dict[str, str]:
+    """The grid's resting orders at the exchange: client id -> role (open or close)."""
+    out: dict[str, str] = {}
+    try:
+        orders = await venue.fetch_open_orders(SYMBOL)
+    except Transient:  # not up yet
+        return out
+    for o in orders:
+        parsed = parse_client_order_id(PREFIX, o.client_order_id)
+        if parsed is not None:
+            out[o.client_order_id] = parsed[0]
+    return out
+
+
+async def bucket(bus: Client, scope: str) -> str:
+    kv = await bus.jetstream().key_value(BREAKERS.name)
+    try:
+        entry = await kv.get(scope)
+    except (KeyNotFoundError, NotFoundError):
+        return "ok"
+    return msgspec.json.decode(entry.value or b"{}", type=BreakerChange).state
+
+
+async def stored(bus: Client, stream: str, subject: str) -> list[object]:
+    out: list[object] = []
+    async for batch in read_stream(bus, stream, subjects=(subject,)):
+        out += [decode(m.data) for m in batch]
+    return out
+
+
+async def operator_reset(bus: Client) -> None:
+    fields: dict[str, object] = dict(
+        target_component="risk", target_instance="e2e", action="reset", operator="alice", ts=int(time.time() * 1000)
+    )
+    await (await Publisher(bus).start()).publish(ControlCommand(id=ids.content_id("ctl", fields), **fields))  # type: ignore[arg-type]
+
+
+async def test_a_dead_feed_halts_its_market_cancels_its_orders_refuses_places_and_an_operator_restarts_it(
+    bus: Client, system: System
+) -> None:
+    system.configure()
+    system.start("sim", "executor", "risk", "grid")
+    venue = SimVenue(bus)
+    await eventually(lambda: _count(grid_orders(venue), lambda n: n >= 4), timeout=60, what="the grid's resting orders")
+
+    system.signal("sim", signal.SIGSTOP)  # its feed dies (and its API with it)
+    frozen = time.monotonic()
+    await eventually(lambda: _state(bucket(bus, SCOPE), "halted"), timeout=20, what="the staleness breaker")
+    print(f"staleness breaker stored {time.monotonic() - frozen:.2f} s after the freeze (TTL 2 s)")
+    changes = [c for c in await stored(bus, "OPS", "ops.risk.e2e.breaker") if isinstance(c, BreakerChange)]
+    assert [(c.scope, c.state, c.trips[0].breaker) for c in changes] == [(SCOPE, "halted", "feed_stale")]
+
+    # A new exposure-increasing order is refused by the executor, without asking the venue (once
+    # the commands ahead of it on this market, the cancel-all among them, are through).
+    now = int(time.time() * 1000)
+    place = PlaceOrder(id=ids.place_id("sim", "main", "manual1"), venue="sim", account="main", symbol=SYMBOL, client_order_id="manual1",
+                       side="buy", price=Decimal("50000"), amount=Decimal("0.001"), origin="test/e2e", ts=now)  # fmt: skip
+    await (await Publisher(bus).start()).publish(place)
+    subject = "acct.sim.main.BTC-USDT-USDT.order"
+
+    async def refused() -> bool:
+        for event in await stored(bus, "ACCOUNT", subject):
+            if isinstance(event, OrderUpdate) and event.client_order_id == "manual1":
+                assert (event.status, event.reason) == ("rejected", "breaker_open")
+                return True
+        return False
+
+    system.signal("sim", signal.SIGCONT)  # the cancel-all reaches the exchange
+    await eventually(refused, timeout=60, what="the place to be refused breaker_open")
+    await eventually(lambda: _count(grid_orders(venue), lambda n: n == 0), timeout=60, what="every resting order cancelled")
+    assert await bucket(bus, SCOPE) == "halted"  # data is back, but only an operator closes it
+
+    await operator_reset(bus)
+    await eventually(lambda: _state(bucket(bus, SCOPE), "ok"), timeout=20, what="the operator's reset")
+    await eventually(lambda: _count(grid_orders(venue), lambda n: n >= 4), timeout=60, what="the grid trading again")
+
+
+async def test_a_scripted_crash_reduces_its_market_opening_orders_go_and_closing_orders_stay(bus: Client, system: System) -> None:
+    # One candle per second (4 prints of 250 ms): flat, then 10% down within 5 s, then flat.
+    rows = ["timestamp,open,high,low,close,volume"] + [f"{i},100,100,100,100,40" for i in range(60)]
+    path = [100, 98, 96, 94, 92, 90]
+    rows += [f"{60 + i},{a},{a},{b},{b},40" for i, (a, b) in enumerate(zip(path, path[1:]))]
+    rows += [f"{70 + i},90,90,90,90,40" for i in range(3_000)]
+    csv = system.workdir / "crash.csv"
+    csv.write_text("\n".join(rows) + "\n")
+    system.configure(prices=f'prices = "csv"\ncsv_path = "{csv}"', history=30, spacing="0.004", notional="50")
+    system.start("sim", "executor", "risk", "grid")
+    venue = SimVenue(bus)
+    await eventually(lambda: _state(bucket(bus, SCOPE), "reduce_only"), timeout=90, what="the flash-crash breaker")
+    [change] = [c for c in await stored(bus, "OPS", "ops.risk.e2e.breaker") if isinstance(c, BreakerChange)]
+    assert change.trips[0].breaker == "flash_crash" and change.trips[0].value is not None and change.trips[0].value > Decimal("0.08")
+
+    async def only_closing() -> bool:
+        roles = await grid_orders(venue)
+        return bool(roles) and set(roles.values()) == {"close"}
+
+    await eventually(only_closing, timeout=30, what="the grid's opening orders cancelled and its closing orders resting")
+
+
+async def _count(orders: Awaitable[dict[str, str]], ok: Callable[[int], bool]) -> bool:
+    return ok(len(await orders))
+
+
+async def _state(got: Awaitable[str], want: str) -> bool:
+    return await got == want
