@@ -58,12 +58,12 @@ PUBLISH_ERRORS = Counter(
     "sqt_bus_publish_errors_total", "Publishes JetStream refused (no stream, an API error, an unreadable ack)", registry=REGISTRY
 )
 COMPONENT = Gauge(
-    "sqt_component_info", "1 for each component this process runs as (its micro service)", ["component", "instance"], registry=REGISTRY
+    "sqt_component_info", "1 for each component this process runs as (its micro service)", ["component", "id"], registry=REGISTRY
 )
 STARTED = Gauge(
     "sqt_component_start_time_seconds",
     "When the component registered, in seconds since the epoch",
-    ["component", "instance"],
+    ["component", "id"],
     registry=REGISTRY,
 )
 

@@ -5,8 +5,12 @@ from __future__ import annotations
 import asyncio
 import json
 import sys
+import time
 from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
 
+import aiohttp
 import msgspec
 from nats.aio.client import Client
 
@@ -31,8 +35,8 @@ async def _connected(config: Config) -> Client:
         raise SystemExit(1) from None
 
 
-async def services(nc: Client, wait: float = 0.4) -> list[dict]:
-    """Every micro service that answers `$SRV.INFO` within `wait` seconds."""
+async def services(nc: Client, wait: float = 0.4, subject: str = "$SRV.INFO") -> list[dict]:
+    """Every micro service that answers `$SRV.INFO` (or `$SRV.STATS`) within `wait` seconds."""
     inbox = nc.new_inbox()
     found: list[dict] = []
 
@@ -43,7 +47,7 @@ async def services(nc: Client, wait: float = 0.4) -> list[dict]:
             pass
 
     sub = await nc.subscribe(inbox, cb=on_reply)
-    await nc.publish("$SRV.INFO", b"", reply=inbox)
+    await nc.publish(subject, b"", reply=inbox)
     await asyncio.sleep(wait)
     await sub.unsubscribe()
     return sorted(found, key=lambda s: (s.get("name", ""), s.get("metadata", {}).get("instance", "")))
@@ -81,19 +85,77 @@ async def _status(config: Config) -> int:
             pass
         print(_table(("checkpoint", "input seq", "revision"), cps or [("-", "-", "-")]))
         print()
-        svc_rows = [
-            (
-                s.get("name", "?"),
-                s.get("metadata", {}).get("instance", s.get("metadata", {}).get("venue", "")),
-                s.get("version", "?"),
-                s.get("id", "?"),
-            )
-            for s in await services(nc)
-        ]
-        print(_table(("service", "instance", "version", "id"), svc_rows or [("(none answered)", "", "", "")]))
+        print(_table(("component", "instance", "micro", "health", "http", "uptime", "version"), await component_rows(nc, config)))
     finally:
         await nc.close()
     return 0
+
+
+def expected(config: Config) -> list[tuple[str, str, int]]:
+    """(component, instance, http port or 0) of every component the config runs."""
+    out = [
+        ("sim", config.sim.venue, config.sim.metrics_port),
+        ("executor", f"{config.executor.venue}-{config.executor.account}", config.executor.metrics_port),
+        ("gateway", f"port-{config.gateway.port}", config.gateway.port),
+    ]
+    return out + [("grid", g.instance, g.metrics_port) for g in config.grids]
+
+
+async def http_health(session: aiohttp.ClientSession, where: str) -> str:
+    """ "ok", "unhealthy" (503, with its first problem) or "no answer" from http://<where>/health."""
+    try:
+        async with session.get(f"http://{where}/health", timeout=aiohttp.ClientTimeout(total=1.5)) as r:
+            if r.status == 200:
+                return "ok"
+            try:
+                problems = (await r.json(content_type=None)).get("problems") or []
+            except (ValueError, aiohttp.ClientError):
+                problems = []
+            return f"unhealthy: {problems[0]}" if problems else f"unhealthy ({r.status})"
+    except (aiohttp.ClientError, asyncio.TimeoutError, OSError):
+        return "no answer"
+
+
+def _uptime(started: str | None) -> str:
+    if not started:
+        return "-"
+    try:
+        seconds = time.time() - datetime.fromisoformat(started.replace("Z", "+00:00")).timestamp()
+    except ValueError:
+        return "?"
+    h, rest = divmod(int(max(seconds, 0)), 3600)
+    return f"{h}h{rest // 60:02d}m" if h else f"{rest // 60}m{rest % 60:02d}s"
+
+
+async def component_rows(nc: Client, config: Config) -> list[tuple[str, ...]]:
+    """One row per component: those the config runs (answering or not) and any other that answers."""
+    answered: dict[tuple[str, str], dict[str, Any]] = {}
+    for s in await services(nc, subject="$SRV.STATS"):
+        meta = s.get("metadata") or {}
+        component = meta.get("component") or str(s.get("name", "?")).removeprefix("sqt-")
+        instance = meta.get("instance") or meta.get("venue") or ""
+        answered[(component, instance)] = s
+    keys: list[tuple[str, str, int]] = expected(config)
+    known = {(c, i) for c, i, _ in keys}
+    keys += [(c, i, 0) for c, i in sorted(answered) if (c, i) not in known]
+    rows: list[tuple[str, ...]] = []
+    async with aiohttp.ClientSession() as session:
+        for component, instance, port in keys:
+            svc: dict[str, Any] = answered.get((component, instance)) or {}
+            where = svc.get("metadata", {}).get("http") or (f"127.0.0.1:{port}" if port else "")
+            health = await http_health(session, where) if where else "-"
+            rows.append(
+                (
+                    component,
+                    instance,
+                    "yes" if svc else "no",
+                    health,
+                    where.rsplit(":", 1)[-1] if where else "-",
+                    _uptime(svc.get("started")) if svc else "-",
+                    svc.get("version", "?") if svc else "-",
+                )
+            )
+    return rows
 
 
 def status(config: Config) -> int:

@@ -3,7 +3,7 @@
 Nothing here is measured on the grid's path: at scrape time the core's own `state_event` (the
 `ops.grid.<instance>.state` message it publishes) is computed from the runtime's current state,
 so the figures are exactly the ones the gateway and the operator see, and the core's decisions
-are untouched. Labels: instance, venue, symbol (one set per process). See docs/adr/0015.
+are untouched. Labels: grid (the instance id), venue, symbol (one set per process). See docs/adr/0015.
 """
 
 from __future__ import annotations
@@ -37,7 +37,7 @@ class GridMetrics(Collector):
     def collect(self) -> Iterator[Metric]:
         st = self.state()
         pub = self.core.state_event(st)
-        labels = ["instance", "venue", "symbol"]
+        labels = ["grid", "venue", "symbol"]  # not `instance`: Prometheus gives every target that label
         key = [st.instance, st.venue, st.symbol]
 
         def gauge(name: str, doc: str, value: float) -> GaugeMetricFamily:
