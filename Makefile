@@ -32,6 +32,7 @@ lint: $(STAMP)
 bench: $(STAMP)
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/grid.py
+	$(BIN)/python bench/risk.py
 
 chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py
