@@ -52,6 +52,12 @@ def add_parser(sub: Any) -> None:
     grid.add_argument("--config", dest="replay_config", help="config file to take the grid's parameters from")
     grid.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="override a grid parameter")
     grid.add_argument("--quiet", action="store_true", help="do not print every decision")
+    risk = what.add_parser("risk", help="replay the risk monitor's inputs through its core: every breaker decision again")
+    risk.add_argument("--instance", help="risk instance (default: the config's)")
+    risk.add_argument("--since", help="window start: ISO time, epoch ms, or a duration ago (30m)")
+    risk.add_argument("--until", help="window end (default: now)")
+    risk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a limit, e.g. flash_crash.move=0.03")
+    risk.add_argument("--quiet", action="store_true", help="do not print every decision")
     exp = what.add_parser("export", help="write a window of every stream to a JSON lines file")
     exp.add_argument("--since", required=True)
     exp.add_argument("--until")
@@ -110,6 +116,10 @@ class Progress:
 def replay(config: Config, args: argparse.Namespace) -> int:
     if args.what == "export":
         return asyncio.run(_export(config, args))
+    if args.what == "risk":
+        from cli.replay_risk import replay_risk
+
+        return asyncio.run(replay_risk(config, args))
     if args.replay_config:
         from cli.config import load
 

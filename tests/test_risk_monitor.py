@@ -65,6 +65,11 @@ class Risk:
             argv = [sys.executable, "-m", "cli.main", "--config", str(self.config), "run", component]
             return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
+    def replay(self, *flags: str) -> subprocess.CompletedProcess[str]:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SQT_")}
+        argv = [sys.executable, "-m", "cli.main", "--config", str(self.config), "replay", "risk", "--since", "1h", *flags]
+        return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
     def start(self) -> None:
         if self.sim is None:
             self.sim = self._run("sim")
@@ -168,6 +173,15 @@ async def test_a_breaker_outlives_a_sigkill_of_the_monitor_and_a_dead_monitor_me
             await eventually(lambda: _is(bus, SCOPE, "ok"), timeout=10, what="the operator's reset in the bucket")
         changes = await stored(bus, "OPS", "ops.risk.t.breaker")
         assert [c.state for c in changes if isinstance(c, BreakerChange)] == ["halted", "ok"]
+
+        # The log makes the same decisions again, and says where a changed limit would not have.
+        same = risk.replay()
+        assert same.returncode == 0 and "match: 2 breaker decisions" in same.stderr, same.stderr
+        assert f"{SCOPE} ok -> halted (feed_stale" in same.stdout
+        other = risk.replay("--set", "feed_stale.ttl_ms=600000")
+        assert other.returncode == 1 and "DIFFERENT (with --set): decision 1: only recorded" in other.stderr, other.stderr
+        bad = risk.replay("--set", "feed_stale.ttl=5")
+        assert bad.returncode == 2 and "ttl" in bad.stderr, bad.stderr
     finally:
         await view.stop()
 
