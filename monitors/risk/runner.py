@@ -30,7 +30,7 @@ from nats.js.errors import KeyNotFoundError, NotFoundError
 
 from bus.connection import connect
 from bus.consumer import Outgoing
-from bus.http import serve
+from bus.http import address, maybe_serve
 from bus.publisher import PubAck, Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import register
@@ -226,8 +226,8 @@ async def run_risk(settings: BusSettings, cfg: RiskConfig, stop: asyncio.Event) 
                 "last_error": runtime.stats.last_error,
             }
 
-        service = await register(nc, "risk", cfg.instance, f"risk monitor over {len(cfg.markets())} markets", status)
-        http = await serve(cfg.metrics_port, metrics.REGISTRY, status) if cfg.metrics_port else None
+        http = await maybe_serve(cfg.metrics_port, metrics.REGISTRY, status)
+        service = await register(nc, "risk", cfg.instance, f"risk monitor over {len(cfg.markets())} markets", status, http=address(http))
         tasks = [asyncio.create_task(tick(runtime.publisher, cfg, stop), name="risk-clock")]
 
         async def once_recovered() -> None:
