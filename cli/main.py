@@ -53,8 +53,10 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schemas", help="print the JSON Schema of every message type")
 
     from cli.replay import add_parser as add_replay
+    from cli.risk import add_parser as add_risk
 
     add_replay(sub)
+    add_risk(sub)
     return p
 
 
@@ -100,6 +102,10 @@ def main(argv: list[str] | None = None) -> int:
                 from cli.replay import replay
 
                 return replay(config, args)
+            case "risk":
+                from cli.risk import risk_command
+
+                return risk_command(config, args)
             case "schemas":
                 import json
 

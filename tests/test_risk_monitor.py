@@ -23,9 +23,8 @@ from bus.publisher import Publisher
 from bus.reader import read_stream
 from bus.streams import BREAKERS
 from executors.breakers import BreakerView
-from schemas import ids
 from schemas.codec import decode
-from schemas.ops import BreakerChange, ControlCommand
+from schemas.ops import BreakerChange
 from testkit.bus import eventually
 from testkit.events import ticker
 
@@ -65,10 +64,13 @@ class Risk:
             argv = [sys.executable, "-m", "cli.main", "--config", str(self.config), "run", component]
             return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
 
-    def replay(self, *flags: str) -> subprocess.CompletedProcess[str]:
+    def sqt(self, *args: str) -> subprocess.CompletedProcess[str]:
         env = {k: v for k, v in os.environ.items() if not k.startswith("SQT_")}
-        argv = [sys.executable, "-m", "cli.main", "--config", str(self.config), "replay", "risk", "--since", "1h", *flags]
+        argv = [sys.executable, "-m", "cli.main", "--config", str(self.config), *args]
         return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+
+    def replay(self, *flags: str) -> subprocess.CompletedProcess[str]:
+        return self.sqt("replay", "risk", "--since", "1h", *flags)
 
     def start(self) -> None:
         if self.sim is None:
@@ -166,13 +168,14 @@ async def test_a_breaker_outlives_a_sigkill_of_the_monitor_and_a_dead_monitor_me
             assert await bucket_state(bus, SCOPE) == "halted"
             assert len(await stored(bus, "OPS", "ops.risk.t.breaker")) == 1
 
-            # Data flows again, and an operator closes it.
-            fields: dict[str, object] = dict(target_component="risk", target_instance="t", action="reset", operator="alice",
-                                             ts=int(time.time() * 1000))  # fmt: skip
-            await (await Publisher(bus).start()).publish(ControlCommand(id=ids.content_id("ctl", fields), **fields))  # type: ignore[arg-type]
+            # Data flows again; the operator sees what is open, and closes it.
+            listed = risk.sqt("risk", "ls")
+            assert listed.returncode == 0 and SCOPE in listed.stdout and "halted" in listed.stdout and "feed_stale" in listed.stdout
+            assert risk.sqt("risk", "reset", "--scope", SCOPE).returncode == 0
             await eventually(lambda: _is(bus, SCOPE, "ok"), timeout=10, what="the operator's reset in the bucket")
         changes = await stored(bus, "OPS", "ops.risk.t.breaker")
         assert [c.state for c in changes if isinstance(c, BreakerChange)] == ["halted", "ok"]
+        assert "every scope is ok" in risk.sqt("risk", "ls").stdout
 
         # The log makes the same decisions again, and says where a changed limit would not have.
         same = risk.replay()
