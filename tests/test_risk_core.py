@@ -230,3 +230,16 @@ def test_a_breaker_turned_off_never_trips() -> None:
     d = live(feed_stale=FeedStale(enabled=False))
     d.wait(60_000)
     assert d.state.published == {}
+
+
+def test_by_default_a_stale_feed_reopens_a_minute_after_its_data_came_back() -> None:
+    d = live()
+    d.wait(6_000)
+    assert d.state_of(BTC) == "halted"
+    for _ in range(59):
+        d.tick("100", after=1_000)
+        d.tick("100", symbol="ETH/USDT:USDT", after=0)
+    assert d.state_of(BTC) == "halted"
+    d.tick("100", after=1_000)
+    d.tick("100", symbol="ETH/USDT:USDT", after=0)
+    assert d.state_of(BTC) == "ok"

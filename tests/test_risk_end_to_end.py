@@ -58,6 +58,7 @@ account = "main"
 symbols = ["BTC/USDT:USDT"]
 [risk.feed_stale]
 ttl_ms = 2000
+cooldown_ms = 0            # only an operator closes it
 [risk.flash_crash]
 move = "0.08"
 window_ms = 5000

@@ -47,6 +47,7 @@ account = "main"
 symbols = ["BTC/USDT:USDT"]
 [risk.feed_stale]
 ttl_ms = 1000
+cooldown_ms = 0            # only an operator closes it
 """
 
 

@@ -32,6 +32,9 @@ class Rule(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True
 class FeedStale(Rule, frozen=True, kw_only=True):
     ttl_ms: int = 5_000  # no market data for longer than this: the market's scope stops
     state: BreakerState = "halted"
+    # A minute of data again closes it: a feed blip at night must not stop trading until morning
+    # (0: only an operator closes it).
+    cooldown_ms: int = 60_000
 
 
 class FlashCrash(Rule, frozen=True, kw_only=True):
