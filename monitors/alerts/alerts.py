@@ -173,7 +173,7 @@ def from_dead_letter(key: str, subject: str, headers: Mapping[str, str], size: i
         severity="warning",
         condition=f"dlq:{short(consumer, 80)}:{short(original, 200)}",
         title=short(f"dead letter from {consumer} on {original}", 160),
-        detail=short(f"{headers.get(dlq.ERROR) or 'no reason given'} ({size} bytes{truncated}; seq {headers.get(dlq.SEQ) or '?'})"),
+        detail=short(f"{size} bytes{truncated}, seq {headers.get(dlq.SEQ) or '?'}: {headers.get(dlq.ERROR) or 'no reason given'}"),
         ts=ts,
     )
 

@@ -167,9 +167,10 @@ class AlertsConsumer(Consumer):
         self.alerted += 1
         log.log(
             logging.WARNING if alert.severity != "info" else logging.INFO,
-            "alert [%s] %s%s",
+            "alert [%s] %s%s%s",
             alert.severity,
             alert.title,
+            f": {alert.detail}" if alert.detail else "",
             "" if self.channels else " (no channel configured: logged only)",
         )
         if not self.channels:

@@ -34,7 +34,8 @@ class TokenBucket:
     def wait(self, now: float) -> float:
         """Seconds until a token is there (0: now)."""
         self._refill(now)
-        return 0.0 if self.tokens >= 1.0 else (1.0 - self.tokens) / self.rate
+        # At least a microsecond: a wait that rounds to nothing on the clock would never end.
+        return 0.0 if self.tokens >= 1.0 else max((1.0 - self.tokens) / self.rate, 1e-6)
 
     def take(self, now: float) -> bool:
         self._refill(now)
