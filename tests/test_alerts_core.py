@@ -17,8 +17,8 @@ from monitors.alerts.config import AlertsConfig
 from monitors.alerts.dedupe import Dedupe
 from monitors.alerts.outbox import Backoff, Outbox, TokenBucket
 from monitors.alerts.presence import Presence, Remembered
-from monitors.alerts.tracker import Tracker
 from monitors.alerts.testing import breaker, finding, gap, order, risk_alert
+from monitors.alerts.tracker import Tracker
 from schemas.ops import RiskAlert
 
 
@@ -30,17 +30,17 @@ def alert(key: str, condition: str | None = None, state: str = "", **kw: object)
 
 
 def test_every_kind_of_input_alerts_with_its_severity_and_an_order_that_is_not_unknown_or_an_in_sync_finding_does_not() -> None:
-    assert from_event("k", breaker("m", state="halted")).severity == "critical"  # type: ignore[union-attr]
-    assert from_event("k", breaker("m", state="reduce_only")).severity == "warning"  # type: ignore[union-attr]
-    assert from_event("k", breaker("m", state="ok", previous="halted")).title.startswith("breaker global closed")  # type: ignore[union-attr]
-    assert from_event("k", finding("m")).kind == "finding"  # type: ignore[union-attr]
+    assert from_event("k", breaker("m", state="halted")).severity == "critical"
+    assert from_event("k", breaker("m", state="reduce_only")).severity == "warning"
+    assert from_event("k", breaker("m", state="ok", previous="halted")).title.startswith("breaker global closed")
+    assert from_event("k", finding("m")).kind == "finding"
     assert from_event("k", finding("m", kind="in_sync")) is None
-    assert from_event("k", gap("m")).kind == "gap"  # type: ignore[union-attr]
-    assert from_event("k", gap("m", account="main")).kind == "gap"  # type: ignore[union-attr]
-    assert from_event("k", order("m")).severity == "critical"  # type: ignore[union-attr]
+    assert from_event("k", gap("m")).kind == "gap"
+    assert from_event("k", gap("m", account="main")).kind == "gap"
+    assert from_event("k", order("m")).severity == "critical"
     for status in ("open", "closed", "canceled", "rejected", "expired"):
         assert from_event("k", order("m", status=status)) is None
-    assert from_event("k", risk_alert("m", severity="critical")).severity == "critical"  # type: ignore[union-attr]
+    assert from_event("k", risk_alert("m", severity="critical")).severity == "critical"
 
 
 def test_a_breaker_alert_carries_its_trips_evidence() -> None:
@@ -56,7 +56,9 @@ def test_a_dead_letter_alerts_whatever_its_payload_and_headers_are() -> None:
 
 
 def test_presence_alerts_are_one_condition_per_service() -> None:
-    down = RiskAlert(id="d", component="alerts", instance="main", severity="critical", kind="component_down", message="sqt-x/a stopped", ts=1)
+    down = RiskAlert(
+        id="d", component="alerts", instance="main", severity="critical", kind="component_down", message="sqt-x/a stopped", ts=1
+    )
     other = msgspec.structs.replace(down, id="e", message="sqt-y/b stopped")
     a, b = from_event("d", down), from_event("e", other)
     assert a is not None and b is not None and a.condition != b.condition and a.state == "component_down"
@@ -172,10 +174,16 @@ def test_5xx_is_transient_2xx_is_sent_and_other_refusals_are_permanent() -> None
 
 
 def test_channels_come_from_the_environment_and_never_show_their_secrets() -> None:
-    env = {"SQT_SLACK_WEBHOOK_URL": "https://hooks.example/services/T/B/sekrit", "SQT_TELEGRAM_BOT_TOKEN": "1:tok", "SQT_TELEGRAM_CHAT_ID": "42"}
+    env = {
+        "SQT_SLACK_WEBHOOK_URL": "https://hooks.example/services/T/B/sekrit",
+        "SQT_TELEGRAM_BOT_TOKEN": "1:tok",
+        "SQT_TELEGRAM_CHAT_ID": "42",
+    }
     slack, telegram = from_env(env, "http://tg.local/")
     assert telegram.url == "http://tg.local/bot1:tok/sendMessage" and telegram.body("x")["chat_id"] == "42"
-    said = f"{slack!r} {telegram!r} " + slack.redact("POST https://hooks.example/services/T/B/sekrit failed") + telegram.redact("/bot1:tok/x")
+    said = (
+        f"{slack!r} {telegram!r} " + slack.redact("POST https://hooks.example/services/T/B/sekrit failed") + telegram.redact("/bot1:tok/x")
+    )
     assert "sekrit" not in said and "1:tok" not in said and REDACTED in said
     assert from_env({}, "http://x") == []
     with pytest.raises(ChannelConfigError, match="SQT_TELEGRAM_CHAT_ID") as exc:
