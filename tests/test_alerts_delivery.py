@@ -88,20 +88,26 @@ async def test_every_kind_of_alert_reaches_each_channel_exactly_once_and_what_is
     bus: Client, hook: RecordingWebhook
 ) -> None:
     async with running(bus, hook) as monitor:
-        events = [breaker("B1"), finding("F1"), gap("G1"), gap("G2", account="main"), order("U1"), risk_alert("R1")]
+        events = [breaker("B1"), breaker("B2", state="ok", previous="halted")]
+        events += [finding("F1"), gap("G1"), gap("G2", account="main"), order("U1"), risk_alert("R1")]
         quiet = [order("Q1", status="open"), order("Q2", status="closed"), finding("Q3", kind="in_sync")]
         await publish(bus, *quiet, *events)
-        # The same event again, stored twice (no Nats-Msg-Id, so JetStream keeps both): one alert.
-        await bus.jetstream().publish("ops.risk.r1.alert", encode(risk_alert("R1")))
         await bus.jetstream().publish("dlq.md.sim.X-Y.ticker", b"junk", headers={"Sqt-Error": "bad D1", "Sqt-Consumer": "grid-x"})
-        markers = ["B1", "xF1", "G1", "G2", "cU1", "R1", "bad D1"]
+        markers = ["B1", "B2", "xF1", "G1", "G2", "cU1", "R1", "bad D1"]
         await eventually(lambda: arrived(hook, *markers), timeout=20, what="every alert on both channels")
+        await eventually(lambda: settled(bus, monitor), timeout=20, what="every input acked")
+        before = monitor.consumer.stats.processed
+        # The same events again, stored twice (no Nats-Msg-Id, so JetStream keeps both): one alert
+        # each, even the breaker's halt, which after its close is a new state of its condition.
+        await bus.jetstream().publish("ops.risk.r1.alert", encode(risk_alert("R1")))
+        await bus.jetstream().publish("ops.risk.r1.breaker", encode(breaker("B1")))
+        await eventually(lambda: monitor.consumer.stats.processed == before + 2, timeout=20, what="the copies read")
         await eventually(lambda: settled(bus, monitor), timeout=20, what="every input acked")
         for channel in ("slack", "telegram"):
             for marker in markers:
                 assert hook.count(channel, marker) == 1, (channel, marker)
             assert not any(q in r.text for r in hook.requests for q in ("cQ1", "cQ2", "xQ3"))
-        assert monitor.consumer.alerted == 7
+        assert monitor.consumer.alerted == 8
         assert all(r.body["chat_id"] == "-100777" for r in hook.requests if r.channel == "telegram")
 
 
@@ -146,6 +152,20 @@ async def test_a_500_is_retried_with_backoff_until_it_is_sent(bus: Client, hook:
         assert all(g >= 0.1 for g in gaps)  # at least half the first backoff, every time
         assert hook.count("slack", "E1") == 1 and hook.count("telegram", "E1") == 1
         assert "500" in monitor.senders[0].last_error or monitor.senders[0].last_error == ""
+
+
+async def test_an_event_judged_longer_than_a_window_ago_and_still_not_everywhere_is_not_sent_again(
+    bus: Client, hook: RecordingWebhook
+) -> None:
+    hook.fail("slack", 503)
+    async with running(bus, hook, dedupe_window_ms=1) as monitor:
+        await publish(bus, risk_alert("W1"))
+        await eventually(lambda: hook.count("telegram", "W1") == 1, timeout=20, what="telegram")
+        await bus.jetstream().publish("ops.risk.r1.alert", encode(risk_alert("W1")))  # its window is over
+        await eventually(lambda: monitor.consumer.stats.processed == 2, timeout=20, what="the copy read")
+        hook.fail("slack", None)
+        await eventually(lambda: settled(bus, monitor), timeout=20, what="every input acked")
+        assert hook.count("slack", "W1") == 1 and hook.count("telegram", "W1") == 1
 
 
 async def test_a_failing_channel_holds_only_its_own_alerts_and_nothing_is_acked_before_it_confirms(
