@@ -43,6 +43,12 @@ def components(config: Config, config_path: str | None) -> list[tuple[str, list[
         ("sim", base + ["run", "sim"], f"simulated exchange {config.sim.venue!r} ({config.sim.clock} clock)"),
         ("executor", base + ["run", "executor"], f"order executor for {config.executor.venue}/{config.executor.account}"),
         ("risk", base + ["run", "risk"], f"risk monitor {config.risk.instance!r} over {len(config.risk.markets())} markets"),
+        (
+            "reconciler",
+            base + ["run", "reconciler"],
+            f"reconciler of {config.reconciler.venue}/{config.reconciler.account} ({config.reconciler.policy})",
+        ),
+        ("alerts", base + ["run", "alerts"], "alerts to Slack and Telegram (from the environment)"),
         ("gateway", base + ["run", "gateway"], f"live page http://{config.gateway.host}:{config.gateway.port}/"),
     ]
     for grid in config.grids:
