@@ -531,11 +531,50 @@ async def reconciler_gaps_valid(s: Stack) -> None:
     assert s.extra["parts"].gaps.handler.seen == s.counter  # every valid marker reached the watch, and only those
 
 
+# ----------------------------------------------------------------------------- the alerts monitor
+
+
+def alerts_inputs() -> list[tuple[str, Any]]:
+    """Every subject it reads but `dlq.>` and `ops.*.*.alert`. A dead letter is any bytes, and
+    every one alerts (there is no bad dead letter; refusing one would dead-letter it again,
+    forever). A RiskAlert's `venue` and `symbol` say what it is about, they do not route it, so
+    the generator's rule "a changed routing field is bad" does not hold for it."""
+    from monitors.alerts import testing as t
+
+    events = [
+        t.breaker("h", ts=T0),
+        t.finding("h", ts=T0),
+        t.gap("h", ts=T0),
+        t.gap("h", "main", T0),
+        t.order("h", ts=T0),
+    ]
+    return [(subjects.subject_of(e), e) for e in events]
+
+
+async def alerts_start(nc: Client, stack: AsyncExitStack, stop: asyncio.Event) -> Stack:
+    from monitors.alerts.testing import running_monitor
+
+    monitor, hook = await running_monitor(nc, stack, stop)
+    return Stack(nc, monitor.consumer, await publisher(nc, stack), monitor.consumer.spec.stream, extra={"hook": hook})
+
+
+async def alerts_valid(s: Stack) -> None:
+    """A risk alert reaches the (recording) Slack webhook and Telegram."""
+    from monitors.alerts.testing import risk_alert
+
+    s.counter += 1
+    marker = f"valid{s.counter}x"
+    await s.publisher.publish(risk_alert(marker, kind=f"valid-{s.counter}"))
+    hook = s.extra["hook"]
+    await eventually(lambda: hook.count("slack", marker) == 1 and hook.count("telegram", marker) == 1, timeout=20, what="the alert sent")
+
+
 TARGETS: tuple[Target, ...] = (
     Target("executor", executor_inputs, executor_start, executor_valid),
     Target("grid", grid_inputs, grid_start, grid_valid, grid_semantic),
     Target("sim", sim_inputs, sim_start, sim_valid),
     Target("runtime", sum_inputs, sum_start, sum_valid),
+    Target("alerts", alerts_inputs, alerts_start, alerts_valid),
     Target("risk", risk_inputs, risk_start, risk_valid, grid_semantic),
     Target("reconciler", reconciler_inputs, reconciler_start, reconciler_valid),
     Target("reconciler-gaps", reconciler_gap_inputs, reconciler_gaps_start, reconciler_gaps_valid),

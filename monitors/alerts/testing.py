@@ -201,3 +201,46 @@ def order(marker: str, status: str = "unknown", ts: int | None = None) -> Any:
         ts=t,
         ts_local=t,
     )
+
+
+# ----------------------------------------------------------------------------- a running monitor
+
+FAST: dict[str, Any] = {
+    "group_ms": 20,
+    "slack_per_minute": 6000.0,
+    "slack_burst": 100,
+    "telegram_per_minute": 6000.0,
+    "telegram_burst": 100,
+    "backoff_ms": 50,
+    "backoff_max_ms": 200,
+    "ping_interval_ms": 60_000,
+    "ping_wait_ms": 100,
+    "silence_ms": 60_000,
+}
+
+
+async def running_monitor(nc: Any, stack: Any, stop: Any, **settings: Any) -> tuple[Any, RecordingWebhook]:
+    """An alerts monitor at full pace, sending to a recording webhook, until `stop`; everything
+    it needs is closed by `stack` (an AsyncExitStack). For the bad-input suite (testkit/hostile.py)."""
+    import asyncio
+
+    import aiohttp
+
+    from bus.publisher import Publisher
+    from monitors.alerts.channels import from_env
+    from monitors.alerts.config import AlertsConfig
+    from monitors.alerts.runner import AlertsMonitor
+    from monitors.alerts.store import Store
+
+    hook = await RecordingWebhook().start()
+    stack.push_async_callback(hook.stop)
+    cfg = AlertsConfig(**{**FAST, **settings, "telegram_api": hook.url})
+    publisher = await Publisher(nc).start()
+    stack.push_async_callback(publisher.close)
+    store = await Store(nc, publisher, cfg.confirm_ttl_s).open()
+    session = await stack.enter_async_context(aiohttp.ClientSession())
+    monitor = AlertsMonitor(nc, cfg, from_env(hook.environ(), cfg.telegram_api), publisher, store, session)
+    task = asyncio.create_task(monitor.run(stop))
+    stack.push_async_callback(asyncio.wait_for, task, 30)
+    await asyncio.wait_for(monitor.consumer.caught_up.wait(), 30)
+    return monitor, hook
