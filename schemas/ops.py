@@ -21,9 +21,7 @@ OrderRole = Literal["open", "close"]
 LiveStatus = Literal["pending", "open", "canceling"]
 BreakerState = Literal["ok", "reduce_only", "halted"]
 Severity = Literal["info", "warning", "critical"]
-FindingKind = Literal[
-    "ghost_order", "missing_order", "missing_fill", "position_drift", "balance_drift", "unresolved_unknown", "in_sync"
-]
+FindingKind = Literal["ghost_order", "missing_order", "missing_fill", "position_drift", "balance_drift", "unresolved_unknown", "in_sync"]
 ControlAction = Literal["pause", "resume", "halt", "reset"]
 GridMode = Literal["long", "short", "neutral"]
 
