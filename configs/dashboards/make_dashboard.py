@@ -203,17 +203,34 @@ panels[-1]["fieldConfig"]["defaults"]["mappings"] = [
         },
     }
 ]
+panel(
+    "Risk monitor",
+    [
+        ("sqt_risk_daily_pnl_quote", "PnL since 00:00 UTC (the daily loss limit's measure)"),
+        ("max by (venue, symbol) (sqt_risk_feed_staleness_seconds)", "{{venue}} {{symbol}} feed silent, as judged"),
+        ("sqt_risk_behind_seconds", "judgement behind the clock (heartbeat stops past 2 s)"),
+        ("sum by (scope, breaker) (sqt_risk_trips)", "{{scope}} {{breaker}} latched"),
+    ],
+    "short",
+)
 panel("Exposure", [("sum by (venue, symbol) (sqt_risk_exposure_quote)", "{{venue}} {{symbol}}")], "short")
 panel(
     "Margin ratio and liquidation distance",
     [
-        ("min by (venue, symbol) (sqt_risk_margin_ratio)", "{{venue}} {{symbol}} margin"),
+        ("min by (venue, account) (sqt_risk_margin_ratio)", "{{venue}} {{account}} margin"),
         ("min by (venue, symbol) (sqt_risk_liquidation_distance_ratio)", "{{venue}} {{symbol}} liquidation distance"),
     ],
     "percentunit",
 )
 panel("Reconciliation findings", [("sum by (venue, kind) (increase(sqt_reconciler_findings_total[1h]))", "{{venue}} {{kind}}")], "short")
-panel("Alerts sent", [("sum by (channel, outcome) (increase(sqt_alerts_sent_total[1h]))", "{{channel}} {{outcome}}")], "short")
+panel(
+    "Alerts",
+    [
+        ("sum by (channel, kind) (increase(sqt_alerts_delivered_total[1h]))", "{{channel}} {{kind}} delivered"),
+        ("sum by (channel, outcome) (increase(sqt_alerts_requests_total[1h]))", "{{channel}} {{outcome}} requests"),
+    ],
+    "short",
+)
 panel(
     "Gateway clients and frames",
     [("sum(sqt_gateway_clients)", "clients"), ("sum by (type) (rate(sqt_gateway_frames_sent_total[1m]))", "frames {{type}}")],
