@@ -4,6 +4,7 @@ follow a scripted crash; the breakers must stop the right things and an operator
 
 from __future__ import annotations
 
+import asyncio
 import os
 import signal
 import subprocess
@@ -22,6 +23,7 @@ from bus.embedded import EmbeddedServer
 from bus.publisher import Publisher
 from bus.reader import read_stream
 from bus.streams import BREAKERS
+from monitors.alerts.testing import RecordingWebhook
 from schemas import ids
 from schemas.account import OrderUpdate
 from schemas.codec import decode
@@ -64,6 +66,12 @@ move = "0.08"
 window_ms = 5000
 [risk.latency]
 enabled = false            # a frozen venue answers late on purpose here
+[alerts]
+telegram_api = "{webhook}"
+group_ms = 200
+ping_interval_ms = 500
+ping_wait_ms = 300
+silence_ms = 1500
 [[grids]]
 instance = "e2e"
 venue = "sim"
@@ -84,12 +92,16 @@ class System:
         self.workdir, self.url = workdir, url
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
-    def configure(self, prices: str = "", history: int = 30, spacing: str = "0.0005", notional: str = "200") -> None:
-        text = CONFIG.format(data=self.workdir / "data", url=self.url, prices=prices, history=history, spacing=spacing, notional=notional)
+    def configure(
+        self, prices: str = "", history: int = 30, spacing: str = "0.0005", notional: str = "200", webhook: str = "http://127.0.0.1:9"
+    ) -> None:
+        text = CONFIG.format(
+            data=self.workdir / "data", url=self.url, prices=prices, history=history, spacing=spacing, notional=notional, webhook=webhook
+        )
         (self.workdir / "sqt.toml").write_text(text)
 
-    def start(self, *components: str) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SQT_")}
+    def start(self, *components: str, secrets: dict[str, str] | None = None) -> None:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("SQT_")} | (secrets or {})
         for component in components:
             argv = [sys.executable, "-m", "cli.main", "--config", str(self.workdir / "sqt.toml"), "run", component]
             argv += ["--instance", "e2e"] if component == "grid" else []
@@ -154,8 +166,10 @@ async def operator_reset(bus: Client) -> None:
 async def test_a_dead_feed_halts_its_market_cancels_its_orders_refuses_places_and_an_operator_restarts_it(
     bus: Client, system: System
 ) -> None:
-    system.configure()
+    webhook = await RecordingWebhook().start()
+    system.configure(webhook=webhook.url)
     system.start("sim", "executor", "risk", "grid")
+    system.start("alerts", secrets=webhook.environ())
     venue = SimVenue(bus)
     await eventually(lambda: _count(grid_orders(venue), lambda n: n >= 4), timeout=60, what="the grid's resting orders")
 
@@ -189,6 +203,18 @@ async def test_a_dead_feed_halts_its_market_cancels_its_orders_refuses_places_an
     await operator_reset(bus)
     await eventually(lambda: _state(bucket(bus, SCOPE), "ok"), timeout=20, what="the operator's reset")
     await eventually(lambda: _count(grid_orders(venue), lambda n: n >= 4), timeout=60, what="the grid trading again")
+
+    # Each of these reached both channels, once.
+    said = (f"breaker {SCOPE} halted", f"breaker {SCOPE} closed", "stopped answering its ping", "answers again")
+    try:
+        await eventually(lambda: all(webhook.count(c, m) >= 1 for c in ("slack", "telegram") for m in said), timeout=30, what="the alerts")
+        system.signal("alerts", signal.SIGTERM)  # nothing more comes in later, and nothing twice
+        await asyncio.to_thread(system.procs["alerts"].wait, 10)
+        assert {(c, m): webhook.count(c, m) for c in ("slack", "telegram") for m in said} == {
+            (c, m): 1 for c in ("slack", "telegram") for m in said
+        }
+    finally:
+        await webhook.stop()
 
 
 async def test_a_scripted_crash_reduces_its_market_opening_orders_go_and_closing_orders_stay(bus: Client, system: System) -> None:
