@@ -85,6 +85,7 @@ TARGETS = {
     ),
     "executor": (["executors/executor.py", "executors/answers.py"], EXECUTOR_FAST),
     "sim-matching": (["venues/sim/matching.py", "venues/sim/book.py", "venues/sim/checks.py"], SIM_TESTS),
+    "risk": (["monitors/risk/core.py", "monitors/risk/conditions.py"], ["tests/test_risk_core.py", "tests/test_risk_mutants.py"]),
     "handler": (["bus/handler.py"], ["tests/test_handler_mutants.py", "tests/test_handler_runtime.py", "tests/test_executor.py"]),
     "runtime": (
         ["bus/runtime.py", "bus/consumer.py", "bus/contract.py"],
