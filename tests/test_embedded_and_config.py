@@ -133,7 +133,15 @@ def test_without_a_config_file_sqt_up_runs_the_grid_the_shipped_config_declares(
         "0.0005",
     )
     assert (str(grid.notional), grid.trail_levels, grid.max_open_orders, grid.post_only) == ("200", 2, 20, True)
-    assert [name for name, _argv, _what in components(defaults, None)] == ["sim", "executor", "risk", "reconciler", "alerts", "gateway", "grid:btc-neutral"]
+    assert [name for name, _argv, _what in components(defaults, None)] == [
+        "sim",
+        "executor",
+        "risk",
+        "reconciler",
+        "alerts",
+        "gateway",
+        "grid:btc-neutral",
+    ]
 
 
 def test_a_config_file_that_sets_grids_to_an_empty_list_runs_no_grid(tmp_path: Path) -> None:
