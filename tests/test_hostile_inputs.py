@@ -22,6 +22,7 @@ from hypothesis import strategies as st
 from bus.dlq import CONSUMER, ERROR, SEQ, TRUNCATED
 from bus.reader import read_stream
 from testkit import hostile
+from testkit.bus import eventually
 from testkit.loop import Loop
 
 T = TypeVar("T")
@@ -85,7 +86,11 @@ async def publish_raw(s: hostile.Stack, payloads: list[tuple[str, bytes]]) -> No
 async def bad_then_valid(r: Running, payloads: list[tuple[str, bytes]]) -> None:
     s = r.stack
     dlq_before = await hostile.last_seq(s.nc, "DLQ")
+    stored_before = await hostile.last_seq(s.nc, s.stream)
     await publish_raw(s, payloads)
+    # In the consumer's input stream before the valid input: a sourced stream copies each source
+    # on its own, so a valid input from another source could otherwise overtake them.
+    await eventually(lambda: _stored_past(s, stored_before + len(payloads)), timeout=20, what="the bad payloads in the input stream")
     await r.target.valid(s)  # the valid input behind them is processed normally
     input_last = await hostile.last_seq(s.nc, s.stream)
     await hostile.settled_past(s, input_last)
@@ -95,6 +100,10 @@ async def bad_then_valid(r: Running, payloads: list[tuple[str, bytes]]) -> None:
     assert len(dead) == len(payloads), [m.header(ERROR) for m in dead]
     assert all(m.header(ERROR) and m.header(SEQ) for m in dead)
     assert s.consumer.stats.sessions == r.sessions, s.consumer.stats.last_error  # never restarted by it
+
+
+async def _stored_past(s: hostile.Stack, seq: int) -> bool:
+    return await hostile.last_seq(s.nc, s.stream) >= seq
 
 
 @st.composite
