@@ -1,4 +1,5 @@
-"""The line `sqt up` prints every few seconds: the primary market, stream sizes, each grid.
+"""The line `sqt up` prints every few seconds: the primary market, stream sizes, each grid, and
+every risk breaker that is not ok.
 
 It is best effort and never holds anything up: while NATS is down it says so instead of
 waiting on requests that cannot be answered, and its subscriptions come back by themselves
@@ -17,6 +18,7 @@ from nats.aio.msg import Msg
 
 from cli.config import Config
 from schemas import subjects
+from schemas.ops import BreakerChange
 
 STREAMS_SHOWN = ("MARKET", "ACCOUNT", "COMMAND")
 INFO_TIMEOUT = 1.0  # seconds per stream_info: the line is late rather than the supervisor
@@ -40,6 +42,7 @@ class MarketWatch:
         self.ticker: _Ticker | None = None
         self.ticks = 0
         self.grids: dict[str, dict[str, Any]] = {}
+        self.breakers: dict[str, str] = {}  # scope -> "halted (feed_stale)", for scopes not ok
 
     async def start(self, nc: Client) -> None:
         async def on_tick(msg: Msg) -> None:
@@ -57,7 +60,19 @@ class MarketWatch:
             }
 
         await nc.subscribe(subjects.md(self.config.sim.venue, self.symbol, "ticker"), cb=on_tick)
+
+        async def on_breaker(msg: Msg) -> None:
+            try:
+                change = msgspec.json.decode(msg.data, type=BreakerChange)
+            except msgspec.DecodeError:
+                return
+            if change.state == "ok":
+                self.breakers.pop(change.scope, None)
+            else:
+                self.breakers[change.scope] = f"{change.state} ({', '.join(t.breaker for t in change.trips) or change.reason})"
+
         await nc.subscribe(subjects.ops("grid", "*", "state"), cb=on_state)
+        await nc.subscribe(subjects.ops("risk", "*", "breaker"), cb=on_breaker)
 
     async def line(self, nc: Client) -> str:
         stamp = time.strftime("%H:%M:%S")
@@ -76,7 +91,8 @@ class MarketWatch:
             f"grid {k}: {v['status']}, {v['open']} open, position {v['position']}, {v['fills']} fills, pnl {v['pnl']}"
             for k, v in sorted(self.grids.items())
         )
-        return f"[{stamp}] {market} | {', '.join(counts)} msgs" + (f" | {grids}" if grids else "")
+        risk = "; ".join(f"{scope} {what}" for scope, what in sorted(self.breakers.items())) or "no breaker open"
+        return f"[{stamp}] {market} | {', '.join(counts)} msgs" + (f" | {grids}" if grids else "") + f" | risk: {risk}"
 
 
 async def print_status_lines(nc: Client, config: Config, stop: asyncio.Event, every: float = 5.0) -> None:
