@@ -49,6 +49,7 @@ from schemas.codec import decode
 from schemas.commands import CancelAll
 from schemas.market import Ticker
 from schemas.ops import BreakerChange, ControlCommand
+from testkit.bus import eventually
 from testkit.chaos import Cluster
 from venues.errors import Transient
 from venues.protocol import OrderRequest
@@ -100,16 +101,10 @@ def ticker(price: Decimal) -> Ticker:
 
 
 async def until(predicate: Any, timeout: float = 30.0) -> None:
-    deadline = time.monotonic() + timeout
-    while True:
-        result = predicate()
-        if asyncio.iscoroutine(result):
-            result = await result
-        if result:
-            return
-        if time.monotonic() > deadline:
-            raise TimeoutError("benchmark condition not met")
-        await asyncio.sleep(0.005)
+    try:
+        await eventually(predicate, timeout=timeout, interval=0.005, what="a benchmark condition")
+    except AssertionError as exc:
+        raise TimeoutError(str(exc)) from None
 
 
 class Bench:

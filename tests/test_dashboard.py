@@ -20,6 +20,8 @@ from typing import Any
 import aiohttp
 import pytest
 
+from bus.connection import connect
+from cli.status import services
 from testkit.bus import eventually, start_server
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -249,6 +251,14 @@ async def test_every_metric_on_the_dashboard_is_exported_by_a_live_component_and
             assert status == 200 and json.loads(body), name
             status, body = await get(session, port, "/health")
             assert status == 200, f"{name}: {body}"
+
+        # Each says where its HTTP face is in its micro service, so `sqt status` can ask it.
+        nc = await connect(stack.server.url, name="dashboard-test")
+        try:
+            advertised = {s["metadata"].get("component"): s["metadata"].get("http") for s in await services(nc)}
+        finally:
+            await nc.close()
+        assert advertised == {name: f"127.0.0.1:{port}" for name, port in stack.ports.items()}, advertised
 
         # NATS goes away: every component says so on /health (the gateway, on its own port, too).
         stack.server.stop()

@@ -17,7 +17,7 @@ import aiohttp
 from nats.aio.client import Client
 
 from bus.connection import connect
-from bus.http import serve
+from bus.http import address, maybe_serve
 from bus.publisher import Publisher
 from bus.service import register
 from bus.settings import BusSettings
@@ -112,11 +112,10 @@ async def run_alerts(settings: BusSettings, cfg: AlertsConfig, stop: asyncio.Eve
         store = await Store(nc, publisher, cfg.confirm_ttl_s).open()
         session = await stack.enter_async_context(aiohttp.ClientSession())
         monitor = AlertsMonitor(nc, cfg, channels, publisher, store, session)
-        service = await register(
-            nc, "alerts", cfg.instance, "alerts: breakers, findings, gaps, dead letters, unknown orders -> Slack, Telegram", monitor.status
-        )
-        stack.push_async_callback(service.stop)
-        if cfg.metrics_port:
-            http = await serve(cfg.metrics_port, metrics.REGISTRY, monitor.status)
+        http = await maybe_serve(cfg.metrics_port, metrics.REGISTRY, monitor.status)
+        if http is not None:
             stack.push_async_callback(http.cleanup)
+        what = "alerts: breakers, findings, gaps, dead letters, unknown orders -> Slack, Telegram"
+        service = await register(nc, "alerts", cfg.instance, what, monitor.status, http=address(http))
+        stack.push_async_callback(service.stop)
         await monitor.run(stop)

@@ -25,7 +25,7 @@ from bus.connection import connect
 from bus.consumer import ConsumerSpec
 from bus.contract import Inbound
 from bus.handler import HandlerRuntime
-from bus.http import serve
+from bus.http import address, maybe_serve
 from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime
 from bus.service import register
@@ -185,9 +185,10 @@ async def run_reconciler(settings: BusSettings, cfg: ReconcilerConfig, stop: asy
                 "uptime_s": round(time.time() - started, 1),
             }
 
-        service = await register(nc, "reconciler", cfg.name, f"reconciler of {cfg.venue}/{cfg.account}: our record vs the venue", status)
-        owned.push_async_callback(service.stop)
-        if cfg.metrics_port:
-            http = await serve(cfg.metrics_port, metrics.REGISTRY, status)
+        http = await maybe_serve(cfg.metrics_port, metrics.REGISTRY, status)
+        if http is not None:
             owned.push_async_callback(http.cleanup)
+        what = f"reconciler of {cfg.venue}/{cfg.account}: our record vs the venue"
+        service = await register(nc, "reconciler", cfg.name, what, status, http=address(http))
+        owned.push_async_callback(service.stop)
         await run_parts(parts, stop)
