@@ -167,7 +167,7 @@ class Cluster:
         return self
 
     def __exit__(self, *_exc: object) -> None:
-        for name in COMPONENTS:
+        for name in list(self.procs):  # every component started, not only the chaos run's three
             self.stop(name)
         self.server.stop()
 
