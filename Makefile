@@ -33,6 +33,7 @@ bench: $(STAMP)
 	$(BIN)/python bench/bus.py
 	$(BIN)/python bench/grid.py
 	$(BIN)/python bench/risk.py
+	$(BIN)/python bench/reconciler.py
 
 chaos: $(STAMP)
 	$(BIN)/python bench/chaos.py
