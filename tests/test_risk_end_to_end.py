@@ -13,6 +13,7 @@ import time
 from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
 from pathlib import Path
+from typing import Any
 
 import msgspec
 import pytest
@@ -28,10 +29,11 @@ from schemas import ids
 from schemas.account import OrderUpdate
 from schemas.codec import decode
 from schemas.commands import PlaceOrder
-from schemas.ops import BreakerChange, ControlCommand
+from schemas.ops import BreakerChange, ControlCommand, ReconciliationFinding
 from strategies.grid.lattice import client_prefix, parse_client_order_id
 from testkit.bus import eventually
 from venues.errors import Transient
+from venues.protocol import OrderRequest
 from venues.sim.client import SimVenue
 
 pytestmark = pytest.mark.e2e
@@ -245,3 +247,68 @@ async def _count(orders: Awaitable[dict[str, str]], ok: Callable[[int], bool]) -
 
 async def _state(got: Awaitable[str], want: str) -> bool:
     return await got == want
+
+
+RECONCILER = """
+[reconciler]
+policy = "fix"
+client_prefixes = ["e2eg"]
+interval_ms = 300
+grace_ms = 1500
+"""
+
+
+async def test_a_ghost_of_ours_is_cancelled_a_vanished_order_is_booked_and_both_are_alerted_once(bus: Client, system: System) -> None:
+    webhook = await RecordingWebhook().start()
+    system.configure(webhook=webhook.url)
+    config = system.workdir / "sqt.toml"
+    config.write_text(config.read_text().replace("[sim]\n", "[sim]\ntest_hooks = true\n") + RECONCILER)
+    system.start("sim", "executor", "reconciler")
+    system.start("alerts", secrets=webhook.environ())
+    venue = SimVenue(bus)
+    candles: list[Any] = []
+
+    async def answering() -> bool:
+        try:
+            candles[:] = await venue.fetch_ohlcv(SYMBOL, limit=1)
+        except Transient:
+            return False
+        return bool(candles)
+
+    await eventually(answering, timeout=60, what="the exchange answering")
+    price = candles[-1].close
+    low = (price * Decimal("0.8")).quantize(Decimal(1))
+
+    # An order of ours the exchange never told anyone about, and one whose end it kept quiet.
+    gone = await venue.create_order(OrderRequest(symbol=SYMBOL, client_order_id="e2eggone", side="buy", amount=Decimal("0.001"), price=low))
+    await venue.hidden_create_order(
+        OrderRequest(symbol=SYMBOL, client_order_id="e2egghost", side="buy", amount=Decimal("0.001"), price=low)
+    )
+    await venue.hidden_cancel_order(SYMBOL, client_order_id="e2eggone")
+    assert (await venue.fetch_order(SYMBOL, client_order_id="e2egghost")).status == "open"  # nobody acts on the new
+
+    async def ghost_cancelled() -> bool:
+        return (await venue.fetch_order(SYMBOL, client_order_id="e2egghost")).status == "canceled"
+
+    await eventually(ghost_cancelled, timeout=30, what="the ghost cancelled by the reconciler")
+
+    async def booked() -> bool:
+        events = [e for e in await stored(bus, "ACCOUNT", "acct.sim.main.BTC-USDT-USDT.order") if isinstance(e, OrderUpdate)]
+        return any(e.client_order_id == "e2eggone" and e.status == "canceled" for e in events)
+
+    await eventually(booked, timeout=30, what="the vanished order's real state published")
+    findings = [f for f in await stored(bus, "OPS", "ops.reconciler.*.finding") if isinstance(f, ReconciliationFinding)]
+    actions = {(f.kind, f.client_order_id, f.action) for f in findings if f.kind != "in_sync"}
+    assert actions == {("ghost_order", "e2egghost", "canceled"), ("missing_order", "e2eggone", "published")}, actions
+    assert gone.order_id is not None
+
+    said = ("reconciliation: ghost_order on sim/main", "reconciliation: missing_order on sim/main")
+    try:
+        await eventually(lambda: all(webhook.count(c, m) >= 1 for c in ("slack", "telegram") for m in said), timeout=30, what="alerts")
+        system.signal("alerts", signal.SIGTERM)
+        await asyncio.to_thread(system.procs["alerts"].wait, 10)
+        assert {(c, m): webhook.count(c, m) for c in ("slack", "telegram") for m in said} == {
+            (c, m): 1 for c in ("slack", "telegram") for m in said
+        }
+    finally:
+        await webhook.stop()
