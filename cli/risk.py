@@ -28,7 +28,7 @@ from bus.streams import BREAKERS
 from cli.config import Config
 from schemas import ids
 from schemas.ops import BreakerChange, ControlCommand, RiskHeartbeat
-from schemas.subjects import HEARTBEAT_KEY
+from schemas.subjects import HEARTBEAT_KEY, breaker_scopes
 
 
 def add_parser(sub: Any) -> None:
@@ -54,13 +54,17 @@ async def _risk(config: Config, args: argparse.Namespace) -> int:
             return await _ls(nc)
         if args.action in ("halt", "pause") and not args.scope:
             args.scope = "global"
+        known = {scope for w in config.risk.watch for sym in w.symbols for scope in breaker_scopes(w.venue, sym, w.account)}
+        if args.scope is not None and args.scope not in known:
+            print(f"sqt: no watched market is in scope {args.scope!r}; the scopes: {', '.join(sorted(known))}", file=sys.stderr)
+            return 2
         fields: dict[str, Any] = dict(
             target_component="risk",
             target_instance=args.instance or config.risk.instance,
             action=args.action,
             reason=args.reason,
             scope=args.scope,
-            operator=getpass.getuser() or "operator",
+            operator=_operator(),
             ts=int(time.time() * 1000),
         )
         publisher = await Publisher(nc).start()
@@ -70,6 +74,13 @@ async def _risk(config: Config, args: argparse.Namespace) -> int:
         return 0
     finally:
         await nc.close()
+
+
+def _operator() -> str:
+    try:
+        return getpass.getuser() or "operator"
+    except (KeyError, OSError):  # a container without a user entry
+        return "operator"
 
 
 async def _ls(nc: Client) -> int:
@@ -83,7 +94,10 @@ async def _ls(nc: Client) -> int:
     for key in sorted(keys):
         entry = await kv.get(key)
         if key == HEARTBEAT_KEY:
-            beat = msgspec.json.decode(entry.value or b"{}", type=RiskHeartbeat)
+            try:
+                beat = msgspec.json.decode(entry.value or b"{}", type=RiskHeartbeat)
+            except msgspec.DecodeError:
+                beat = None
             continue
         try:
             change = msgspec.json.decode(entry.value or b"{}", type=BreakerChange)

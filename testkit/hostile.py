@@ -463,7 +463,7 @@ async def risk_valid(s: Stack) -> None:
             target_component="risk",
             target_instance=RISK.instance,
             action=action,
-            scope="venue.hostile",
+            scope="venue.sim",
             operator="test",
             ts=now,
         )  # fmt: skip
@@ -473,12 +473,12 @@ async def risk_valid(s: Stack) -> None:
 
     async def stored() -> bool:
         try:
-            entry = await kv.get("venue.hostile")
+            entry = await kv.get("venue.sim")
         except Exception:  # noqa: BLE001 - not written yet
             return False
         return msgspec.json.decode(entry.value or b"{}").get("state") == want
 
-    await eventually(stored, timeout=20, what=f"the risk monitor to write venue.hostile {want}")
+    await eventually(stored, timeout=20, what=f"the risk monitor to write venue.sim {want}")
 
 
 # ----------------------------------------------------------------------------- the reconciler

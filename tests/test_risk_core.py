@@ -243,3 +243,29 @@ def test_by_default_a_stale_feed_reopens_a_minute_after_its_data_came_back() -> 
     d.tick("100", after=1_000)
     d.tick("100", symbol="ETH/USDT:USDT", after=0)
     assert d.state_of(BTC) == "ok"
+
+
+def test_an_operator_naming_a_scope_no_watched_market_has_is_refused_and_nothing_latches() -> None:
+    d = live()
+    for scope in ("venue sim", "symbol.sim.BTC/USDT:USDT", "venue.other"):
+        out = d.control("halt", scope)
+        assert changes(out) == [] and alerts(out)[0].kind == "unknown_scope" and scope in alerts(out)[0].message
+    assert d.state.latches == {} and d.state.published == {}
+
+
+def test_a_pause_does_not_lower_an_operators_halt() -> None:
+    d = live()
+    d.control("halt", "venue.sim")
+    assert changes(d.control("pause", "venue.sim", operator="bob")) == []
+    assert d.state_of("venue.sim") == "halted"
+
+
+def test_a_control_dated_ahead_of_the_clock_does_not_make_the_feeds_look_stale() -> None:
+    d = live()
+    d.ts += 4_900  # the operator's clock runs ahead (admission allows up to 5 s)
+    out = d.control("reset")
+    assert changes(out) == [] and d.state.now == T0 + 500
+    d.ts -= 4_900
+    d.tick("100")
+    d.tick("100", symbol="ETH/USDT:USDT", after=0)
+    assert d.state.published == {}

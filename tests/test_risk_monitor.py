@@ -172,6 +172,8 @@ async def test_a_breaker_outlives_a_sigkill_of_the_monitor_and_a_dead_monitor_me
             # Data flows again; the operator sees what is open, and closes it.
             listed = risk.sqt("risk", "ls")
             assert listed.returncode == 0 and SCOPE in listed.stdout and "halted" in listed.stdout and "feed_stale" in listed.stdout
+            typo = risk.sqt("risk", "halt", "--scope", "symbol.sim.BTC/USDT:USDT")
+            assert typo.returncode == 2 and SCOPE in typo.stderr, typo.stderr  # refused, naming the scopes there are
             assert risk.sqt("risk", "reset", "--scope", SCOPE).returncode == 0
             await eventually(lambda: _is(bus, SCOPE, "ok"), timeout=10, what="the operator's reset in the bucket")
         changes = await stored(bus, "OPS", "ops.risk.t.breaker")

@@ -208,7 +208,7 @@ def test_a_position_trips_only_beyond_its_limit_counting_contracts_times_their_s
     change = only_change(d.feed(Position(id="short", **fields)))
     assert change.trips == [
         Trip(breaker="position", state="reduce_only", value=D("0.60"), limit=D("0.5"), detail="main holds -0.60 BTC/USDT:USDT on sim",
-             since=d.ts, events=[d.seq])
+             since=d.state.now, events=[d.seq])
     ]  # fmt: skip
     long = only_change(quiet(position=PositionLimit(limits={"BTC/USDT:USDT": D("0.5")})).position("0.7"))
     assert long.trips[0].detail == "main holds 0.7 BTC/USDT:USDT on sim"
@@ -238,7 +238,7 @@ def test_exposure_trips_only_beyond_its_limit_with_every_held_position_as_eviden
     assert change.scope == "global"
     assert change.trips == [
         Trip(breaker="exposure", state="reduce_only", value=D("50000.04"), limit=D(50_000),
-             detail="positions worth 50000.04 together", since=d.ts, events=[2, d.seq])
+             detail="positions worth 50000.04 together", since=d.state.now, events=[2, d.seq])
     ]  # fmt: skip
 
 
@@ -250,7 +250,7 @@ def test_liquidation_trips_only_nearer_than_its_floor_with_the_marks_as_evidence
     out = position(d, "1", mark_price="100", liquidation_price="95.5")
     assert only_change(out).trips == [
         Trip(breaker="liquidation", state="reduce_only", value=D("0.0450"), limit=D("0.05"),
-             detail="BTC/USDT:USDT on sim: mark 100, liquidation at 95.5", since=d.ts, events=[d.seq])
+             detail="BTC/USDT:USDT on sim: mark 100, liquidation at 95.5", since=d.state.now, events=[d.seq])
     ]  # fmt: skip
 
 
@@ -276,7 +276,7 @@ def test_margin_sums_an_accounts_positions_and_trips_only_below_its_floor() -> N
     assert change.scope == "account.sim.alt"
     assert change.trips == [
         Trip(breaker="margin", state="reduce_only", value=D("0.1998"), limit=D("0.2"),
-             detail="alt on sim: equity 999 for positions worth 5000", since=d.ts, events=[first, d.seq])
+             detail="alt on sim: equity 999 for positions worth 5000", since=d.state.now, events=[first, d.seq])
     ]  # fmt: skip
 
 
@@ -296,7 +296,7 @@ def test_the_daily_loss_trips_only_beyond_its_limit_with_every_position_as_evide
     out = position(d, "1", symbol="ETH/USDT:USDT", mark_price="3000", unrealized_pnl="-1000.5")
     assert only_change(out).trips == [
         Trip(breaker="daily_loss", state="halted", value=D("1000.5"), limit=D(1_000),
-             detail="lost 1000.5 since 00:00 UTC (realized plus unrealized)", since=d.ts, events=[first, d.seq])
+             detail="lost 1000.5 since 00:00 UTC (realized plus unrealized)", since=d.state.now, events=[first, d.seq])
     ]  # fmt: skip
 
 
@@ -466,6 +466,7 @@ def test_a_create_waits_five_minutes_for_its_answer_and_no_longer() -> None:
 def test_only_the_last_four_times_samples_answers_are_kept() -> None:
     d = quiet(latency=Latency(limit_ms=100, samples=2, window_ms=30_000))
     now = T0 + 100_000
+    d.at(now)  # time moves with the clock, not with order events
     answer(d, "s1", sent=now, took=500)
     for i in range(8):  # late answers stamped long ago: out of the window
         answer(d, f"old{i}", sent=T0 + i * 10, took=500)

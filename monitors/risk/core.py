@@ -52,6 +52,8 @@ class RiskCore:
         self.quotes = {account_key(w.venue, w.account): w.quote for w in config.watch}
         self.markets = {key: markets[key] for key in self.watched}
         self.band = PriceBand()
+        # Every scope a watched market is covered by: the only ones an operator may name.
+        self.scopes = frozenset(scope for w in config.watch for sym in w.symbols for scope in breaker_scopes(w.venue, sym, w.account))
         self.origin = f"risk:{config.instance}"
 
     def initial_state(self) -> RiskState:
@@ -79,13 +81,18 @@ class RiskCore:
             st = self.on_alert(st, ev, seq)
         elif kind is not Clock:
             return st, []
-        st = self.advance(st, ev.ts, seq)
+        # Time moves with the monitor's own clock and the watched markets' tickers only: an
+        # operator's, a strategy's or a reconciler's clock a few seconds fast must not make every
+        # feed look stale (the admission check lets an input run up to 5 s ahead).
+        st = self.advance(st, ev.ts if kind is Clock or kind is Ticker else st.now, seq)
         st, outputs = self.judge(st, seq)
         return st, alerts + outputs
 
     def advance(self, st: RiskState, ts: int, seq: int) -> RiskState:
         now = max(st.now, ts)
         started = st.started or now
+        if not now:  # no time yet (an account event before the first clock or ticker)
+            return replace(st, seq=seq)
         day, base = st.day, st.day_base
         if now // DAY_MS != day:  # the first input of a UTC day sets the loss limit's baseline
             day, base = now // DAY_MS, day_pnl(st)
@@ -169,23 +176,40 @@ class RiskCore:
     def on_control(self, st: RiskState, ev: ControlCommand, seq: int) -> tuple[RiskState, list[Any]]:
         if ev.target_component != "risk" or ev.target_instance not in (self.cfg.instance, ALL_INSTANCES):
             return st, []
+        if ev.scope is not None and ev.scope not in self.scopes:
+            return st, [self.unknown_scope(ev, seq)]
         if ev.action in ("halt", "pause"):
             scope = ev.scope or "global"
             state: BreakerState = "halted" if ev.action == "halt" else "reduce_only"
+            held = st.latches.get(scope, {}).get("operator")
+            if held is not None and held.trip.state == "halted" and state != "halted":
+                return st, []  # a pause does not lower an operator's halt: a reset does
             trip = Trip(breaker="operator", state=state, detail=f"{ev.operator}: {ev.reason or ev.action}", since=ev.ts, events=[seq])
             return self.latch(st, scope, trip, holding=False), []
         # reset / resume: close what no longer holds; say what cannot be closed and why
         latches = {s: dict(b) for s, b in st.latches.items()}
         refused: list[Any] = []
-        for scope, breakers in latches.items():
+        for scope, breakers in sorted(latches.items()):
             if ev.scope is not None and scope != ev.scope:
                 continue
-            for name, latch in list(breakers.items()):
+            for name, latch in sorted(breakers.items()):
                 if latch.holding:
                     refused.append(self.refusal(ev, scope, latch.trip, seq))
                 else:
                     del breakers[name]
         return replace(st, latches={s: b for s, b in latches.items() if b}), refused
+
+    def unknown_scope(self, ev: ControlCommand, seq: int) -> RiskAlert:
+        """An operator named a scope no watched market has: refused, said, nothing latched."""
+        fields: dict[str, Any] = dict(
+            component="risk",
+            instance=self.cfg.instance,
+            severity="warning",
+            kind="unknown_scope",
+            message=f"{ev.operator} asked to {ev.action} {ev.scope!r}, which is none of: {', '.join(sorted(self.scopes))}"[:1000],
+            ts=ev.ts,
+        )
+        return RiskAlert(id=ids.content_id(f"risk-scope:{self.cfg.instance}", {**fields, "seq": seq}), **fields)
 
     def refusal(self, ev: ControlCommand, scope: str, trip: Trip, seq: int) -> RiskAlert:
         fields: dict[str, Any] = dict(
@@ -224,11 +248,11 @@ class RiskCore:
         """Latches after this input: new trips latched, ended conditions marked, cool-downs done."""
         changed = False
         out: dict[str, dict[str, Latch]] = {}
-        for scope in st.latches.keys() | now.keys():
+        for scope in sorted(st.latches.keys() | now.keys()):  # sorted: the same order whatever the hash seed
             old = st.latches.get(scope, {})
             found = now.get(scope, {})
             breakers: dict[str, Latch] = {}
-            for name in old.keys() | found.keys():
+            for name in sorted(old.keys() | found.keys()):
                 latch, trip = old.get(name), found.get(name)
                 if trip is not None:
                     kept = Latch(trip=trip if latch is None or not latch.holding else latch.trip, holding=True)

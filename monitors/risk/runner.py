@@ -26,7 +26,7 @@ from typing import Any
 
 import msgspec
 from nats.aio.client import Client
-from nats.js.errors import KeyNotFoundError, NotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
 from bus.connection import connect
 from bus.consumer import Outgoing
@@ -114,18 +114,26 @@ class RiskRuntime(ConsumerRuntime[RiskState, Any]):
             futures.append(await self.publisher.send(out.subject, out.payload, out.msg_id))
 
     async def sync_bucket(self) -> int:
-        """Rewrite every scope whose bucket value is not the last change the log says: how many."""
+        """Rewrite every scope whose bucket value is not the last change the log says: how many.
+
+        It runs beside the live runtime, which may write a newer change of a scope meanwhile:
+        the last change is read again just before each write, and the write only replaces the
+        revision that was read (a conflict means the runtime wrote it: the newer value stays)."""
         kv = await self.js.key_value(BREAKERS.name)
         fixed = 0
-        for scope, change in self.state.published.items():
-            payload = encode(change)
+        for scope in sorted(self.state.published):
             try:
                 entry = await kv.get(scope)
-                if entry.value == payload:
-                    continue
+                value, revision = entry.value, entry.revision or 0
             except (KeyNotFoundError, NotFoundError):
-                pass
-            await kv.put(scope, payload)
+                value, revision = None, 0
+            change = self.state.published.get(scope)
+            if change is None or value == (payload := encode(change)):
+                continue
+            try:
+                await kv.update(scope, payload, last=revision)
+            except KeyWrongLastSequenceError:
+                continue  # the live runtime wrote this scope since: its value is the newer one
             fixed += 1
         return fixed
 
@@ -146,7 +154,6 @@ async def tick(publisher: Publisher, cfg: RiskConfig, stop: asyncio.Event) -> No
 
 async def heartbeat(nc: Client, runtime: RiskRuntime, cfg: RiskConfig, stop: asyncio.Event) -> None:
     """Say we are alive while the core keeps up with the clock; go quiet when it does not."""
-    kv = await nc.jetstream().key_value(BREAKERS.name)
     keeps_up = max(2_000, 4 * cfg.clock_ms)
     while not stop.is_set():
         now = int(time.time() * 1000)
@@ -155,6 +162,7 @@ async def heartbeat(nc: Client, runtime: RiskRuntime, cfg: RiskConfig, stop: asy
         if runtime.state.now and behind <= keeps_up:
             beat = RiskHeartbeat(instance=cfg.instance, ts=now, input_seq=runtime.seq)
             try:
+                kv = await nc.jetstream().key_value(BREAKERS.name)
                 await kv.put(HEARTBEAT_KEY, msgspec.json.encode(beat))
             except Exception as exc:  # noqa: BLE001 - a missed beat makes executors careful, not wrong
                 log.warning("heartbeat not written: %s", exc)
@@ -232,7 +240,18 @@ async def run_risk(settings: BusSettings, cfg: RiskConfig, stop: asyncio.Event) 
 
         async def once_recovered() -> None:
             await runtime.caught_up.wait()  # recovered from checkpoint and log, and live
-            fixed = await runtime.sync_bucket()
+            delay = 0.5
+            while not stop.is_set():  # no heartbeat before the bucket says what the log says
+                try:
+                    fixed = await runtime.sync_bucket()
+                    break
+                except Exception as exc:  # noqa: BLE001 - nats errors share no narrower base; retried
+                    log.warning("cannot bring the breakers bucket in line with the log (%s); again in %.1fs", exc, delay)
+                    with contextlib.suppress(asyncio.TimeoutError):
+                        await asyncio.wait_for(stop.wait(), delay)
+                    delay = min(delay * 2, 10.0)
+            else:
+                return
             if fixed:
                 log.warning("rewrote %d breaker scope(s) in the bucket from the log", fixed)
             await heartbeat(nc, runtime, cfg, stop)
