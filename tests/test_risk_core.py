@@ -165,19 +165,20 @@ def test_margin_ratio_below_its_floor_reduces_the_account() -> None:
     assert trip.breaker == "margin" and trip.value == Decimal("0.1750")
 
 
-def test_the_daily_loss_limit_halts_everything_and_a_new_day_starts_from_its_own_baseline() -> None:
+def test_the_daily_loss_limit_halts_everything_counting_only_what_was_lost_today() -> None:
     d = live(daily_loss=RiskConfig().daily_loss.__class__(limit=Decimal(1_000)))
-    d.position("1", mark_price="60000", realized_pnl="500")
-    d.position("1", mark_price="60000", realized_pnl="-500", unrealized_pnl="-400")
-    assert d.state_of("global") == "ok"  # 900 lost since the day's first input
-    out = d.position("1", mark_price="60000", realized_pnl="-700", unrealized_pnl="-400")  # 1,100
+    d.position("1", mark_price="60000", realized_pnl="-5000")  # first seen: its history is not today's loss
+    assert d.state_of("global") == "ok"
+    d.position("1", mark_price="60000", realized_pnl="-5500", unrealized_pnl="-400")
+    assert d.state_of("global") == "ok"  # 900 lost since the day began for it
+    out = d.position("1", mark_price="60000", realized_pnl="-5700", unrealized_pnl="-400")  # 1,100
     [change] = changes(out)
     assert (change.scope, change.state, change.trips[0].value) == ("global", "halted", Decimal(1_100))
     assert len(cancel_alls(out)) == 2
     d.at(T0 + 86_400_000)  # a new UTC day: its baseline is where the last one ended
     d.tick("100", after=0)
     d.tick("100", symbol="ETH/USDT:USDT", after=0)
-    assert d.state.day_base == Decimal(-1_100)
+    assert d.state.day_marks == {"sim|main|BTC/USDT:USDT": Decimal(-6_100)}
     d.control("reset")
     assert d.state_of("global") == "ok"
 

@@ -291,6 +291,7 @@ def test_the_daily_loss_trips_only_beyond_its_limit_with_every_position_as_evide
     d = quiet(daily_loss=DailyLoss(limit=D(1_000)))
     position(d, "1", mark_price="60000")
     first = d.seq
+    position(d, "1", symbol="ETH/USDT:USDT", mark_price="3000")  # the day begins here for it
     position(d, "1", symbol="ETH/USDT:USDT", mark_price="3000", unrealized_pnl="-1000")  # exactly the limit
     assert d.state.published == {}
     out = position(d, "1", symbol="ETH/USDT:USDT", mark_price="3000", unrealized_pnl="-1000.5")

@@ -247,14 +247,15 @@ def _latency(cfg: RiskConfig, st: RiskState, out: Holding) -> None:
 
 
 def day_pnl(st: RiskState) -> Decimal:
-    return sum((h.realized + h.unrealized for h in st.positions.values()), ZERO)
+    """Realized plus unrealized PnL since each position's mark of the day."""
+    return sum((h.realized + h.unrealized - st.day_marks.get(k, h.realized + h.unrealized) for k, h in st.positions.items()), ZERO)
 
 
 def _daily_loss(cfg: RiskConfig, st: RiskState, out: Holding) -> None:
     limit = cfg.daily_loss.limit
     if limit is None or not cfg.daily_loss.enabled:
         return
-    loss = st.day_base - day_pnl(st)
+    loss = -day_pnl(st)
     if loss > limit:
         _add(
             out,

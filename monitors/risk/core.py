@@ -20,7 +20,7 @@ from typing import Any
 from msgspec.structs import replace
 
 from bus.contract import Inbound, InputRejected
-from monitors.risk.conditions import DAY_MS, Holding, day_pnl, holding, symbol_scope
+from monitors.risk.conditions import DAY_MS, Holding, holding, symbol_scope
 from monitors.risk.config import RiskConfig, Rule
 from monitors.risk.state import Held, Latch, RiskState, Seen, account_key, market_key, position_key
 from schemas import ids
@@ -93,10 +93,10 @@ class RiskCore:
         started = st.started or now
         if not now:  # no time yet (an account event before the first clock or ticker)
             return replace(st, seq=seq)
-        day, base = st.day, st.day_base
-        if now // DAY_MS != day:  # the first input of a UTC day sets the loss limit's baseline
-            day, base = now // DAY_MS, day_pnl(st)
-        return replace(st, now=now, started=started, seq=seq, day=day, day_base=base)
+        if now // DAY_MS != st.day:  # a new UTC day: every position's PnL now is its baseline
+            marks = {k: h.realized + h.unrealized for k, h in st.positions.items()}
+            return replace(st, now=now, started=started, seq=seq, day=now // DAY_MS, day_marks=marks)
+        return replace(st, now=now, started=started, seq=seq)
 
     def on_ticker(self, st: RiskState, ev: Ticker, seq: int) -> RiskState:
         key = market_key(ev.venue, ev.symbol)
@@ -126,9 +126,14 @@ class RiskCore:
             realized=ev.realized_pnl,
             seq=seq,
         )
+        key = position_key(ev.venue, ev.account, ev.symbol)
         positions = dict(st.positions)
-        positions[position_key(ev.venue, ev.account, ev.symbol)] = held
-        return replace(st, positions=positions)
+        positions[key] = held
+        if key in st.day_marks:
+            return replace(st, positions=positions)
+        marks = dict(st.day_marks)
+        marks[key] = held.realized + held.unrealized  # first seen today: the day begins here for it
+        return replace(st, positions=positions, day_marks=marks)
 
     def on_balance(self, st: RiskState, ev: Balance) -> RiskState:
         key = account_key(ev.venue, ev.account)

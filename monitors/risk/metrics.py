@@ -57,5 +57,5 @@ def observe(cfg: RiskConfig, st: RiskState) -> None:
         cash = st.equity.get(f"{venue}|{account}")
         if cash is not None and value > 0:
             MARGIN.labels(venue, account).set((float(cash) + equity[(venue, account)]) / value)
-    PNL.set(float(day_pnl(st) - st.day_base))
+    PNL.set(float(day_pnl(st)))
     BEHIND.set(max(time.time() * 1000 - st.now, 0) / 1000 if st.now else 0)

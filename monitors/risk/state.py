@@ -67,7 +67,10 @@ class RiskState(msgspec.Struct, frozen=True, kw_only=True):
     outcomes: dict[str, tuple[tuple[int, bool, int], ...]] = {}  # account -> (ts, refused, seq) of creates
     placed: dict[str, tuple[int, str, str, int]] = {}  # client id -> (command ts, venue, account, seq)
     answers: dict[str, tuple[tuple[int, int, int], ...]] = {}  # venue -> (ts, latency ms, seq)
-    day: int = -1  # UTC day number of `day_base`
-    day_base: Decimal = ZERO  # realized + unrealized PnL at the day's first input
+    day: int = -1  # UTC day number of `day_marks`
+    # Each position's realized + unrealized PnL when the day began for it: at the day's first
+    # input, or at its first report of the day (a position first seen mid-day, or after a fresh
+    # start, counts only what it made or lost since, never its history).
+    day_marks: dict[str, Decimal] = {}
     latches: dict[str, dict[str, Latch]] = {}  # scope -> breaker -> latch
     published: dict[str, BreakerChange] = {}  # scope -> the last change published (the bucket's value)
