@@ -91,12 +91,19 @@ async def run_batch(bus: Client, recorder: Recorder, commands: list[Any]) -> Han
 
 
 async def test_a_cancel_never_overtakes_the_place_of_its_market_but_other_markets_run_beside_it(bus: Client) -> None:
-    slow_place = place("p1", symbol=BTC)
-    commands = [slow_place, cancel("p1"), place("e1", symbol=ETH, price="10")]
-    recorder = Recorder(slow={slow_place.id})
-    await run_batch(bus, recorder, commands)
-    assert recorder.when("start", "cp1") > recorder.when("end", slow_place.id)  # in decision order
-    assert recorder.when("start", commands[2].id) < recorder.when("end", slow_place.id)  # concurrently
+    concurrent = []
+    # Markets run beside each other within one delivered batch; a loaded server may hand the three
+    # commands over in two pulls, so the overlap must show in one of three tries (never in none).
+    for attempt in range(3):
+        slow_place = place(f"p{attempt}", symbol=BTC)
+        commands = [slow_place, cancel(f"p{attempt}"), place(f"e{attempt}", symbol=ETH, price="10")]
+        recorder = Recorder(slow={slow_place.id})
+        await run_batch(bus, recorder, commands)
+        assert recorder.when("start", f"cp{attempt}") > recorder.when("end", slow_place.id)  # in decision order, always
+        concurrent.append(recorder.when("start", commands[2].id) < recorder.when("end", slow_place.id))
+        if concurrent[-1]:
+            break
+    assert any(concurrent), concurrent
 
 
 async def test_cancel_all_runs_alone_after_everything_before_it_and_before_everything_after_it(bus: Client) -> None:
