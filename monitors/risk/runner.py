@@ -36,11 +36,11 @@ from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import register
 from bus.settings import BusSettings
 from bus.streams import BREAKERS, DAY, MINUTE, Source, StreamSpec, apply, apply_stream
-from monitors.risk import metrics
 from monitors.risk.config import RiskConfig
 from monitors.risk.core import RiskCore
+from monitors.risk.metrics import RiskMetrics
 from monitors.risk.state import RiskState, market_key
-from schemas import ids, subjects
+from schemas import subjects
 from schemas.account import Balance, OrderUpdate, Position
 from schemas.codec import encode
 from schemas.commands import PlaceOrder
@@ -158,7 +158,6 @@ async def heartbeat(nc: Client, runtime: RiskRuntime, cfg: RiskConfig, stop: asy
     while not stop.is_set():
         now = int(time.time() * 1000)
         behind = now - runtime.state.now
-        metrics.BEHIND.set(max(behind, 0) / 1000)
         if runtime.state.now and behind <= keeps_up:
             beat = RiskHeartbeat(instance=cfg.instance, ts=now, input_seq=runtime.seq)
             try:
@@ -207,7 +206,7 @@ async def build_risk(nc: Client, cfg: RiskConfig, markets: dict[str, Market], pu
     assert spec.input_stream is not None
     await apply_stream(nc.jetstream(), spec.input_stream)
     core = RiskCore(cfg, markets)
-    return RiskRuntime(nc, spec, core, publisher or await Publisher(nc).start(), on_state=lambda st, _seq: metrics.observe(cfg, st))
+    return RiskRuntime(nc, spec, core, publisher or await Publisher(nc).start())
 
 
 async def run_risk(settings: BusSettings, cfg: RiskConfig, stop: asyncio.Event) -> None:
@@ -234,7 +233,7 @@ async def run_risk(settings: BusSettings, cfg: RiskConfig, stop: asyncio.Event) 
                 "last_error": runtime.stats.last_error,
             }
 
-        http = await maybe_serve(cfg.metrics_port, metrics.REGISTRY, status)
+        http = await maybe_serve(cfg.metrics_port, RiskMetrics(cfg, lambda: runtime.state).registry, status)
         service = await register(nc, "risk", cfg.instance, f"risk monitor over {len(cfg.markets())} markets", status, http=address(http))
         tasks = [asyncio.create_task(tick(runtime.publisher, cfg, stop), name="risk-clock")]
 
@@ -270,11 +269,3 @@ async def run_risk(settings: BusSettings, cfg: RiskConfig, stop: asyncio.Event) 
                 await http.cleanup()
     finally:
         await nc.close()
-
-
-def tripped(change: BreakerChange) -> str:
-    """One line for logs and the status line."""
-    return f"{change.scope}: {change.previous} -> {change.state} ({change.reason})"
-
-
-__all__ = ["RiskRuntime", "build_risk", "ids", "input_stream", "risk_spec", "run_risk", "tripped"]
