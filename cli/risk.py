@@ -28,7 +28,7 @@ from bus.streams import BREAKERS
 from cli.config import Config
 from schemas import ids
 from schemas.ops import BreakerChange, ControlCommand, RiskHeartbeat
-from schemas.subjects import HEARTBEAT_KEY, breaker_scopes
+from schemas.subjects import HEARTBEAT_KEY
 
 
 def add_parser(sub: Any) -> None:
@@ -54,7 +54,7 @@ async def _risk(config: Config, args: argparse.Namespace) -> int:
             return await _ls(nc)
         if args.action in ("halt", "pause") and not args.scope:
             args.scope = "global"
-        known = {scope for w in config.risk.watch for sym in w.symbols for scope in breaker_scopes(w.venue, sym, w.account)}
+        known = config.risk.scopes()
         if args.scope is not None and args.scope not in known:
             print(f"sqt: no watched market is in scope {args.scope!r}; the scopes: {', '.join(sorted(known))}", file=sys.stderr)
             return 2

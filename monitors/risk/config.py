@@ -12,7 +12,7 @@ from decimal import Decimal
 import msgspec
 
 from schemas.ops import BreakerState
-from schemas.subjects import SubjectError, name_token
+from schemas.subjects import SubjectError, breaker_scopes, name_token
 
 ZERO = Decimal(0)
 
@@ -143,6 +143,10 @@ class RiskConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_field
 
     def accounts(self) -> list[tuple[str, str]]:
         return [(w.venue, w.account) for w in self.watch]
+
+    def scopes(self) -> frozenset[str]:
+        """Every breaker scope a watched market is covered by: the only ones an operator may name."""
+        return frozenset(scope for w in self.watch for sym in w.symbols for scope in breaker_scopes(w.venue, sym, w.account))
 
     def markets(self) -> list[tuple[str, str]]:
         """Every watched (venue, symbol), once."""

@@ -52,8 +52,7 @@ class RiskCore:
         self.quotes = {account_key(w.venue, w.account): w.quote for w in config.watch}
         self.markets = {key: markets[key] for key in self.watched}
         self.band = PriceBand()
-        # Every scope a watched market is covered by: the only ones an operator may name.
-        self.scopes = frozenset(scope for w in config.watch for sym in w.symbols for scope in breaker_scopes(w.venue, sym, w.account))
+        self.scopes = config.scopes()
         self.origin = f"risk:{config.instance}"
 
     def initial_state(self) -> RiskState:
