@@ -5,10 +5,7 @@ follow a scripted crash; the breakers must stop the right things and an operator
 from __future__ import annotations
 
 import asyncio
-import os
 import signal
-import subprocess
-import sys
 import time
 from collections.abc import Awaitable, Callable, Iterator
 from decimal import Decimal
@@ -32,13 +29,13 @@ from schemas.commands import PlaceOrder
 from schemas.ops import BreakerChange, ControlCommand, ReconciliationFinding
 from strategies.grid.lattice import client_prefix, parse_client_order_id
 from testkit.bus import eventually
+from testkit.processes import Components
 from venues.errors import Transient
 from venues.protocol import OrderRequest
 from venues.sim.client import SimVenue
 
 pytestmark = pytest.mark.e2e
 
-ROOT = Path(__file__).resolve().parents[1]
 SYMBOL = "BTC/USDT:USDT"
 SCOPE = "symbol.sim.BTC-USDT-USDT"
 PREFIX = client_prefix("e2e")
@@ -89,10 +86,10 @@ post_only = true
 """
 
 
-class System:
+class System(Components):
     def __init__(self, workdir: Path, url: str) -> None:
-        self.workdir, self.url = workdir, url
-        self.procs: dict[str, subprocess.Popen[bytes]] = {}
+        super().__init__(workdir)
+        self.url = url
 
     def configure(
         self, prices: str = "", history: int = 30, spacing: str = "0.0005", notional: str = "200", webhook: str = "http://127.0.0.1:9"
@@ -100,25 +97,7 @@ class System:
         text = CONFIG.format(
             data=self.workdir / "data", url=self.url, prices=prices, history=history, spacing=spacing, notional=notional, webhook=webhook
         )
-        (self.workdir / "sqt.toml").write_text(text)
-
-    def start(self, *components: str, secrets: dict[str, str] | None = None) -> None:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SQT_")} | (secrets or {})
-        for component in components:
-            argv = [sys.executable, "-m", "cli.main", "--config", str(self.workdir / "sqt.toml"), "run", component]
-            argv += ["--instance", "e2e"] if component == "grid" else []
-            with open(self.workdir / f"{component}.log", "ab") as out:
-                self.procs[component] = subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def signal(self, component: str, sig: signal.Signals) -> None:
-        self.procs[component].send_signal(sig)
-
-    def stop(self) -> None:
-        for proc in self.procs.values():
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGCONT)
-                proc.kill()
-                proc.wait()
+        self.config.write_text(text)
 
 
 @pytest.fixture
@@ -197,6 +176,8 @@ async def test_a_dead_feed_halts_its_market_cancels_its_orders_refuses_places_an
                 return True
         return False
 
+    # Frozen until alerts noticed the silence (its ping misses it for `silence_ms`), then back.
+    await eventually(lambda: webhook.count("slack", "stopped answering its ping") >= 1, timeout=30, what="the silence noticed")
     system.signal("sim", signal.SIGCONT)  # the cancel-all reaches the exchange
     await eventually(refused, timeout=60, what="the place to be refused breaker_open")
     await eventually(lambda: _count(grid_orders(venue), lambda n: n == 0), timeout=60, what="every resting order cancelled")

@@ -5,10 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
-import signal
 import subprocess
-import sys
 import time
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
@@ -27,8 +24,8 @@ from schemas.codec import decode
 from schemas.ops import BreakerChange
 from testkit.bus import eventually
 from testkit.events import ticker
+from testkit.processes import Components
 
-ROOT = Path(__file__).resolve().parents[1]
 SCOPE = "symbol.sim.BTC-USDT-USDT"
 CONFIG = """
 data_dir = "{data}"
@@ -51,50 +48,27 @@ cooldown_ms = 0            # only an operator closes it
 """
 
 
-class Risk:
+class Risk(Components):
+    """A simulated exchange (for the market rules) and the risk monitor, as real processes."""
+
     def __init__(self, workdir: Path, url: str) -> None:
-        self.config = workdir / "sqt.toml"
+        super().__init__(workdir)
         self.config.write_text(CONFIG.format(data=workdir / "data", url=url))
-        self.log = workdir / "risk.log"
-        self.proc: subprocess.Popen[bytes] | None = None
-        self.sim: subprocess.Popen[bytes] | None = None
-
-    def _run(self, component: str) -> subprocess.Popen[bytes]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SQT_")}
-        with open(self.log, "ab") as out:
-            argv = [sys.executable, "-m", "cli.main", "--config", str(self.config), "run", component]
-            return subprocess.Popen(argv, cwd=ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-
-    def sqt(self, *args: str) -> subprocess.CompletedProcess[str]:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("SQT_")}
-        argv = [sys.executable, "-m", "cli.main", "--config", str(self.config), *args]
-        return subprocess.run(argv, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
 
     def replay(self, *flags: str) -> subprocess.CompletedProcess[str]:
         return self.sqt("replay", "risk", "--since", "1h", *flags)
 
-    def start(self) -> None:
-        if self.sim is None:
-            self.sim = self._run("sim")
-        self.proc = self._run("risk")
-
-    def kill(self) -> None:
-        if self.proc is not None and self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGKILL)
-            self.proc.wait()
-
-    def stop_all(self) -> None:
-        self.kill()
-        if self.sim is not None and self.sim.poll() is None:
-            self.sim.kill()
-            self.sim.wait()
+    def up(self) -> None:
+        if "sim" not in self.procs:
+            super().start("sim")
+        super().start("risk")
 
 
 @pytest.fixture
 def risk(tmp_path: Path, nats_server: EmbeddedServer) -> Iterator[Risk]:
     r = Risk(tmp_path, nats_server.url)
     yield r
-    r.stop_all()
+    r.stop()
 
 
 @contextlib.asynccontextmanager
@@ -136,7 +110,7 @@ async def stored(bus: Client, stream: str, subject: str) -> list[object]:
 async def test_a_breaker_outlives_a_sigkill_of_the_monitor_and_a_dead_monitor_means_reduce_only(bus: Client, risk: Risk) -> None:
     view = await BreakerView(bus, ttl=0.0, heartbeat_ms=1_000).start()
     try:
-        risk.start()
+        risk.up()
         async with feeding(bus):
             assert await view.state_for("sim", "ETH/USDT:USDT", "main") == ("reduce_only", "heartbeat")  # no monitor yet
             await eventually(
@@ -151,7 +125,7 @@ async def test_a_breaker_outlives_a_sigkill_of_the_monitor_and_a_dead_monitor_me
         assert len(cancels) == 1
         assert await view.state_for("sim", "BTC/USDT:USDT", "main") == ("halted", SCOPE)
 
-        risk.kill()
+        risk.kill("risk")
         async with feeding(bus):
             # Dead monitor: its breaker stays in the bucket, and once its heartbeat is stale every
             # other market is reduce-only for the executor.
@@ -162,7 +136,7 @@ async def test_a_breaker_outlives_a_sigkill_of_the_monitor_and_a_dead_monitor_me
             )
             assert await view.state_for("sim", "BTC/USDT:USDT", "main") == ("halted", SCOPE)
 
-            risk.start()  # re-derives the open breaker from the log: no change is published
+            risk.up()  # re-derives the open breaker from the log: no change is published
             await eventually(
                 lambda: _equals(view.state_for("sim", "ETH/USDT:USDT", "main"), ("ok", "")), timeout=20, what="a fresh heartbeat"
             )
