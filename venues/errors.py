@@ -45,7 +45,14 @@ class Transient(VenueError):
 
 
 class RateLimited(Transient):
+    """`retry_after`: the seconds the venue asked us to wait, when it said (a Retry-After header,
+    Binance's "IP banned until" message, Bybit's reset timestamp); None when it did not."""
+
     reason: RejectReason = "rate_limited"
+
+    def __init__(self, message: str, reason: RejectReason | None = None, retry_after: float | None = None) -> None:
+        super().__init__(message, reason)
+        self.retry_after = retry_after
 
 
 class MarginUnavailable(OrderRejected):
