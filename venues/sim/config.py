@@ -132,8 +132,12 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     seed: int = 42
     tick_ms: int = 500
     clock: Literal["realtime", "lockstep"] = "realtime"
-    prices: Literal["random_walk", "csv"] = "random_walk"
+    prices: Literal["random_walk", "csv", "paper"] = "random_walk"
     csv_path: str | None = None
+    # Paper trading (docs/adr/0016): prints are a real venue's public trades, read from MARKET.
+    paper_venue: str | None = None  # the venue whose published trades drive the prices
+    paper_gap_ms: int = 10_000  # feed silence (event time) after which the next print comes with a gap marker
+    paper_from: Literal["now", "first"] = "now"  # where a fresh paper venue starts reading the feed
     history_minutes: int = 1440  # backfilled on a fresh start
     metrics_port: int = 0  # /health, /status and /metrics (Prometheus) on 127.0.0.1; 0 = off
     start_time_ms: int | None = None  # lockstep: the first tick's time (default: now)
@@ -169,6 +173,8 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError("`tick_ms` must be at least 10")
         if self.prices == "csv" and not self.csv_path:
             raise ValueError('`csv_path` is required when `prices` is "csv"')
+        if self.prices == "paper":
+            self._check_paper()
         if not (Decimal(0) < self.fill_ratio <= Decimal(1)):
             raise ValueError("`fill_ratio` must be in (0, 1]")
         _positive(self, "leverage", "default_borrow_value", "spot_margin_ratio")
@@ -193,6 +199,23 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             for asset, value in balances.items():
                 if not value.is_finite():
                     raise ValueError(f"`accounts.{name}.{asset}` must be a finite number, got {value}")
+
+    def _check_paper(self) -> None:
+        if not self.paper_venue:
+            raise ValueError('`paper_venue` is required when `prices` is "paper" (the venue whose trades drive the prices)')
+        try:
+            name_token("venue", self.paper_venue)
+        except SubjectError as exc:
+            raise ValueError(f"`paper_venue`: {exc}") from None
+        if self.paper_venue in ("*", ">"):
+            raise ValueError(f"`paper_venue` must be a venue name, not the wildcard {self.paper_venue!r}")
+        if self.paper_venue == self.venue:
+            # Reading its own prints back as the feed would loop them forever.
+            raise ValueError(f"`paper_venue` must differ from `venue` ({self.venue!r}): the paper venue publishes under its own name")
+        if self.clock != "realtime":
+            raise ValueError('`clock` must be "realtime" when `prices` is "paper": the feed drives the clock')
+        if self.paper_gap_ms < 1:
+            raise ValueError("`paper_gap_ms` must be positive")
 
     def market_map(self) -> dict[str, Market]:
         return {m.symbol: m.market() for m in self.markets}

@@ -25,7 +25,7 @@ import msgspec
 
 from bus.contract import Inbound
 from schemas.account import ZERO, Balance, OrderUpdate, Position
-from schemas.market import Candle, FundingRate, Market
+from schemas.market import Candle, FundingRate, GapMarker, Market
 from venues.sim.accounting import Accounting
 from venues.sim.charges import Charges
 from venues.sim.checks import PreTradeChecks
@@ -34,6 +34,7 @@ from venues.sim.journal import Cancel, CancelAll, Entry, Fund, History, Place, Q
 from venues.sim.liquidation import Liquidator
 from venues.sim.market_data import MarketData
 from venues.sim.matching import Matcher
+from venues.sim.paper import silence_reason
 from venues.sim.state import MAX_BALANCE, MINUTE_MS, EngineState, MarketState, Rejection, SimAccount, SimOrder, SimPosition
 from venues.sim.views import EventViews
 
@@ -54,6 +55,12 @@ class SimEngine:
         self.market_data = MarketData(config, self.markets, self.views)
         self.charges = Charges(config, self.markets, self.accounting, self.views)
         self.liquidator = Liquidator(config, self.markets, self.accounting, self.views)
+        self.silence: str | None = None  # paper mode: what the gap marker of a quiet feed says
+        if config.prices == "paper":
+            # A real feed is quiet between trades for seconds (not every tick_ms): only a longer
+            # silence, in the feed's own time, is a gap.
+            self.market_data.gap_ms = config.paper_gap_ms
+            self.silence = silence_reason(config)
 
     # ------------------------------------------------------------------ core
 
@@ -167,11 +174,19 @@ class SimEngine:
         self.charges.interest(state, out)
         for p in prints:
             ms = self.market_data.market_state(state, p.symbol, p.price)
+            quoted = len(state.pending)
             self.market_data.apply_print(state, ms, tick, p, out, state.pending)
+            if self.silence is not None:
+                self._reword_gap(state.pending, quoted)
             self.matcher.match_resting(state, p.symbol, p.price, p.volume * self.config.fill_ratio, tick.ts, out)
             if self.markets[p.symbol].kind == "swap":
                 self.charges.funding(state, ms, p.symbol, tick.ts, out, state.pending)
             self.liquidator.check(state, out)
+
+    def _reword_gap(self, md: list[Any], first: int) -> None:
+        """A paper venue was running: its gap marker says the feed went quiet (same id)."""
+        if len(md) > first and isinstance(md[first], GapMarker):
+            md[first] = msgspec.structs.replace(md[first], reason=self.silence)
 
     # ------------------------------------------------------------------ orders
 

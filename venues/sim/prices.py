@@ -1,4 +1,5 @@
-"""Where the simulated exchange's prices come from: a seeded random walk or a candle file.
+"""Where the simulated exchange's prices come from: a seeded random walk, a candle file, or a
+real venue's published trades (paper trading, `venues/sim/paper.py`).
 
 The walk is counter-based: the move at step k is a pure function of (seed, symbol, k), so a
 restarted simulator continues the very path an uninterrupted one would have taken.
@@ -126,5 +127,21 @@ class CandleFile:
         return Print(symbol, _on_tick(float(price), spec), max(spec.lot_size, _on_lot(float(v) / 4, spec)))
 
 
+class FeedPrices:
+    """Paper trading: every print is a real trade, journaled by the feed consumer as it arrives
+    (venues/sim/paper_feed.py), so there is nothing to draw here.
+
+    No made-up history either: the paper venue's chart starts with its first real print, and its
+    clock is the feed's, which a backfill dated by the wall clock would push ahead of the feed."""
+
+    def history(self, symbol: str, end_ms: int, minutes: int) -> list[Bar]:
+        return []
+
+    def next_print(self, symbol: str, step: int, last: Decimal) -> Print:
+        raise RuntimeError(f"{symbol}: a paper venue prints the feed's trades; it draws no prices of its own")
+
+
 def price_source(config: SimConfig) -> PriceSource:
+    if config.prices == "paper":
+        return FeedPrices()
     return CandleFile(config) if config.prices == "csv" else RandomWalk(config)

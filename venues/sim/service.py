@@ -9,7 +9,9 @@ exchange acknowledged survives `kill -9`, and a restarted exchange resumes from 
 checkpoint plus the journal tail with the same orders, balances and price path.
 
 Clock: `realtime` ticks every `tick_ms` of wall time; `lockstep` ticks only when asked
-(`venue.<venue>.api.step`), so a test can drive two runs through identical events.
+(`venue.<venue>.api.step`), so a test can drive two runs through identical events. In paper
+mode (`prices = "paper"`) nothing ticks here: each trade of the real venue's feed is journaled
+as a tick by the feed consumer (venues/sim/paper_feed.py), and the clock is the feed's.
 """
 
 from __future__ import annotations
@@ -40,6 +42,7 @@ from venues.sim.config import SimConfig
 from venues.sim.engine import EngineState, SimEngine
 from venues.sim.journal import Cancel, CancelAll, Entry, Fund, History, Place, Quote, Tick, journal_id, journal_stream, journal_subject
 from venues.sim.metrics import CountingEngine, SimMetrics
+from venues.sim.paper_feed import PaperFeed
 from venues.sim.prices import price_source
 
 log = logging.getLogger("sim")
@@ -84,6 +87,8 @@ class SimService:
         self._last: dict[str, Any] = {}
         self._next_ts = 0
         self.service: Service | None = None
+        # Paper trading: the consumer that journals the real venue's trades as ticks.
+        self.feed = PaperFeed(nc, config, self, publisher) if config.prices == "paper" else None
 
     def _journal_subject(self, entry: Entry) -> str:
         return journal_subject(self.venue, entry)
@@ -98,6 +103,8 @@ class SimService:
         if self.publisher is None:
             self.publisher = await Publisher(self.nc).start()
             self.runtime.publisher = self.publisher
+            if self.feed is not None:
+                self.feed.publisher = self.publisher
         await apply_stream(self.nc.jetstream(), self.journal)
         http = self.http = await maybe_serve(self.config.metrics_port, self.metrics.registry, self.status)
         runtime_task = asyncio.create_task(self.runtime.run(stop), name="sim-engine")
@@ -109,16 +116,19 @@ class SimService:
             await self._backfill()
             self.service = await self._register()
             log.info(
-                "simulated exchange %r ready: %d markets, clock %s, step %d, journal seq %d",
+                "simulated exchange %r ready: %d markets, prices %s, clock %s, step %d, journal seq %d",
                 self.venue,
                 len(self.engine.markets),
+                self.config.prices if self.feed is None else f"paper from {self.config.paper_venue}",
                 self.config.clock,
                 self._step,
                 self.runtime.seq,
             )
-            if self.config.clock == "realtime":
-                if self.state.pending:  # a tick matched before a crash still owes its market data
-                    await self.apply(Quote(step=self._step))
+            if self.config.clock == "realtime" and self.state.pending:  # a tick matched before a crash still owes its market data
+                await self.apply(Quote(step=self._step))
+            if self.feed is not None:
+                await self.feed.run(stop)
+            elif self.config.clock == "realtime":
                 await self._realtime(stop)
             else:
                 await stop.wait()
@@ -146,6 +156,7 @@ class SimService:
             "sessions": s.sessions,
             "last_error": s.last_error,
             "uptime_s": round(time.time() - self.started, 1),
+            **({"feed": self.feed.status()} if self.feed is not None else {}),
         }
 
     async def _wait_caught_up(self, stop: asyncio.Event) -> None:
