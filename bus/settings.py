@@ -9,8 +9,12 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 from bus.streams import STREAMS, Retention, StreamSpec, with_retention
+
+if TYPE_CHECKING:
+    from venues.ccxt.config import CcxtVenueConfig
 
 
 @dataclass(frozen=True)
@@ -18,6 +22,7 @@ class BusSettings:
     nats_url: str
     retention: Mapping[str, Retention] = field(default_factory=dict)  # operator overrides per stream
     sim_venue: str = "sim"  # the venue name the simulated exchange answers to
+    venues: Mapping[str, CcxtVenueConfig] = field(default_factory=dict)  # real venues, through ccxt
 
     def streams(self) -> tuple[StreamSpec, ...]:
         return with_retention(STREAMS, dict(self.retention))

@@ -20,15 +20,16 @@ from typing import Any
 import msgspec
 
 from bus.embedded import DEFAULT_MONITOR_PORT, DEFAULT_PORT
+from bus.secrets import is_secret_variable
 from bus.settings import BusSettings
 from bus.streams import STREAMS, Retention
 from executors.config import ExecutorConfig
-from gateway.auth import SECRET_VARIABLES
 from gateway.config import GatewayConfig
 from monitors.alerts.config import AlertsConfig
 from monitors.reconciler.config import ReconcilerConfig
 from monitors.risk.config import RiskConfig
 from strategies.grid.config import GridConfig
+from venues.ccxt.config import CcxtVenueConfig
 from venues.sim.config import SimConfig
 
 DEFAULT_FILE = Path("configs/sqt.toml")
@@ -89,6 +90,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     alerts: AlertsConfig = AlertsConfig()
     risk: RiskConfig = RiskConfig()
     reconciler: ReconcilerConfig = ReconcilerConfig()
+    venues: dict[str, CcxtVenueConfig] = msgspec.field(default_factory=dict)  # real venues through ccxt
     grids: list[GridConfig] = msgspec.field(default_factory=default_grids)
 
     def __post_init__(self) -> None:
@@ -98,6 +100,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
                 raise ValueError(f"unknown stream {name!r} in `streams` (known: {', '.join(sorted(known))})")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("`log_level` must be DEBUG, INFO, WARNING or ERROR")
+        for name in self.venues:
+            if name == self.sim.venue:
+                raise ValueError(f"`venues.{name}`: {name!r} is the simulated exchange's name (`sim.venue`); pick another")
+            if not re.fullmatch(r"[a-z0-9_-]+", name):
+                raise ValueError(f"`venues.{name}`: a venue name is lowercase letters, digits, - and _")
+            self.venues[name].exchange_id(name)  # names the supported exchanges if it is none of them
         ids = [g.instance for g in self.grids]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -113,7 +121,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     def bus(self) -> BusSettings:
         """What the component runners need of this configuration."""
-        return BusSettings(nats_url=self.nats_url, retention=self.retention(), sim_venue=self.sim.venue)
+        return BusSettings(nats_url=self.nats_url, retention=self.retention(), sim_venue=self.sim.venue, venues=self.venues)
 
     def retention(self) -> dict[str, Retention]:
         out = {}
@@ -167,7 +175,7 @@ def env_overrides(raw: dict[str, Any], environ: dict[str, str], origin: dict[str
         raw.setdefault("nats", {})["url"] = environ["NATS_URL"]
         origin["nats.url"] = "NATS_URL"
     for var, value in sorted(environ.items()):
-        if not var.startswith("SQT_") or var in ("SQT_CONFIG", "SQT_LOG_LEVEL", *SECRET_VARIABLES):
+        if not var.startswith("SQT_") or var in ("SQT_CONFIG", "SQT_LOG_LEVEL") or is_secret_variable(var):
             if var == "SQT_LOG_LEVEL":
                 raw["log_level"] = value
                 origin["log_level"] = var

@@ -19,6 +19,7 @@ from nats.aio.client import Client
 
 from bus import export
 from bus.connection import Unreachable, connect
+from bus.settings import BusSettings
 from cli.config import Config, ConfigError
 from cli.replay import Progress, parse_time
 from monitors.risk.config import RiskConfig
@@ -47,7 +48,7 @@ async def replay_risk(config: Config, args: argparse.Namespace) -> int:
         print(f"sqt: {exc}", file=sys.stderr)
         return 1
     try:
-        markets = await _rules(nc, cfg, config.sim.venue)
+        markets = await _rules(nc, cfg, config.bus())
         core = RiskCore(changed, markets)
         stream = input_stream(cfg).name
         print(f"replaying risk {cfg.instance} from the first input of {stream} until {until.isoformat()}", file=sys.stderr)
@@ -74,11 +75,11 @@ async def replay_risk(config: Config, args: argparse.Namespace) -> int:
         await nc.close()
 
 
-async def _rules(nc: Client, cfg: RiskConfig, sim_venue: str) -> dict[str, Market]:
+async def _rules(nc: Client, cfg: RiskConfig, settings: BusSettings) -> dict[str, Market]:
     """The venues' market rules if they answer; else rules that refuse no price for its tick (said)."""
     stop = asyncio.Event()
     try:
-        found = await asyncio.wait_for(market_rules(nc, cfg, sim_venue, stop), 5)
+        found = await asyncio.wait_for(market_rules(nc, cfg, settings, stop), 5)
     except (asyncio.TimeoutError, RiskConfigError, Transient):
         found = None
     finally:

@@ -102,7 +102,7 @@ def build_executor(nc: Client, cfg: ExecutorConfig, venue: Venue, breakers: Brea
 async def run_executor(settings: BusSettings, cfg: ExecutorConfig, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, name=f"sqt-executor-{cfg.venue}-{cfg.account}")
     await apply(nc.jetstream(), settings.streams())
-    venue = open_venue(nc, cfg.venue, cfg.account, sim_venue=settings.sim_venue, timeout=cfg.request_timeout)
+    venue = open_venue(nc, cfg.venue, cfg.account, settings, timeout=cfg.request_timeout)
     breakers = await BreakerView(nc, heartbeat_ms=cfg.risk_heartbeat_ms).start()
     runtime = build_executor(nc, cfg, venue, breakers)
     started = time.time()

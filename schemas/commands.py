@@ -19,7 +19,7 @@ DEFAULT_TTL_MS = 30_000
 
 
 def check_client_order_id(value: str) -> None:
-    if not CLIENT_ORDER_ID.match(value):
+    if not CLIENT_ORDER_ID.fullmatch(value):
         raise ValueError(f"`client_order_id` must be 1-32 letters and digits, got {value!r}")
 
 

@@ -31,6 +31,7 @@ from bus import streams
 from bus.connection import connect
 from bus.consumer import Consumer
 from bus.publisher import Publisher
+from bus.settings import BusSettings
 from executors.breakers import BreakerView
 from executors.config import ExecutorConfig
 from executors.runner import build_executor
@@ -443,7 +444,7 @@ def risk_inputs() -> list[tuple[str, Any]]:
 
 async def risk_start(nc: Client, stack: AsyncExitStack, stop: asyncio.Event) -> Stack:
     _sim, venue = await sim_stack(nc, stack, stop)
-    markets = await market_rules(nc, RISK, "sim", stop)
+    markets = await market_rules(nc, RISK, BusSettings(nats_url=""), stop)
     assert markets is not None
     runtime = await build_risk(nc, RISK, markets)
     await run_consumer(runtime, stack, stop)

@@ -1,9 +1,10 @@
-"""Which Venue implementation serves a venue name."""
+"""Which Venue implementation serves a venue name: the simulated exchange, or ccxt for `[venues.*]`."""
 
 from __future__ import annotations
 
 from nats.aio.client import Client
 
+from bus.settings import BusSettings
 from venues.protocol import Venue
 from venues.sim.client import SimVenue
 
@@ -12,8 +13,15 @@ class UnsupportedVenue(ValueError):
     pass
 
 
-def open_venue(nc: Client, venue: str, account: str, *, sim_venue: str, timeout: float = 3.0) -> Venue:
-    """The simulated exchange for its configured name; real exchanges arrive with the ccxt adapter."""
-    if venue == sim_venue:
+def open_venue(nc: Client, venue: str, account: str, settings: BusSettings, *, timeout: float = 3.0) -> Venue:
+    """One Venue per (venue, account) and process; the caller closes it."""
+    if venue == settings.sim_venue:
         return SimVenue(nc, venue, account, timeout=timeout)
-    raise UnsupportedVenue(f"venue {venue!r} is not supported yet (the simulated exchange is {sim_venue!r})")
+    cfg = settings.venues.get(venue)
+    if cfg is not None:
+        from venues.ccxt.exchange import build  # ccxt is imported only by processes that trade on it
+        from venues.ccxt.venue import CcxtVenue
+
+        return CcxtVenue(build(venue, account, cfg), venue, account)
+    known = ", ".join([settings.sim_venue, *sorted(settings.venues)])
+    raise UnsupportedVenue(f"venue {venue!r} is not configured (known: {known}; add a [venues.{venue}] section)")

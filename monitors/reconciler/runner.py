@@ -162,7 +162,7 @@ async def run_reconciler(settings: BusSettings, cfg: ReconcilerConfig, stop: asy
         nc = await connect(settings.nats_url, name=f"sqt-reconciler-{cfg.name}")
         owned.push_async_callback(nc.close)
         await apply(nc.jetstream(), settings.streams())
-        venue = open_venue(nc, cfg.venue, cfg.account, sim_venue=settings.sim_venue, timeout=cfg.request_timeout)
+        venue = open_venue(nc, cfg.venue, cfg.account, settings, timeout=cfg.request_timeout)
         owned.push_async_callback(venue.close)
         publisher = await Publisher(nc).start()
         owned.push_async_callback(publisher.close)

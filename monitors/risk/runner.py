@@ -175,25 +175,28 @@ class RiskConfigError(RuntimeError):
     """The monitor cannot watch what its config names (the message names the market)."""
 
 
-async def market_rules(nc: Client, cfg: RiskConfig, sim_venue: str, stop: asyncio.Event) -> dict[str, Market] | None:
+async def market_rules(nc: Client, cfg: RiskConfig, settings: BusSettings, stop: asyncio.Event) -> dict[str, Market] | None:
     """Every watched market's rules, asking each venue until it answers (None if stopped first).
 
     Until then no heartbeat is written, so the executors stay reduce-only: the safe side."""
     out: dict[str, Market] = {}
     for w in cfg.watch:
-        venue = open_venue(nc, w.venue, w.account, sim_venue=sim_venue)
+        venue = open_venue(nc, w.venue, w.account, settings)
         delay = 0.5
-        while True:
-            try:
-                markets = await venue.markets()
-                break
-            except Transient as exc:
-                log.info("waiting for venue %s to say its market rules: %s", w.venue, exc)
-            if stop.is_set():
-                return None
-            with contextlib.suppress(asyncio.TimeoutError):
-                await asyncio.wait_for(stop.wait(), delay)
-            delay = min(delay * 2, 5.0)
+        try:
+            while True:
+                try:
+                    markets = await venue.markets()
+                    break
+                except Transient as exc:
+                    log.info("waiting for venue %s to say its market rules: %s", w.venue, exc)
+                if stop.is_set():
+                    return None
+                with contextlib.suppress(asyncio.TimeoutError):
+                    await asyncio.wait_for(stop.wait(), delay)
+                delay = min(delay * 2, 5.0)
+        finally:
+            await venue.close()
         for symbol in w.symbols:
             if symbol not in markets:
                 raise RiskConfigError(f"risk.watch: {w.venue} has no market {symbol} (it has {', '.join(sorted(markets))})")
@@ -213,7 +216,7 @@ async def run_risk(settings: BusSettings, cfg: RiskConfig, stop: asyncio.Event) 
     nc = await connect(settings.nats_url, name=f"sqt-risk-{cfg.instance}")
     try:
         await apply(nc.jetstream(), settings.streams())
-        markets = await market_rules(nc, cfg, settings.sim_venue, stop)
+        markets = await market_rules(nc, cfg, settings, stop)
         if markets is None:
             return
         runtime = await build_risk(nc, cfg, markets)

@@ -232,7 +232,7 @@ async def run_grid(settings: BusSettings, grid: GridConfig, stop: asyncio.Event)
     nc = await connect(settings.nats_url, name=f"sqt-grid-{grid.instance}")
     try:
         await apply(nc.jetstream(), settings.streams())
-        venue = open_venue(nc, grid.venue, grid.account, sim_venue=settings.sim_venue)
+        venue = open_venue(nc, grid.venue, grid.account, settings)
         runtime = await build_grid(nc, venue, grid, stop)
         if runtime is None:
             return
