@@ -28,6 +28,7 @@ from gateway.config import GatewayConfig
 from monitors.alerts.config import AlertsConfig
 from monitors.reconciler.config import ReconcilerConfig
 from monitors.risk.config import RiskConfig
+from publishers.ccxt.config import PublisherConfig
 from strategies.grid.config import GridConfig
 from venues.ccxt.config import CcxtVenueConfig
 from venues.sim.config import SimConfig
@@ -91,6 +92,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     risk: RiskConfig = RiskConfig()
     reconciler: ReconcilerConfig = ReconcilerConfig()
     venues: dict[str, CcxtVenueConfig] = msgspec.field(default_factory=dict)  # real venues through ccxt
+    publishers: list[PublisherConfig] = msgspec.field(default_factory=list)  # their data onto the bus
     grids: list[GridConfig] = msgspec.field(default_factory=default_grids)
 
     def __post_init__(self) -> None:
@@ -106,6 +108,12 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             if not re.fullmatch(r"[a-z0-9_-]+", name):
                 raise ValueError(f"`venues.{name}`: a venue name is lowercase letters, digits, - and _")
             self.venues[name].exchange_id(name)  # names the supported exchanges if it is none of them
+        for i, pub in enumerate(self.publishers):
+            if pub.venue not in self.venues:
+                raise ValueError(f"`publishers[{i}].venue` {pub.venue!r} has no [venues.{pub.venue}] section")
+        names = [p.name for p in self.publishers]
+        if len(set(names)) != len(names):
+            raise ValueError("two `publishers` publish the same venue and account: give each its own `instance`")
         ids = [g.instance for g in self.grids]
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
@@ -135,6 +143,26 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
                 replicas=s.replicas,
             )
         return out
+
+    def publisher(self, venue: str, account: str | None, symbols: list[str] | None) -> tuple[PublisherConfig, CcxtVenueConfig]:
+        """The publisher `sqt run publisher` runs: the configured one for the venue (and account),
+        its symbols replaced by `symbols` if given; or, for a venue without one, a public-data
+        publisher of `symbols` (a venue ccxt supports needs no [venues.*] section for that)."""
+        found = [p for p in self.publishers if p.venue == venue and (account is None or p.account == account)]
+        if len(found) > 1:
+            raise ConfigError(f"several publishers for {venue}: name one with --account ({', '.join(str(p.account) for p in found)})")
+        try:
+            if found:
+                pub = msgspec.structs.replace(found[0], symbols=symbols) if symbols else found[0]
+            else:
+                if not symbols:
+                    raise ConfigError(f"no [[publishers]] for venue {venue!r}: pass --symbols (e.g. BTC/USDT:USDT)")
+                pub = PublisherConfig(venue=venue, account=account, symbols=symbols)
+            venue_cfg = self.venues.get(venue, CcxtVenueConfig())
+            venue_cfg.exchange_id(venue)
+        except (ValueError, msgspec.ValidationError) as exc:
+            raise ConfigError(f"publisher: {exc}") from None
+        return pub, venue_cfg
 
     def grid(self, instance: str) -> GridConfig:
         for g in self.grids:

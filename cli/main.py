@@ -31,8 +31,11 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--quiet", action="store_true", help="no periodic status line")
 
     run = sub.add_parser("run", help="run one component in the foreground")
-    run.add_argument("component", choices=["sim", "executor", "grid", "gateway", "risk", "reconciler", "alerts", "nats"])
+    run.add_argument("component", choices=["sim", "executor", "grid", "gateway", "risk", "reconciler", "alerts", "publisher", "nats"])
     run.add_argument("--instance", help="grid instance id (for `run grid`)")
+    run.add_argument("--venue", help="`run publisher`: the venue (a [venues.*] name or a ccxt id)")
+    run.add_argument("--account", help="`run publisher`: also publish this account's orders, fills, positions, balances")
+    run.add_argument("--symbols", help="`run publisher`: comma-separated markets, e.g. BTC/USDT:USDT,ETH/USDT:USDT")
     run.add_argument("--from-file", type=Path, help="`run gateway`: playback plays this exported incident (sqt replay export)")
     run.add_argument("--nats-port", type=int)
     run.add_argument("--nats-monitor-port", type=int)
@@ -85,7 +88,10 @@ def main(argv: list[str] | None = None) -> int:
             case "run":
                 from cli.run import run_component
 
-                return run_component(config, args.component, args.instance, args.from_file)
+                symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
+                return run_component(
+                    config, args.component, args.instance, args.from_file, (args.venue, args.account, symbols) if args.venue else None
+                )
             case "tail":
                 from cli.tail import tail
 

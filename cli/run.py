@@ -24,7 +24,13 @@ async def connect_and_apply(config: Config, name: str):
     return nc
 
 
-def run_component(config: Config, component: str, instance: str | None, from_file: Path | None = None) -> int:
+def run_component(
+    config: Config,
+    component: str,
+    instance: str | None,
+    from_file: Path | None = None,
+    publisher: tuple[str, str | None, list[str] | None] | None = None,
+) -> int:
     match component:
         case "nats":
             return run_nats(config)
@@ -73,6 +79,22 @@ def run_component(config: Config, component: str, instance: str | None, from_fil
                     raise SystemExit(2) from None
 
             return process.run("gateway", gateway)
+        case "publisher":
+            venue, account, symbols = publisher or (None, None, None)
+            if venue is None:
+                raise ConfigError("`sqt run publisher` needs --venue (e.g. --venue binanceusdm --symbols BTC/USDT:USDT)")
+            pub, venue_cfg = config.publisher(venue, account, symbols)
+            from bus.errors import LeaseHeld
+            from publishers.ccxt.runner import run_publisher
+
+            async def publish(stop: asyncio.Event) -> None:
+                try:
+                    await run_publisher(config.bus(), venue_cfg, pub, stop)
+                except (LeaseHeld, ValueError) as exc:  # another publisher of it runs; a symbol the venue lacks
+                    logging.getLogger("publisher").error("%s", exc)
+                    raise SystemExit(2) from None
+
+            return process.run(f"publisher:{pub.name}", publish)
         case "grid":
             grid = config.grid(instance) if instance else _only_grid(config)
             from strategies.grid.runner import GridConfigError, run_grid

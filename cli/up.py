@@ -51,6 +51,15 @@ def components(config: Config, config_path: str | None) -> list[tuple[str, list[
         ("alerts", base + ["run", "alerts"], "alerts to Slack and Telegram (from the environment)"),
         ("gateway", base + ["run", "gateway"], f"live page http://{config.gateway.host}:{config.gateway.port}/"),
     ]
+    for pub in config.publishers:
+        argv = base + ["run", "publisher", "--venue", pub.venue] + (["--account", pub.account] if pub.account else [])
+        out.append(
+            (
+                f"publisher:{pub.name}",
+                argv,
+                f"{pub.venue} data of {len(pub.symbols)} markets{' and account ' + pub.account if pub.account else ''}",
+            )
+        )
     for grid in config.grids:
         out.append(
             (

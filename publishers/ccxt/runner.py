@@ -206,7 +206,7 @@ async def run_publisher(settings: BusSettings, venue_cfg: CcxtVenueConfig, cfg: 
         out = Outbox(publisher, cfg.venue)
         out.start()
         owned.push_async_callback(out.close)
-        exchange = build(cfg.venue, cfg.account or "main", venue_cfg, streaming=True)
+        exchange = build(cfg.venue, cfg.account, venue_cfg, streaming=True)
         owned.push_async_callback(exchange.close)
         measure_rate_limit(exchange, cfg.venue)
         await exchange.load_markets()

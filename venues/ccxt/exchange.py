@@ -47,24 +47,25 @@ def _repoint(urls: Any, rest: str | None, ws: str | None) -> Any:
 
 def build(
     venue: str,
-    account: str,
+    account: str | None,
     cfg: CcxtVenueConfig,
     *,
     streaming: bool = False,
     environ: dict[str, str] | None = None,
 ) -> Any:
-    """A ccxt exchange (`ccxt.pro` when `streaming`, for the `watch_*` methods)."""
+    """A ccxt exchange (`ccxt.pro` when `streaming`, for the `watch_*` methods); `account` None
+    for public data only (no keys are read)."""
     module = ccxt.pro if streaming else ccxt.async_support
     cls = getattr(module, cfg.exchange_id(venue))
     params: dict[str, Any] = {
         "enableRateLimit": True,
         "timeout": cfg.timeout_ms,
         "options": dict(cfg.options),
-        **credentials(venue, account, environ),
+        **(credentials(venue, account, environ) if account is not None else {}),
     }
     if cfg.markets_file:
         params["markets"] = json.loads(Path(cfg.markets_file).read_text())
-    if "apiKey" not in params:
+    if account is not None and "apiKey" not in params:
         names = credential_names(venue, account)
         log.warning(
             "no API key for %s account %s (set %s and %s): only public data will work", venue, account, names["apiKey"], names["secret"]
