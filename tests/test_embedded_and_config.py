@@ -93,6 +93,11 @@ def write(tmp_path: Path, text: str) -> Path:
         ("[streams.MARKET]\nmax_age = 'a week'\n", ["streams.MARKET.max_age", "duration"]),
         ("[streams.NOPE]\nmax_age = '1d'\n", ["unknown stream 'NOPE'"]),
         ("this is = not toml = at all", ["not valid TOML"]),
+        ("[venues.kraken]\n", ["kraken", "binanceusdm, binance, bitget, okx, bybit, gate"]),
+        ("[venues.sim]\n", ["venues.sim", "simulated exchange"]),
+        ("[venues.binanceusdm]\napiKey = 'k'\n", ["venues", "unknown field `apiKey`"]),
+        ("[[publishers]]\nvenue = 'okx'\nsymbols = ['BTC/USDT:USDT']\n", ["publishers[0].venue", "[venues.okx]"]),
+        ("[venues.okx]\n[[publishers]]\nvenue = 'okx'\nsymbols = []\n", ["publishers[0]", "symbols"]),
     ],
 )
 def test_bad_config_values_name_the_key_and_what_was_expected(tmp_path: Path, text: str, fragments: list[str]) -> None:
@@ -111,6 +116,13 @@ def test_environment_overrides_the_file_and_is_named_when_wrong(tmp_path: Path) 
         load(path, environ={"SQT_SIM_SEED": "nine"})
     with pytest.raises(ConfigError, match="SQT_SIM_SEEDS does not name a config key"):
         load(path, environ={"SQT_SIM_SEEDS": "9"})
+
+
+def test_venue_keys_in_the_environment_are_never_read_as_config_keys(tmp_path: Path) -> None:
+    path = write(tmp_path, "[venues.okx]\n")
+    secrets = {"SQT_OKX_API_KEY": "Key1x", "SQT_OKX_SECRET": "Sec2x", "SQT_OKX_PASSWORD": "Pw3x", "SQT_OKX_HEDGE_API_KEY": "Key4x"}
+    shown = repr(load(path, environ=secrets))  # would raise "does not name a config key" if read
+    assert not [v for v in secrets.values() if v in shown]
 
 
 def test_nats_url_points_everything_at_an_existing_server(tmp_path: Path) -> None:
@@ -153,6 +165,18 @@ def test_a_config_file_that_sets_grids_to_an_empty_list_runs_no_grid(tmp_path: P
 def test_the_shipped_example_config_is_valid() -> None:
     cfg = load(ROOT / "configs" / "sqt.toml", environ={})
     assert cfg.sim.markets and cfg.grids
+
+
+def test_the_shipped_paper_config_trades_a_paper_venue_on_a_real_venues_published_data() -> None:
+    cfg = load(ROOT / "configs" / "paper.toml", environ={})
+    assert (cfg.sim.prices, cfg.sim.paper_venue) == ("paper", "binanceusdm")
+    assert [p.venue for p in cfg.publishers] == ["binanceusdm"] and cfg.publishers[0].account is None
+    assert {cfg.executor.venue, cfg.reconciler.venue, *(g.venue for g in cfg.grids), *(w.venue for w in cfg.risk.watch)} == {"paper"}
+    names = [name for name, _, _ in components(cfg, "configs/paper.toml")]
+    assert "publisher:binanceusdm-public" in names and "grid:btc-paper" in names
+    from strategies.grid.lattice import client_prefix
+
+    assert cfg.reconciler.client_prefixes == [client_prefix(g.instance) for g in cfg.grids]
 
 
 def test_a_bad_config_stops_the_cli_with_exit_code_2(tmp_path: Path) -> None:
