@@ -6,7 +6,7 @@ runs the default grid on such prints)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sized
 from decimal import Decimal
 
 import pytest
@@ -60,5 +60,5 @@ async def test_the_trades_a_publisher_streams_from_a_venue_are_the_paper_venues_
     assert [truth.get(p.ts) for p in printed] == [p.price for p in printed]
 
 
-async def _at_least(found: object, n: int) -> bool:
-    return len(await found) >= n  # type: ignore[misc, arg-type]
+async def _at_least(found: Awaitable[Sized], n: int) -> bool:
+    return len(await found) >= n

@@ -6,7 +6,7 @@ from __future__ import annotations
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Awaitable, Sized
 from pathlib import Path
 
 import pytest
@@ -75,8 +75,8 @@ async def test_sqt_run_publisher_puts_a_venues_candles_on_the_bus_and_stops_clea
     assert "no API key" not in log.read_text()  # public data asks for no key
 
 
-async def _at_least(candles: object, n: int) -> bool:
-    return len(await candles) >= n  # type: ignore[misc, arg-type]
+async def _at_least(candles: Awaitable[Sized], n: int) -> bool:
+    return len(await candles) >= n
 
 
 def test_a_symbol_the_venue_does_not_list_stops_the_publisher_with_exit_2(tmp_path: Path, nats_server: EmbeddedServer) -> None:
