@@ -41,7 +41,7 @@ from schemas import ids, subjects
 from schemas.account import Balance, Liquidation, OrderUpdate, Position
 from schemas.codec import encode
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
-from schemas.market import Ticker
+from schemas.market import GapMarker, Ticker
 from schemas.ops import BreakerChange, Clock, ControlAction, ControlCommand, RiskAlert, VenueSnapshot
 from strategies.grid.config import GridConfig
 from strategies.grid.lattice import client_order_id, client_prefix
@@ -384,6 +384,103 @@ async def sim_valid(s: Stack) -> None:
     assert after.step == before.step + 1 and after.ts > before.ts
 
 
+# ----------------------------------------------------------------------------- the paper venue's feed
+
+
+def paper_inputs() -> list[tuple[str, Any]]:
+    from testkit import paper
+
+    now = int(time.time() * 1000)
+    gap = GapMarker(
+        id="g",
+        venue=paper.SOURCE,
+        symbol=paper.SYMBOL,
+        stream="trade",
+        since=now - 5_000,
+        until=now,
+        reason="reconnected",
+        ts=now,
+        ts_local=now,
+    )
+    return [
+        (subjects.md(paper.SOURCE, paper.SYMBOL, "trade"), paper.feed_trade(1, "60000", now)),
+        (subjects.md(paper.SOURCE, paper.SYMBOL, "gap"), gap),
+    ]
+
+
+def paper_semantic() -> list[tuple[str, bytes]]:
+    """Trades the feed admits but the paper venue must not print: below a tick, ten times the
+    price, an hour behind its clock."""
+    from testkit import paper
+
+    now = int(time.time() * 1000)
+    subject = subjects.md(paper.SOURCE, paper.SYMBOL, "trade")
+    return [
+        (subject, encode(paper.feed_trade(90, "0.01", now))),
+        (subject, encode(paper.feed_trade(91, "600000", now))),
+        (subject, encode(paper.feed_trade(92, "60000", now - 3_600_000))),
+    ]
+
+
+async def paper_start(nc: Client, stack: AsyncExitStack, stop: asyncio.Event) -> Stack:
+    """The paper venue over binanceusdm's feed; the consumer under test is its feed.
+
+    The suite takes the last message of the consumer's stream as its last input and waits for
+    the consumer (and its ack floor) to pass it. The paper venue stores its own market data
+    (`md.paper.>`, three messages per print) in MARKET, the very stream its feed reads, after
+    every trade it prints: the feed's filter never delivers those, so neither its position nor
+    its ack floor could reach the stream's end. Here the paper venue's market data is kept in a
+    stream of its own and MARKET holds only the feed's input (`md.binanceusdm.>`); the feed reads
+    MARKET, filtered to its markets, as in production."""
+    from dataclasses import replace as with_fields
+
+    from bus.streams import StreamSpec, apply_stream
+    from testkit import paper
+
+    js = nc.jetstream()
+    await apply_stream(js, with_fields(streams.MARKET, subjects=(subjects.everything("md", paper.SOURCE),)))
+    own = StreamSpec("PAPER_MD", (subjects.everything("md", paper.VENUE),), "the paper venue's market data", streams.DAY, streams.MINUTE)
+    await apply_stream(js, own)
+    pub = await publisher(nc, stack)
+    await pub.publish(paper.feed_trade(0, "60000", int(time.time() * 1000) - 1_000))  # a real price first
+    sim = SimService(nc, paper.paper_config())
+    task = asyncio.create_task(sim.run(stop))
+    stack.push_async_callback(_finish, task)
+    await eventually(lambda: sim.feed is not None and sim.feed.caught_up.is_set(), timeout=30, what="the paper venue's feed")
+    assert sim.feed is not None
+    return Stack(nc, sim.feed, pub, streams.MARKET.name, extra={"sim": sim, "own": own.name})
+
+
+async def paper_valid(s: Stack) -> None:
+    """A gap marker of the feed, then a trade: the marker is republished as the paper venue's own
+    (once the prints before it are applied) and the trade is printed."""
+    from testkit import paper
+
+    s.counter += 1
+    sim: SimService = s.extra["sim"]
+    now = int(time.time() * 1000)
+    since, until = now - 2_000 - s.counter, now - 1_000  # a new gap each time (its id says when)
+    gap = GapMarker(
+        id=ids.gap_id(paper.SOURCE, paper.SYMBOL, "trade", since, until),
+        venue=paper.SOURCE,
+        symbol=paper.SYMBOL,
+        stream="trade",
+        since=since,
+        until=until,
+        reason="reconnected",
+        ts=until,
+        ts_local=until,
+    )
+    await s.publisher.publish(gap)
+    price = Decimal(60000) + s.counter
+    ack = await s.publisher.publish(paper.feed_trade(1000 + s.counter, price, now))
+    await settled_past(s, ack.seq)
+    await eventually(lambda: sim.state.markets[paper.SYMBOL].last == price, timeout=20, what="the valid trade printed")
+    mine = ids.gap_id(paper.VENUE, paper.SYMBOL, "trade", since, until)
+    forwarded = await paper.stored(s.nc, s.extra["own"], subjects.md(paper.VENUE, paper.SYMBOL, "gap"))
+    assert [g.id for g in forwarded if isinstance(g, GapMarker) and g.id == mine] == [mine], forwarded
+
+
 # ----------------------------------------------------------------------------- the runtime's test core
 
 
@@ -590,6 +687,7 @@ TARGETS: tuple[Target, ...] = (
     Target("executor", executor_inputs, executor_start, executor_valid),
     Target("grid", grid_inputs, grid_start, grid_valid, grid_semantic),
     Target("sim", sim_inputs, sim_start, sim_valid),
+    Target("paper-feed", paper_inputs, paper_start, paper_valid, paper_semantic),
     Target("runtime", sum_inputs, sum_start, sum_valid),
     Target("alerts", alerts_inputs, alerts_start, alerts_valid),
     Target("risk", risk_inputs, risk_start, risk_valid, grid_semantic),

@@ -10,6 +10,7 @@ the executor and the default grid run over a few minutes of replayed trades.
 from __future__ import annotations
 
 import asyncio
+import decimal
 import json
 import time
 from collections.abc import AsyncIterator
@@ -21,7 +22,7 @@ import msgspec
 import pytest
 from nats.aio.client import Client
 
-from bus.contract import InputRejected, StoredMsg
+from bus.contract import Inbound, InputRejected, StoredMsg
 from bus.embedded import EmbeddedServer
 from bus.publisher import Publisher
 from bus.reader import read_stream
@@ -56,7 +57,8 @@ from venues.errors import Transient
 from venues.protocol import OrderRequest
 from venues.sim.client import SimVenue
 from venues.sim.config import SimConfig
-from venues.sim.journal import Print, Quote, Tick, journal_subject
+from venues.sim.engine import SimEngine
+from venues.sim.journal import MAX_QUANTITY, Print, Quote, Tick, journal_subject
 from venues.sim.paper import PaperPrints
 from venues.sim.service import SimService
 
@@ -96,6 +98,35 @@ def test_a_trade_a_little_late_prints_at_the_clock_and_an_old_one_is_refused() -
     with pytest.raises(InputRejected, match="before the paper venue's clock"):
         judge.judge(9, feed_trade(3, "60002", t0 - 2_001))
     assert (judge.clock, judge.last[SYMBOL]) == (t0, (D("60001"), t0))  # a refusal changes nothing
+
+
+def test_a_trade_that_would_take_its_minutes_volume_beyond_the_journals_bound_is_refused() -> None:
+    """The engine adds each print to the minute's bar, bounded like any volume (MAX_QUANTITY):
+    the judge refuses a trade past it (the engine would refuse its tick, and every later one of
+    the minute, while the feed took them as printed). A new minute starts from nothing, and a
+    restarted judge starts from the engine's forming bar."""
+    judge = PaperPrints(paper_config())
+    t0 = 1_700_000_040_000  # a minute boundary
+    judge.judge(1, feed_trade(1, "60000", t0))
+    with pytest.raises(InputRejected, match="volume of BTC/USDT:USDT's minute beyond"):
+        judge.judge(2, feed_trade(2, "60001", t0 + 100, MAX_QUANTITY))  # 0.2 + 1e15
+    assert (judge.clock, judge.last[SYMBOL], judge.volume[SYMBOL]) == (t0, (D(60000), t0), (t0, D("0.2")))  # unchanged
+    judge.judge(3, feed_trade(3, "60002", t0 + 200, MAX_QUANTITY - D("0.2")))  # exactly the bound
+    with pytest.raises(InputRejected, match="beyond"):
+        judge.judge(4, feed_trade(4, "60003", t0 + 300, "0.001"))
+    fresh = judge.judge(5, feed_trade(5, "60004", t0 + MINUTE_MS, MAX_QUANTITY))  # a new minute
+    assert isinstance(fresh, Tick) and fresh.prints[0].volume == MAX_QUANTITY
+
+    engine = SimEngine(paper_config())
+    state = engine.initial_state()
+    for n, trade in enumerate([feed_trade(1, "60000", t0), feed_trade(2, "60001", t0 + 100, MAX_QUANTITY - 1)], start=1):
+        tick = PaperPrints(paper_config()).judge(n, trade)
+        assert isinstance(tick, Tick)
+        state, _ = engine.step(state, Inbound(n, "", tick))
+    restarted = PaperPrints(paper_config())
+    restarted.reset(state)
+    with pytest.raises(InputRejected, match="beyond"):
+        restarted.judge(3, feed_trade(3, "60002", t0 + 200, "1.3"))  # 1e15 - 0.8 + 1.3
 
 
 async def running(bus: Client, config: SimConfig) -> tuple[SimService, asyncio.Event, asyncio.Task[None]]:
@@ -255,6 +286,57 @@ async def test_hostile_feed_messages_move_no_price_and_go_to_the_dlq_with_their_
     for (_, _, why), (_, _, reason) in zip(hostile, dlq):
         assert why in reason, reason
     assert paper.feed is not None and paper.feed.stats.sessions == 1  # none of it broke the session
+
+
+async def test_a_trade_the_engine_could_not_count_is_refused_by_the_feed_and_the_minute_goes_on(
+    paper: SimService, publisher: Publisher, bus: Client
+) -> None:
+    """A trade whose amount takes its minute's volume past the journal's bound is the feed's to
+    refuse, into the DLQ with its reason: journaled, the engine would refuse its tick (and each
+    later one of that minute) while the feed took them as printed. Only MARKET's trades are
+    dead-lettered, never a journal entry, and the feed's prices stay the engine's."""
+    t0 = minute_ago(10)
+    feed = [
+        feed_trade(1, "60000", t0),
+        feed_trade(2, "60001", t0 + 100, MAX_QUANTITY),  # refused: 0.2 + 1e15
+        feed_trade(3, "60002", t0 + 200, MAX_QUANTITY - D("0.4")),  # prints
+        feed_trade(4, "60003", t0 + 300),  # prints: the minute's volume is exactly the bound
+        feed_trade(5, "60004", t0 + 400),  # refused: the minute is full
+        feed_trade(6, "60005", t0 + MINUTE_MS),  # a new minute
+    ]
+    seqs = [(await publisher.publish(trade)).seq for trade in feed]
+    await settled(paper, seqs[-1])
+    assert [t.price for t in await prints(bus)] == [D("60000"), D("60002"), D("60003"), D("60005")]
+    subject = subjects.md(SOURCE, SYMBOL, "trade")
+    dlq = await dead_letters(bus)
+    assert [(s, q) for s, q, _ in dlq] == [(subject, seqs[1]), (subject, seqs[4])], dlq
+    assert all("minute beyond" in reason for _, _, reason in dlq), dlq
+    assert paper.feed is not None and paper.feed.prints.last[SYMBOL] == (D("60005"), t0 + MINUTE_MS)
+    assert paper.state.markets[SYMBOL].last == D("60005")
+
+
+async def test_a_trade_the_judge_chokes_on_is_dead_lettered_and_the_feed_goes_on(
+    paper: SimService, publisher: Publisher, bus: Client, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Whatever judging an input raises, the input is dead-lettered with it: raised out of the
+    batch, it would end the session and be delivered again to the next one, for good."""
+    assert paper.feed is not None
+    judge = paper.feed.prints
+    real = judge.judge
+
+    def choking(seq: int, event: Any) -> Any:
+        if isinstance(event, Trade) and event.price == D("60001"):
+            raise decimal.InvalidOperation([decimal.InvalidOperation])
+        return real(seq, event)
+
+    monkeypatch.setattr(judge, "judge", choking)
+    t0 = minute_ago(10)
+    seqs = [(await publisher.publish(feed_trade(n, p, t0 + n))).seq for n, p in enumerate(["60000", "60001", "60002"], start=1)]
+    await settled(paper, seqs[-1])
+    assert [t.price for t in await prints(bus)] == [D("60000"), D("60002")]
+    [(_, seq, reason)] = await dead_letters(bus)
+    assert seq == seqs[1] and "InvalidOperation" in reason, reason
+    assert paper.feed.stats.sessions == 1
 
 
 async def test_a_gap_of_the_feed_is_forwarded_and_a_silence_gets_the_paper_venues_own_marker(

@@ -20,8 +20,8 @@ from schemas import ids, subjects
 from schemas.market import GapMarker, Market, Trade
 from schemas.sanity import PriceBand, check_price
 from venues.sim.config import SimConfig
-from venues.sim.journal import Print, Tick
-from venues.sim.state import EngineState
+from venues.sim.journal import MAX_QUANTITY, Print, Tick
+from venues.sim.state import EngineState, minute
 
 PaperInput = Trade | GapMarker
 
@@ -62,11 +62,13 @@ class PaperPrints:
         self.band = band or PriceBand()
         self.clock = 0
         self.last: dict[str, tuple[Decimal, int]] = {}
+        self.volume: dict[str, tuple[int, Decimal]] = {}  # each market's forming minute bar: (open time, volume)
 
     def reset(self, state: EngineState) -> None:
         """Start from what the engine applied (a backfill is not a print: no band from it)."""
         self.clock = state.ts
         self.last = {s: (ms.last, ms.last_ts) for s, ms in state.markets.items() if ms.last_ts}
+        self.volume = {s: (ms.bar.open_time, ms.bar.volume) for s, ms in state.markets.items() if ms.bar is not None}
 
     def judge(self, seq: int, event: PaperInput) -> Tick | GapMarker:
         """The tick a trade at MARKET sequence `seq` prints, or the paper venue's own gap marker for
@@ -93,8 +95,16 @@ class PaperPrints:
             tick = Tick(step=seq, ts=ts, prints=[Print(ev.symbol, price, ev.amount)])
         except ValueError as exc:  # beyond what the engine computes with (a price above 1e12, ...)
             raise InputRejected(str(exc)) from None
+        # The engine adds the amount to the minute's bar, which the journal bounds like any volume:
+        # past it, the engine would refuse this tick and every later one of the minute, while the
+        # feed took them as printed. (Both terms are bounded by now: the sum cannot overflow.)
+        opened, volume = self.volume.get(ev.symbol, (-1, Decimal(0)))
+        volume = (volume if opened == minute(ts) else Decimal(0)) + ev.amount
+        if volume > MAX_QUANTITY:
+            raise InputRejected(f"amount {ev.amount} takes the volume of {ev.symbol}'s minute beyond {MAX_QUANTITY}")
         self.clock = ts
         self.last[ev.symbol] = (price, ts)
+        self.volume[ev.symbol] = (minute(ts), volume)
         return tick
 
     def _gap(self, ev: GapMarker) -> GapMarker:

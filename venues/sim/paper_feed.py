@@ -135,6 +135,9 @@ class PaperFeed(Consumer):
             return (verdict if isinstance(verdict, Tick) else address(self.rules, [verdict])), ""
         except (InputRejected, OutputRefused) as exc:
             return [], f"rejected by the paper feed: {exc}"
+        except Exception as exc:  # noqa: BLE001 - a bad input must not stop the feed (as in apply_input)
+            # Raised from here, it would end the session and come back in every next one, for good.
+            return [], f"rejected by the paper feed: {type(exc).__name__}: {exc}"
 
     async def _journal(self, entry: Entry) -> asyncio.Future[PubAck]:
         assert self.publisher is not None
