@@ -101,3 +101,17 @@ def test_a_publisher_without_a_venue_or_markets_is_refused_with_a_clear_error(tm
         timeout=60,
     )
     assert out.returncode == 2 and "kraken" in out.stderr and "binanceusdm" in out.stderr
+
+
+async def test_a_venue_unreachable_at_start_is_waited_for_and_said_not_a_crash(tmp_path: Path, nats_server: EmbeddedServer) -> None:
+    config = tmp_path / "sqt.toml"
+    config.write_text(f'[nats]\nurl = "{nats_server.url}"\n[venues.binanceusdm]\nrest_url = "http://127.0.0.1:9"\ntimeout_ms = 500\n')
+    log = tmp_path / "publisher.log"
+    proc = sqt(config, "--venue", "binanceusdm", "--symbols", SYMBOL, log=log)
+    try:
+        await eventually(lambda: "cannot be loaded yet" in log.read_text(), timeout=60, what="the publisher saying it waits for the venue")
+        assert proc.poll() is None  # still running, waiting
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        code = proc.wait(timeout=30)
+    assert code == 0, log.read_text()[-2000:]

@@ -13,6 +13,7 @@ fetches `history_candles` closed candles once.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from contextlib import AsyncExitStack
@@ -41,7 +42,9 @@ from schemas.codec import DecodeError, decode
 from schemas.market import Candle, Market
 from venues.ccxt import parse
 from venues.ccxt.config import CcxtVenueConfig
+from venues.ccxt.errors import from_ccxt
 from venues.ccxt.exchange import build
+from venues.errors import Transient
 
 log = logging.getLogger("publisher.ccxt")
 
@@ -191,6 +194,26 @@ def our_markets(exchange: Any, cfg: PublisherConfig) -> dict[str, Market]:
     return out
 
 
+async def markets_loaded(exchange: Any, venue: str, stop: asyncio.Event) -> bool:
+    """The venue's markets, asked until it answers (a venue down at start is waited for, said in
+    the log, not a crash); False if stopped first. A refusal that retrying cannot fix raises."""
+    delay = 1.0
+    while True:
+        try:
+            await exchange.load_markets()
+            return True
+        except Exception as exc:
+            error = from_ccxt(exc, exchange.id)
+            if not isinstance(error, Transient):
+                raise error from exc
+            log.warning("%s: its markets cannot be loaded yet (%s); retrying in %.0f s", venue, error, delay)
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        if stop.is_set():
+            return False
+        delay = min(delay * 2, 60.0)
+
+
 async def run_publisher(settings: BusSettings, venue_cfg: CcxtVenueConfig, cfg: PublisherConfig, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     async with AsyncExitStack() as owned:
@@ -209,7 +232,8 @@ async def run_publisher(settings: BusSettings, venue_cfg: CcxtVenueConfig, cfg: 
         exchange = build(cfg.venue, cfg.account, venue_cfg, streaming=True)
         owned.push_async_callback(exchange.close)
         measure_rate_limit(exchange, cfg.venue)
-        await exchange.load_markets()
+        if not await markets_loaded(exchange, cfg.venue, stop):
+            return
         ctx = Context(cfg.venue, exchange, cfg, out, VenueClock(), our_markets(exchange, cfg))
         resume = {symbol: await resume_points(js, cfg, symbol) for symbol in cfg.symbols}
         loops = build_loops(ctx, resume, client_id_rule(exchange.id))
