@@ -516,3 +516,19 @@ async def test_a_create_sends_exactly_what_ccxts_recorded_request_for_it_says(ex
     assert sent, f"nothing was sent ({answers.requests})"
     expected_body = case["output"] if isinstance(case["output"], str) or case["output"] is None else json.dumps(case["output"])
     assert comparable(sent[0][1], sent[0][2]) == comparable(case["url"], expected_body)
+
+
+def test_a_grid_whose_client_ids_would_outgrow_gates_refuses_to_start_there() -> None:
+    from msgspec.structs import replace
+
+    from cli.config import default_grids
+    from strategies.grid.runner import client_ids_fit
+
+    venue = venue_for("gate", Answers())
+    asyncio.run(venue.close())
+    grid = replace(default_grids()[0], venue="gate")
+    assert venue.client_id_max == 26
+    assert client_ids_fit(grid, venue.client_id_max) == []  # btc-neutral: 25 at most
+    problems = client_ids_fit(replace(grid, instance="btc-neutral-long-running"), venue.client_id_max)
+    assert problems and "instance" in problems[0] and "26" in problems[0]
+    assert client_ids_fit(replace(grid, instance="btc-neutral-long-running"), 32) == []

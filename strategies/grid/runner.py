@@ -35,7 +35,7 @@ from schemas.ops import BreakerChange, ControlCommand, VenueSnapshot
 from schemas.subjects import breaker_scopes
 from strategies.grid.config import GridConfig
 from strategies.grid.core import GridCore
-from strategies.grid.lattice import check_config, client_prefix
+from strategies.grid.lattice import check_config, client_order_id, client_prefix
 from strategies.grid.metrics import GridMetrics
 from strategies.grid.state import GridState
 from venues.errors import Transient
@@ -206,6 +206,19 @@ async def first_start_snapshot(nc: Client, venue: Venue, grid: GridConfig, strea
         return
 
 
+# The longest id a grid makes in a long life: a slot index of 3 hex digits, a millionth generation.
+_LONGEST_TAIL = len(client_order_id("", "close", -0xFFF, 0xFFFFF))
+
+
+def client_ids_fit(grid: GridConfig, venue_max: int) -> list[str]:
+    """A venue that holds shorter client ids than ours (Gate: 26) refuses a grid whose ids would
+    outgrow it at start, rather than its orders one day."""
+    longest = len(client_prefix(grid.instance)) + _LONGEST_TAIL
+    if longest <= venue_max:
+        return []
+    return [f"instance: its client order ids grow to {longest} characters and {grid.venue} holds {venue_max}: use a shorter instance id"]
+
+
 async def build_grid(
     nc: Client, venue: Venue, grid: GridConfig, stop: asyncio.Event, publisher: Publisher | None = None
 ) -> ConsumerRuntime[GridState, Any] | None:
@@ -216,6 +229,7 @@ async def build_grid(
         return None
     market, price = found
     problems = check_config(grid, market, price)
+    problems += client_ids_fit(grid, getattr(venue, "client_id_max", 32))
     if problems:
         raise GridConfigError(f"grid {grid.instance}: " + "; ".join(problems))
     core = GridCore(grid, market)

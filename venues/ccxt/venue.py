@@ -70,6 +70,7 @@ class CcxtVenue:
         self.account = account
         self.exchange_id: str = exchange.id
         self.ids = rule(self.exchange_id)
+        self.client_id_max = self.ids.max_length  # the grid checks its ids fit at start
         self.clock = clock
         self.sleep = sleep
         self._markets: dict[str, Market] | None = None
