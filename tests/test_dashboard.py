@@ -30,7 +30,7 @@ PROMETHEUS = ROOT / "configs" / "prometheus.yml"
 
 # Metrics the monitors export; a name is required of them once their package serves metrics.
 # Their ports, reserved in configs/prometheus.yml before their config sections exist.
-RESERVED_PORTS = {"risk": 9103, "reconciler": 9104, "alerts": 9105}
+RESERVED_PORTS = {"risk": 9103, "reconciler": 9104, "alerts": 9105, "publisher": 9106}
 
 _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and", "or", "unless", "inf", "nan"}
 _SUFFIXES = ("_bucket", "_sum", "_count", "_total", "_created")
