@@ -540,3 +540,24 @@ def test_a_grid_whose_client_ids_would_outgrow_gates_refuses_to_start_there() ->
     problems = client_ids_fit(replace(grid, instance="btc-neutral-long-running"), venue.client_id_max)
     assert problems and "instance" in problems[0] and "26" in problems[0]
     assert client_ids_fit(replace(grid, instance="btc-neutral-long-running"), 32) == []
+
+
+async def test_a_create_past_its_deadline_is_not_sent_and_not_called_a_refusal() -> None:
+    answers = Answers({})
+    venue = venue_for("gate", answers)  # Gate has no acceptance window of its own
+    try:
+        with pytest.raises(Transient) as caught:
+            await venue.create_order(
+                OrderRequest(
+                    symbol="BTC/USDT:USDT",
+                    client_order_id="late1",
+                    side="buy",
+                    amount=Decimal(1),
+                    price=Decimal(100),
+                    deadline_ms=1_699_999_999_000,
+                )
+            )
+    finally:
+        await venue.close()
+    assert not isinstance(caught.value, OrderRejected)
+    assert not [r for r in answers.requests if r[0] == "POST"]

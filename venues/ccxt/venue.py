@@ -164,6 +164,10 @@ class CcxtVenue:
         return params
 
     async def create_order(self, request: OrderRequest) -> OrderUpdate:
+        if request.deadline_ms is not None and self._now_ms() >= request.deadline_ms:
+            # Never sent late (Gate and Bitget would still accept it). Not a refusal: an earlier
+            # attempt's outcome may be unknown, and the executor settles that by a fetch.
+            raise Transient(f"{request.client_order_id}: its deadline passed {self._now_ms() - request.deadline_ms} ms ago; not sent")
         try:
             params = self.create_params(request)
         except ValueError as exc:  # an id this venue cannot hold (Gate: 26 characters)
