@@ -97,6 +97,11 @@ TARGETS = {
             "tests/test_hostile_inputs.py",
         ],
     ),
+    # ccxt's real code against recorded payloads (testkit/ccxt.py), offline.
+    "ccxt": (
+        ["venues/ccxt/ids.py", "venues/ccxt/errors.py", "venues/ccxt/parse.py"],
+        ["tests/test_ccxt_ids.py", "tests/test_ccxt_errors.py", "tests/test_ccxt_venue.py", "tests/test_ccxt_mutants.py"],
+    ),
 }
 SETTINGS = {
     # The same examples every run: a survivor stays one until the code or the tests change.
