@@ -9,11 +9,12 @@ from collections.abc import AsyncIterator, Iterator
 from decimal import Decimal
 from pathlib import Path
 
+import aiohttp
 import pytest
 from aiohttp import web
 from nats.aio.client import Client
 
-from bus.embedded import EmbeddedServer
+from bus.embedded import EmbeddedServer, free_port
 from bus.publisher import Publisher
 from bus.reader import read_stream
 from schemas import ids, subjects
@@ -26,6 +27,7 @@ from testkit.binance_futures import BinanceFutures
 from testkit.bus import eventually
 from testkit.ccxt import write_markets
 from testkit.processes import Components
+from tests.test_dashboard import dashboard_names, exported, get, served_by
 
 pytestmark = pytest.mark.e2e
 
@@ -43,7 +45,7 @@ timeout_ms = 3000
 venue = "binanceusdm"
 account = "main"
 risk_heartbeat_ms = 0
-metrics_port = 0
+metrics_port = {port}
 [[grids]]
 instance = "usdm"
 venue = "binanceusdm"
@@ -103,7 +105,10 @@ async def test_a_grid_and_an_executor_trade_binance_usdm_through_ccxt_with_the_v
     bus: Client, system: Components, exchange: tuple[BinanceFutures, str], tmp_path: Path, nats_server: EmbeddedServer
 ) -> None:
     venue, rest = exchange
-    system.config.write_text(CONFIG.format(data=tmp_path / "data", url=nats_server.url, rest=rest, markets=write_markets(VENUE, tmp_path)))
+    port = free_port()
+    system.config.write_text(
+        CONFIG.format(data=tmp_path / "data", url=nats_server.url, rest=rest, markets=write_markets(VENUE, tmp_path), port=port)
+    )
     system.start("executor", "grid", secrets={"SQT_BINANCEUSDM_API_KEY": "key", "SQT_BINANCEUSDM_SECRET": "secretsecret"})
     publisher = await Publisher(bus).start()
 
@@ -185,6 +190,13 @@ async def test_a_grid_and_an_executor_trade_binance_usdm_through_ccxt_with_the_v
         return info.num_pending == 0 and info.num_ack_pending == 0
 
     await eventually(handled, timeout=20, what="the executor done with its commands")
+
+    # The venue's call metrics the dashboard reads are exported by the executor trading on it.
+    async with aiohttp.ClientSession() as session:
+        status, text = await get(session, port, "/metrics")
+    wanted = [n for n in dashboard_names() if n.startswith("sqt_venue_")]
+    assert status == 200 and wanted and all(served_by(n, exported(text)) for n in wanted)
+    assert 'sqt_venue_calls_total{method="create_order",outcome="duplicate",venue="binanceusdm"}' in text
     reports = [o for o in await account_orders(bus) if o.client_order_id == cmd.client_order_id]
     assert not [o for o in reports if o.status == "rejected"]
 

@@ -30,6 +30,7 @@ PROMETHEUS = ROOT / "configs" / "prometheus.yml"
 
 # Metrics the monitors export; a name is required of them once their package serves metrics.
 # Their ports, reserved in configs/prometheus.yml before their config sections exist.
+REAL_VENUE_METRICS = ("sqt_publisher_", "sqt_venue_")  # exported by processes on a ccxt venue
 RESERVED_PORTS = {"risk": 9103, "reconciler": 9104, "alerts": 9105, "publisher": 9106}
 
 _KEYWORDS = {"by", "without", "on", "ignoring", "group_left", "group_right", "bool", "offset", "and", "or", "unless", "inf", "nan"}
@@ -243,7 +244,12 @@ async def test_every_metric_on_the_dashboard_is_exported_by_a_live_component_and
 
         await poll(all_scraped, 90, "every component serving /metrics, the executor having placed orders")
         everything = set().union(*scraped.values())
-        missing = {name: title for name, title in sorted(dashboard_names().items()) if not served_by(name, everything)}
+        # Real venues' metrics are checked where they run: tests/test_publisher_cli.py, tests/test_ccxt_end_to_end.py.
+        missing = {
+            name: title
+            for name, title in sorted(dashboard_names().items())
+            if not name.startswith(REAL_VENUE_METRICS) and not served_by(name, everything)
+        }
         assert not missing, f"dashboard panels query metrics no component exports: {missing}"
 
         for name, port in stack.ports.items():

@@ -9,16 +9,18 @@ import sys
 from collections.abc import AsyncIterator, Awaitable, Sized
 from pathlib import Path
 
+import aiohttp
 import pytest
 from nats.aio.client import Client
 
-from bus.embedded import EmbeddedServer
+from bus.embedded import EmbeddedServer, free_port
 from bus.reader import read_stream
 from schemas.codec import decode
 from schemas.market import Candle
 from testkit.binance_stream import SYMBOL, FakeBinance
 from testkit.bus import eventually
 from testkit.processes import ROOT, clean_env
+from tests.test_dashboard import dashboard_names, exported, get, served_by
 
 pytestmark = pytest.mark.e2e
 
@@ -30,6 +32,10 @@ url = "{url}"
 rest_url = "{rest}"
 ws_url = "{ws}"
 markets_file = "{markets}"
+[[publishers]]
+venue = "binanceusdm"
+symbols = ["BTC/USDT:USDT"]
+metrics_port = {port}
 """
 
 
@@ -59,15 +65,23 @@ async def test_sqt_run_publisher_puts_a_venues_candles_on_the_bus_and_stops_clea
 ) -> None:
     cfg = venue.venue_config()
     config = tmp_path / "sqt.toml"
+    port = free_port()
     config.write_text(
-        CONFIG.format(data=tmp_path / "data", url=nats_server.url, rest=cfg.rest_url, ws=cfg.ws_url, markets=cfg.markets_file)
+        CONFIG.format(data=tmp_path / "data", url=nats_server.url, rest=cfg.rest_url, ws=cfg.ws_url, markets=cfg.markets_file, port=port)
     )
     log = tmp_path / "publisher.log"
-    proc = sqt(config, "--venue", "binanceusdm", "--symbols", SYMBOL, log=log)
+    proc = sqt(config, "--venue", "binanceusdm", log=log)  # the configured publisher
     try:
         await eventually(lambda: _at_least(closed_candles(bus), 5), timeout=60, what="closed candles from the publisher")
         minutes = [c.open_time for c in await closed_candles(bus)]
         assert minutes == sorted(set(minutes))  # each minute once, in order
+        # Every publisher metric the dashboard reads is one this publisher exports.
+        async with aiohttp.ClientSession() as session:
+            status, text = await get(session, port, "/metrics")
+        assert status == 200
+        names = exported(text)
+        wanted = {n: t for n, t in dashboard_names().items() if n.startswith("sqt_publisher_")}
+        assert wanted and not {n: t for n, t in wanted.items() if not served_by(n, names)}
     finally:
         proc.send_signal(signal.SIGTERM)
         code = proc.wait(timeout=30)

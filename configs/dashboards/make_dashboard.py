@@ -237,6 +237,41 @@ panel(
     "short",
 )
 
+row("Real venues (ccxt): publishers and venue calls")
+panel(
+    "Venue messages and events published",
+    [
+        ("sum by (venue, feed) (rate(sqt_publisher_messages_total[1m]))", "{{venue}} {{feed}} messages"),
+        ("sum by (venue, kind) (rate(sqt_publisher_events_total[1m]))", "{{venue}} {{kind}} events"),
+    ],
+    "ops",
+)
+panel(
+    "Feeds: up, silent, gaps",
+    [
+        ("min by (venue, feed, symbol) (sqt_publisher_stream_up)", "{{venue}} {{feed}} {{symbol}} up"),
+        ("max by (venue, feed, symbol) (sqt_publisher_silence_seconds)", "{{venue}} {{feed}} {{symbol}} silent (s)"),
+        ("sum by (venue, feed) (increase(sqt_publisher_gaps_total[1h]))", "{{venue}} {{feed}} gaps in the hour"),
+        ("sum by (venue, feed) (increase(sqt_publisher_reconnects_total[1h]))", "{{venue}} {{feed}} reconnects in the hour"),
+    ],
+    "short",
+    desc="A stream silent for 10 expected intervals is dead: reconnected, marked as a gap, backfilled (docs/adr/0017).",
+)
+panel(
+    "Venue calls and rate limits",
+    [
+        ("sum by (venue, method, outcome) (rate(sqt_venue_calls_total[5m]))", "{{venue}} {{method}} {{outcome}}"),
+        ("sum by (venue) (increase(sqt_venue_rate_limited_total[1h]))", "{{venue}} told to slow down (trading)"),
+        ("sum by (venue) (increase(sqt_publisher_rate_limited_total[1h]))", "{{venue}} told to slow down (publisher)"),
+    ],
+    "short",
+)
+panel(
+    "Venue call time p99",
+    [("histogram_quantile(0.99, sum by (venue, method, le) (rate(sqt_venue_call_seconds_bucket[5m])))", "{{venue}} {{method}}")],
+    "s",
+)
+
 dash = {
     "__inputs": [],
     "annotations": {"list": []},

@@ -1,14 +1,14 @@
 """Metrics of the calls a ccxt venue makes (bounded labels: venue, method, outcome category).
 
-They live in their own registry and are added to the registry of whichever process holds the
-venue (executor, grid, reconciler, publisher) by `register_into`.
+They are in the bus registry, which every component serves beside its own: whichever process
+holds the venue (executor, grid, reconciler, risk) exports them.
 """
 
 from __future__ import annotations
 
-from prometheus_client import CollectorRegistry, Counter, Histogram
+from prometheus_client import Counter, Histogram
 
-REGISTRY = CollectorRegistry()
+from bus.metrics import REGISTRY
 
 CALLS = Counter(
     "sqt_venue_calls_total", "REST calls to a ccxt venue, by method and outcome", ["venue", "method", "outcome"], registry=REGISTRY
@@ -26,13 +26,3 @@ RATE_LIMITED = Counter(
 RATE_LIMIT_WAIT = Counter(
     "sqt_venue_rate_limit_wait_seconds_total", "Seconds waited because the venue asked us to back off", ["venue"], registry=REGISTRY
 )
-
-COLLECTORS = (CALLS, CALL_SECONDS, RATE_LIMITED, RATE_LIMIT_WAIT)
-
-
-def register_into(registry: CollectorRegistry) -> None:
-    for collector in COLLECTORS:
-        try:
-            registry.register(collector)
-        except ValueError:  # already there (a second venue in the same process)
-            pass
