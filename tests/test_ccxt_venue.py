@@ -561,3 +561,23 @@ async def test_a_create_past_its_deadline_is_not_sent_and_not_called_a_refusal()
         await venue.close()
     assert not isinstance(caught.value, OrderRejected)
     assert not [r for r in answers.requests if r[0] == "POST"]
+
+
+async def test_an_answer_that_cannot_be_read_is_an_unknown_outcome_not_a_crash_nor_a_refusal() -> None:
+    # A position whose side ccxt could not name, an order whose size is not a number: the caller
+    # (executor, reconciler) hears "unknown, try again", never an exception it does not expect.
+    weird_position = {**cases("bybit", "fetchPositions")[0]["httpResponse"]}
+    weird_position["result"] = {**weird_position["result"], "list": [{**weird_position["result"]["list"][0], "side": "Both"}]}
+    venue = venue_for("bybit", Answers(weird_position))
+    try:
+        with pytest.raises(Transient, match="cannot be read"):
+            await venue.fetch_positions(["LTC/USDT:USDT"])
+    finally:
+        await venue.close()
+    body = cases("binance", "fetchOpenOrders")[0]["httpResponse"]
+    venue = venue_for("binance", Answers([{**body[0], "status": "SOMETHING_NEW"}]))
+    try:
+        with pytest.raises(Transient, match="cannot be read"):
+            await venue.fetch_open_orders("LTC/USDT")
+    finally:
+        await venue.close()

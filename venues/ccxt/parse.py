@@ -45,7 +45,10 @@ def dec(value: Any, name: str = "value") -> Decimal:
     if isinstance(value, bool) or value is None:
         raise ParseError(f"`{name}` is missing")
     if isinstance(value, (int, str)):
-        return Decimal(value)
+        try:
+            return Decimal(value)
+        except ArithmeticError:  # decimal.InvalidOperation: "abc"
+            raise ParseError(f"`{name}` is not a number: {value!r}") from None
     if isinstance(value, float):
         return Decimal(repr(value))
     raise ParseError(f"`{name}` is not a number: {value!r}")

@@ -16,9 +16,9 @@ import asyncio
 import functools
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from decimal import Decimal
-from typing import Any, TypeVar
+from typing import Any, ParamSpec, TypeVar
 
 from schemas.account import Balance, OrderUpdate, Position
 from schemas.market import Candle, FundingRate, Market
@@ -30,6 +30,7 @@ from venues.protocol import OrderRequest
 
 log = logging.getLogger("venue.ccxt")
 T = TypeVar("T")
+P = ParamSpec("P")
 
 # How a venue is told that an order must not be accepted after a moment. Binance and Bybit take a
 # window after the request's own timestamp (capped by the venue); OKX an absolute expiry time.
@@ -53,6 +54,22 @@ _MARGIN_PARAMS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "bitget": lambda reduce: {"marginMode": "cross", "loanType": "autoRepay" if reduce else "autoLoan"},
 }
 OHLCV_PAGE = {"binanceusdm": 1500, "binance": 1000, "okx": 300, "bybit": 1000, "gate": 1000, "bitget": 200}
+
+
+def readable(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
+    """An answer we cannot read (a field missing or not a number, a side we do not know) is an
+    unknown outcome, like a lost one: never a crash of the caller, never a refusal."""
+
+    @functools.wraps(method)
+    async def wrapper(*args: P.args, **kwargs: P.kwargs) -> T:
+        try:
+            return await method(*args, **kwargs)
+        except VenueError:
+            raise
+        except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+            raise Transient(f"{method.__name__}: the venue's answer cannot be read ({type(exc).__name__}: {exc})") from exc
+
+    return wrapper
 
 
 class CcxtVenue:
@@ -130,6 +147,7 @@ class CcxtVenue:
 
     # ----------------------------------------------------------------- Venue protocol
 
+    @readable
     async def markets(self) -> dict[str, Market]:
         if self._markets is None:
             raw = await self._call("load_markets", self.exchange.load_markets)
@@ -163,6 +181,7 @@ class CcxtVenue:
                 params[_EXPIRY_PARAM[self.exchange_id]] = str(request.deadline_ms)
         return params
 
+    @readable
     async def create_order(self, request: OrderRequest) -> OrderUpdate:
         if request.deadline_ms is not None and self._now_ms() >= request.deadline_ms:
             # Never sent late (Gate and Bitget would still accept it). Not a refusal: an earlier
@@ -205,6 +224,7 @@ class CcxtVenue:
                 }
             )
 
+    @readable
     async def cancel_order(self, symbol: str, *, client_order_id: str | None = None, order_id: str | None = None) -> OrderUpdate:
         ref, params = self._ref(client_order_id, order_id)
         raw = await self._call("cancel_order", lambda: self.exchange.cancel_order(ref, symbol, params))
@@ -214,6 +234,7 @@ class CcxtVenue:
             return await self.fetch_order(symbol, client_order_id=client_order_id, order_id=order_id or raw.get("id"))
         return self._order(raw)
 
+    @readable
     async def cancel_all_orders(self, symbol: str) -> list[OrderUpdate]:
         resting = await self.fetch_open_orders(symbol)
         if not resting:
@@ -231,12 +252,14 @@ class CcxtVenue:
                 log.warning("order %s was cancelled but cannot be fetched", o.client_order_id)  # pragma: no mutate
         return out
 
+    @readable
     async def fetch_order(self, symbol: str, *, client_order_id: str | None = None, order_id: str | None = None) -> OrderUpdate:
         ref, params = self._ref(client_order_id, order_id)
         if self.exchange_id == "bybit":
             params["acknowledged"] = True  # ccxt: Bybit answers only for the last 500 orders; we know
         return self._order(await self._call("fetch_order", lambda: self.exchange.fetch_order(ref, symbol, params)))
 
+    @readable
     async def fetch_open_orders(self, symbol: str | None = None) -> list[OrderUpdate]:
         raw = await self._call("fetch_open_orders", lambda: self.exchange.fetch_open_orders(symbol))
         return [self._order(o) for o in raw]
@@ -246,6 +269,7 @@ class CcxtVenue:
         result: list[dict[str, Any]] = await self._call("fetch_my_trades", lambda: self.exchange.fetch_my_trades(symbol, since, limit))
         return result
 
+    @readable
     async def fetch_positions(self, symbols: list[str] | None = None) -> list[Position]:
         if not self.exchange.has.get("fetchPositions") or self.exchange_id == "binance":
             return []  # spot venues hold balances, not positions
@@ -253,10 +277,12 @@ class CcxtVenue:
         now = self._now_ms()
         return [parse.position(self.name, self.account, p, now) for p in raw if symbols is None or p.get("symbol") in symbols]
 
+    @readable
     async def fetch_balance(self) -> list[Balance]:
         raw = await self._call("fetch_balance", self.exchange.fetch_balance)
         return parse.balances(self.name, self.account, raw, self._now_ms())
 
+    @readable
     async def fetch_ohlcv(self, symbol: str, since: int | None = None, limit: int | None = None, *, interval: str = "1m") -> list[Candle]:
         """Candles from `since`, paged by the venue's largest page until `limit` or the present."""
         page = OHLCV_PAGE.get(self.exchange_id, 500)
@@ -292,11 +318,13 @@ class CcxtVenue:
                 log.info("funding interval of %s unknown (%s); the rate's own is used", symbol, exc)  # pragma: no mutate
         return self._intervals.get(symbol)
 
+    @readable
     async def fetch_funding_rate(self, symbol: str) -> FundingRate:
         raw = await self._call("fetch_funding_rate", lambda: self.exchange.fetch_funding_rate(symbol))
         interval = None if raw.get("interval") else await self.funding_interval(symbol)
         return parse.funding_rate(self.name, raw, self._now_ms(), interval)
 
+    @readable
     async def fetch_funding_history(self, symbol: str, since: int | None = None, limit: int | None = None) -> list[FundingRate]:
         raw = await self._call("fetch_funding_rate_history", lambda: self.exchange.fetch_funding_rate_history(symbol, since, limit))
         interval = await self.funding_interval(symbol)
