@@ -581,3 +581,25 @@ async def test_an_answer_that_cannot_be_read_is_an_unknown_outcome_not_a_crash_n
             await venue.fetch_open_orders("LTC/USDT")
     finally:
         await venue.close()
+
+
+@pytest.mark.parametrize("exchange_id", ["binanceusdm", "okx", "bybit", "gate", "bitget"])
+async def test_the_default_grid_sizes_its_orders_in_each_venues_contracts(exchange_id: str) -> None:
+    """Amounts are contracts (ccxt's unit): a 200 USDT order is 0.003 BTC on Binance (contract 1
+    BTC) and 33 contracts on Gate (0.0001 BTC each); the grid's start-up checks pass on each."""
+    from cli.config import default_grids
+    from strategies.grid.lattice import Lattice, check_config
+
+    venue = venue_for(exchange_id, Answers())
+    try:
+        market = (await venue.markets())["BTC/USDT:USDT"]
+    finally:
+        await venue.close()
+    grid = default_grids()[0]
+    price = Decimal(60000)
+    assert check_config(grid, market, price) == []
+    lattice = Lattice(grid, market, price)
+    amount = lattice.amount(1)
+    notional = amount * lattice.price(1) * market.contract_size
+    assert amount % market.lot_size == 0 and amount >= market.min_amount
+    assert grid.notional * Decimal("0.8") <= notional <= grid.notional * Decimal("1.01"), (amount, notional)

@@ -104,10 +104,14 @@ def test_an_order_worth_exactly_the_minimum_notional_is_kept_and_one_below_it_is
     assert lattice(notional=D("0.09")).amount(0) == 0  # below the minimum amount (0.001) at 100
 
 
-def test_the_minimum_notional_counts_the_contract_size() -> None:
+def test_sizes_are_contracts_worth_the_notional_and_the_minimum_notional_counts_the_contract_size() -> None:
+    # A contract of 0.01 (OKX's BTC perpetual): 1000 USDT at 100 is 1000 contracts, not 10 (which
+    # would trade a hundredth of what was configured).
     market = msgspec.structs.replace(MARKET, contract_size=D("0.01"))
-    assert lattice(market=market, notional=D(100)).amount(0) == 0  # 1 contract of 0.01 at 100: worth 1 USDT
-    assert lattice(market=market, notional=D(1000)).amount(0) == D(10)  # worth 10 USDT
+    assert lattice(market=market, notional=D(1000)).amount(0) == D(1000)
+    assert lattice(market=market, notional=D(100)).amount(1) == D("90.909")  # at 110, down to the 0.001 lot
+    assert lattice(market=market, notional=D(5)).amount(0) == D(5)  # 5 contracts at 100: worth 5 USDT, the minimum
+    assert lattice(market=market, notional=D("4.99")).amount(0) == 0  # 4.99 contracts: worth 4.99
 
 
 def problems(price: str | int = 100, kind: str = "swap", **kw: Any) -> list[str]:

@@ -71,10 +71,12 @@ class Lattice:
         return (lower is None or p >= lower) and (upper is None or p <= upper)
 
     def amount(self, k: int) -> Decimal:
-        """Order size at level k: the configured quote notional, down to the lot; 0 if below minimums."""
+        """Order size at level k in contracts (ccxt's unit: a contract is `contract_size` of the base,
+        0.01 BTC on OKX, 0.0001 on Gate): the configured quote notional, down to the lot; 0 if
+        below minimums."""
         price = self.price(k)
         lot = self.market.lot_size
-        amount = (self.config.notional / price / lot).to_integral_value(rounding=ROUND_DOWN) * lot
+        amount = (self.config.notional / (price * self.market.contract_size) / lot).to_integral_value(rounding=ROUND_DOWN) * lot
         if amount < self.market.min_amount or amount * price * self.market.contract_size < self.market.min_notional:
             return Decimal(0)
         return amount
