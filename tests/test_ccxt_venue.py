@@ -603,3 +603,16 @@ async def test_the_default_grid_sizes_its_orders_in_each_venues_contracts(exchan
     notional = amount * lattice.price(1) * market.contract_size
     assert amount % market.lot_size == 0 and amount >= market.min_amount
     assert grid.notional * Decimal("0.8") <= notional <= grid.notional * Decimal("1.01"), (amount, notional)
+
+
+async def test_inverse_swaps_futures_and_options_are_not_offered_as_markets() -> None:
+    """PnL, notional and risk here are in the quote currency: a coin-settled (inverse) swap would
+    be sized and booked wrongly, so it is not a market the grid can be started on."""
+    venue = venue_for("binanceusdm", Answers())
+    try:
+        markets = await venue.markets()
+    finally:
+        await venue.close()
+    assert "BTC/USDT:USDT" in markets and "BTC/USDT" in markets
+    assert "BTC/USD:BTC" not in markets  # inverse
+    assert not [s for s in markets if s.count("-") or ":" in s and not s.endswith(":USDT")]

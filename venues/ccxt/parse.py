@@ -70,8 +70,11 @@ def _step(value: Any, mode: int, name: str) -> Decimal:
 
 
 def market(m: Raw, precision_mode: int = TICK_SIZE) -> Market | None:
-    """A ccxt market as our trading rules; None for what we do not trade (futures, options)."""
+    """A ccxt market as our trading rules; None for what we do not trade: futures, options, and
+    inverse swaps (settled in the base coin: every PnL and notional here is in the quote)."""
     kind: Literal["spot", "swap"]
+    if m.get("swap") and m.get("inverse"):
+        return None
     if m.get("swap"):
         kind = "swap"
     elif m.get("spot"):
