@@ -708,3 +708,8 @@ def test_a_field_that_is_not_a_number_is_refused_by_its_name(
 def test_a_missing_field_we_cannot_do_without_is_refused_by_its_name(read: Callable[[], Any], name: str) -> None:
     with pytest.raises(ParseError, match=f"^`{re.escape(name)}` is missing$"):
         read()
+
+
+def test_a_string_that_is_not_a_number_is_refused_naming_its_field() -> None:
+    with pytest.raises(parse.ParseError, match=r"`price` is not a number: 'abc'"):
+        parse.dec("abc", "price")
