@@ -8,6 +8,7 @@ parsing all run ccxt's real code; only the socket is gone.
 
 from __future__ import annotations
 
+import functools
 import json
 from collections.abc import Mapping
 from pathlib import Path
@@ -21,8 +22,14 @@ FIXTURES = Path(__file__).resolve().parent.parent / "tests" / "fixtures" / "ccxt
 _FILE = {"binanceusdm": "binance"}
 
 
+@functools.cache
+def _text(path: Path) -> str:
+    return path.read_text()
+
+
 def recordings(exchange_id: str, kind: str = "response") -> dict[str, Any]:
-    data: dict[str, Any] = json.loads((FIXTURES / kind / f"{_FILE.get(exchange_id, exchange_id)}.json").read_text())
+    """A fresh copy of a recording file each call (ccxt mutates what it parses)."""
+    data: dict[str, Any] = json.loads(_text(FIXTURES / kind / f"{_FILE.get(exchange_id, exchange_id)}.json"))
     return data
 
 
@@ -34,7 +41,7 @@ def recorded_markets(exchange_id: str) -> dict[str, Any]:
     """The recorded markets, in the precision mode the installed ccxt uses (ticks). ccxt's
     binance markets file was recorded when ccxt counted Binance's precision in decimal places
     (`price: 1` meaning 0.1); every exchange now uses tick sizes, so those counts are converted."""
-    recorded: dict[str, Any] = json.loads(markets_path(exchange_id).read_text())
+    recorded: dict[str, Any] = json.loads(_text(markets_path(exchange_id)))
     # Older recordings lack keys today's parsers read (`inverse`, `linear` on spot): ccxt's own
     # empty market structure fills them, as a live `load_markets` would have them.
     empty = ccxt.Exchange().safe_market_structure()
@@ -84,9 +91,10 @@ class Answers:
         return self.requests[-1]
 
 
-def offline_exchange(exchange_id: str, answers: Answers | None = None, **options: Any) -> Any:
+def offline_exchange(exchange_id: str, answers: Answers | None = None, *, rate_limit: bool = False, **options: Any) -> Any:
     """A ccxt exchange with recorded markets, fake keys, the file's options, and `answers` in place
-    of its HTTP. ccxt's rate limiter stays on, as it does live."""
+    of its HTTP. ccxt's rate limiter is off unless asked for, as in ccxt's own static tests: it
+    only spaces calls in time (live it is always on: venues/ccxt/exchange.py)."""
     rec = recordings(exchange_id)
     cls = getattr(ccxt.async_support, exchange_id)
     exchange = cls(
@@ -96,6 +104,7 @@ def offline_exchange(exchange_id: str, answers: Answers | None = None, **options
             "password": "password",
             "markets": recorded_markets(exchange_id),
             "options": {**rec.get("options", {}), **options},
+            "enableRateLimit": rate_limit,
         }
     )
     if exchange_id == "bybit":
@@ -104,4 +113,5 @@ def offline_exchange(exchange_id: str, answers: Answers | None = None, **options
         exchange.options["enableUnifiedMargin"] = False
     if answers is not None:
         exchange.fetch = answers.fetch
+        exchange.timeout_on_exit = 0  # ccxt waits 250 ms on close for sockets to drain: there are none
     return exchange

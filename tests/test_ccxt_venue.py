@@ -603,3 +603,13 @@ async def test_inverse_swaps_futures_and_options_are_not_offered_as_markets() ->
     assert "BTC/USDT:USDT" in markets and "BTC/USDT" in markets
     assert "BTC/USD:BTC" not in markets  # inverse
     assert not [s for s in markets if s.count("-") or ":" in s and not s.endswith(":USDT")]
+
+
+def test_ccxts_rate_limiter_is_on_for_every_venue_we_build() -> None:
+    for exchange_id in ("binanceusdm", "binance", "bitget", "okx", "bybit", "gate"):
+        for streaming in (False, True):
+            exchange = build(exchange_id, None, CcxtVenueConfig(), streaming=streaming, environ={})
+            try:
+                assert exchange.enableRateLimit is True and exchange.rateLimit > 0
+            finally:
+                asyncio.run(exchange.close())
