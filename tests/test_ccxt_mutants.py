@@ -292,9 +292,12 @@ def test_an_order_status_we_do_not_know_is_refused_by_name() -> None:
         gate_order(status="partially_filled")
 
 
-def test_an_order_is_known_by_our_id_else_the_venues_text_else_its_order_id() -> None:
+def test_an_order_is_known_by_our_id_else_its_order_id_else_the_venues_text() -> None:
     assert gate_order().client_order_id == "grid1"
-    assert gate_order(clientOrderId="web").client_order_id == "web"  # placed by hand: reported, not dropped
+    # Placed by hand: reported, not dropped, and keyed by the venue's order id, since Gate texts
+    # every website order "web" (two of them must not share an event id).
+    assert gate_order(clientOrderId="web").client_order_id == "123"
+    assert gate_order(clientOrderId="web", id=None).client_order_id == "web"
     by_venue_id = gate_order(clientOrderId=None)
     assert by_venue_id.client_order_id == "123" and by_venue_id.id == ids.order_event_id("gate", "main", "123", "open", D("0.1"))
     with pytest.raises(ParseError, match=r"^order has neither `clientOrderId` nor `id`$"):

@@ -35,7 +35,11 @@ def d(value: Any) -> Decimal | None:
 
 
 def venue_for(exchange_id: str, answers: Answers, **options: Any) -> CcxtVenue:
-    return CcxtVenue(offline_exchange(exchange_id, answers, **options), exchange_id, "main", clock=lambda: 1_700_000_000.0)
+    """An adapter on recorded answers; Gate's trading refusal lifted, so what it would send can be
+    checked (test_gate_refuses_to_trade checks the refusal itself)."""
+    venue = CcxtVenue(offline_exchange(exchange_id, answers, **options), exchange_id, "main", clock=lambda: 1_700_000_000.0)
+    venue.refused = None
+    return venue
 
 
 def plain(case: dict[str, Any]) -> bool:
@@ -66,7 +70,7 @@ def same_order(ours: OrderUpdate, theirs: dict[str, Any]) -> None:
     assert ours.price == (d(theirs["price"]) or None)
     assert ours.ts == (theirs.get("lastUpdateTimestamp") or theirs.get("lastTradeTimestamp") or theirs["timestamp"])
     if theirs.get("clientOrderId"):
-        assert ours.client_order_id in (theirs["clientOrderId"], theirs["clientOrderId"].removeprefix("t-"))
+        assert ours.client_order_id in (theirs["clientOrderId"], theirs["clientOrderId"].removeprefix("t-"), theirs["id"])
     if theirs["status"] != "open":
         assert ours.remaining == 0
 
@@ -531,7 +535,7 @@ def test_a_grid_whose_client_ids_would_outgrow_gates_refuses_to_start_there() ->
 
 async def test_a_create_past_its_deadline_is_not_sent_and_not_called_a_refusal() -> None:
     answers = Answers({})
-    venue = venue_for("gate", answers)  # Gate has no acceptance window of its own
+    venue = venue_for("bitget", answers)  # Bitget has no acceptance window of its own
     try:
         with pytest.raises(Transient) as caught:
             await venue.create_order(
@@ -613,3 +617,61 @@ def test_ccxts_rate_limiter_is_on_for_every_venue_we_build() -> None:
                 assert exchange.enableRateLimit is True and exchange.rateLimit > 0
             finally:
                 asyncio.run(exchange.close())
+
+
+async def test_gate_refuses_to_trade_and_sends_nothing() -> None:
+    """Gate does not refuse a reused client id and cannot find a finished order by it: an order
+    whose answer was lost could be placed twice, so creates are refused (its data still flows)."""
+    answers = Answers({})
+    venue = CcxtVenue(offline_exchange("gate", answers), "gate", "main")
+    try:
+        with pytest.raises(OrderRejected, match="placed twice"):
+            await venue.create_order(
+                OrderRequest(symbol="BTC/USDT:USDT", client_order_id="g1", side="buy", amount=Decimal(1), price=Decimal(100))
+            )
+    finally:
+        await venue.close()
+    assert answers.requests == []
+
+
+async def test_a_wait_the_venue_asked_for_that_ends_past_the_deadline_sends_nothing() -> None:
+    limited = raised_by_venue("binanceusdm", 429, {"code": -1003, "msg": "Too many requests"})
+    answers = Answers(limited)
+    now = [1_700_000_000.0]
+
+    async def sleep(seconds: float) -> None:
+        now[0] += seconds
+
+    venue = CcxtVenue(offline_exchange("binanceusdm", answers), "binanceusdm", "main", clock=lambda: now[0], sleep=sleep)
+    venue.exchange.last_response_headers = {"Retry-After": "120"}
+    request = OrderRequest(
+        symbol="BTC/USDT:USDT", client_order_id="w2", side="buy", amount=Decimal("0.01"), price=Decimal(100), deadline_ms=1_700_000_030_000
+    )
+    try:
+        with pytest.raises(RateLimited):
+            await venue.create_order(request)
+        sent = len(answers.requests)
+        with pytest.raises(Transient, match="deadline passed"):
+            await venue.create_order(request)  # after 120 s of waiting, 90 s past its deadline
+    finally:
+        await venue.close()
+    assert len(answers.requests) == sent  # the late create never left
+
+
+async def test_a_duplicate_whose_order_is_not_visible_yet_is_still_a_duplicate() -> None:
+    duplicate = raised_by_venue("binanceusdm", 400, {"code": -4116, "msg": "ClientOrderId is duplicated."})
+    missing = raised_by_venue("binanceusdm", 400, {"code": -2013, "msg": "Order does not exist."})
+
+    async def fetch(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+        raise duplicate if method == "POST" else missing
+
+    venue = venue_for("binanceusdm", Answers())
+    venue.exchange.fetch = fetch
+    try:
+        with pytest.raises(DuplicateOrder) as caught:
+            await venue.create_order(
+                OrderRequest(symbol="BTC/USDT:USDT", client_order_id="d2", side="buy", amount=Decimal("0.01"), price=Decimal(100))
+            )
+    finally:
+        await venue.close()
+    assert caught.value.existing is None  # the executor finds it later; never a crash, never a refusal

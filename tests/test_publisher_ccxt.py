@@ -257,7 +257,7 @@ async def test_a_lost_user_data_stream_is_marked_and_the_account_is_refetched_pu
 ) -> None:
     monkeypatch.setenv("SQT_BINANCEUSDM_API_KEY", "key")
     monkeypatch.setenv("SQT_BINANCEUSDM_SECRET", "secret")
-    await venue.place(101, "grid1-a", "59500.0", "0.010", push=False)
+    await venue.place(101, "grid1a", "59500.0", "0.010", push=False)
     cfg = config(account="main", feeds=["orders", "fills", "positions", "balances"], fills_lookback_ms=4 * 86_400_000)
 
     async def account_events() -> list[Any]:
@@ -271,34 +271,34 @@ async def test_a_lost_user_data_stream_is_marked_and_the_account_is_refetched_pu
 
     async with publishing(bus, venue, cfg):
         # The start fetches the account once: the resting order, the position, the balance.
-        await eventually(lambda: has(lambda ev: bool(orders(ev, "grid1-a", "open"))), what="the open order from the first fetch")
+        await eventually(lambda: has(lambda ev: bool(orders(ev, "grid1a", "open"))), what="the open order from the first fetch")
         await eventually(lambda: has(lambda ev: any(isinstance(e, Balance) for e in ev)), what="the balance")
         await eventually(lambda: venue.requests["ws"] >= 1, what="the user data stream")
         # Streamed: a new order, straight from ORDER_TRADE_UPDATE.
-        await venue.place(102, "grid1-b", "59000.0", "0.010", push=True)
-        await eventually(lambda: has(lambda ev: bool(orders(ev, "grid1-b", "open"))), what="the streamed order")
+        await venue.place(102, "grid1b", "59000.0", "0.010", push=True)
+        await eventually(lambda: has(lambda ev: bool(orders(ev, "grid1b", "open"))), what="the streamed order")
         # The stream dies; while it is down the first order fills. Only REST can tell.
         fetched = venue.requests["openOrders"]
         venue.refuse_until = time.monotonic() + 0.3
         await venue.drop_private()
         venue.fill(101, trade_id=9001)
-        await eventually(lambda: has(lambda ev: bool(orders(ev, "grid1-a", "closed"))), what="the fill found by the re-fetch")
+        await eventually(lambda: has(lambda ev: bool(orders(ev, "grid1a", "closed"))), what="the fill found by the re-fetch")
         await eventually(
             lambda: has(lambda ev: len([e for e in ev if isinstance(e, GapMarker) and "repaired" in e.reason]) >= 1),
             what="the end of the gap",
         )
         assert venue.requests["openOrders"] > fetched
     events = await account_events()
-    closed = orders(events, "grid1-a", "closed")
-    assert len(closed) == 1 and closed[0].id == ids.order_event_id(VENUE, "main", "grid1-a", "closed", Decimal("0.01"))
+    closed = orders(events, "grid1a", "closed")
+    assert len(closed) == 1 and closed[0].id == ids.order_event_id(VENUE, "main", "grid1a", "closed", Decimal("0.01"))
     assert closed[0].filled == Decimal("0.01") and closed[0].order_id == "101"
     fills = [e for e in events if isinstance(e, Fill)]
-    assert len(fills) == 1 and fills[0].id == ids.fill_id(VENUE, "main", "9001") and fills[0].client_order_id == "grid1-a"
+    assert len(fills) == 1 and fills[0].id == ids.fill_id(VENUE, "main", "9001") and fills[0].client_order_id == "grid1a"
     positions = [e for e in events if isinstance(e, Position)]
     assert [p.contracts for p in positions] == [Decimal("0.01"), Decimal("0.02")], "the position once per state"
     balances = [e for e in events if isinstance(e, Balance) and e.asset == "USDT"]
     assert [b.total for b in balances] == [Decimal("1000"), Decimal("999.988")]
-    assert len(orders(events, "grid1-a", "open")) == 1 and len(orders(events, "grid1-b", "open")) == 1, "nothing published twice"
+    assert len(orders(events, "grid1a", "open")) == 1 and len(orders(events, "grid1b", "open")) == 1, "nothing published twice"
     gaps = [e for e in events if isinstance(e, GapMarker)]
     assert gaps and all(g.account == "main" and g.symbol == SYMBOL for g in gaps)
     ended = [g for g in gaps if "repaired" in g.reason]

@@ -25,6 +25,8 @@ from schemas.account import Balance, Fill, OrderUpdate, Position
 from venues.ccxt import parse
 
 log = logging.getLogger("publisher.ccxt")
+# ccxt refuses Bybit's fetch_order without it (Bybit answers only for its last 500 orders).
+FETCH_PARAMS: dict[str, dict[str, Any]] = {"bybit": {"acknowledged": True}}
 
 
 class AccountSync:
@@ -64,7 +66,7 @@ class AccountSync:
         for cid, order_id in self.book.vanished(symbol, listed):
             # Published open, no longer listed: how it ended is the change (filled, canceled ...).
             try:
-                raw = await ex.fetch_order(order_id, symbol) if order_id else None
+                raw = await ex.fetch_order(order_id, symbol, dict(FETCH_PARAMS.get(ex.id, {}))) if order_id else None
             except ccxt.OrderNotFound:
                 log.warning("%s: order %s vanished and cannot be fetched; the reconciler settles it", self.ctx.venue, cid)
                 raw = None
@@ -128,7 +130,7 @@ class AccountSync:
         """ccxt's trade has no client id: the order is fetched once to learn it (and published if
         it is news). A fetch that fails for the network fails the delivery, which is retried."""
         try:
-            raw = await self.ctx.exchange.fetch_order(order_id, symbol)
+            raw = await self.ctx.exchange.fetch_order(order_id, symbol, dict(FETCH_PARAMS.get(self.ctx.exchange.id, {})))
         except ccxt.OrderNotFound:
             return None
         event = self.order(raw)

@@ -19,6 +19,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 import time
 from typing import Any
 
@@ -45,6 +46,15 @@ class Stopped(Exception):
 # Words ccxt's message hashes use for each feed, across our venues ('ohlcv::BTC/USDT:USDT::1m',
 # 'candles:1m:BTC/USDT', 'trade:BTC/USDT', 'ticker:BTC/USDT', ...).
 HASH_WORDS = {"candles": ("ohlcv", "candle", "kline"), "trades": ("trade",), "tickers": ("ticker",), "funding": ("funding",)}
+
+
+_URL = re.compile(r"((?:https?|wss?)://[^/\s'\"]+)[^\s'\"]*")
+
+
+def scrub_urls(text: str) -> str:
+    """Error text with every URL cut to its host: paths and queries can carry a listen key or a
+    signature, and this text is logged and published in gap markers."""
+    return _URL.sub(r"\1/...", text)
 
 
 def kill_streams(exchange: Any, feed: str, symbol: str | None, quiet_since_ms: int, why: str) -> int:
@@ -165,6 +175,7 @@ class FeedLoop:
                 await asyncio.gather(self._task, return_exceptions=True)
 
     async def _failed(self, reason: str, why: str) -> None:
+        why = scrub_urls(why)  # a private stream's URL carries its listen key (Binance: /ws/<key>)
         metrics.RECONNECTS.labels(self.ctx.venue, self.feed, reason).inc()
         log.warning("%s %s %s: %s; reconnecting", self.ctx.venue, self.feed, self.symbol, why)
         self.f.interrupted()

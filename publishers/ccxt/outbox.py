@@ -9,7 +9,7 @@ from collections import deque
 from collections.abc import Sequence
 from typing import Any
 
-from bus.errors import PublishError, PublishTimeout
+from bus.errors import PublishTimeout
 from bus.publisher import PubAck, Publisher
 from publishers.ccxt import metrics
 
@@ -75,14 +75,28 @@ class Outbox:
                 await fut
             except PublishTimeout:
                 if tries < self.retries:
-                    self.pending[0] = (event, await self.publisher.send_message(event), tries + 1)
+                    try:
+                        self.pending[0] = (event, await self.publisher.send_message(event), tries + 1)
+                    except Exception as exc:  # NATS reconnecting, its buffer full: try again shortly
+                        log.warning("event %s: resend failed (%s); again in 1 s", getattr(event, "id", "?"), exc)
+                        self.pending[0] = (event, _failed_future(exc), tries + 1)
+                        await asyncio.sleep(1.0)
                     continue
                 self._lost(event, "no ack after retries")
-            except PublishError as exc:
-                self._lost(event, str(exc))
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:  # PublishError and anything else: the drainer must never die
+                self._lost(event, f"{type(exc).__name__}: {exc}")
             self.pending.popleft()
 
     def _lost(self, event: Any, why: str) -> None:
         self.failed += 1
         metrics.PUBLISH_FAILURES.labels(self.venue).inc()
         log.error("event %s not stored (%s)", getattr(event, "id", "?"), why)
+
+
+def _failed_future(exc: BaseException) -> asyncio.Future[Any]:
+    """A resend that could not even be sent counts as a timed-out one (retried, then lost)."""
+    fut: asyncio.Future[Any] = asyncio.get_running_loop().create_future()
+    fut.set_exception(PublishTimeout(f"resend failed: {exc}"))
+    return fut

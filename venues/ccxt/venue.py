@@ -53,6 +53,13 @@ _MARGIN_PARAMS: dict[str, Callable[[bool], dict[str, Any]]] = {
     "gate": lambda reduce: {"marginMode": "cross", "auto_borrow": not reduce, "auto_repay": reduce},
     "bitget": lambda reduce: {"marginMode": "cross", "loanType": "autoRepay" if reduce else "autoLoan"},
 }
+# Venues the adapter must not trade on yet, and why (their data and the publisher still work).
+NO_TRADING = {
+    "gate": (
+        "trading is refused: Gate does not refuse a reused client id (`text`) and cannot find a finished "
+        "order by it, so an order whose answer was lost could be placed twice"
+    ),
+}
 OHLCV_PAGE = {"binanceusdm": 1500, "binance": 1000, "okx": 300, "bybit": 1000, "gate": 1000, "bitget": 200}
 
 
@@ -88,6 +95,7 @@ class CcxtVenue:
         self.exchange_id: str = exchange.id
         self.ids = rule(self.exchange_id)
         self.client_id_max = self.ids.max_length  # the grid checks its ids fit at start
+        self.refused: str | None = NO_TRADING.get(self.exchange_id)  # why creates are refused here
         self.clock = clock
         self.sleep = sleep
         self._markets: dict[str, Market] | None = None
@@ -102,11 +110,21 @@ class CcxtVenue:
     def _now_ms(self) -> int:
         return int(self.clock() * 1000)
 
-    async def _call(self, method: str, fn: Callable[[], Awaitable[T]]) -> T:
+    def _venue_now_ms(self) -> int:
+        """The venue's clock as last measured (local clock plus the offset `now_ms` saw)."""
+        return self._now_ms() + (self._offset_ms or 0)
+
+    async def _call(self, method: str, fn: Callable[[], Awaitable[T]], deadline_ms: int | None = None) -> T:
+        """`deadline_ms` (venue clock): not sent at or past it, checked after any wait the venue
+        asked for, so a create never goes out late."""
         wait = self._quiet_until - self.clock()
         if wait > 0:
             metrics.RATE_LIMIT_WAIT.labels(self.name).inc(wait)
             await self.sleep(wait)
+        if deadline_ms is not None and self._venue_now_ms() >= deadline_ms:
+            # Never sent late (Gate and Bitget would still accept it). Not a refusal: an earlier
+            # attempt's outcome may be unknown, and the executor settles that by a fetch.
+            raise Transient(f"{method}: its deadline passed {self._venue_now_ms() - deadline_ms} ms ago; not sent")
         started = time.perf_counter()
         try:
             result = await fn()
@@ -183,22 +201,26 @@ class CcxtVenue:
 
     @readable
     async def create_order(self, request: OrderRequest) -> OrderUpdate:
-        if request.deadline_ms is not None and self._now_ms() >= request.deadline_ms:
-            # Never sent late (Gate and Bitget would still accept it). Not a refusal: an earlier
-            # attempt's outcome may be unknown, and the executor settles that by a fetch.
-            raise Transient(f"{request.client_order_id}: its deadline passed {self._now_ms() - request.deadline_ms} ms ago; not sent")
+        if self.refused is not None:
+            raise OrderRejected(f"{self.name}: {self.refused}", "upstream_rejected")
         try:
-            params = self.create_params(request)
+            self.create_params(request)
         except ValueError as exc:  # an id this venue cannot hold (Gate: 26 characters)
             raise OrderRejected(str(exc), "invalid") from None
         price = float(request.price) if request.price is not None else None
+
+        async def send() -> Any:
+            # The acceptance window is measured when the request leaves, after any wait.
+            params = self.create_params(request)
+            return await self.exchange.create_order(request.symbol, request.order_type, request.side, float(request.amount), price, params)
+
         try:
-            raw = await self._call(
-                "create_order",
-                lambda: self.exchange.create_order(request.symbol, request.order_type, request.side, float(request.amount), price, params),
-            )
+            raw = await self._call("create_order", send, deadline_ms=request.deadline_ms)
         except DuplicateOrder as dup:
-            existing = await self.fetch_order(request.symbol, client_order_id=request.client_order_id)
+            try:
+                existing: OrderUpdate | None = await self.fetch_order(request.symbol, client_order_id=request.client_order_id)
+            except VenueError:  # not visible yet: the order exists all the same; the caller finds it
+                existing = None
             raise DuplicateOrder(str(dup), existing=existing) from dup
         if raw.get("status") and raw.get("amount") is not None:
             return self._order(raw)
@@ -206,23 +228,10 @@ class CcxtVenue:
         # may already be done) is asked, never assumed.
         try:
             return await self.fetch_order(request.symbol, client_order_id=request.client_order_id, order_id=raw.get("id"))
-        except (OrderNotFound, Transient):
-            # Accepted, not yet visible to queries: it rests as asked until its events say more.
-            return self._order(
-                {
-                    **raw,
-                    "symbol": request.symbol,
-                    "side": request.side,
-                    "type": request.order_type,
-                    "amount": request.amount,
-                    "price": request.price,
-                    "filled": 0,
-                    "status": "open",
-                    "clientOrderId": raw.get("clientOrderId") or self.ids.to_venue(request.client_order_id),
-                    "postOnly": request.post_only,
-                    "reduceOnly": request.reduce_only,
-                }
-            )
+        except OrderNotFound:
+            # Accepted but not visible yet: what it did is unknown (an IOC may be done), so it is
+            # not reported as resting; the executor settles it by a fetch.
+            raise Transient(f"{request.client_order_id}: accepted as {raw.get('id')}, not visible yet") from None
 
     @readable
     async def cancel_order(self, symbol: str, *, client_order_id: str | None = None, order_id: str | None = None) -> OrderUpdate:
@@ -241,9 +250,11 @@ class CcxtVenue:
             return []
         if self.exchange.has.get("cancelAllOrders"):
             await self._call("cancel_all_orders", lambda: self.exchange.cancel_all_orders(symbol))
-        else:  # OKX: no cancel-all for one market; cancel what rests, by id
+        else:  # OKX: no cancel-all for one market; cancel what rests, by id, 20 a request (its batch limit)
             order_ids = [o.order_id for o in resting if o.order_id]
-            await self._call("cancel_orders", lambda: self.exchange.cancel_orders(order_ids, symbol))
+            for i in range(0, len(order_ids), 20):
+                batch = order_ids[i : i + 20]
+                await self._call("cancel_orders", functools.partial(self.exchange.cancel_orders, batch, symbol))
         out = []
         for o in resting:
             try:
