@@ -6,7 +6,8 @@ counted from when COMMAND stored it and from the decision's own time by the venu
 the market's rules (unknown symbol, tick, lot, minimums: refused without calling the venue),
 and the risk breakers (while one covering the market is open, only reduce-only orders pass).
 Then it waits for the rate limiter and calls the venue, retrying transient errors with
-exponential backoff and jitter (reading the breakers again before each retry), never retrying
+exponential backoff and jitter (reading the breakers again and looking the order up by its
+client id before each resend of a create: a venue may free a filled order's id), never retrying
 permanent ones. A duplicate client order id means the order exists: it is fetched and
 reported, never placed again.
 
@@ -167,6 +168,14 @@ class Executor:
                 attempt += 1
 
 
+class _Landed(Exception):
+    """An earlier attempt of this create turned out to have placed the order."""
+
+    def __init__(self, order: OrderUpdate) -> None:
+        super().__init__(order.client_order_id)
+        self.order = order
+
+
 class Placement:
     """One place command, from its checks to an outcome the venue confirmed (or `unknown`)."""
 
@@ -214,6 +223,8 @@ class Placement:
         )
         try:
             order = await x._call("place", lambda: x.venue.create_order(request), limited=True, before_retry=self._still_allowed)
+        except _Landed as landed:  # an attempt whose answer was lost had placed it
+            return [landed.order], "duplicate"
         except DuplicateOrder as dup:
             # The order exists (a retry, a replay, or another executor got there first).
             existing = dup.existing or await self._find()
@@ -226,10 +237,15 @@ class Placement:
 
     async def _still_allowed(self) -> None:
         """Before a retry: if a breaker opened meanwhile, stop; the earlier attempt's outcome is
-        unknown, so the redelivered command settles it with the venue first."""
+        unknown, so the redelivered command settles it with the venue first. Then ask the venue
+        whether the earlier attempt landed: a venue that holds a client id only while its order
+        rests (Binance) would take a resend of a filled order as a new one."""
         refusal = await self._breaker_refusal()
         if refusal:
             raise RetryLater(f"{self.cmd.client_order_id}: {refusal} before a retry of a create whose outcome is unknown")
+        existing = await self._find()
+        if existing is not None:
+            raise _Landed(existing)
 
     async def _breaker_refusal(self) -> str | None:
         cmd = self.cmd

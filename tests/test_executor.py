@@ -30,7 +30,7 @@ from schemas.commands import CancelOrder, PlaceOrder
 from schemas.ops import BreakerChange
 from testkit.bus import eventually
 from testkit.venue import ScriptedVenue
-from venues.errors import DuplicateOrder, OrderRejected, Transient
+from venues.errors import DuplicateOrder, OrderNotFound, OrderRejected, Transient
 from venues.sim.client import SimVenue
 from venues.sim.config import SimConfig
 from venues.sim.service import SimService
@@ -219,17 +219,28 @@ def inbound(cmd: PlaceOrder) -> Inbound[Any]:
 
 async def test_transient_errors_are_retried_and_each_attempt_is_rate_limited() -> None:
     venue = scripted(Transient("timeout"), Transient("timeout"), accepted("s1"))
+    venue.script("fetch_order", OrderNotFound("no"), OrderNotFound("no"))  # asked before each resend: not there
     throttled: list[int] = []
     before = metrics.RETRIES.labels("place", "venue_error")._value.get()
     out = await executor(venue, throttled).handle(inbound(place("s1", Decimal(100), amount="1")))
     assert [o.status for o in out] == ["open"] and venue.count("create_order") == 3 and len(throttled) == 3
+    assert venue.count("fetch_order") == 2
     assert metrics.RETRIES.labels("place", "venue_error")._value.get() == before + 2
 
 
 async def test_an_outcome_that_stays_unknown_is_retried_later_not_reported_as_failed() -> None:
-    venue = scripted(*[Transient("timeout")] * 3)
+    venue = scripted(*[Transient("timeout")] * 3).script("fetch_order", OrderNotFound("no"), OrderNotFound("no"))
     with pytest.raises(RetryLater, match="after 3 attempts"):
         await executor(venue, retries=2).handle(inbound(place("s1", Decimal(100), amount="1")))
+
+
+async def test_a_create_whose_answer_was_lost_is_looked_up_before_any_resend_and_never_placed_twice() -> None:
+    """Binance holds a client id only while its order rests: a filled order's id is free again,
+    so a resend would be a second order. The executor asks first."""
+    venue = scripted(Transient("timeout"), accepted("s1"))  # the first attempt landed (and its answer was lost)
+    out = await executor(venue).handle(inbound(place("s1", Decimal(100), amount="1")))
+    assert venue.count("create_order") == 1 and venue.count("fetch_order") == 1
+    assert [o.order_id for o in out] == ["9"]
 
 
 async def test_permanent_refusals_are_not_retried() -> None:

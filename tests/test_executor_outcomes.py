@@ -67,6 +67,7 @@ def landed(request_or_cmd: Any, status: str = "open") -> OrderUpdate:
 
 async def test_a_create_that_times_out_but_landed_is_found_and_never_placed_again() -> None:
     venue = ScriptedVenue().script("create_order", Transient, Transient, Transient)
+    venue.script("fetch_order", OrderNotFound, OrderNotFound)  # not visible yet when asked before each resend
     wall = Wall(DECIDED + 10)
     with pytest.raises(RetryLater):  # unknown: never reported as a failure
         await executor(venue, wall).handle(inbound(command()))

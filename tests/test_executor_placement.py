@@ -242,6 +242,7 @@ async def test_retries_wait_half_to_one_and_a_half_times_a_delay_that_doubles_up
 
     cmd = command()
     venue = ScriptedVenue().script("create_order", *[Transient("busy")] * 4, lambda req: landed(cmd))
+    venue.script("fetch_order", *[OrderNotFound("no")] * 4)
     config = ExecutorConfig(retries=4, backoff_ms=10, backoff_max_ms=40)
     x = Executor(venue, ScriptedBreakers(), config, throttle, clock=Wall(T0 + 10), sleep=sleep, jitter=lambda: 0.25)  # type: ignore[arg-type]
     await handle(x, cmd)
