@@ -73,7 +73,7 @@ def readable(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Corouti
             return await method(*args, **kwargs)
         except VenueError:
             raise
-        except (ValueError, KeyError, TypeError, ArithmeticError) as exc:
+        except (ValueError, KeyError, TypeError, ArithmeticError, AttributeError, IndexError) as exc:
             raise Transient(f"{method.__name__}: the venue's answer cannot be read ({type(exc).__name__}: {exc})") from exc
 
     return wrapper
