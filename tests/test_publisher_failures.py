@@ -70,3 +70,21 @@ def test_two_orders_placed_by_hand_on_gate_keep_two_event_ids() -> None:
 
     a, b = hand_placed("111"), hand_placed("222")
     assert a.id != b.id and a.id == ids.order_event_id("gate", "main", "111", "open", a.filled)
+
+
+async def test_fills_of_a_busy_gap_are_fetched_page_after_page_each_once() -> None:
+    from publishers.ccxt.account import FILLS_PAGE, fetch_fills_since
+
+    trades = [{"id": str(i), "timestamp": 1_000 + i // 3, "symbol": "BTC/USDT:USDT"} for i in range(2 * FILLS_PAGE + 17)]
+
+    class Venue:
+        calls = 0
+
+        async def fetch_my_trades(self, symbol: str, since: int, limit: int) -> list[dict[str, Any]]:
+            self.calls += 1
+            return [t for t in trades if t["timestamp"] >= since][:limit]  # the oldest first, like Binance
+
+    venue = Venue()
+    got = await fetch_fills_since(venue, "BTC/USDT:USDT", 0)
+    assert len(got) == len(trades) and {t["id"] for t in got} == {t["id"] for t in trades} and venue.calls >= 3
+    assert [t["timestamp"] for t in got] == sorted(t["timestamp"] for t in got)

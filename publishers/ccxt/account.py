@@ -29,6 +29,27 @@ log = logging.getLogger("publisher.ccxt")
 FETCH_PARAMS: dict[str, dict[str, Any]] = {"bybit": {"acknowledged": True}}
 
 
+FILLS_PAGE = 100  # the smallest page the venues we support give (OKX 100, Binance 500 ...)
+FILLS_PAGES_MAX = 50
+
+
+async def fetch_fills_since(exchange: Any, symbol: Any, since: int) -> list[Any]:
+    """Our executions from `since`, paged forward until a short page: one page dropped the rest
+    of a busy gap (Binance gives the oldest 500, and the cursor then moved past them). Fills of the
+    same millisecond are met again on the next page and kept once, by trade id."""
+    out: dict[str, Any] = {}
+    cursor = since
+    for _ in range(FILLS_PAGES_MAX):
+        got = await exchange.fetch_my_trades(symbol, cursor, FILLS_PAGE)
+        fresh = [t for t in got if str(t.get("id")) not in out]
+        for t in fresh:
+            out[str(t.get("id"))] = t
+        if len(got) < FILLS_PAGE or not fresh:
+            break
+        cursor = max(int(t.get("timestamp") or cursor) for t in got)
+    return sorted(out.values(), key=lambda t: (t.get("timestamp") or 0, str(t.get("id"))))
+
+
 class AccountSync:
     """The REST re-fetch of one account, shared by its private feeds (one at a time; a feed that
     failed before the last re-fetch started is served by it)."""
@@ -80,7 +101,7 @@ class AccountSync:
         since = self.book.last_fill_ts.get(symbol)
         if since is None:
             since = self.ctx.clock.now_ms() - self.ctx.cfg.fills_lookback_ms
-        raws = await self.ctx.exchange.fetch_my_trades(symbol, since)
+        raws = await fetch_fills_since(self.ctx.exchange, symbol, since)
         out = await self.fill_events(raws)
         await self.ctx.out.put(out)
         return len(out)
@@ -219,7 +240,7 @@ class FillsFeed(PrivateFeed):
     async def poll(self) -> Any:
         assert self.symbol is not None
         since = self.book.last_fill_ts.get(self.symbol, self.ctx.clock.now_ms() - self.ctx.cfg.fills_lookback_ms)
-        return await self.ctx.exchange.fetch_my_trades(self.symbol, since)
+        return await fetch_fills_since(self.ctx.exchange, self.symbol, since)
 
     async def handle(self, raw: Any, resumed: bool) -> Delivered:
         return await self.publish(await self.sync.fill_events(raw))
