@@ -172,7 +172,6 @@ class _Landed(Exception):
     """An earlier attempt of this create turned out to have placed the order."""
 
     def __init__(self, order: OrderUpdate) -> None:
-        super().__init__(order.client_order_id)
         self.order = order
 
 

@@ -137,12 +137,12 @@ class ScriptedBreakers:
     def __init__(self, state: str = "ok", scope: str = "global") -> None:
         self.state, self.scope = state, scope
         self.reads = 0
-        self.asked: list[tuple[str, str]] = []
+        self.asked: list[tuple[str, str, str | None]] = []
         self.script: deque[str] = deque()
 
     async def state_for(self, venue: str, symbol: str, account: str | None = None) -> tuple[str, str]:
         self.reads += 1
-        self.asked.append((venue, symbol))
+        self.asked.append((venue, symbol, account))
         if self.script:
             self.state = self.script.popleft()
         return self.state, self.scope if self.state != "ok" else ""

@@ -238,9 +238,11 @@ async def test_a_create_whose_answer_was_lost_is_looked_up_before_any_resend_and
     """Binance holds a client id only while its order rests: a filled order's id is free again,
     so a resend would be a second order. The executor asks first."""
     venue = scripted(Transient("timeout"), accepted("s1"))  # the first attempt landed (and its answer was lost)
+    before = metrics.COMMANDS.labels("place", "duplicate")._value.get()
     out = await executor(venue).handle(inbound(place("s1", Decimal(100), amount="1")))
     assert venue.count("create_order") == 1 and venue.count("fetch_order") == 1
     assert [o.order_id for o in out] == ["9"]
+    assert metrics.COMMANDS.labels("place", "duplicate")._value.get() == before + 1  # the outcome: it existed
 
 
 async def test_permanent_refusals_are_not_retried() -> None:

@@ -90,7 +90,7 @@ async def test_the_venue_gets_the_command_as_a_request_with_its_deadline_through
         deadline_ms=T0 + TTL,
     )
     assert [m for m, _ in venue.calls].index("throttle") < [m for m, _ in venue.calls].index("create_order")
-    assert breakers.asked == [("sim", "BTC/USDT:USDT")]
+    assert breakers.asked == [("sim", "BTC/USDT:USDT", "main")]  # the account's scope too (account.<venue>.<account>)
     assert [o.client_order_id for o in out] == ["cid1"] and outcomes("placed") == before + 1
 
 

@@ -61,6 +61,7 @@ EXECUTOR_FAST = [
             "test_an_outcome_that_stays_unknown_is_retried_later_not_reported_as_failed",
             "test_permanent_refusals_are_not_retried",
             "test_a_duplicate_client_id_reports_the_existing_order_and_places_nothing",
+            "test_a_create_whose_answer_was_lost_is_looked_up_before_any_resend_and_never_placed_twice",
         )
     ),
 ]
