@@ -75,7 +75,9 @@ def test_two_orders_placed_by_hand_on_gate_keep_two_event_ids() -> None:
 async def test_fills_of_a_busy_gap_are_fetched_page_after_page_each_once() -> None:
     from publishers.ccxt.account import FILLS_PAGE, fetch_fills_since
 
-    trades = [{"id": str(i), "timestamp": 1_000 + i // 3, "symbol": "BTC/USDT:USDT"} for i in range(2 * FILLS_PAGE + 17)]
+    trades: list[dict[str, Any]] = [
+        {"id": str(i), "timestamp": 1_000 + i // 3, "symbol": "BTC/USDT:USDT"} for i in range(2 * FILLS_PAGE + 17)
+    ]
 
     class Venue:
         calls = 0
