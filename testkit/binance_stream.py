@@ -78,6 +78,7 @@ class FakeBinance:
         self.started = time.monotonic()
         self.sockets: list[dict[str, Any]] = []
         self.refuse_until = 0.0
+        self.first_klines_minute: int | None = None
         self.requests: Counter[str] = Counter()
         self.funding = "0.00010000"
         self.runner: web.AppRunner | None = None
@@ -211,6 +212,8 @@ class FakeBinance:
 
     async def klines(self, request: web.Request) -> web.Response:
         self.requests["klines"] += 1
+        if self.first_klines_minute is None:
+            self.first_klines_minute = self.minute_now()  # when the history was asked for
         q, now = request.query, self.now()
         start = int(q.get("startTime", now - 500 * MIN))
         end = int(q.get("endTime", now))
