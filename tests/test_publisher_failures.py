@@ -7,12 +7,12 @@ import asyncio
 from typing import Any
 
 from bus.errors import PublishTimeout
-from publishers.ccxt.account import FETCH_PARAMS
 from publishers.ccxt.loop import scrub_urls
 from publishers.ccxt.outbox import Outbox
 from schemas import ids
 from testkit.ccxt import Answers, offline_exchange
 from venues.ccxt import parse
+from venues.ccxt.venue import fetch_order_params
 
 
 def test_a_private_streams_url_never_reaches_a_log_or_a_gap_marker() -> None:
@@ -56,7 +56,7 @@ async def test_bybits_order_fetch_asks_as_ccxt_requires() -> None:
     exchange = offline_exchange("bybit", Answers({"retCode": 0, "result": {"list": []}}))
     try:
         try:
-            await exchange.fetch_order("1", "BTC/USDT:USDT", dict(FETCH_PARAMS["bybit"]))
+            await exchange.fetch_order("1", "BTC/USDT:USDT", fetch_order_params("bybit"))
         except Exception as exc:  # an empty answer is not an order; the refusal must not be ccxt's own
             assert "acknowledged" not in str(exc), exc
     finally:

@@ -23,10 +23,9 @@ from publishers.ccxt.feeds import BAD_MESSAGE, Context, Delivered, Feed
 from publishers.ccxt.gaps import AccountBook
 from schemas.account import Balance, Fill, OrderUpdate, Position
 from venues.ccxt import parse
+from venues.ccxt.venue import fetch_order_params
 
 log = logging.getLogger("publisher.ccxt")
-# ccxt refuses Bybit's fetch_order without it (Bybit answers only for its last 500 orders).
-FETCH_PARAMS: dict[str, dict[str, Any]] = {"bybit": {"acknowledged": True}}
 
 
 FILLS_PAGE = 100  # the smallest page the venues we support give (OKX 100, Binance 500 ...)
@@ -87,7 +86,7 @@ class AccountSync:
         for cid, order_id in self.book.vanished(symbol, listed):
             # Published open, no longer listed: how it ended is the change (filled, canceled ...).
             try:
-                raw = await ex.fetch_order(order_id, symbol, dict(FETCH_PARAMS.get(ex.id, {}))) if order_id else None
+                raw = await ex.fetch_order(order_id, symbol, fetch_order_params(ex.id)) if order_id else None
             except ccxt.OrderNotFound:
                 log.warning("%s: order %s vanished and cannot be fetched; the reconciler settles it", self.ctx.venue, cid)
                 raw = None
@@ -151,7 +150,7 @@ class AccountSync:
         """ccxt's trade has no client id: the order is fetched once to learn it (and published if
         it is news). A fetch that fails for the network fails the delivery, which is retried."""
         try:
-            raw = await self.ctx.exchange.fetch_order(order_id, symbol, dict(FETCH_PARAMS.get(self.ctx.exchange.id, {})))
+            raw = await self.ctx.exchange.fetch_order(order_id, symbol, fetch_order_params(self.ctx.exchange.id))
         except ccxt.OrderNotFound:
             return None
         event = self.order(raw)

@@ -185,13 +185,8 @@ def our_markets(exchange: Any, cfg: PublisherConfig) -> dict[str, Market]:
     missing = [s for s in cfg.symbols if s not in (exchange.markets or {})]
     if missing:
         raise ValueError(f"`symbols`: {', '.join(missing)} not listed by {cfg.venue}")
-    mode = int(getattr(exchange, "precisionMode", parse.TICK_SIZE))
-    out = {}
-    for symbol in cfg.symbols:
-        market = parse.market(exchange.markets[symbol], mode)
-        if market is not None:
-            out[symbol] = market
-    return out
+    rules = parse.markets(exchange)
+    return {s: rules[s] for s in cfg.symbols if s in rules}
 
 
 async def markets_loaded(exchange: Any, venue: str, stop: asyncio.Event) -> bool:

@@ -102,6 +102,13 @@ def market(m: Raw, precision_mode: int = TICK_SIZE) -> Market | None:
     )
 
 
+def markets(exchange: Any) -> dict[str, Market]:
+    """Every market a loaded ccxt exchange lists that we trade, as our rules, by symbol."""
+    mode = int(getattr(exchange, "precisionMode", TICK_SIZE))
+    found = (market(m, mode) for m in (exchange.markets or {}).values())
+    return {m.symbol: m for m in found if m is not None}
+
+
 def _ts(raw: Raw, *keys: str, default: int) -> int:
     for key in keys:
         value = raw.get(key)

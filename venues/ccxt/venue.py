@@ -60,6 +60,15 @@ NO_TRADING = {
         "order by it, so an order whose answer was lost could be placed twice"
     ),
 }
+# What ccxt needs to fetch one order on some venues (Bybit answers only for its last 500 orders,
+# and ccxt refuses to ask without being told we know).
+FETCH_ORDER_PARAMS: dict[str, dict[str, Any]] = {"bybit": {"acknowledged": True}}
+
+
+def fetch_order_params(exchange_id: str) -> dict[str, Any]:
+    return dict(FETCH_ORDER_PARAMS.get(exchange_id, {}))  # a copy: ccxt may change what it is given
+
+
 OHLCV_PAGE = {"binanceusdm": 1500, "binance": 1000, "okx": 300, "bybit": 1000, "gate": 1000, "bitget": 200}
 
 
@@ -168,10 +177,8 @@ class CcxtVenue:
     @readable
     async def markets(self) -> dict[str, Market]:
         if self._markets is None:
-            raw = await self._call("load_markets", self.exchange.load_markets)
-            mode = int(getattr(self.exchange, "precisionMode", parse.TICK_SIZE))
-            found = (parse.market(m, mode) for m in raw.values())
-            self._markets = {m.symbol: m for m in found if m is not None}
+            await self._call("load_markets", self.exchange.load_markets)
+            self._markets = parse.markets(self.exchange)
         return self._markets
 
     def create_params(self, request: OrderRequest) -> dict[str, Any]:
@@ -266,8 +273,7 @@ class CcxtVenue:
     @readable
     async def fetch_order(self, symbol: str, *, client_order_id: str | None = None, order_id: str | None = None) -> OrderUpdate:
         ref, params = self._ref(client_order_id, order_id)
-        if self.exchange_id == "bybit":
-            params["acknowledged"] = True  # ccxt: Bybit answers only for the last 500 orders; we know
+        params.update(fetch_order_params(self.exchange_id))
         return self._order(await self._call("fetch_order", lambda: self.exchange.fetch_order(ref, symbol, params)))
 
     @readable
