@@ -94,12 +94,18 @@ async def bad_then_valid(r: Running, payloads: list[tuple[str, bytes]]) -> None:
     await r.target.valid(s)  # the valid input behind them is processed normally
     input_last = await hostile.last_seq(s.nc, s.stream)
     await hostile.settled_past(s, input_last)
-    info = await s.nc.jetstream().consumer_info(s.stream, s.consumer.spec.name)
-    assert info.ack_floor.stream_seq >= input_last  # the ack floor passed the poison
+    # The ack floor passed the poison (acks travel on the consumer's connection after it handled
+    # the input, so the server may count them a moment after `settled_past`).
+    await eventually(lambda: _acked_past(s, input_last), timeout=20, what=f"the ack floor past {input_last}")
     dead = await dead_letters(s, dlq_before)
     assert len(dead) == len(payloads), [m.header(ERROR) for m in dead]
     assert all(m.header(ERROR) and m.header(SEQ) for m in dead)
     assert s.consumer.stats.sessions == r.sessions, s.consumer.stats.last_error  # never restarted by it
+
+
+async def _acked_past(s: hostile.Stack, seq: int) -> bool:
+    info = await s.nc.jetstream().consumer_info(s.stream, s.consumer.spec.name)
+    return info.ack_floor.stream_seq >= seq
 
 
 async def _stored_past(s: hostile.Stack, seq: int) -> bool:

@@ -21,6 +21,8 @@ from bus.embedded import EmbeddedServer
 from bus.publisher import Publisher
 from bus.reader import read_stream
 from bus.streams import BREAKERS
+from monitors.alerts import store as alerts_store
+from monitors.alerts.presence import Remembered
 from monitors.alerts.testing import RecordingWebhook
 from schemas import ids
 from schemas.account import OrderUpdate
@@ -154,6 +156,9 @@ async def test_a_dead_feed_halts_its_market_cancels_its_orders_refuses_places_an
     venue = SimVenue(bus)
     await eventually(lambda: _count(grid_orders(venue), lambda n: n >= 4), timeout=60, what="the grid's resting orders")
 
+    # The alerts monitor alerts a service that answered and then fell silent: it must have seen
+    # the exchange answer before the freeze (a slow start under load would otherwise miss it).
+    await eventually(lambda: _alerts_know(bus, "sqt-venue-sim/"), timeout=60, what="the alerts monitor to see the exchange answer")
     system.signal("sim", signal.SIGSTOP)  # its feed dies (and its API with it)
     frozen = time.monotonic()
     await eventually(lambda: _state(bucket(bus, SCOPE), "halted"), timeout=20, what="the staleness breaker")
@@ -220,6 +225,17 @@ async def test_a_scripted_crash_reduces_its_market_opening_orders_go_and_closing
         return bool(roles) and set(roles.values()) == {"close"}
 
     await eventually(only_closing, timeout=30, what="the grid's opening orders cancelled and its closing orders resting")
+
+
+async def _alerts_know(bus: Client, service: str) -> bool:
+    """The alerts monitor stored a presence in which `service` (a name prefix) answered its ping."""
+    kv = await bus.jetstream().key_value(alerts_store.BUCKET)
+    try:
+        entry = await kv.get(alerts_store.PRESENCE)
+    except (KeyNotFoundError, NotFoundError):
+        return False
+    known = msgspec.json.decode(entry.value or b"{}", type=Remembered).known
+    return any(name.startswith(service) for name in known)
 
 
 async def _count(orders: Awaitable[dict[str, str]], ok: Callable[[int], bool]) -> bool:
