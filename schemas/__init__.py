@@ -1,6 +1,6 @@
 """Event and command types, the subject grammar, deterministic ids and the codec."""
 
-from schemas.account import Balance, BorrowInterest, Fill, Liquidation, OrderUpdate, Position
+from schemas.account import Balance, BorrowInterest, Fill, FundingPayment, Liquidation, OrderUpdate, Position
 from schemas.base import Message
 from schemas.codec import ALL_TYPES, AnyMessage, DecodeError, decode, encode
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
@@ -8,6 +8,7 @@ from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
 from schemas.ops import (
     BreakerChange,
     ControlCommand,
+    FundingSpread,
     GridLevel,
     ReconciliationFinding,
     RiskAlert,
@@ -29,7 +30,9 @@ __all__ = [
     "ControlCommand",
     "DecodeError",
     "Fill",
+    "FundingPayment",
     "FundingRate",
+    "FundingSpread",
     "GapMarker",
     "GridLevel",
     "Message",

@@ -153,6 +153,30 @@ class BorrowInterest(Message, frozen=True, kw_only=True, tag="borrow_interest"):
         non_negative("interest_rate", self.interest_rate)
 
 
+class FundingPayment(Message, frozen=True, kw_only=True, tag="funding_payment"):
+    """Funding paid or received on a perpetual position at one funding time (ccxt's funding
+    history entry): `amount` is signed, positive when the account received it."""
+
+    venue: str
+    account: str
+    symbol: str
+    asset: str  # the settle asset the payment moved
+    amount: Decimal
+    funding_rate: Decimal
+    contracts: Decimal  # the position paid on, signed: + long, - short
+    mark_price: Decimal | None = None
+    funding_time: int  # ms: the funding time it was paid for
+    ts: int
+    ts_local: int
+
+    def __post_init__(self) -> None:
+        not_empty("asset", self.asset)
+        finite("amount", self.amount)
+        finite("funding_rate", self.funding_rate)
+        finite("contracts", self.contracts)
+        positive("mark_price", self.mark_price)
+
+
 class Liquidation(Message, frozen=True, kw_only=True, tag="liquidation"):
     """The venue closed a position because its margin fell below maintenance."""
 

@@ -7,15 +7,24 @@ from typing import Any, TypeVar, Union
 
 import msgspec
 
-from schemas.account import Balance, BorrowInterest, Fill, Liquidation, OrderUpdate, Position
+from schemas.account import Balance, BorrowInterest, Fill, FundingPayment, Liquidation, OrderUpdate, Position
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
 from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
-from schemas.ops import BreakerChange, Clock, ControlCommand, ReconciliationFinding, RiskAlert, StrategyState, VenueSnapshot
+from schemas.ops import (
+    BreakerChange,
+    Clock,
+    ControlCommand,
+    FundingSpread,
+    ReconciliationFinding,
+    RiskAlert,
+    StrategyState,
+    VenueSnapshot,
+)
 
 T = TypeVar("T")
 
 MARKET_TYPES: tuple[type[msgspec.Struct], ...] = (Candle, Ticker, Trade, FundingRate, GapMarker)
-ACCOUNT_TYPES: tuple[type[msgspec.Struct], ...] = (OrderUpdate, Fill, Position, Balance, BorrowInterest, Liquidation)
+ACCOUNT_TYPES: tuple[type[msgspec.Struct], ...] = (OrderUpdate, Fill, Position, Balance, BorrowInterest, Liquidation, FundingPayment)
 COMMAND_TYPES: tuple[type[msgspec.Struct], ...] = (PlaceOrder, CancelOrder, CancelAll)
 OPS_TYPES: tuple[type[msgspec.Struct], ...] = (
     StrategyState,
@@ -25,6 +34,7 @@ OPS_TYPES: tuple[type[msgspec.Struct], ...] = (
     ControlCommand,
     VenueSnapshot,
     Clock,
+    FundingSpread,
 )
 ALL_TYPES: tuple[type[msgspec.Struct], ...] = MARKET_TYPES + ACCOUNT_TYPES + COMMAND_TYPES + OPS_TYPES
 

@@ -22,8 +22,10 @@ LiveStatus = Literal["pending", "open", "canceling"]
 BreakerState = Literal["ok", "reduce_only", "halted"]
 Severity = Literal["info", "warning", "critical"]
 FindingKind = Literal["ghost_order", "missing_order", "missing_fill", "position_drift", "balance_drift", "unresolved_unknown", "in_sync"]
-ControlAction = Literal["pause", "resume", "halt", "reset"]
+ControlAction = Literal["pause", "resume", "halt", "reset", "exit"]
 GridMode = Literal["long", "short", "neutral"]
+SpreadState = Literal["ok", "stale", "missing"]
+MarketKind = Literal["spot", "swap"]
 
 
 BREAKER_SEVERITY: dict[BreakerState, int] = {"ok": 0, "reduce_only": 1, "halted": 2}
@@ -189,3 +191,47 @@ class ControlCommand(Message, frozen=True, kw_only=True, tag="control"):
 
     def __post_init__(self) -> None:
         not_empty("operator", self.operator)
+
+
+class SpreadLeg(msgspec.Struct, frozen=True, kw_only=True):
+    """One leg of a funding spread as the monitor last saw it (None: never seen)."""
+
+    venue: str
+    symbol: str
+    kind: MarketKind
+    funding_rate: Decimal | None = None  # per funding interval; 0 for spot
+    predicted_rate: Decimal | None = None
+    interval_ms: int = 0  # the venue's real funding interval; 0 for spot
+    next_funding_time: int = 0  # ms; 0 for spot
+    funding_ts: int = 0  # when the last funding event for it happened (0: none yet)
+    bid: Decimal | None = None
+    ask: Decimal | None = None
+    book_ts: int = 0  # when its last ticker happened
+    fee: Decimal = ZERO  # the fee rate one trade on it pays (taker: the saga crosses the book)
+
+
+class FundingSpread(Message, frozen=True, kw_only=True, tag="funding_spread"):
+    """A funding monitor's snapshot of one configured pair of legs, on `ops.funding.<symbol>.spread`.
+
+    `long` is the leg to hold long (the lower funding), `short` the leg to hold short. Rates are
+    per each leg's own interval; the APRs annualize each leg over its real interval. Only an `ok`
+    snapshot carries the spread and APRs: with either leg `missing` (never seen) or `stale`
+    (older than its TTL) there is no decision to make, and `reason` says which leg.
+    """
+
+    monitor: str  # the funding monitor instance
+    pair: str  # the configured pair's name
+    symbol: str  # the subject's symbol: the pair's (first) perpetual
+    state: SpreadState
+    reason: str = ""
+    long: SpreadLeg
+    short: SpreadLeg
+    use_margin: bool = False  # holding `short` means borrowing spot to sell it
+    spread: Decimal | None = None  # short rate minus long rate, each per its own interval
+    apr: Decimal | None = None  # funding collected per year on the notional of one leg
+    predicted_apr: Decimal | None = None  # the same from the predicted rates (current where none)
+    cost_apr: Decimal | None = None  # entering and leaving (fees and slippage), spread over the holding horizon
+    borrow_apr: Decimal | None = None  # interest on a margin short
+    net_apr: Decimal | None = None  # apr - cost_apr - borrow_apr
+    next_funding_time: int = 0  # the earlier of the legs' next funding times (0: no perpetual)
+    ts: int

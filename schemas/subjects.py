@@ -1,12 +1,13 @@
 """The subject grammar, built and parsed here and nowhere else.
 
     md.<venue>.<symbol>.<kind>                kind: candle1m | ticker | trade | funding | gap
-    acct.<venue>.<account>.<symbol>.<kind>    kind: order | fill | position | gap
+    acct.<venue>.<account>.<symbol>.<kind>    kind: order | fill | position | liquidation | funding | gap
     acct.<venue>.<account>.<asset>.balance
     acct.<venue>.<account>.<asset>.interest      borrow interest on a margin loan
     cmd.<venue>.<account>.<symbol>.<verb>     verb: place | cancel | cancel_all
     ops.<component>.<instance>.<kind>         e.g. ops.grid.btc-neutral.state
     ops.control.<component>.<instance>        operator controls ("all" = every instance)
+    ops.funding.<symbol>.spread               a funding monitor's spread snapshots (symbol token)
     dlq.<original subject>
 
 Not streams of their own, but built here too, so that no subject is formatted anywhere else:
@@ -44,7 +45,7 @@ _SAFE = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz01234567
 _SAFE_WITH_DASH = _SAFE | {ord("-")}
 
 MD_KINDS = frozenset({"ticker", "trade", "funding", "gap"})  # plus candle<interval>
-ACCT_KINDS = frozenset({"order", "fill", "position", "liquidation", "gap"})
+ACCT_KINDS = frozenset({"order", "fill", "position", "liquidation", "funding", "gap"})
 ASSET_KINDS = frozenset({"balance", "interest"})
 CMD_VERBS = frozenset({"place", "cancel", "cancel_all"})
 
@@ -157,6 +158,11 @@ def cmd(venue: str, account: str, symbol: str, verb: str) -> str:
 
 def ops(component: str, instance: str, kind: str) -> str:
     return f"ops.{name_token('component', component)}.{name_token('instance', instance)}.{name_token('kind', kind)}"
+
+
+def funding_spread(symbol: str) -> str:
+    """A funding monitor's spread snapshots for one perpetual: `ops.funding.<symbol token>.spread`."""
+    return f"ops.funding.{_sym(symbol)}.spread"
 
 
 def control(component: str, instance: str = ALL_INSTANCES) -> str:
@@ -331,10 +337,19 @@ def _gap(venue: str, symbol: str, account: str | None) -> str:
 
 def _routes() -> dict[type, tuple[tuple[str, ...], Callable[..., str]]]:
     # Imported here: the message modules do not need the grammar, and this keeps them light.
-    from schemas.account import Balance, BorrowInterest, Fill, Liquidation, OrderUpdate, Position
+    from schemas.account import Balance, BorrowInterest, Fill, FundingPayment, Liquidation, OrderUpdate, Position
     from schemas.commands import CancelAll, CancelOrder, PlaceOrder
     from schemas.market import Candle, FundingRate, GapMarker, Ticker, Trade
-    from schemas.ops import BreakerChange, Clock, ControlCommand, ReconciliationFinding, RiskAlert, StrategyState, VenueSnapshot
+    from schemas.ops import (
+        BreakerChange,
+        Clock,
+        ControlCommand,
+        FundingSpread,
+        ReconciliationFinding,
+        RiskAlert,
+        StrategyState,
+        VenueSnapshot,
+    )
 
     market, account, asset = ("venue", "symbol"), ("venue", "account", "symbol"), ("venue", "account", "asset")
     return {
@@ -347,6 +362,7 @@ def _routes() -> dict[type, tuple[tuple[str, ...], Callable[..., str]]]:
         Fill: (account, lambda v, a, s: acct(v, a, s, "fill")),
         Position: (account, lambda v, a, s: acct(v, a, s, "position")),
         Liquidation: (account, lambda v, a, s: acct(v, a, s, "liquidation")),
+        FundingPayment: (account, lambda v, a, s: acct(v, a, s, "funding")),
         Balance: (asset, lambda v, a, x: balance(v, a, x)),
         BorrowInterest: (asset, lambda v, a, x: balance(v, a, x, "interest")),
         PlaceOrder: (account, lambda v, a, s: cmd(v, a, s, "place")),
@@ -358,5 +374,6 @@ def _routes() -> dict[type, tuple[tuple[str, ...], Callable[..., str]]]:
         ReconciliationFinding: (("instance",), lambda i: ops("reconciler", i, "finding")),
         ControlCommand: (("target_component", "target_instance"), control),
         VenueSnapshot: (("component", "instance"), lambda c, i: ops(c, i, "snapshot")),
+        FundingSpread: (("symbol",), funding_spread),
         Clock: (("component", "instance"), lambda c, i: ops(c, i, "clock")),
     }
