@@ -23,6 +23,10 @@ class BusSettings:
     retention: Mapping[str, Retention] = field(default_factory=dict)  # operator overrides per stream
     sim_venue: str = "sim"  # the venue name the simulated exchange answers to
     venues: Mapping[str, CcxtVenueConfig] = field(default_factory=dict)  # real venues, through ccxt
+    sim_venues: tuple[str, ...] = ()  # more simulated venues beside `sim_venue` (e.g. sim2)
+
+    def simulated(self, venue: str) -> bool:
+        return venue == self.sim_venue or venue in self.sim_venues
 
     def streams(self) -> tuple[StreamSpec, ...]:
         return with_retention(STREAMS, dict(self.retention))

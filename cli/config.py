@@ -26,9 +26,11 @@ from bus.streams import STREAMS, Retention
 from executors.config import ExecutorConfig
 from gateway.config import GatewayConfig
 from monitors.alerts.config import AlertsConfig
+from monitors.funding.config import FundingConfig
 from monitors.reconciler.config import ReconcilerConfig
 from monitors.risk.config import RiskConfig
 from publishers.ccxt.config import PublisherConfig
+from strategies.arbitrage.config import ArbConfig, ArbLeg
 from strategies.grid.config import GridConfig
 from venues.ccxt.config import CcxtVenueConfig
 from venues.sim.config import SimConfig
@@ -94,6 +96,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     venues: dict[str, CcxtVenueConfig] = msgspec.field(default_factory=dict)  # real venues through ccxt
     publishers: list[PublisherConfig] = msgspec.field(default_factory=list)  # their data onto the bus
     grids: list[GridConfig] = msgspec.field(default_factory=default_grids)
+    sims: list[SimConfig] = msgspec.field(default_factory=list)  # more simulated venues beside `sim` (e.g. sim2)
+    executors: list[ExecutorConfig] = msgspec.field(default_factory=list)  # more (venue, account)s beside `executor`
+    funding: FundingConfig = FundingConfig()  # the funding monitor and its pairs
+    arbitrages: list[ArbConfig] = msgspec.field(default_factory=list)  # funding arbitrage instances, one pair each
 
     def __post_init__(self) -> None:
         known = {s.name for s in STREAMS}
@@ -118,6 +124,29 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         dupes = sorted({i for i in ids if ids.count(i) > 1})
         if dupes:
             raise ValueError(f"grid instance ids must be unique; repeated: {', '.join(dupes)}")
+        self._check_venues_and_arbitrages()
+
+    def _check_venues_and_arbitrages(self) -> None:
+        sims = [self.sim.venue] + [s.venue for s in self.sims]
+        if len(set(sims)) != len(sims):
+            raise ValueError(f"`sims`: every simulated venue needs its own `venue` name (have {', '.join(sims)})")
+        for i, sim in enumerate(self.sims):
+            if sim.venue in self.venues:
+                raise ValueError(f"`sims[{i}].venue` {sim.venue!r} is also a [venues.{sim.venue}] section")
+        served = [(self.executor.venue, self.executor.account)] + [(e.venue, e.account) for e in self.executors]
+        if len(set(served)) != len(served):
+            raise ValueError("`executors`: two executors serve the same venue and account")
+        grids = {g.instance for g in self.grids}
+        seen: set[str] = set()
+        for i, arb in enumerate(self.arbitrages):
+            if arb.instance in seen or arb.instance in grids:
+                raise ValueError(f"`arbitrages[{i}].instance` {arb.instance!r} is used by another grid or arbitrage")
+            seen.add(arb.instance)
+            if arb.pair not in {p.name for p in self.funding.pairs}:
+                known = ", ".join(p.name for p in self.funding.pairs) or "none configured"
+                raise ValueError(f"`arbitrages[{i}].pair` {arb.pair!r} is not a [[funding.pairs]] name (known: {known})")
+            if arb.monitor != self.funding.instance:
+                raise ValueError(f"`arbitrages[{i}].monitor` {arb.monitor!r}: the funding monitor here is {self.funding.instance!r}")
 
     @property
     def nats_url(self) -> str:
@@ -129,7 +158,13 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
 
     def bus(self) -> BusSettings:
         """What the component runners need of this configuration."""
-        return BusSettings(nats_url=self.nats_url, retention=self.retention(), sim_venue=self.sim.venue, venues=self.venues)
+        return BusSettings(
+            nats_url=self.nats_url,
+            retention=self.retention(),
+            sim_venue=self.sim.venue,
+            venues=self.venues,
+            sim_venues=tuple(s.venue for s in self.sims),
+        )
 
     def retention(self) -> dict[str, Retention]:
         out = {}
@@ -163,6 +198,36 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         except (ValueError, msgspec.ValidationError) as exc:
             raise ConfigError(f"publisher: {exc}") from None
         return pub, venue_cfg
+
+    def simulated(self, venue: str | None) -> SimConfig:
+        """The simulated venue `sqt run sim --venue` runs (the `[sim]` one by default)."""
+        for sim in [self.sim, *self.sims]:
+            if venue is None or sim.venue == venue:
+                return sim
+        known = ", ".join([self.sim.venue] + [s.venue for s in self.sims])
+        raise ConfigError(f"no simulated venue {venue!r} (configured: {known}; add a [[sims]] table)")
+
+    def executor_for(self, venue: str | None, account: str | None) -> ExecutorConfig:
+        """The executor `sqt run executor --venue --account` runs (the `[executor]` one by default)."""
+        for ex in [self.executor, *self.executors]:
+            if (venue is None or ex.venue == venue) and (account is None or ex.account == account):
+                return ex
+        known = ", ".join(f"{e.venue}/{e.account}" for e in [self.executor, *self.executors])
+        raise ConfigError(f"no executor for {venue or '*'}/{account or '*'} (configured: {known}; add an [[executors]] table)")
+
+    def arbitrage(self, instance: str | None) -> ArbConfig:
+        """An arbitrage instance with its legs filled from its funding pair."""
+        if instance is None:
+            if len(self.arbitrages) != 1:
+                known = ", ".join(a.instance for a in self.arbitrages) or "none configured"
+                raise ConfigError(f"`sqt run arbitrage` needs --instance (configured: {known})")
+            instance = self.arbitrages[0].instance
+        for arb in self.arbitrages:
+            if arb.instance == instance:
+                pair = self.funding.pair(arb.pair)
+                return msgspec.structs.replace(arb, legs=[ArbLeg(venue=leg.venue, symbol=leg.symbol) for leg in pair.legs])
+        known = ", ".join(a.instance for a in self.arbitrages) or "none configured"
+        raise ConfigError(f"no arbitrage instance {instance!r} in the config (known: {known})")
 
     def grid(self, instance: str) -> GridConfig:
         for g in self.grids:
@@ -198,6 +263,7 @@ def env_overrides(raw: dict[str, Any], environ: dict[str, str], origin: dict[str
         "gateway": GatewayConfig,
         "alerts": AlertsConfig,
         "reconciler": ReconcilerConfig,
+        "funding": FundingConfig,
     }
     if environ.get("NATS_URL"):
         raw.setdefault("nats", {})["url"] = environ["NATS_URL"]

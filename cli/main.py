@@ -1,7 +1,7 @@
 """`sqt`: run the system, one component, or look at the bus.
 
 sqt up                         everything: embedded NATS, simulated exchange, executor, grids
-sqt run <component>            one component in the foreground (sim, executor, grid, nats)
+sqt run <component>            one component in the foreground (sim, executor, grid, funding, arbitrage, ...)
 sqt tail [subject]             events as they happen (`md.>` by default); --since/--seq for history
 sqt status                     streams, consumers and their lag, services that answer
 sqt streams apply|ls           create/update streams and buckets; list them
@@ -31,10 +31,17 @@ def _parser() -> argparse.ArgumentParser:
     up.add_argument("--quiet", action="store_true", help="no periodic status line")
 
     run = sub.add_parser("run", help="run one component in the foreground")
-    run.add_argument("component", choices=["sim", "executor", "grid", "gateway", "risk", "reconciler", "alerts", "publisher", "nats"])
-    run.add_argument("--instance", help="grid instance id (for `run grid`)")
-    run.add_argument("--venue", help="`run publisher`: the venue (a [venues.*] name or a ccxt id)")
-    run.add_argument("--account", help="`run publisher`: also publish this account's orders, fills, positions, balances")
+    run.add_argument(
+        "component",
+        choices=["sim", "executor", "grid", "funding", "arbitrage", "gateway", "risk", "reconciler", "alerts", "publisher", "nats"],
+    )
+    run.add_argument("--instance", help="grid or arbitrage instance id (for `run grid`, `run arbitrage`)")
+    run.add_argument(
+        "--venue", help="`run publisher`: the venue (a [venues.*] name or a ccxt id); `run sim`, `run executor`: which configured one"
+    )
+    run.add_argument(
+        "--account", help="`run publisher`: also publish this account's orders, fills, positions, balances; `run executor`: which one"
+    )
     run.add_argument("--symbols", help="`run publisher`: comma-separated markets, e.g. BTC/USDT:USDT,ETH/USDT:USDT")
     run.add_argument("--from-file", type=Path, help="`run gateway`: playback plays this exported incident (sqt replay export)")
     run.add_argument("--nats-port", type=int)
@@ -89,9 +96,8 @@ def main(argv: list[str] | None = None) -> int:
                 from cli.run import run_component
 
                 symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
-                return run_component(
-                    config, args.component, args.instance, args.from_file, (args.venue, args.account, symbols) if args.venue else None
-                )
+                publisher = (args.venue, args.account, symbols) if args.venue and args.component == "publisher" else None
+                return run_component(config, args.component, args.instance, args.from_file, publisher, args.venue, args.account)
             case "tail":
                 from cli.tail import tail
 

@@ -4,6 +4,7 @@
     sqt replay grid --instance ID --since 30m --set spacing=0.002      # try a changed parameter
     sqt replay export --since 30m --until 10m -o incident.jsonl
     sqt replay grid --instance ID --from-file incident.jsonl
+    sqt replay arbitrage --instance ID --since 2h          (cli/replay_arbitrage.py; risk: cli/replay_risk.py)
 
 `replay grid` starts from the grid's last published state before the window (every state
 event carries the full state and the input sequence it reflects), folds the grid's recorded
@@ -58,6 +59,12 @@ def add_parser(sub: Any) -> None:
     risk.add_argument("--until", help="window end (default: now)")
     risk.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a limit, e.g. flash_crash.move=0.03")
     risk.add_argument("--quiet", action="store_true", help="do not print every decision")
+    arb = what.add_parser("arbitrage", help="replay a funding arbitrage's inputs through its core: every leg and unwind again")
+    arb.add_argument("--instance", help="arbitrage instance (default: the only one configured)")
+    arb.add_argument("--since", help="window start: ISO time, epoch ms, or a duration ago (30m)")
+    arb.add_argument("--until", help="window end (default: now)")
+    arb.add_argument("--set", action="append", default=[], metavar="KEY=VALUE", help="change a parameter, e.g. naked_ms=2000")
+    arb.add_argument("--quiet", action="store_true", help="do not print every decision")
     exp = what.add_parser("export", help="write a window of every stream to a JSON lines file")
     exp.add_argument("--since", required=True)
     exp.add_argument("--until")
@@ -120,6 +127,10 @@ def replay(config: Config, args: argparse.Namespace) -> int:
         from cli.replay_risk import replay_risk
 
         return asyncio.run(replay_risk(config, args))
+    if args.what == "arbitrage":
+        from cli.replay_arbitrage import replay_arbitrage
+
+        return asyncio.run(replay_arbitrage(config, args))
     if args.replay_config:
         from cli.config import load
 

@@ -14,6 +14,7 @@ from bus.connection import connect
 from bus.embedded import EmbeddedServer, PortInUse, ServerFailed
 from bus.streams import STREAMS, apply, with_retention
 from cli.config import Config, ConfigError
+from venues.sim.config import SimConfig
 
 log = logging.getLogger("sqt")
 
@@ -30,16 +31,44 @@ def run_component(
     instance: str | None,
     from_file: Path | None = None,
     publisher: tuple[str, str | None, list[str] | None] | None = None,
+    venue: str | None = None,
+    account: str | None = None,
 ) -> int:
     match component:
         case "nats":
             return run_nats(config)
         case "sim":
-            return process.run("sim", lambda stop: _sim(config, stop))
+            sim = config.simulated(venue)
+            return process.run("sim" if sim is config.sim else f"sim:{sim.venue}", lambda stop: _sim(config, sim, stop))
         case "executor":
             from executors.runner import run_executor
 
-            return process.run("executor", lambda stop: run_executor(config.bus(), config.executor, stop))
+            ex = config.executor_for(venue, account)
+            name = "executor" if ex is config.executor else f"executor:{ex.venue}-{ex.account}"
+            return process.run(name, lambda stop: run_executor(config.bus(), ex, stop))
+        case "funding":
+            from monitors.funding.runner import run_funding
+
+            async def funding(stop: asyncio.Event) -> None:
+                try:
+                    await run_funding(config.bus(), config.funding, stop)
+                except ValueError as exc:  # a leg its venue does not list
+                    logging.getLogger("funding").error("%s", exc)
+                    raise SystemExit(2) from None
+
+            return process.run(f"funding:{config.funding.instance}", funding)
+        case "arbitrage":
+            arb = config.arbitrage(instance)
+            from strategies.arbitrage.runner import ArbConfigError, run_arbitrage
+
+            async def arbitrage(stop: asyncio.Event) -> None:
+                try:
+                    await run_arbitrage(config.bus(), arb, stop)
+                except ArbConfigError as exc:
+                    logging.getLogger("arbitrage").error("%s", exc)
+                    raise SystemExit(2) from None
+
+            return process.run(f"arbitrage:{arb.instance}", arbitrage)
         case "risk":
             from monitors.risk.runner import RiskConfigError, run_risk
 
@@ -117,12 +146,12 @@ def _only_grid(config: Config):
     return config.grids[0]
 
 
-async def _sim(config: Config, stop: asyncio.Event) -> None:
+async def _sim(config: Config, sim: SimConfig, stop: asyncio.Event) -> None:
     from venues.sim.service import SimService
 
-    nc = await connect_and_apply(config, f"sqt-sim-{config.sim.venue}")
+    nc = await connect_and_apply(config, f"sqt-sim-{sim.venue}")
     try:
-        await SimService(nc, config.sim).run(stop)
+        await SimService(nc, sim).run(stop)
     finally:
         await nc.close()
 

@@ -49,6 +49,18 @@ def components(config: Config, config_path: str | None) -> list[tuple[str, list[
             f"reconciler of {config.reconciler.venue}/{config.reconciler.account} ({config.reconciler.policy})",
         ),
         ("alerts", base + ["run", "alerts"], "alerts to Slack and Telegram (from the environment)"),
+        *[
+            (f"sim:{s.venue}", base + ["run", "sim", "--venue", s.venue], f"simulated exchange {s.venue!r} ({s.prices} prices)")
+            for s in config.sims
+        ],
+        *[
+            (
+                f"executor:{e.venue}-{e.account}",
+                base + ["run", "executor", "--venue", e.venue, "--account", e.account],
+                f"order executor for {e.venue}/{e.account}",
+            )
+            for e in config.executors
+        ],
         ("gateway", base + ["run", "gateway"], f"live page http://{config.gateway.host}:{config.gateway.port}/"),
     ]
     for pub in config.publishers:
@@ -59,6 +71,18 @@ def components(config: Config, config_path: str | None) -> list[tuple[str, list[
                 argv,
                 f"{pub.venue} data of {len(pub.symbols)} markets{' and account ' + pub.account if pub.account else ''}",
             )
+        )
+    if config.funding.pairs:
+        out.append(
+            (
+                f"funding:{config.funding.instance}",
+                base + ["run", "funding"],
+                f"funding monitor over {len(config.funding.pairs)} pairs ({', '.join(p.name for p in config.funding.pairs)})",
+            )
+        )
+    for arb in config.arbitrages:
+        out.append(
+            (f"arbitrage:{arb.instance}", base + ["run", "arbitrage", "--instance", arb.instance], f"funding arbitrage on {arb.pair}")
         )
     for grid in config.grids:
         out.append(

@@ -357,6 +357,93 @@ async def grid_valid(s: Stack) -> None:
     del state
 
 
+# ----------------------------------------------------------------------------- the funding arbitrage
+
+
+def _arb() -> Any:
+    from strategies.arbitrage.config import ArbConfig, ArbLeg
+
+    legs = [ArbLeg(venue="sim", symbol="BTC/USDT"), ArbLeg(venue="sim", symbol=SYMBOL)]
+    return ArbConfig(instance="hostile-arb", pair="btc", legs=legs, amount=Decimal("0.01"))
+
+
+def arbitrage_inputs() -> list[tuple[str, Any]]:
+    from schemas.account import BorrowInterest, FundingPayment
+    from schemas.ops import FundingSpread, SpreadLeg
+    from strategies.arbitrage import legs as arb_legs
+
+    arb = _arb()
+    spot, perp = ("sim", "BTC/USDT"), ("sim", SYMBOL)
+    cid = arb_legs.client_order_id(client_prefix(arb.instance), T0, 1, "sell", 3)
+    spread = FundingSpread(
+        id="sp",
+        monitor="main",
+        pair="btc",
+        symbol=SYMBOL,
+        state="ok",
+        long=SpreadLeg(venue=spot[0], symbol=spot[1], kind="spot"),
+        short=SpreadLeg(venue=perp[0], symbol=perp[1], kind="swap", funding_rate=Decimal("0.0001"), interval_ms=28_800_000),
+        spread=Decimal("0.0001"),
+        apr=Decimal("0.1095"),
+        net_apr=Decimal("0.05"),
+        ts=T0,
+    )
+    order = OrderUpdate(
+        id="o", venue="sim", account="main", symbol=SYMBOL, order_id="1", client_order_id=cid, side="sell", price=Decimal(100),
+        amount=Decimal(1), remaining=Decimal(1), status="open", ts=T0, ts_local=T0,
+    )  # fmt: skip
+    payment = FundingPayment(
+        id="f", venue="sim", account="main", symbol=SYMBOL, asset="USDT", amount=Decimal("0.5"), funding_rate=Decimal("0.0001"),
+        contracts=Decimal(-1), funding_time=T0, ts=T0, ts_local=T0,
+    )  # fmt: skip
+    interest = BorrowInterest(
+        id="i", venue="sim", account="main", asset="BTC", amount_borrowed=Decimal(1), interest=Decimal("0.0001"),
+        interest_rate=Decimal("0.0001"), ts=T0, ts_local=T0,
+    )  # fmt: skip
+    ticker = Ticker(id="t", venue="sim", symbol=SYMBOL, bid=Decimal(100), ask=Decimal("100.2"), last=Decimal("100.1"), ts=T0, ts_local=T0)
+    control = ControlCommand(id="k", target_component="arbitrage", target_instance=arb.instance, action="pause", operator="op", ts=T0)
+    breaker = BreakerChange(id="b", instance="r1", scope="global", state="ok", previous="ok", reason="r", ts=T0)
+    clock = Clock(id="c", component="arbitrage", instance=arb.instance, ts=T0)
+    return [
+        (subjects.funding_spread(SYMBOL), spread),
+        (subjects.md("sim", SYMBOL, "ticker"), ticker),
+        (subjects.md("sim", "BTC/USDT", "ticker"), replace(ticker, symbol="BTC/USDT")),
+        (subjects.acct("sim", "main", SYMBOL, "order"), order),
+        (subjects.acct("sim", "main", SYMBOL, "funding"), payment),
+        (subjects.balance("sim", "main", "BTC", "interest"), interest),
+        (subjects.control("arbitrage", arb.instance), control),
+        (subjects.ops("risk", "r1", "breaker"), breaker),
+        (subjects.ops("arbitrage", arb.instance, "clock"), clock),
+    ]
+
+
+async def arbitrage_start(nc: Client, stack: AsyncExitStack, stop: asyncio.Event) -> Stack:
+    from strategies.arbitrage.runner import build_arbitrage
+
+    _sim, venue = await sim_stack(nc, stack, stop)
+    runtime = await build_arbitrage(nc, [venue, venue], _arb(), stop)
+    assert runtime is not None
+    await run_consumer(runtime, stack, stop)
+    return Stack(nc, runtime, await publisher(nc, stack), runtime.spec.stream, venue)
+
+
+async def arbitrage_valid(s: Stack) -> None:
+    s.counter += 1
+    action: ControlAction = "pause" if s.counter % 2 else "resume"
+    now = int(time.time() * 1000)
+    await s.publisher.publish(
+        ControlCommand(
+            id=f"valid{s.counter}",
+            target_component="arbitrage",
+            target_instance="hostile-arb",
+            action=action,
+            operator="t",
+            ts=now - 30_000,
+        )
+    )
+    await eventually(lambda: s.consumer.state.paused == (action == "pause"), timeout=20, what=f"the arbitrage to {action}")  # type: ignore[attr-defined]
+
+
 # ----------------------------------------------------------------------------- the simulated exchange
 
 
@@ -686,6 +773,7 @@ async def alerts_valid(s: Stack) -> None:
 TARGETS: tuple[Target, ...] = (
     Target("executor", executor_inputs, executor_start, executor_valid),
     Target("grid", grid_inputs, grid_start, grid_valid, grid_semantic),
+    Target("arbitrage", arbitrage_inputs, arbitrage_start, arbitrage_valid),
     Target("sim", sim_inputs, sim_start, sim_valid),
     Target("paper-feed", paper_inputs, paper_start, paper_valid, paper_semantic),
     Target("runtime", sum_inputs, sum_start, sum_valid),

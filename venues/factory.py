@@ -15,7 +15,7 @@ class UnsupportedVenue(ValueError):
 
 def open_venue(nc: Client, venue: str, account: str, settings: BusSettings, *, timeout: float = 3.0) -> Venue:
     """One Venue per (venue, account) and process; the caller closes it."""
-    if venue == settings.sim_venue:
+    if settings.simulated(venue):
         return SimVenue(nc, venue, account, timeout=timeout)
     cfg = settings.venues.get(venue)
     if cfg is not None:
@@ -23,5 +23,5 @@ def open_venue(nc: Client, venue: str, account: str, settings: BusSettings, *, t
         from venues.ccxt.venue import CcxtVenue
 
         return CcxtVenue(build(venue, account, cfg), venue, account)
-    known = ", ".join([settings.sim_venue, *sorted(settings.venues)])
+    known = ", ".join([settings.sim_venue, *settings.sim_venues, *sorted(settings.venues)])
     raise UnsupportedVenue(f"venue {venue!r} is not configured (known: {known}; add a [venues.{venue}] section)")

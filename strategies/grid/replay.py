@@ -13,11 +13,12 @@ from dataclasses import dataclass
 from bus.contract import Outgoing, StoredMsg, fold_stream
 from schemas.codec import decode
 from schemas.commands import CancelOrder, PlaceOrder
+from strategies.decisions import Decision, describe, first_difference
 from strategies.grid.core import GridCore
 from strategies.grid.runner import GridInput, grid_spec
 from strategies.grid.state import GridState
 
-Decision = PlaceOrder | CancelOrder
+__all__ = ["Decision", "Replay", "describe", "first_difference", "replay"]
 
 
 @dataclass
@@ -59,30 +60,3 @@ async def replay(
         event_ts = getattr(decode(first[0].data, GridInput), "ts", state.ts)
         result.first_ts, result.last_ts = max(state.ts, event_ts), result.state.ts
     return result
-
-
-def first_difference(replayed: list[Decision], recorded: list[Decision]) -> str | None:
-    """The first decision the two sides do not share, phrased for an operator; None if they agree.
-
-    Commands are matched by id (the client order id for a place) and must then say the same
-    thing: side, price, amount, flags, time."""
-    by_id = {c.id: c for c in recorded}
-    replayed_ids = set()
-    for cmd in replayed:
-        replayed_ids.add(cmd.id)
-        twin = by_id.get(cmd.id)
-        if twin is None:
-            return f"replay decided {describe(cmd)}; the record has no such command"
-        if twin != cmd:
-            return f"replay decided {describe(cmd)}; the record has {describe(twin)}"
-    for cmd in recorded:
-        if cmd.id not in replayed_ids:
-            return f"the record has {describe(cmd)}; replay did not decide it"
-    return None
-
-
-def describe(cmd: Decision) -> str:
-    if isinstance(cmd, PlaceOrder):
-        flags = "".join((" post-only" if cmd.post_only else "", " reduce-only" if cmd.reduce_only else ""))
-        return f"place {cmd.side} {cmd.amount} @ {cmd.price} {cmd.client_order_id}{flags} (ts {cmd.ts})"
-    return f"cancel {cmd.client_order_id} ({cmd.reason}) (ts {cmd.ts})"

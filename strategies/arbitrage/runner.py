@@ -1,0 +1,236 @@
+"""`sqt run arbitrage --instance ID`: the thin shell around one funding-arbitrage core.
+
+It asks both legs' venues for their market rules (refusing a config that cannot trade them,
+naming the field), declares the instance's input stream (the one total order of its inputs:
+its pair's spread snapshots, both legs' tickers and order events, the perpetual's funding
+payments, the spot leg's borrow interest, breakers, operator controls and its own clock ticks,
+sourced from MARKET, ACCOUNT and OPS), and runs the core under the consumer runtime. The clock
+ticks put time into the log, so a naked leg's deadline is decided, and replayed, from it.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from typing import Any
+
+from nats.aio.client import Client
+
+from bus.connection import connect
+from bus.http import address, maybe_serve
+from bus.publisher import Publisher
+from bus.runtime import ConsumerRuntime, ConsumerSpec
+from bus.service import register
+from bus.settings import BusSettings
+from bus.streams import DAY, MINUTE, Source, StreamSpec, apply, apply_stream
+from schemas import subjects
+from schemas.account import BorrowInterest, FundingPayment, OrderUpdate
+from schemas.market import Market, Ticker
+from schemas.ops import BreakerChange, Clock, ControlCommand, FundingSpread
+from strategies.arbitrage import legs as L
+from strategies.arbitrage.config import ArbConfig
+from strategies.arbitrage.core import COMPONENT, ArbCore
+from strategies.arbitrage.metrics import ArbMetrics
+from strategies.arbitrage.state import ArbState
+from strategies.grid.lattice import client_prefix
+from venues.errors import Transient
+from venues.factory import open_venue
+from venues.protocol import Venue
+
+log = logging.getLogger("arbitrage")
+
+ArbInput = FundingSpread | Ticker | OrderUpdate | FundingPayment | BorrowInterest | BreakerChange | ControlCommand | Clock
+CLOCK_MS = 500
+
+
+class ArbConfigError(RuntimeError):
+    """The arbitrage cannot trade these markets with this config (the message names the field)."""
+
+
+def input_stream(cfg: ArbConfig) -> StreamSpec:
+    market, account = [], []
+    for leg in cfg.legs:
+        market.append(subjects.md(leg.venue, leg.symbol, "ticker"))
+        account += [
+            subjects.acct(leg.venue, cfg.account, leg.symbol, "order"),
+            subjects.acct(leg.venue, cfg.account, leg.symbol, "funding"),
+        ]
+        base = leg.symbol.partition("/")[0]
+        if ":" not in leg.symbol:  # a spot leg: interest on its margin loan
+            account.append(subjects.balance(leg.venue, cfg.account, base, "interest"))
+    perp = next((leg.symbol for leg in cfg.legs if ":" in leg.symbol), cfg.legs[0].symbol)
+    return StreamSpec(
+        name=f"IN_ARB_{cfg.instance.upper()}",
+        subjects=(),
+        description=f"inputs of funding arbitrage {cfg.instance}, in the one order its core sees them",
+        max_age=7 * DAY,
+        duplicate_window=2 * MINUTE,
+        sources=(
+            Source("MARKET", tuple(market)),
+            Source("ACCOUNT", tuple(account)),
+            Source(
+                "OPS",
+                (
+                    subjects.funding_spread(perp),
+                    subjects.control(COMPONENT, cfg.instance),
+                    subjects.control(COMPONENT),
+                    subjects.ops("risk", "*", "breaker"),
+                    subjects.ops(COMPONENT, cfg.instance, "clock"),
+                ),
+            ),
+        ),
+        sources_from_now=True,  # a new instance trades from now on, not on the past
+    )
+
+
+def arb_spec(cfg: ArbConfig) -> ConsumerSpec:
+    outputs = tuple(subjects.cmd(leg.venue, cfg.account, leg.symbol, "*") for leg in cfg.legs)
+    return ConsumerSpec(
+        name=f"arbitrage-{cfg.instance}",
+        stream=input_stream(cfg).name,
+        input_type=ArbInput,
+        state_type=ArbState,
+        outputs=(*outputs, subjects.ops(COMPONENT, cfg.instance, "state"), subjects.ops(COMPONENT, cfg.instance, "alert")),
+        input_stream=input_stream(cfg),
+        checkpoint_every=1_000,
+        checkpoint_interval=1.0,
+    )
+
+
+async def leg_markets(venues: list[Venue], cfg: ArbConfig, stop: asyncio.Event) -> list[Market] | None:
+    """Both legs' market rules, waiting for venues that do not answer yet."""
+    delay = 0.5
+    found: dict[int, Market] = {}
+    while not stop.is_set():
+        for i, (venue, leg) in enumerate(zip(venues, cfg.legs)):
+            if i in found:
+                continue
+            try:
+                markets = await venue.markets()
+            except Transient as exc:
+                log.info("waiting for venue %s: %s", venue.name, exc)
+                continue
+            if leg.symbol not in markets:
+                raise ArbConfigError(f"arbitrage {cfg.instance}: legs[{i}]: {leg.venue} has no market {leg.symbol}")
+            found[i] = markets[leg.symbol]
+        if len(found) == 2:
+            return [found[0], found[1]]
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), delay)
+        delay = min(delay * 2, 5.0)
+    return None
+
+
+def check_config(cfg: ArbConfig, markets: list[Market], id_limits: list[int]) -> list[str]:
+    """What makes the config untradable on these markets, each naming its field."""
+    problems = []
+    kinds = [m.kind for m in markets]
+    if kinds.count("swap") == 0:
+        problems.append("legs: one leg at least must be a perpetual (spot-perp or perp-perp)")
+    if markets[0].base != markets[1].base:
+        problems.append(f"legs: both legs must be the same asset ({markets[0].symbol} and {markets[1].symbol})")
+    books = ArbCore(cfg, markets).initial_state().legs
+    for i, book in enumerate(books):
+        if L.lot_floor(book, cfg.amount) != cfg.amount:
+            problems.append(
+                f"amount: {cfg.amount} is not a whole number of legs[{i}]'s lots ({book.market.lot_size} x {book.market.contract_size})"
+            )
+        elif not L.tradable(book, cfg.amount, None):
+            problems.append(f"amount: {cfg.amount} is below legs[{i}]'s minimum ({book.market.min_amount})")
+    longest = L.longest_id(client_prefix(cfg.instance))
+    for i, limit in enumerate(id_limits):
+        if longest > limit:
+            problems.append(
+                f"instance: its client order ids grow to {longest} characters and legs[{i}]'s venue holds {limit}: use a shorter id"
+            )
+    return problems
+
+
+async def build_arbitrage(
+    nc: Client, venues: list[Venue], cfg: ArbConfig, stop: asyncio.Event, publisher: Publisher | None = None
+) -> ConsumerRuntime[ArbState, Any] | None:
+    """The instance's consumer, ready to run; None if `stop` was set while a venue did not answer."""
+    markets = await leg_markets(venues, cfg, stop)
+    if markets is None:
+        return None
+    problems = check_config(cfg, markets, [getattr(v, "client_id_max", 32) for v in venues])
+    if problems:
+        raise ArbConfigError(f"arbitrage {cfg.instance}: " + "; ".join(problems))
+    spec = arb_spec(cfg)
+    assert spec.input_stream is not None
+    await apply_stream(nc.jetstream(), spec.input_stream)
+    return ConsumerRuntime(nc, spec, ArbCore(cfg, markets), publisher or await Publisher(nc).start())
+
+
+def clock_event(instance: str, now_ms: int) -> Clock:
+    return Clock(id=f"clock:{COMPONENT}:{instance}:{now_ms}", component=COMPONENT, instance=instance, ts=now_ms)
+
+
+async def tick(publisher: Publisher, cfg: ArbConfig, stop: asyncio.Event) -> None:
+    """Put the time into the input stream every CLOCK_MS: a naked leg's deadline passes even
+    when no market data comes."""
+    while not stop.is_set():
+        with contextlib.suppress(Exception):  # a missed tick is only a later judgement; the next one comes
+            await publisher.send_message(clock_event(cfg.instance, int(time.time() * 1000)))
+        with contextlib.suppress(asyncio.TimeoutError):
+            await asyncio.wait_for(stop.wait(), CLOCK_MS / 1000)
+
+
+async def run_arbitrage(settings: BusSettings, cfg: ArbConfig, stop: asyncio.Event) -> None:
+    nc = await connect(settings.nats_url, name=f"sqt-arbitrage-{cfg.instance}")
+    try:
+        await apply(nc.jetstream(), settings.streams())
+        venues = [open_venue(nc, leg.venue, cfg.account, settings) for leg in cfg.legs]
+        publisher = await Publisher(nc).start()
+        runtime = await build_arbitrage(nc, venues, cfg, stop, publisher)
+        if runtime is None:
+            return
+        started = time.time()
+        core = runtime.core
+        assert isinstance(core, ArbCore)
+
+        def status() -> dict[str, Any]:
+            st: ArbState = runtime.state
+            position, total = core.books(st)
+            return {
+                "component": COMPONENT,
+                "instance": cfg.instance,
+                "pair": cfg.pair,
+                "status": st.status,
+                "saga": st.saga.step if st.saga else None,
+                "held": {f"{b.venue}/{b.symbol}": str(b.held) for b in st.legs},
+                "blocked": st.blocked,
+                "entries": st.entries,
+                "exits": st.exits,
+                "unwinds_last_hour": len(st.unwinds),
+                "net_apr": str(st.spread.net_apr) if st.spread is not None else None,
+                "position_books": {k: str(v) for k, v in _fields(position).items()},
+                "total_books": {k: str(v) for k, v in _fields(total).items()},
+                "input_seq": runtime.seq,
+                "lag": runtime.stats.lag,
+                "dead_lettered": runtime.stats.dead_lettered,
+                "fault": st.fault,
+                "last_error": runtime.stats.last_error,
+                "uptime_s": round(time.time() - started, 1),
+            }
+
+        http = await maybe_serve(cfg.metrics_port, ArbMetrics(core, lambda: runtime.state).registry, status)
+        service = await register(nc, COMPONENT, cfg.instance, f"funding arbitrage on {cfg.pair}", status, http=address(http))
+        clock = asyncio.create_task(tick(publisher, cfg, stop), name="arbitrage-clock")
+        try:
+            await runtime.run(stop)
+        finally:
+            clock.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await clock
+            await service.stop()
+            if http is not None:
+                await http.cleanup()
+    finally:
+        await nc.close()
+
+
+def _fields(book: Any) -> dict[str, Any]:
+    return {"funding": book.funding, "basis": book.basis, "fees": book.fees, "borrow": book.borrow, "net": book.net}
