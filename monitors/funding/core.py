@@ -34,8 +34,8 @@ ZERO = Decimal(0)
 MAX_RATE = Decimal("0.05")
 MIN_INTERVAL_MS = 1_000
 MAX_INTERVAL_MS = 7 * 24 * 3_600_000
-_UNITS = {"s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
-_DURATION = re.compile(r"^([0-9]{1,9})([smhd])$")
+_UNITS = {"ms": 1, "s": 1_000, "m": 60_000, "h": 3_600_000, "d": 86_400_000}
+_DURATION = re.compile(r"^([0-9]{1,12})(ms|s|m|h|d)$")
 
 
 def interval_ms(interval: str) -> int:
