@@ -10,6 +10,7 @@ import json
 import time
 from collections.abc import AsyncIterator
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -34,6 +35,7 @@ from schemas import subjects
 from schemas.codec import decode
 from schemas.ops import FundingSpread
 from testkit.bus import eventually
+from testkit.processes import Components
 from venues.sim.config import SimConfig
 from venues.sim.service import SimService
 
@@ -413,3 +415,42 @@ async def _status(nc: Client, instance: str) -> dict[str, Any] | None:
 
 async def _has(got: Any, state: str) -> bool:
     return state in await got
+
+
+E2E_CONFIG = """
+data_dir = "{data}"
+[nats]
+url = "{url}"
+[sim]
+tick_ms = 100
+history_minutes = 1
+[funding]
+instance = "e2e"
+clock_ms = 200
+[[funding.pairs]]
+name = "btc"
+legs = [{{venue = "sim", symbol = "BTC/USDT"}}, {{venue = "sim", symbol = "BTC/USDT:USDT"}}]
+"""
+
+
+@pytest.mark.e2e
+async def test_sqt_run_funding_beside_the_simulated_exchange_publishes_ok_snapshots_from_its_real_feed(
+    bus: Client, nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    procs = Components(tmp_path)
+    procs.config.write_text(E2E_CONFIG.format(data=tmp_path / "data", url=nats_server.url))
+    procs.start("sim", "funding")
+    try:
+
+        async def ok() -> list[FundingSpread]:
+            return [s for s in await stored_snapshots(bus) if s.state == "ok"]
+
+        await eventually(ok, timeout=60, interval=0.2, what="an ok snapshot from the simulated exchange's own funding and books")
+        snap = (await ok())[0]
+        perp = snap.short if snap.short.kind == "swap" else snap.long
+        assert perp.interval_ms == 8 * HOUR_MS and perp.next_funding_time > snap.ts and perp.fee > 0
+        assert snap.apr is not None and snap.cost_apr is not None and snap.borrow_apr is not None
+        assert snap.net_apr == snap.apr - snap.cost_apr - snap.borrow_apr
+        assert (await bus.jetstream().stream_info("DLQ")).state.messages == 0  # every event of the feed admitted
+    finally:
+        procs.stop()

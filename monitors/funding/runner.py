@@ -42,7 +42,7 @@ CLOCK_COMPONENT = "funding-monitor"  # not `funding`: `ops.funding.<symbol>.spre
 RULES_ACCOUNT = "main"  # market rules are public: any account of the venue answers the same
 
 
-class FundingConfigError(RuntimeError):
+class FundingConfigError(ValueError):
     """The monitor cannot watch what its config names (the message names the pair and the leg)."""
 
 
