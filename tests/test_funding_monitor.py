@@ -87,8 +87,9 @@ def spot_perp_data(name: str) -> dict[str, Any]:
 
 def test_asking_for_a_pair_that_is_not_configured_names_the_pairs_there_are() -> None:
     cfg = FundingConfig(pairs=[spot_perp("btc"), perp_perp("btc-x")])
-    with pytest.raises(KeyError, match="'eth'.*known: btc, btc-x"):
+    with pytest.raises(KeyError, match="'eth'.*known: btc, btc-x") as raised:
         cfg.pair("eth")
+    assert str(raised.value) == "no funding pair 'eth' (known: btc, btc-x)"
 
 
 def test_a_pair_without_a_perpetual_or_a_leg_without_market_rules_is_refused_by_the_core() -> None:

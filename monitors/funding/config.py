@@ -3,7 +3,8 @@
 A pair is two legs the arbitrage could hold against each other: a spot market and a perpetual
 on one venue, or two perpetuals on two venues. Which leg is held long and which short is not
 configured: the monitor decides it from the legs' funding (the lower funding is held long), so
-the order of the legs in a pair does not matter. A bad value names its key.
+the order of the legs decides only which perpetual names the snapshots' subject (the first).
+A bad value names its key.
 """
 
 from __future__ import annotations
@@ -14,7 +15,12 @@ import msgspec
 
 from schemas.subjects import SubjectError, name_token, symbol_token
 
-HOURS_PER_YEAR = 8760
+
+class UnknownPair(KeyError):
+    """No configured pair has that name (the message names the ones there are)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0])  # a KeyError would show its message in quotes
 
 
 class LegConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
@@ -73,7 +79,7 @@ class FundingConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fi
             if p.name == name:
                 return p
         known = ", ".join(p.name for p in self.pairs) or "none configured"
-        raise KeyError(f"no funding pair {name!r} (known: {known})")
+        raise UnknownPair(f"no funding pair {name!r} (known: {known})")
 
     def ttl(self, venue: str) -> int:
         return self.ttl_ms_by_venue.get(venue, self.ttl_ms)
