@@ -35,6 +35,7 @@ from bus.settings import BusSettings
 from executors.breakers import BreakerView
 from executors.config import ExecutorConfig
 from executors.runner import build_executor
+from monitors.funding.testing import funding_inputs, funding_semantic, funding_start, funding_valid
 from monitors.risk.config import RiskConfig, Watched
 from monitors.risk.runner import build_risk, market_rules
 from schemas import ids, subjects
@@ -774,6 +775,7 @@ TARGETS: tuple[Target, ...] = (
     Target("executor", executor_inputs, executor_start, executor_valid),
     Target("grid", grid_inputs, grid_start, grid_valid, grid_semantic),
     Target("arbitrage", arbitrage_inputs, arbitrage_start, arbitrage_valid),
+    Target("funding", funding_inputs, funding_start, funding_valid, funding_semantic),
     Target("sim", sim_inputs, sim_start, sim_valid),
     Target("paper-feed", paper_inputs, paper_start, paper_valid, paper_semantic),
     Target("runtime", sum_inputs, sum_start, sum_valid),

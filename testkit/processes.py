@@ -20,14 +20,14 @@ class Components:
     def __init__(self, workdir: Path, instance: str = "e2e") -> None:
         self.workdir = workdir
         self.config = workdir / "sqt.toml"
-        self.instance = instance  # a grid's, for `run grid`
+        self.instance = instance  # a grid's or an arbitrage's, for `run grid` and `run arbitrage`
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, *components: str, secrets: dict[str, str] | None = None) -> None:
         """Start each component, its output in <workdir>/<component>.log."""
         for component in components:
             argv = [sys.executable, "-m", "cli.main", "--config", str(self.config), "run", component]
-            argv += ["--instance", self.instance] if component == "grid" else []
+            argv += ["--instance", self.instance] if component in ("grid", "arbitrage") else []
             with open(self.workdir / f"{component}.log", "ab") as out:
                 self.procs[component] = subprocess.Popen(argv, cwd=ROOT, env=clean_env(secrets), stdout=out, stderr=subprocess.STDOUT)
 
