@@ -118,7 +118,7 @@ class Cluster:
 
     def start(self, name: str) -> subprocess.Popen[bytes]:
         args = [sys.executable, "-m", "cli.main", "--config", str(self.config), "run", name]
-        if name == "grid":
+        if name in ("grid", "arbitrage"):
             args += ["--instance", self.instance]
         env = {**os.environ, "NATS_URL": self.server.url}
         log = open(self.workdir / f"{name}.log", "ab")
