@@ -1,5 +1,5 @@
-"""The line `sqt up` prints every few seconds: the primary market, stream sizes, each grid, and
-every risk breaker that is not ok.
+"""The line `sqt up` prints every few seconds: the primary market, stream sizes, each grid, each
+funding arbitrage, and every risk breaker that is not ok.
 
 It is best effort and never holds anything up: while NATS is down it says so instead of
 waiting on requests that cannot be answered, and its subscriptions come back by themselves
@@ -42,6 +42,7 @@ class MarketWatch:
         self.ticker: _Ticker | None = None
         self.ticks = 0
         self.grids: dict[str, dict[str, Any]] = {}
+        self.arbs: dict[str, str] = {}  # instance -> what it holds and earned, one phrase
         self.breakers: dict[str, str] = {}  # scope -> "halted (feed_stale)", for scopes not ok
 
     async def start(self, nc: Client) -> None:
@@ -71,7 +72,25 @@ class MarketWatch:
             else:
                 self.breakers[change.scope] = f"{change.state} ({', '.join(t.breaker for t in change.trips) or change.reason})"
 
+        async def on_arb(msg: Msg) -> None:
+            doc = msgspec.json.decode(msg.data)
+            inner = doc.get("state") or {}
+            held = "/".join(str(leg.get("held", "0")) for leg in inner.get("legs", []))
+            total = (inner.get("books") or {}).get("total", {})
+            apr = (inner.get("spread") or {}).get("net_apr")
+            words = [
+                str(doc.get("status")),
+                f"held {held}",
+                f"{inner.get('entries', 0)} entries",
+                f"net APR {float(apr) * 100:.1f}%" if apr is not None else "no spread yet",
+                f"funding {total.get('funding', '0')}, fees {total.get('fees', '0')}",
+            ]
+            if inner.get("blocked"):
+                words.append(f"blocked: {inner['blocked']}")
+            self.arbs[doc.get("instance", "?")] = ", ".join(words)
+
         await nc.subscribe(subjects.ops("grid", "*", "state"), cb=on_state)
+        await nc.subscribe(subjects.ops("arbitrage", "*", "state"), cb=on_arb)
         await nc.subscribe(subjects.ops("risk", "*", "breaker"), cb=on_breaker)
 
     async def line(self, nc: Client) -> str:
@@ -91,6 +110,7 @@ class MarketWatch:
             f"grid {k}: {v['status']}, {v['open']} open, position {v['position']}, {v['fills']} fills, pnl {v['pnl']}"
             for k, v in sorted(self.grids.items())
         )
+        grids += "".join(f"; arbitrage {k}: {v}" for k, v in sorted(self.arbs.items()))
         risk = "; ".join(f"{scope} {what}" for scope, what in sorted(self.breakers.items())) or "no breaker open"
         return f"[{stamp}] {market} | {', '.join(counts)} msgs" + (f" | {grids}" if grids else "") + f" | risk: {risk}"
 
