@@ -7,6 +7,7 @@ sqt status                     streams, consumers and their lag, services that a
 sqt streams apply|ls           create/update streams and buckets; list them
 sqt schemas                    JSON Schema of every message type
 sqt replay ...                 reproduce a strategy's decisions from the recorded streams
+sqt risk ... / sqt arbitrage ... operators' controls
 """
 
 from __future__ import annotations
@@ -62,11 +63,13 @@ def _parser() -> argparse.ArgumentParser:
 
     sub.add_parser("schemas", help="print the JSON Schema of every message type")
 
+    from cli.arbitrage import add_parser as add_arbitrage
     from cli.replay import add_parser as add_replay
     from cli.risk import add_parser as add_risk
 
     add_replay(sub)
     add_risk(sub)
+    add_arbitrage(sub)
     return p
 
 
@@ -118,6 +121,10 @@ def main(argv: list[str] | None = None) -> int:
                 from cli.risk import risk_command
 
                 return risk_command(config, args)
+            case "arbitrage":
+                from cli.arbitrage import arbitrage_command
+
+                return arbitrage_command(config, args)
             case "schemas":
                 import json
 

@@ -192,6 +192,13 @@ async def test_negative_funding_enters_with_a_margin_short_and_use_margin_reache
     assert any(o.status == "closed" and o.side == "sell" for o in orders)
     # Funding received on the long perpetual, booked apart from the price PnL.
     await eventually(lambda: state_is(bus, lambda _s, b: Decimal(b["total"]["funding"]) > 0), timeout=60, what="funding collected")
+    # An operator closes it: both legs flat at the exchange (the loan repaid), and no new entry.
+    done = system.sqt("arbitrage", "exit", "--reason", "test")
+    assert done.returncode == 0, done.stderr
+    await eventually(lambda: state_is(bus, lambda st, _b: st.exits == 1 and st.paused and st.saga is None), timeout=60, what="the exit")
+    assert await venue_holds(venue) == (Decimal(0), Decimal(0))
+    listed = system.sqt("arbitrage", "ls")
+    assert "e2e: paused" in listed.stdout and "1 entries, 1 exits" in listed.stdout, listed.stdout
 
 
 async def test_a_refused_hedge_is_unwound_and_the_failure_budget_stops_the_next_entries(bus: Client, system: System) -> None:
