@@ -35,7 +35,7 @@ async def main(kills: int, seed: int) -> int:
     twice = sum(1 for ids in run.orders_by_cid.values() if len(ids) > 1)
     longest = max((b - a for a, b in run.naked), default=0)
     same = msgspec.structs.replace(st, published_ts=0) == msgspec.structs.replace(run.replayed, published_ts=0)
-    flat = all(b.held == 0 for b in st.legs) and (run.venue_spot, run.venue_perp) == (0, 0)
+    flat = all(b.held == 0 for b in st.legs) and run.venue_spot == 0 and run.venue_perp == 0
     print(f"kills: {sum(run.kills.values())} ({', '.join(f'{k} {v}' for k, v in run.kills.items())}) in {took:.0f} s")
     print(
         f"sagas: {st.entries} entries, {st.exits} exits, {len(st.unwinds)} unwinds in the last hour; {run.places} places, {st.fills} fills"
@@ -44,6 +44,11 @@ async def main(kills: int, seed: int) -> int:
     print(f"client order ids placed twice: {twice}")
     print(f"unhedged spans: {len(run.naked)}, longest {longest} ms (limit {chaos_arb.NAKED_MS} ms plus restarts)")
     print(f"ended flat and equal to the exchange: {flat}; recovered state equals a fresh fold of its input: {same}")
+    if not same:  # say where, so that the difference can be chased
+        live, fold = msgspec.to_builtins(st), msgspec.to_builtins(run.replayed)
+        for key in live:
+            if key != "published_ts" and live[key] != fold.get(key):
+                print(f"  differs: {key}\n    live: {str(live[key])[:600]}\n    fold: {str(fold.get(key))[:600]}")
     return 0 if twice == 0 and flat and same else 1
 
 
