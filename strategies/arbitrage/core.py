@@ -34,8 +34,8 @@ from strategies.arbitrage.state import MARGIN_REASONS, TERMINAL, ArbOrder, ArbSt
 from strategies.grid.lattice import client_prefix
 
 COMPONENT = "arbitrage"
-PUBLISH_EVERY_MS = 5_000
-ENDED_KEPT = 500
+PUBLISH_EVERY_MS = 30_000  # price-only changes (the open basis) are published this often; decisions at once
+ENDED_KEPT = 100  # ended orders remembered (a saga has a handful): late copies are recognised
 HEDGE_RETRY_MS = 250  # a hedge that filled nothing is sent again this soon (it has `naked_ms` in all)
 
 
@@ -318,11 +318,12 @@ class ArbCore:
         if st.status == "starting" and any(b.book_ts == 0 for b in st.legs):
             return st, []
         key = (st.spread.next_funding_time if st.spread is not None else 0) or st.ts
-        if any(self.saga.excess(st)):
+        flat = not st.legs[0].held and not st.legs[1].held  # the common case: nothing to rebalance or close
+        if not flat and any(self.saga.excess(st)):
             long_leg = 0 if st.legs[0].held > 0 else 1
             saga = Saga(kind="enter", key=key, step="unwind", first=0, long_leg=long_leg, started_ts=st.ts, reason="legs apart")
             return replace(st, saga=saga), []
-        holding = any(L.tradable(b, L.lot_floor(b, b.held), None) for b in st.legs)
+        holding = not flat and any(L.tradable(b, L.lot_floor(b, b.held), None) for b in st.legs)
         if holding:
             why = self.exit_reason(st)
             if why is None:
