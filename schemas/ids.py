@@ -71,3 +71,13 @@ def interest_id(venue: str, account: str, asset: str, ts: int) -> str:
 
 def liquidation_id(venue: str, account: str, symbol: str, ts: int) -> str:
     return f"liquidation:{venue}:{account}:{symbol}:{ts}"
+
+
+def funding_set_id(venue: str, symbol: str, journal_seq: int) -> str:
+    """A funding rate scripted by a test hook: the journal entry that set it is the fact (two
+    rates pinned within one tick of the exchange's clock are two facts)."""
+    return f"funding:{venue}:{symbol}:set:{journal_seq}"
+
+
+def funding_payment_id(venue: str, account: str, symbol: str, funding_time: int) -> str:
+    return f"funding_payment:{venue}:{account}:{symbol}:{funding_time}"

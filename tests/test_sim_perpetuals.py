@@ -110,8 +110,9 @@ def test_ioc_reduce_only_limit_larger_than_the_position_does_not_rest() -> None:
 
 
 def funding_sim(**market_overrides: Any) -> Sim:
+    """Funding that stays at its mean (no volatility): the walk itself is tested in test_sim_funding.py."""
     config = make_config(
-        markets=[swap_market(funding_interval_h=1, **market_overrides)],
+        markets=[swap_market(**({"funding_interval_h": 1, "funding_volatility": D(0)} | market_overrides))],
         accounts={"main": {"USDT": D("10000")}, "other": {"USDT": D("10000")}},
     )
     return seeded(config, ts=T0 + HOUR - 2_000, spot=None)  # the first swap tick sets the next funding time
@@ -131,7 +132,7 @@ def test_long_pays_and_short_receives_funding_when_a_tick_crosses_the_funding_ti
     events = sim.tick("100", ts=T0 + HOUR - 500)  # before the funding time: nothing
     assert of(events, FundingRate) == [] and of(events, Balance) == []
 
-    events = sim.tick("110", ts=T0 + HOUR)  # the flat bar that closes keeps the rate at 0.0001
+    events = sim.tick("110", ts=T0 + HOUR)  # a walk without volatility stays at its mean, 0.0001
     assert sim.state.markets[SWAP].funding_rate == D("0.0001")
     payment = D("2") * D("110") * D("0.0001")  # contracts * mark * rate
     assert sim.balance("USDT").total == long_before - payment
@@ -146,10 +147,10 @@ def test_long_pays_and_short_receives_funding_when_a_tick_crosses_the_funding_ti
 
 
 def test_long_receives_funding_when_the_rate_is_negative() -> None:
-    sim = funding_sim()
+    sim = funding_sim(funding_mean=D("-0.003"))
     sim.place("l", "buy", "2")
     before = sim.balance("USDT").total
-    sim.tick("99", ts=T0 + HOUR - 500)  # the bar falls 1%: rate 0.0001 - 0.005, capped at -0.003
+    sim.tick("99", ts=T0 + HOUR - 500)
     sim.tick("99", ts=T0 + HOUR)
     assert sim.state.markets[SWAP].funding_rate == D("-0.003")
     assert sim.balance("USDT").total == before + D("2") * D("99") * D("0.003")

@@ -62,6 +62,14 @@ class FundRequest(msgspec.Struct, frozen=True, kw_only=True):
     amount: Decimal
 
 
+class SetFundingRequest(msgspec.Struct, frozen=True, kw_only=True):
+    """Tests only (`test_hooks`): `rate` pins the perpetual's funding rate, null unpins it."""
+
+    symbol: str
+    rate: Decimal | None
+    predicted_rate: Decimal | None = None
+
+
 class OrderReply(msgspec.Struct, frozen=True, kw_only=True):
     order: OrderUpdate
     duplicate: bool = False

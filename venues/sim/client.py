@@ -9,6 +9,7 @@ the executor retries.
 from __future__ import annotations
 
 import time
+from decimal import Decimal
 from typing import Any, TypeVar, get_args
 
 import msgspec
@@ -136,6 +137,13 @@ class SimVenue:
         """Tests only (`test_hooks`): take an order off the book; its account event is lost."""
         ref = api.OrderRef(account=self.account, symbol=symbol, client_order_id=client_order_id, order_id=order_id)
         return (await self._call("hidden_cancel_order", ref, api.OrderReply)).order
+
+    async def set_funding(self, symbol: str, rate: Decimal | None, predicted_rate: Decimal | None = None) -> FundingRate:
+        """Tests only (`test_hooks`): pin `symbol`'s funding rate from now on (and its predicted
+        rate, else the rate itself), or with `rate` None let the seeded walk move it again.
+        Journaled like every input, so it survives a restart; a FundingRate is published at once."""
+        body = api.SetFundingRequest(symbol=symbol, rate=rate, predicted_rate=predicted_rate)
+        return (await self._call("set_funding", body, api.FundingReply)).funding
 
     async def close(self) -> None:
         return None

@@ -27,6 +27,12 @@ def _non_negative(owner: object, *names: str) -> None:
             raise ValueError(f"`{name}` must not be negative, got {value}")
 
 
+def _within(owner: object, name: str, low: Decimal, high: Decimal) -> None:
+    value = getattr(owner, name)
+    if not value.is_finite() or not low <= value <= high:
+        raise ValueError(f"`{name}` must be in [{low}, {high}], got {value}")
+
+
 class SimMarket(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     symbol: str
     kind: Literal["spot", "swap"] = "swap"
@@ -41,6 +47,21 @@ class SimMarket(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     tick_volume: Decimal = Decimal(1)  # mean traded amount per tick (what resting orders can fill)
     spread_ticks: int = 1
     funding_interval_h: int = 8
+    funding_interval_s: int | None = None  # overrides `funding_interval_h` (short intervals for tests)
+    # Perpetuals: the funding rate is a seeded mean-reverting walk (Ornstein-Uhlenbeck) per market,
+    # moved every `funding_every_ms` of event time (venues/sim/funding.py). Its stationary spread
+    # around `funding_mean` is `funding_volatility` / sqrt(2 x `funding_reversion`).
+    funding_mean: Decimal = Decimal("0.0001")  # per funding interval, like every rate here
+    funding_volatility: Decimal = Decimal("0.0001")  # stdev of the move over one hour, without reversion
+    funding_reversion: Decimal = Decimal(1)  # per hour: a gap to the mean halves in ln 2 / this hours
+    funding_cap: Decimal = Decimal("0.003")  # the rate never goes beyond +-cap, as on real venues
+    # A market that follows another (a spot beside its perpetual) prints the leader's price times
+    # (1 + basis), on its own tick: the basis is a small seeded mean-reverting walk (per tick),
+    # never beyond +-`basis_cap`, so the two never drift apart (venues/sim/basis.py).
+    follows: str | None = None
+    basis_volatility: Decimal = Decimal("0.00002")  # stdev of the basis move per tick
+    basis_reversion: Decimal = Decimal("0.01")  # share of the basis given back each tick
+    basis_cap: Decimal = Decimal("0.001")
     # The book a taker walks: `book_depth` at the touch and at every `book_step_ticks` beyond it,
     # for `book_levels` levels. Unset depth = 10 x tick_volume.
     book_depth: Decimal | None = None
@@ -67,6 +88,30 @@ class SimMarket(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError("`spread_ticks` must not be negative")
         if self.funding_interval_h < 1:
             raise ValueError("`funding_interval_h` must be at least 1")
+        if self.funding_interval_s is not None and not 1 <= self.funding_interval_s <= 7 * 86_400:
+            raise ValueError(f"`funding_interval_s` must be 1..{7 * 86_400} (a week), got {self.funding_interval_s}")
+        # Bounded so that every float the walks compute stays ordinary (no overflow, no NaN).
+        _within(self, "funding_cap", Decimal("1e-8"), Decimal(1))
+        _within(self, "funding_mean", -self.funding_cap, self.funding_cap)
+        _within(self, "funding_volatility", ZERO, Decimal(1))
+        _within(self, "funding_reversion", ZERO, Decimal(1000))
+        if self.follows is not None:
+            try:
+                symbol_token(self.follows)
+            except SubjectError as exc:
+                raise ValueError(f"`follows`: {exc}") from None
+            if self.follows == self.symbol:
+                raise ValueError(f"`follows`: {self.symbol} cannot follow itself")
+        _within(self, "basis_cap", Decimal("1e-8"), Decimal("0.5"))
+        _within(self, "basis_volatility", ZERO, Decimal("0.1"))
+        _within(self, "basis_reversion", ZERO, Decimal(1))
+
+    @property
+    def funding_interval_ms(self) -> int:
+        """The real funding interval: `funding_interval_s` when set, else `funding_interval_h`."""
+        if self.funding_interval_s is not None:
+            return self.funding_interval_s * 1000
+        return self.funding_interval_h * 3_600_000
 
     @property
     def depth(self) -> Decimal:
@@ -119,6 +164,7 @@ def _default_markets() -> list[SimMarket]:
             min_amount=Decimal("0.00001"),
             start_price=Decimal(60000),
             tick_volume=Decimal("0.5"),
+            follows="BTC/USDT:USDT",  # spot and perpetual of one asset move together (arbitrage)
         ),
     ]
 
@@ -139,6 +185,9 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     paper_gap_ms: int = 10_000  # feed silence (event time) after which the next print comes with a gap marker
     paper_from: Literal["now", "first"] = "now"  # where a fresh paper venue starts reading the feed
     history_minutes: int = 1440  # backfilled on a fresh start
+    # Perpetuals' funding: the rate moves, and a FundingRate is published, every this much event
+    # time (and at each funding time).
+    funding_every_ms: int = 5_000
     metrics_port: int = 0  # /health, /status and /metrics (Prometheus) on 127.0.0.1; 0 = off
     start_time_ms: int | None = None  # lockstep: the first tick's time (default: now)
     fill_ratio: Decimal = Decimal("0.5")  # share of a tick's volume our resting orders can take
@@ -191,6 +240,9 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError("`markets` must list at least one market")
         if len({m.symbol for m in self.markets}) != len(self.markets):
             raise ValueError("`markets` lists a symbol twice")
+        self._check_follows()
+        if not 1 <= self.funding_every_ms <= 86_400_000:
+            raise ValueError(f"`funding_every_ms` must be 1..86400000 (a day), got {self.funding_every_ms}")
         if not self.accounts:
             raise ValueError("`accounts` must list at least one account")
         for name, balances in self.accounts.items():
@@ -199,6 +251,18 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             for asset, value in balances.items():
                 if not value.is_finite():
                     raise ValueError(f"`accounts.{name}.{asset}` must be a finite number, got {value}")
+
+    def _check_follows(self) -> None:
+        specs = {m.symbol: m for m in self.markets}
+        for m in self.markets:
+            if m.follows is None:
+                continue
+            leader = specs.get(m.follows)
+            if leader is None:
+                raise ValueError(f"`markets.{m.symbol}.follows`: {m.follows} is not one of the listed markets")
+            if leader.follows is not None:
+                # One level only: a leader's print is drawn before its followers' in the same tick.
+                raise ValueError(f"`markets.{m.symbol}.follows`: {m.follows} follows {leader.follows} itself; follow the leader")
 
     def _check_paper(self) -> None:
         if not self.paper_venue:
@@ -216,6 +280,14 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError('`clock` must be "realtime" when `prices` is "paper": the feed drives the clock')
         if self.paper_gap_ms < 1:
             raise ValueError("`paper_gap_ms` must be positive")
+
+    def followers(self) -> dict[str, list[SimMarket]]:
+        """Each leader's followers, in the order `markets` lists them."""
+        out: dict[str, list[SimMarket]] = {}
+        for m in self.markets:
+            if m.follows is not None:
+                out.setdefault(m.follows, []).append(m)
+        return out
 
     def market_map(self) -> dict[str, Market]:
         return {m.symbol: m.market() for m in self.markets}

@@ -30,7 +30,7 @@ from venues.sim.accounting import Accounting
 from venues.sim.charges import Charges
 from venues.sim.checks import PreTradeChecks
 from venues.sim.config import SimConfig
-from venues.sim.journal import Cancel, CancelAll, Entry, Fund, History, Place, Quote, Tick
+from venues.sim.journal import Cancel, CancelAll, Entry, Fund, History, Place, Quote, SetFunding, Tick
 from venues.sim.liquidation import Liquidator
 from venues.sim.market_data import MarketData
 from venues.sim.matching import Matcher
@@ -88,6 +88,8 @@ class SimEngine:
                 self.market_data.history(state, entry, out)
             case Fund():
                 self._fund(state, entry, out)
+            case SetFunding():
+                self._set_funding(state, entry, inbound.seq, out)
         return state, out
 
     def _silently(self, state: EngineState, entry: Place | Cancel) -> list[Any]:
@@ -141,11 +143,13 @@ class SimEngine:
             bars = bars[:limit] if since is not None else bars[-limit:]
         return [self.views.candle(symbol, b, b.open_time + MINUTE_MS - 1, True) for b in bars]
 
-    def funding(self, state: EngineState, symbol: str) -> FundingRate | None:
+    def funding(self, state: EngineState, symbol: str, *, scripted: int | None = None) -> FundingRate | None:
+        """The market's funding now (`scripted`: the journal seq of the test hook's entry that
+        set it, whose FundingRate it is then, id included)."""
         ms = state.markets.get(symbol)
         if ms is None:
             return None
-        return self.views.funding(symbol, ms, state.ts)
+        return self.views.funding(symbol, ms, state.ts, scripted=scripted)
 
     def fund_problem(self, state: EngineState, entry: Fund) -> str | None:
         """Why a deposit or withdrawal cannot be applied (None: it can). The API asks first."""
@@ -157,6 +161,15 @@ class SimEngine:
             free = self.accounting.free_margin(state, acct, entry.asset) if acct else ZERO
             if -entry.amount > free:
                 return f"withdrawing {-entry.amount} {entry.asset} with {max(free, ZERO)} free"
+        return None
+
+    def funding_problem(self, state: EngineState, entry: SetFunding) -> str | None:
+        """Why a scripted funding rate cannot be applied (None: it can). The API asks first."""
+        market = self.markets.get(entry.symbol)
+        if market is None or market.kind != "swap":
+            return f"{entry.symbol} is not a perpetual of {self.venue}: it has no funding"
+        if entry.symbol not in state.markets:
+            return f"{entry.symbol} has no price yet"
         return None
 
     # ------------------------------------------------------------------ prices
@@ -258,6 +271,14 @@ class SimEngine:
         if acct.borrowed.get(req.asset, ZERO) > 0:  # a deposit of a borrowed coin repays the loan
             acct.borrowed[req.asset] = max(-balance, ZERO)
         out.append(self.views.balance(state, req.account, req.asset))
+
+    def _set_funding(self, state: EngineState, req: SetFunding, seq: int, out: list[Any]) -> None:
+        """A test hook: without `test_hooks` (anyone can write the journal) it changes nothing."""
+        if not self.config.test_hooks or self.funding_problem(state, req) is not None:
+            return
+        ms = state.markets[req.symbol]
+        self.charges.process.pin(ms, req.symbol, req.rate, req.predicted_rate)
+        out.append(self.funding(state, req.symbol, scripted=seq))  # at once, not at the next Quote
 
 
 def state_digest(state: EngineState) -> str:

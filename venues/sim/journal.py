@@ -27,6 +27,7 @@ MAX_QUANTITY = Decimal("1e15")  # amounts, volumes and fund movements
 MAX_TS = 10**14  # milliseconds: the year 5138
 MINUTE_MS = 60_000
 MAX_ID_LENGTH = 128
+MAX_FUNDING_RATE = Decimal(1)  # a scripted rate: 100% of the notional per interval is already absurd
 
 
 def _price(name: str, value: Decimal) -> None:
@@ -198,7 +199,25 @@ class Fund(msgspec.Struct, frozen=True, kw_only=True, tag="fund"):
             raise ValueError(f"`amount` must be a finite number up to {MAX_QUANTITY} either way, got {self.amount}")
 
 
-Entry = Tick | Quote | History | Place | Cancel | CancelAll | Fund
+class SetFunding(msgspec.Struct, frozen=True, kw_only=True, tag="set_funding"):
+    """A test hook (`test_hooks` only): pin a perpetual's funding rate from now on (the walk stops
+    moving it), or with `rate` None let the walk go on from where it stands."""
+
+    symbol: str
+    rate: Decimal | None = None
+    predicted_rate: Decimal | None = None  # with a pinned rate only; unset: the rate itself
+
+    def __post_init__(self) -> None:
+        _symbol(self.symbol)
+        for name in ("rate", "predicted_rate"):
+            value = getattr(self, name)
+            if value is not None and (not value.is_finite() or abs(value) > MAX_FUNDING_RATE):
+                raise ValueError(f"`{name}` must be a rate within +-{MAX_FUNDING_RATE} per interval, got {value}")
+        if self.rate is None and self.predicted_rate is not None:
+            raise ValueError("`predicted_rate` comes with a pinned `rate` (a null rate unpins: the walk predicts)")
+
+
+Entry = Tick | Quote | History | Place | Cancel | CancelAll | Fund | SetFunding
 
 
 def journal_stream(venue: str) -> StreamSpec:

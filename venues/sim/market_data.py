@@ -18,9 +18,6 @@ from venues.sim.journal import Bar, History, Print, Tick
 from venues.sim.state import HISTORY_KEPT, MINUTE_MS, EngineState, MarketState, minute
 from venues.sim.views import EventViews
 
-FUNDING_CAP = Decimal("0.003")
-FUNDING_BASE = Decimal("0.0001")
-
 
 class MarketData:
     def __init__(self, config: SimConfig, markets: dict[str, Market], views: EventViews) -> None:
@@ -124,11 +121,6 @@ class MarketData:
             del ms.history[: len(ms.history) - HISTORY_KEPT]
         ms.bar = None
         md.append(self.views.candle(symbol, bar, bar.open_time + MINUTE_MS - 1, True))
-        if self.markets[symbol].kind == "swap":
-            # A simple premium model: funding leans with the last bar's move, capped like venues do.
-            move = (bar.close - bar.open) / bar.open
-            ms.funding_rate = max(-FUNDING_CAP, min(FUNDING_CAP, FUNDING_BASE + move / 2)).quantize(Decimal("0.000001"))
-            md.append(self.views.funding(symbol, ms, ts))
         # Mark open positions to market once a minute, so PnL moves on screens without a fill.
         for name in sorted(state.accounts):
             pos = state.accounts[name].positions.get(symbol)

@@ -4,6 +4,7 @@ In paper mode (`prices = "paper"`) the simulated exchange keeps its own name, ma
 and matching engine, but its prices are the trades another venue published on the bus
 (`md.<paper_venue>.<symbol>.trade`, as the ccxt publisher does). Each believable trade becomes
 one `Tick` of the journal with one print (its price on our tick, its amount as the volume);
+a market that follows one of them prints with it (venues/sim/basis.py);
 anything else is refused with its reason, and the feed consumer dead-letters it
 (venues/sim/paper_feed.py). docs/adr/0016-paper-trading.md says why it is built this way.
 
@@ -19,6 +20,7 @@ from bus.contract import InputRejected
 from schemas import ids, subjects
 from schemas.market import GapMarker, Market, Trade
 from schemas.sanity import PriceBand, check_price
+from venues.sim.basis import Basis
 from venues.sim.config import SimConfig
 from venues.sim.journal import MAX_QUANTITY, Print, Tick
 from venues.sim.state import EngineState, minute
@@ -41,7 +43,8 @@ def feed_subjects(config: SimConfig) -> tuple[str, ...]:
     assert config.paper_venue is not None
     out: list[str] = []
     for m in config.markets:
-        out += [subjects.md(config.paper_venue, m.symbol, "trade"), subjects.md(config.paper_venue, m.symbol, "gap")]
+        if m.follows is None:  # a follower prints its leader's trades (venues/sim/basis.py), not its own
+            out += [subjects.md(config.paper_venue, m.symbol, "trade"), subjects.md(config.paper_venue, m.symbol, "gap")]
     return tuple(out)
 
 
@@ -60,6 +63,8 @@ class PaperPrints:
         self.source = config.paper_venue
         self.markets = config.market_map()
         self.band = band or PriceBand()
+        self.basis = Basis(config)  # markets that follow one the feed prints
+        self.leaders = {m.symbol: m.follows for m in config.markets if m.follows is not None}
         self.clock = 0
         self.last: dict[str, tuple[Decimal, int]] = {}
         self.volume: dict[str, tuple[int, Decimal]] = {}  # each market's forming minute bar: (open time, volume)
@@ -75,6 +80,9 @@ class PaperPrints:
         a gap of the feed. Raises InputRejected (state unchanged) for anything else."""
         if event.venue != self.source or event.symbol not in self.markets:
             raise InputRejected(f"not {self.source}'s data of a market of {self.venue}: {event.venue} {event.symbol}")
+        leader = self.leaders.get(event.symbol)
+        if leader is not None:
+            raise InputRejected(f"{event.symbol} follows {leader} on {self.venue}: it prints with {leader}'s trades, not its own")
         if isinstance(event, GapMarker):
             return self._gap(event)
         return self._trade(seq, event)
@@ -92,19 +100,24 @@ class PaperPrints:
         try:
             # The step is the trade's MARKET sequence: its identity in the journal (a trade sent
             # again after a restart has the same tick id, and the stream drops it).
-            tick = Tick(step=seq, ts=ts, prints=[Print(ev.symbol, price, ev.amount)])
+            leader = Print(ev.symbol, price, ev.amount)
+            previous = {symbol: p for symbol, (p, _) in self.last.items()}
+            tick = Tick(step=seq, ts=ts, prints=[leader, *self.basis.prints(seq, leader, previous)])
         except ValueError as exc:  # beyond what the engine computes with (a price above 1e12, ...)
             raise InputRejected(str(exc)) from None
-        # The engine adds the amount to the minute's bar, which the journal bounds like any volume:
+        # The engine adds each amount to its minute's bar, which the journal bounds like any volume:
         # past it, the engine would refuse this tick and every later one of the minute, while the
         # feed took them as printed. (Both terms are bounded by now: the sum cannot overflow.)
-        opened, volume = self.volume.get(ev.symbol, (-1, Decimal(0)))
-        volume = (volume if opened == minute(ts) else Decimal(0)) + ev.amount
-        if volume > MAX_QUANTITY:
-            raise InputRejected(f"amount {ev.amount} takes the volume of {ev.symbol}'s minute beyond {MAX_QUANTITY}")
+        volumes = {}
+        for p in tick.prints:
+            opened, volume = self.volume.get(p.symbol, (-1, Decimal(0)))
+            volumes[p.symbol] = volume = (volume if opened == minute(ts) else Decimal(0)) + p.volume
+            if volume > MAX_QUANTITY:
+                raise InputRejected(f"amount {p.volume} takes the volume of {p.symbol}'s minute beyond {MAX_QUANTITY}")
         self.clock = ts
-        self.last[ev.symbol] = (price, ts)
-        self.volume[ev.symbol] = (minute(ts), volume)
+        for p in tick.prints:
+            self.last[p.symbol] = (p.price, ts)
+            self.volume[p.symbol] = (minute(ts), volumes[p.symbol])
         return tick
 
     def _gap(self, ev: GapMarker) -> GapMarker:

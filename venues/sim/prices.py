@@ -1,5 +1,7 @@
 """Where the simulated exchange's prices come from: a seeded random walk, a candle file, or a
-real venue's published trades (paper trading, `venues/sim/paper.py`).
+real venue's published trades (paper trading, `venues/sim/paper.py`). A market that follows
+another (`follows`) prints its leader's price times a small basis, whatever the source
+(`venues/sim/basis.py`); `MarketPrices` puts the two together for the service.
 
 The walk is counter-based: the move at step k is a pure function of (seed, symbol, k), so a
 restarted simulator continues the very path an uninterrupted one would have taken.
@@ -8,29 +10,18 @@ restarted simulator continues the very path an uninterrupted one would have take
 from __future__ import annotations
 
 import csv
-import hashlib
 import math
-import struct
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Protocol
 
+from venues.sim.basis import Basis
 from venues.sim.config import SimConfig, SimMarket
+from venues.sim.draws import normal
 from venues.sim.journal import Bar, Print
 
 MINUTE_MS = 60_000
 _SUB_STEPS = 12  # price points per backfilled bar
-
-
-def _uniforms(seed: int, symbol: str, tag: str, step: int) -> tuple[float, float]:
-    digest = hashlib.blake2b(f"{seed}|{symbol}|{tag}|{step}".encode(), digest_size=16).digest()
-    a, b = struct.unpack("<QQ", digest)
-    return (a + 1) / 2.0**64, (b + 1) / 2.0**64  # both in (0, 1]
-
-
-def _normal(seed: int, symbol: str, tag: str, step: int) -> tuple[float, float]:
-    u1, u2 = _uniforms(seed, symbol, tag, step)
-    return math.sqrt(-2.0 * math.log(u1)) * math.cos(2 * math.pi * u2), u2
 
 
 def _on_tick(price: float, spec: SimMarket) -> Decimal:
@@ -57,7 +48,7 @@ class RandomWalk:
 
     def next_print(self, symbol: str, step: int, last: Decimal) -> Print:
         spec = self.specs[symbol]
-        z, u = _normal(self.seed, symbol, "tick", step)
+        z, u = normal(self.seed, symbol, "tick", step)
         price = float(last) * math.exp(float(spec.volatility) * z)
         volume = float(spec.tick_volume) * (0.25 + 1.5 * u)
         return Print(symbol, _on_tick(price, spec), _on_lot(volume, spec))
@@ -73,7 +64,7 @@ class RandomWalk:
             points = []
             volume = 0.0
             for _ in range(_SUB_STEPS):
-                z, u = _normal(self.seed, symbol, "history", k)
+                z, u = normal(self.seed, symbol, "history", k)
                 k += 1
                 price *= math.exp(sigma * z)
                 points.append(price)
@@ -145,3 +136,32 @@ def price_source(config: SimConfig) -> PriceSource:
     if config.prices == "paper":
         return FeedPrices()
     return CandleFile(config) if config.prices == "csv" else RandomWalk(config)
+
+
+class MarketPrices:
+    """Every market's print in a tick, and its backfill: a leader's (a market that follows none)
+    from the price source, a follower's from its leader's."""
+
+    def __init__(self, config: SimConfig) -> None:
+        self.source = price_source(config)
+        self.basis = Basis(config)
+        self.markets = config.markets
+        self.specs = {m.symbol: m for m in config.markets}
+
+    def history(self, symbol: str, end_ms: int, minutes: int) -> list[Bar]:
+        spec = self.specs[symbol]
+        if spec.follows is None:
+            return self.source.history(symbol, end_ms, minutes)
+        return self.basis.history(spec, self.source.history(spec.follows, end_ms, minutes))
+
+    def next_prints(self, step: int, last: dict[str, Decimal]) -> list[Print]:
+        """The tick's prints, one per market in the configured order; `last` holds each market's
+        previous print (the followers' basis is read off it)."""
+        drawn: dict[str, Print] = {}
+        for spec in self.markets:
+            if spec.follows is None:
+                drawn[spec.symbol] = self.source.next_print(spec.symbol, step, last.get(spec.symbol, spec.start_price))
+        for leader in list(drawn.values()):
+            for p in self.basis.prints(step, leader, last):
+                drawn[p.symbol] = p
+        return [drawn[spec.symbol] for spec in self.markets]

@@ -40,10 +40,23 @@ from schemas.codec import encode
 from venues.sim import api
 from venues.sim.config import SimConfig
 from venues.sim.engine import EngineState, SimEngine
-from venues.sim.journal import Cancel, CancelAll, Entry, Fund, History, Place, Quote, Tick, journal_id, journal_stream, journal_subject
+from venues.sim.journal import (
+    Cancel,
+    CancelAll,
+    Entry,
+    Fund,
+    History,
+    Place,
+    Quote,
+    SetFunding,
+    Tick,
+    journal_id,
+    journal_stream,
+    journal_subject,
+)
 from venues.sim.metrics import CountingEngine, SimMetrics
 from venues.sim.paper_feed import PaperFeed
-from venues.sim.prices import price_source
+from venues.sim.prices import MarketPrices
 
 log = logging.getLogger("sim")
 
@@ -60,7 +73,7 @@ class SimService:
         self.config = config
         self.venue = config.venue
         self.engine = SimEngine(config)
-        self.prices = price_source(config)
+        self.prices = MarketPrices(config)
         self.journal = journal_stream(self.venue)
         self.publisher = publisher
         spec = ConsumerSpec(
@@ -227,12 +240,8 @@ class SimService:
         if self._unjournaled is not None:  # its prices are already drawn: never draw them twice
             return self._unjournaled
         self._step += 1
-        prints = []
-        for spec in self.config.markets:
-            last = self._last.get(spec.symbol, spec.start_price)
-            p = self.prices.next_print(spec.symbol, self._step, last)
-            self._last[spec.symbol] = p.price
-            prints.append(p)
+        prints = self.prices.next_prints(self._step, self._last)
+        self._last.update((p.symbol, p.price) for p in prints)
         tick = Tick(step=self._step, ts=self._next_ts, prints=prints)
         self._next_ts += self.config.tick_ms
         return tick
@@ -309,9 +318,10 @@ class SimService:
             "step": self._step_api,
             "fund": self._fund,
         }
-        if self.config.test_hooks:  # tests only: orders changed without their account events
+        if self.config.test_hooks:  # tests only: orders changed without their account events, scripted funding
             routes["hidden_create_order"] = lambda data: self._create_order(data, silent=True)
             routes["hidden_cancel_order"] = lambda data: self._cancel_order(data, silent=True)
+            routes["set_funding"] = self._set_funding
         for name, handler in routes.items():
             await service.add_endpoint(name=name, subject=api.api_subject(self.venue, name), handler=self._endpoint(handler))
         return service
@@ -464,3 +474,19 @@ class SimService:
             raise ApiError(api.REJECTED, "insufficient_balance" if entry.amount < 0 else "invalid", problem)
         await self.apply(entry)
         return api.BalancesReply(balances=self.engine.balances(self.state, req.account))
+
+    async def _set_funding(self, data: bytes) -> api.FundingReply:
+        """Tests only (`test_hooks`): pin a perpetual's funding rate, or unpin it (rate null)."""
+        req = msgspec.json.decode(data, type=api.SetFundingRequest)
+        try:
+            entry = SetFunding(symbol=req.symbol, rate=req.rate, predicted_rate=req.predicted_rate)
+        except ValueError as exc:
+            raise ApiError(api.REJECTED, "invalid", str(exc)) from None
+        problem = self.engine.funding_problem(self.state, entry)
+        if problem is not None:
+            raise ApiError(api.REJECTED, "unknown_symbol" if req.symbol not in self.engine.markets else "invalid", problem)
+        seq, _ = await self.append(entry)
+        await self.wait_applied(seq)
+        rate = self.engine.funding(self.state, req.symbol, scripted=seq)  # the FundingRate it published (in lockstep, exactly)
+        assert rate is not None  # the market has a price: checked above
+        return api.FundingReply(funding=rate)

@@ -102,6 +102,11 @@ class MarketState(msgspec.Struct, kw_only=True):
     history: list[Bar] = msgspec.field(default_factory=list)
     funding_rate: Decimal = Decimal("0.0001")
     next_funding_time: int = 0
+    # The funding walk (venues/sim/funding.py): the step of `funding_every_ms` it last moved at
+    # (-1: not started), its expectation one interval ahead, and whether a test pinned the rate.
+    funding_step: int = -1
+    funding_predicted: Decimal | None = None
+    funding_pinned: bool = False
     # What takers took from each side of the book since the last print (it refills on a print).
     ask_taken: Decimal = ZERO
     bid_taken: Decimal = ZERO

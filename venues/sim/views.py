@@ -9,11 +9,12 @@ from __future__ import annotations
 from decimal import Decimal
 
 from schemas import ids
-from schemas.account import ZERO, Balance, BorrowInterest, Liquidation, OrderUpdate, Position
+from schemas.account import ZERO, Balance, BorrowInterest, FundingPayment, Liquidation, OrderUpdate, Position
 from schemas.base import PositionSide
 from schemas.market import Candle, FundingRate, Market
 from venues.sim.accounting import Accounting
 from venues.sim.config import SimConfig, SimMarket
+from venues.sim.funding import interval_text
 from venues.sim.journal import Bar
 from venues.sim.state import HOUR_MS, EngineState, MarketState, SimOrder, SimPosition, money
 
@@ -108,17 +109,40 @@ class EventViews:
             ts_local=ts,
         )
 
-    def funding(self, symbol: str, ms: MarketState, ts: int) -> FundingRate:
+    def funding(self, symbol: str, ms: MarketState, ts: int, *, scripted: int | None = None) -> FundingRate:
+        """The market's funding now. A rate scripted by the test hook (journal entry `scripted`)
+        can change at a time a FundingRate was already published for: its id names the entry."""
         spec = self.specs[symbol]
-        return FundingRate(
-            id=ids.funding_id(self.venue, symbol, ts),
+        swap = spec.kind == "swap"
+        fields = dict(
             venue=self.venue,
             symbol=symbol,
-            funding_rate=ms.funding_rate if spec.kind == "swap" else ZERO,
-            next_funding_time=ms.next_funding_time if spec.kind == "swap" else 0,
-            interval=f"{spec.funding_interval_h}h",
+            funding_rate=ms.funding_rate if swap else ZERO,
+            next_funding_time=ms.next_funding_time if swap else 0,
+            interval=interval_text(spec.funding_interval_ms),
+            predicted_rate=(ms.funding_rate if ms.funding_predicted is None else ms.funding_predicted) if swap else None,
             mark_price=ms.last,
             index_price=ms.last,
+            ts=ts,
+            ts_local=ts,
+        )
+        event_id = ids.funding_id(self.venue, symbol, ts) if scripted is None else ids.funding_set_id(self.venue, symbol, scripted)
+        return FundingRate(id=event_id, **fields)  # type: ignore[arg-type]
+
+    def funding_payment(
+        self, account: str, symbol: str, contracts: Decimal, amount: Decimal, rate: Decimal, mark: Decimal, funding_time: int, ts: int
+    ) -> FundingPayment:
+        return FundingPayment(
+            id=ids.funding_payment_id(self.venue, account, symbol, funding_time),
+            venue=self.venue,
+            account=account,
+            symbol=symbol,
+            asset=self.accounting.settle(self.markets[symbol]),
+            amount=amount,
+            funding_rate=rate,
+            contracts=contracts,
+            mark_price=mark,
+            funding_time=funding_time,
             ts=ts,
             ts_local=ts,
         )
