@@ -110,6 +110,13 @@ HOSTILE: dict[str, dict[str, Any] | bytes] = {
     "history-bars-out-of-order": history(bars=[[T0, "100", "101", "99", "100", "1"], [T0 - 60_000, "100", "101", "99", "100", "1"]]),
     "history-for-an-unknown-symbol": history(symbol="DOGE/USDT"),
     "history-for-a-market-already-backfilled": history(symbol=SWAP),
+    # scripted funding (a test hook: without `test_hooks`, as here, even a valid one changes nothing)
+    "set-funding-without-test-hooks": {"type": "set_funding", "symbol": SWAP, "rate": "0.001"},
+    "set-funding-of-a-spot-market": {"type": "set_funding", "symbol": SPOT, "rate": "0.001"},
+    "set-funding-nan-rate": {"type": "set_funding", "symbol": SWAP, "rate": "NaN"},
+    "set-funding-huge-rate": {"type": "set_funding", "symbol": SWAP, "rate": "1e400"},
+    "set-funding-predicted-without-a-rate": {"type": "set_funding", "symbol": SWAP, "predicted_rate": "0.001"},
+    "set-funding-malformed-symbol": {"type": "set_funding", "symbol": "BTC", "rate": "0.001"},
     # not even an entry
     "not-json": b"{",
     "unknown-entry-type": {"type": "withdraw_everything", "account": "main"},
