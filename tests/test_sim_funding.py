@@ -447,6 +447,23 @@ async def test_scripted_funding_is_refused_without_test_hooks(bus: Client) -> No
         await task
 
 
+async def test_a_service_priced_from_a_candle_file_backfills_and_prints_its_follower_beside_its_leader(bus: Client, tmp_path: Path) -> None:
+    path = tmp_path / "candles.csv"
+    path.write_text(
+        "timestamp,open,high,low,close,volume\n" + "".join(f"{i},{60000 + i},{60050 + i},{59950 + i},{60010 + i},5\n" for i in range(20))
+    )
+    service, stop, task = await start(bus, SimConfig(**(LOCKSTEP | {"prices": "csv", "csv_path": str(path)})))
+    venue = SimVenue(bus)
+    try:
+        assert [c.close for c in await venue.fetch_ohlcv("BTC/USDT", limit=3)] == [c.close for c in await venue.fetch_ohlcv(SWAP, limit=3)]
+        await venue.step(20)
+        perp, spot = service.state.markets["BTC/USDT:USDT"], service.state.markets["BTC/USDT"]
+        assert perp.step == spot.step == 20 and band(perp.last, spot.last, SimConfig().markets[2])
+    finally:
+        stop.set()
+        await task
+
+
 async def test_a_second_simulated_venue_beside_the_first_keeps_its_prices_and_walks_its_own_funding(bus: Client) -> None:
     """`sim2` prints `sim`'s trades (paper prices) and walks its own funding (its own seed), on
     one server: its own journal, durable consumers, checkpoints, micro service and accounts."""
