@@ -57,7 +57,8 @@ class SimMarket(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     funding_cap: Decimal = Decimal("0.003")  # the rate never goes beyond +-cap, as on real venues
     # A market that follows another (a spot beside its perpetual) prints the leader's price times
     # (1 + basis), on its own tick: the basis is a small seeded mean-reverting walk (per tick),
-    # never beyond +-`basis_cap`, so the two never drift apart (venues/sim/basis.py).
+    # never beyond +-`basis_cap`, so the two never drift apart (venues/sim/basis.py). Its prints'
+    # volume is its leader's: its own `volatility` is not used, and its `tick_volume` only sizes its book.
     follows: str | None = None
     basis_volatility: Decimal = Decimal("0.00002")  # stdev of the basis move per tick
     basis_reversion: Decimal = Decimal("0.01")  # share of the basis given back each tick
