@@ -210,9 +210,11 @@ async def _holdings(venue: SimVenue) -> tuple[Decimal, Decimal]:
 
 
 async def replay_all(nc: Client, arb: ArbConfig, state: ArbState) -> ArbState:
+    """A fresh fold of the input stream up to the input the stopped instance's state reflects (the
+    exchange and the funding monitor go on adding tickers and spreads after it stopped)."""
     core = ArbCore(arb, [b.market for b in state.legs])
     spec = arb_spec(arb)
-    final, _, _ = await fold_stream(core, core.initial_state(), read_stream(nc, spec.stream), spec.rules())
+    final, _, _ = await fold_stream(core, core.initial_state(), read_stream(nc, spec.stream, end_seq=state.seq), spec.rules())
     return final
 
 
