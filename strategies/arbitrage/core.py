@@ -71,8 +71,8 @@ class ArbCore:
                 raise
             except Exception as exc:  # noqa: BLE001 - a fill we cannot book must not vanish into the DLQ
                 fault = f"OrderUpdate {ev.client_order_id}: {type(exc).__name__}: {exc}"
-                return self.decide(replace(st, fault=fault, halted=True, seq=inbound.seq), changed=True)
-            st, more = self.decide(replace(st, seq=inbound.seq, ts=max(st.ts, ev.ts)), changed=True)
+                return self.decide(replace(st, fault=fault, halted=True, seq=inbound.seq), True, state.blocked)
+            st, more = self.decide(replace(st, seq=inbound.seq, ts=max(st.ts, ev.ts)), True, state.blocked)
             return st, out + more
         elif kind is FundingPayment:
             st = self.on_funding(st, ev)
@@ -83,14 +83,15 @@ class ArbCore:
         elif kind is ControlCommand:
             st = self.on_control(st, ev)
         elif kind is Clock:
-            if ev.component != COMPONENT or ev.instance != st.instance:
+            if ev.component != COMPONENT or ev.instance != st.instance or ev.ts <= st.ts:
                 return st, []
+            st = replace(st, ts=ev.ts)  # time passes: a naked leg's deadline, an entry's wait
         else:
             return st, []
         if st is state:
             return st, []  # not about this instance
         changed = kind not in (Ticker, Clock, FundingSpread)
-        return self.decide(replace(st, seq=inbound.seq, ts=max(st.ts, ev.ts)), changed=changed)
+        return self.decide(replace(st, seq=inbound.seq, ts=max(st.ts, ev.ts)), changed, state.blocked)
 
     # ------------------------------------------------------------------ inputs
 
@@ -158,7 +159,9 @@ class ArbCore:
         known = known or Ended(leg, side, ZERO, ZERO, ZERO)
         st = self.book(st, leg, side, ev, known.filled, known.cost, known.fee)
         ended = dict(st.ended)
-        ended[ev.client_order_id] = Ended(leg, side, ev.filled, self._cost(book, ev), max(ev.fee_cost, known.fee))
+        newer = ev.filled > known.filled
+        filled, cost = (ev.filled, self._cost(book, ev)) if newer else (known.filled, known.cost)
+        ended[ev.client_order_id] = Ended(leg, side, filled, cost, max(ev.fee_cost, known.fee))
         st = replace(st, ended=ended)
         if ev.status == "open":
             order = ArbOrder(
@@ -176,7 +179,10 @@ class ArbCore:
 
     def _live_order(self, st: ArbState, i: int, order: ArbOrder, ev: OrderUpdate) -> tuple[ArbState, list[Any]]:
         st = self.book(st, order.leg, order.side, ev, order.filled, order.cost, order.fee)
-        filled, cost, fee = max(ev.filled, order.filled), self._cost(st.legs[order.leg], ev), max(ev.fee_cost, order.fee)
+        # A late, older copy (less filled) changes nothing of what was booked, its value included.
+        newer = ev.filled > order.filled
+        filled, cost = (ev.filled, self._cost(st.legs[order.leg], ev)) if newer else (order.filled, order.cost)
+        fee = max(ev.fee_cost, order.fee)
         orders = list(st.orders)
         if ev.status not in TERMINAL:
             status = "canceling" if order.status == "canceling" else ("open" if ev.status == "open" else order.status)
@@ -290,9 +296,10 @@ class ArbCore:
             return "reduce_only"
         return "running"
 
-    def decide(self, st: ArbState, changed: bool) -> tuple[ArbState, list[Any]]:
+    def decide(self, st: ArbState, changed: bool, blocked_before: str | None) -> tuple[ArbState, list[Any]]:
+        """Take the saga on, start the next one, and publish the state if it moved; a block new
+        since the input (`blocked_before` is what it was) is alerted once."""
         out: list[Any] = []
-        blocked_before = st.blocked
         if st.saga is not None:
             st, out = self.saga.advance(st)
             changed = changed or bool(out)

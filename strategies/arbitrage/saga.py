@@ -187,7 +187,7 @@ class SagaSteps:
     def start_unwind(self, st: ArbState, saga: Saga, why: str) -> tuple[ArbState, list[Any]]:
         recent = [t for t in st.unwinds if t > st.ts - HOUR_MS] + [st.ts]
         st = replace(st, unwinds=recent, saga=replace(saga, step="unwind", reason=why, retry_at=0))
-        if len(recent) >= self.cfg.unwinds_per_hour and st.blocked is None:
+        if len(recent) >= self.cfg.unwinds_per_hour:  # over any margin block: every direction stops
             st = replace(st, blocked="failure_budget", blocked_long=-1)
         return st, []
 
