@@ -89,9 +89,11 @@ def config_ports() -> dict[str, int]:
     for section, table in raw.items():
         if isinstance(table, dict) and table.get("metrics_port"):
             ports[section] = int(table["metrics_port"])
-    for grid in raw.get("grids", []):
-        if grid.get("metrics_port"):
-            ports[f"grid:{grid['instance']}"] = int(grid["metrics_port"])
+    for section in ("grids", "arbitrages", "executors", "publishers", "sims"):  # lists of tables: one port each
+        for i, table in enumerate(raw.get(section, [])):
+            if table.get("metrics_port"):
+                name = table.get("instance") or f"{table.get('venue')}-{table.get('account', i)}"
+                ports[f"{section.rstrip('s')}:{name}"] = int(table["metrics_port"])
     ports["gateway"] = int(raw.get("gateway", {}).get("port", 8081))
     return ports
 

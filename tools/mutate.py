@@ -98,6 +98,15 @@ TARGETS = {
             "tests/test_hostile_inputs.py",
         ],
     ),
+    # The funding arbitrage's saga and the monitor's spread arithmetic: pure, driven by testkit/arbitrage.py.
+    "arbitrage": (
+        ["strategies/arbitrage/core.py", "strategies/arbitrage/saga.py", "strategies/arbitrage/legs.py"],
+        ["tests/test_arbitrage_core.py", "tests/test_arbitrage_properties.py"],
+    ),
+    "funding": (
+        ["monitors/funding/spread.py", "monitors/funding/core.py"],
+        ["tests/test_funding_spread.py", "tests/test_funding_monitor.py"],
+    ),
     # ccxt's real code against recorded payloads (testkit/ccxt.py), offline.
     "ccxt": (
         ["venues/ccxt/ids.py", "venues/ccxt/errors.py", "venues/ccxt/parse.py"],
