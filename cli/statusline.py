@@ -107,10 +107,14 @@ class MarketWatch:
         t = self.ticker
         market = f"{self.symbol} {t.last} (bid {t.bid} / ask {t.ask})" if t else f"{self.symbol}: waiting for ticks"
         grids = "; ".join(
-            f"grid {k}: {v['status']}, {v['open']} open, position {v['position']}, {v['fills']} fills, pnl {v['pnl']}"
-            for k, v in sorted(self.grids.items())
+            [
+                *(
+                    f"grid {k}: {v['status']}, {v['open']} open, position {v['position']}, {v['fills']} fills, pnl {v['pnl']}"
+                    for k, v in sorted(self.grids.items())
+                ),
+                *(f"arbitrage {k}: {v}" for k, v in sorted(self.arbs.items())),
+            ]
         )
-        grids += "".join(f"; arbitrage {k}: {v}" for k, v in sorted(self.arbs.items()))
         risk = "; ".join(f"{scope} {what}" for scope, what in sorted(self.breakers.items())) or "no breaker open"
         return f"[{stamp}] {market} | {', '.join(counts)} msgs" + (f" | {grids}" if grids else "") + f" | risk: {risk}"
 

@@ -26,8 +26,13 @@ class Components:
     def start(self, *components: str, secrets: dict[str, str] | None = None) -> None:
         """Start each component, its output in <workdir>/<component>.log."""
         for component in components:
-            argv = [sys.executable, "-m", "cli.main", "--config", str(self.config), "run", component]
-            argv += ["--instance", self.instance] if component in ("grid", "arbitrage") else []
+            # `sim:sim2` is `run sim --venue sim2`; `executor:sim2-arb` is `run executor --venue sim2 --account arb`.
+            kind, _, which = component.partition(":")
+            argv = [sys.executable, "-m", "cli.main", "--config", str(self.config), "run", kind]
+            argv += ["--instance", self.instance] if kind in ("grid", "arbitrage") else []
+            if which:
+                venue, _, account = which.partition("-")
+                argv += ["--venue", venue] + (["--account", account] if account else [])
             with open(self.workdir / f"{component}.log", "ab") as out:
                 self.procs[component] = subprocess.Popen(argv, cwd=ROOT, env=clean_env(secrets), stdout=out, stderr=subprocess.STDOUT)
 

@@ -7,6 +7,7 @@ the exchange says (positions, balances) and what the account events recorded (fi
 from __future__ import annotations
 
 import asyncio
+import re
 from collections.abc import Iterator
 from decimal import Decimal
 from pathlib import Path
@@ -26,7 +27,7 @@ from schemas.commands import PlaceOrder
 from schemas.ops import RiskAlert, StrategyState
 from strategies.arbitrage.state import ArbState
 from testkit.bus import eventually
-from testkit.processes import Components
+from testkit.processes import ROOT, Components
 from venues.errors import Transient
 from venues.sim.client import SimVenue
 
@@ -230,3 +231,37 @@ async def test_a_margin_refusal_by_the_exchange_blocks_reentry(bus: Client, syst
     assert await state_is(bus, lambda st, _b: st.blocked == "margin_unavailable" and st.spread is not None and st.spread.state == "ok")
     places = [c for c in await stored(bus, "COMMAND", "cmd.sim.arb.>") if isinstance(c, PlaceOrder)]
     assert [(c.symbol, c.side, c.use_margin) for c in places] == [(SPOT, "sell", True)]
+
+
+async def test_the_shipped_perp_perp_config_longs_the_lower_funding_venue_shorts_the_higher_and_replays_to_the_same_orders(
+    bus: Client, tmp_path: Path, nats_server: EmbeddedServer
+) -> None:
+    """configs/arbitrage.toml as shipped (sim2's funding richer than sim's), faster and on this server."""
+    text = (ROOT / "configs" / "arbitrage.toml").read_text()
+    text = re.sub(r"(?m)^metrics_port = \d+", "metrics_port = 0", text)
+    text = re.sub(r'(?m)^data_dir = ".*"', f'data_dir = "{tmp_path / "data"}"', text)
+    text = text.replace('host = "127.0.0.1"\nport = 4222\nmonitor_port = 8222', f'url = "{nats_server.url}"')
+    text = text.replace("entry_hold_ms = 30000", "entry_hold_ms = 1000").replace("history_minutes = 60", "history_minutes = 5")
+    system = Components(tmp_path, instance="btc-x")
+    system.config.write_text(text)
+    try:
+        system.start("sim", "sim:sim2", "executor", "executor:sim2-arb", "funding", "arbitrage")
+
+        async def entered() -> bool:
+            try:
+                msg = await bus.jetstream().get_last_msg("OPS", subjects.ops("arbitrage", "btc-x", "state"))
+            except NotFoundError:
+                return False
+            state = decode(msg.data).state
+            return state is not None and msgspec.convert(state, ArbState).entries >= 1
+
+        await eventually(entered, timeout=90, what="the perp-perp entry")
+        sims = [SimVenue(bus, v, "arb") for v in ("sim", "sim2")]
+        held = [sum((p.contracts if p.side == "long" else -p.contracts for p in await v.fetch_positions([PERP])), Decimal(0)) for v in sims]
+        assert held == [Decimal("0.05"), Decimal("-0.05")]  # long sim (8 h at 0.01%), short sim2 (4 h at 0.03%)
+        replayed = system.sqt("replay", "arbitrage", "--instance", "btc-x", "--quiet")
+        assert replayed.returncode == 0 and "match: 2 decisions" in replayed.stderr, replayed.stderr
+        changed = system.sqt("replay", "arbitrage", "--instance", "btc-x", "--quiet", "--set", "amount=0.02")
+        assert changed.returncode == 1 and "DIFFERENT (with --set)" in changed.stderr, changed.stderr
+    finally:
+        system.stop()
