@@ -15,10 +15,21 @@ from typing import Any
 
 from bus.contract import Inbound
 from schemas import ids
-from schemas.account import ZERO, FundingPayment, OrderUpdate
+from schemas.account import ZERO, BorrowInterest, FundingPayment, OrderUpdate
 from schemas.commands import CancelOrder, PlaceOrder
 from schemas.market import Market, Ticker
-from schemas.ops import Clock, ControlAction, ControlCommand, FundingSpread, SpreadLeg, StrategyState
+from schemas.ops import (
+    BreakerChange,
+    BreakerState,
+    Clock,
+    ControlAction,
+    ControlCommand,
+    FundingSpread,
+    RiskAlert,
+    SpreadLeg,
+    StrategyState,
+)
+from schemas.subjects import breaker_scopes
 from strategies.arbitrage.config import ArbConfig, ArbLeg
 from strategies.arbitrage.core import COMPONENT, ArbCore
 from strategies.arbitrage.state import ArbState
@@ -234,3 +245,79 @@ class ArbHarness:
     @property
     def held(self) -> list[Decimal]:
         return [b.held for b in self.state.legs]
+
+    # ------------------------------------------------------------------ more inputs (added for the core's tests)
+
+    def breaker(self, scope: str, state: BreakerState, previous: BreakerState = "ok") -> list[Any]:
+        """A risk breaker moves (`scope` as in the breakers bucket, e.g. from `scopes(leg)`)."""
+        fields: dict[str, Any] = dict(instance="risk", scope=scope, state=state, previous=previous, reason="test", ts=self.now)
+        return self.feed(BreakerChange(id=ids.content_id("breaker", fields), **fields))
+
+    def scopes(self, leg: int) -> tuple[str, ...]:
+        """Every breaker scope that covers `leg` (global, venue, account, symbol)."""
+        c = self.cfg.legs[leg]
+        return breaker_scopes(c.venue, c.symbol, self.cfg.account)
+
+    def interest(self, interest: str, leg: int = 0, borrowed: str = "0.01", asset: str | None = None) -> list[Any]:
+        """Interest charged on the margin loan of the spot leg `leg` (in its base asset)."""
+        c = self.cfg.legs[leg]
+        return self.feed(
+            BorrowInterest(
+                id=f"bi:{self.now}:{leg}:{interest}",
+                venue=c.venue,
+                account=self.cfg.account,
+                asset=asset or self.core.markets[leg].base,
+                amount_borrowed=Decimal(borrowed),
+                interest=Decimal(interest),
+                interest_rate=Decimal("0.0001"),
+                ts=self.now,
+                ts_local=self.now,
+            )
+        )
+
+    def end(self, cmd: PlaceOrder, filled: Decimal | str, status: str, price: Decimal | None = None, **kw: Any) -> list[Any]:
+        """The venue reports `cmd` at `filled` (venue units, cumulative) and `status`, whether or not
+        it is still pending here; what it executed beyond what this harness recorded moves
+        `venue_held`. For late, repeated or reordered events: `answer` is the usual way."""
+        leg = next(i for i, c in enumerate(self.cfg.legs) if (c.venue, c.symbol) == (cmd.venue, cmd.symbol))
+        f = Decimal(filled)
+        before = self._executed.get(cmd.client_order_id, ZERO)
+        if f > before:
+            base = (f - before) * self.core.markets[leg].contract_size
+            self.venue_held[leg] += base if cmd.side == "buy" else -base
+            self._executed[cmd.client_order_id] = f
+        at = price or cmd.price
+        return self.feed(self.update(cmd, f, status, average=at if f else None, **kw))
+
+    @property
+    def _executed(self) -> dict[str, Decimal]:
+        if not hasattr(self, "_executed_map"):
+            self._executed_map: dict[str, Decimal] = {}
+        return self._executed_map
+
+    @property
+    def alerts(self) -> list[RiskAlert]:
+        return [o for o in self.outputs if isinstance(o, RiskAlert)]
+
+
+class RecordingArbHarness(ArbHarness):
+    """An ArbHarness that keeps every input it fed its core, in order (to replay them)."""
+
+    def __init__(self, *args: Any, **kw: Any) -> None:
+        self.inputs: list[Inbound[Any]] = []
+        super().__init__(*args, **kw)
+
+    def feed(self, event: Any, subject: str = "") -> list[Any]:
+        self.inputs.append(Inbound(self.seq + 1, subject, event))
+        return super().feed(event, subject)
+
+
+def replay(cfg: ArbConfig, markets: list[Market], inputs: list[Inbound[Any]]) -> tuple[ArbState, list[list[Any]]]:
+    """Feed `inputs` into a fresh core: its final state and its outputs per input."""
+    core = ArbCore(cfg, markets)
+    state = core.initial_state()
+    outs = []
+    for inbound in inputs:
+        state, out = core.step(state, inbound)
+        outs.append(out)
+    return state, outs
