@@ -1,19 +1,24 @@
 """Property tests: the funding arbitrage's saga core over random sessions.
 
 A session is a random sequence of what the world does to the core: the venue answers its oldest
-unanswered order (a random share filled, or refused for a random reason), time passes without an
-answer, the spread moves, flips or goes stale, the books move, breakers open and close, an
-operator asks for an exit, a pause, a halt or a reset. After every one of them:
+unanswered order (a random share filled, or refused for a random reason, margin ones included),
+time passes without an answer (with market data, or with nothing but the core's clock ticks), an
+order event comes again, the spread moves, flips or goes stale, the books move, breakers open and
+close, an operator asks for an exit, a pause, a halt or a reset. The legs are spot-perp,
+perp-spot or perp-perp, with perpetuals in base units or in contracts. After every event:
 
-- what the core holds is what the scripted venue executed;
-- no client order id is ever sent twice;
+- what the core holds is what the scripted venue executed (`held == venue_held`);
+- no client order id is ever sent twice; every order is an IOC limit;
 - during an entry, leg 2 never holds more base than leg 1 executed, and no hedge order asks for
-  more than the unhedged part of leg 1;
+  more than the unhedged part of leg 1, on leg 2's lot;
 - naked exposure: from the event time leg 1 ended with a fill (t1), no hedge is sent at or after
   t1 + naked_ms, and at the first event at or after that deadline (so within one clock step of it)
-  the core has canceled every live hedge or started the unwind; more generally, legs apart by more
-  than one lot for longer than naked_ms plus one clock step are never left alone (a saga is working
-  to bring them together: a live order it has canceled, or an unwind or exit step);
+  every live hedge is canceled or the unwind has started; more generally, legs apart by more than
+  one lot for longer than naked_ms plus one clock step are never left alone (a saga is working to
+  bring them together: a live order it has canceled, or an unwind or exit step);
+- unwinds and exits reduce their leg without turning it round, reduce-only exactly on a
+  perpetual; use_margin exactly on a spot order that borrows or repays; no margin short unless
+  the config allows it; an exit touches the perpetual only once the spot leg is flat;
 - the failure budget: never more than `unwinds_per_hour` failed entries (leg 1 filled, then an
   unwind) within any hour of event time without an operator reset in between.
 
@@ -30,6 +35,7 @@ from typing import Any, get_args
 import msgspec
 from hypothesis import example, given, settings
 from hypothesis import strategies as st
+from msgspec.structs import replace
 
 from schemas.account import OrderUpdate
 from schemas.base import RejectReason
@@ -42,6 +48,7 @@ from testkit.arbitrage import PERP, SPOT, ArbHarness, RecordingArbHarness, arb_c
 HOUR = 3_600_000
 MAX_STEP = 1_500  # the longest a clock step (a "wait") lasts in these sessions
 REASONS: list[str] = list(get_args(RejectReason))
+CONTRACTS = replace(PERP, contract_size=Decimal("0.001"), lot_size=Decimal(1), min_amount=Decimal(1))
 
 # ---------------------------------------------------------------------- sessions
 
@@ -85,12 +92,13 @@ ops = st.lists(
 @st.composite
 def configs(draw: st.DrawFn) -> tuple[ArbConfig, list[Any]]:
     shape = draw(st.sampled_from(["spot-perp", "spot-perp", "perp-spot", "perp-perp"]))
+    perps = st.sampled_from([PERP, PERP, CONTRACTS])  # base units, or contracts of 0.001 BTC
     if shape == "spot-perp":
-        legs, markets = [ArbLeg(venue="sim", symbol=SPOT.symbol), ArbLeg(venue="sim", symbol=PERP.symbol)], [SPOT, PERP]
+        legs, markets = [ArbLeg(venue="sim", symbol=SPOT.symbol), ArbLeg(venue="sim", symbol=PERP.symbol)], [SPOT, draw(perps)]
     elif shape == "perp-spot":
-        legs, markets = [ArbLeg(venue="sim", symbol=PERP.symbol), ArbLeg(venue="sim", symbol=SPOT.symbol)], [PERP, SPOT]
+        legs, markets = [ArbLeg(venue="sim", symbol=PERP.symbol), ArbLeg(venue="sim", symbol=SPOT.symbol)], [draw(perps), SPOT]
     else:
-        legs, markets = [ArbLeg(venue="sim", symbol=PERP.symbol), ArbLeg(venue="sim2", symbol=PERP.symbol)], [PERP, PERP]
+        legs, markets = [ArbLeg(venue="sim", symbol=PERP.symbol), ArbLeg(venue="sim2", symbol=PERP.symbol)], [draw(perps), draw(perps)]
     cfg = arb_config(
         legs=legs,
         amount=Decimal(draw(st.sampled_from(["0.01", "0.0237", "0.1"]))),
