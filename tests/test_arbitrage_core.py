@@ -276,19 +276,35 @@ def test_no_entry_on_a_snapshot_older_than_spread_fresh_ms() -> None:
     fresh(h)
     h.tick(0)
     assert h.sent == []
-    h.spread("0.3")  # fresh again (whether a gap in the snapshots restarts the wait is not pinned here)
+    h.spread("0.3")  # fresh again: the wait starts over (test_a_gap_in_the_snapshots_restarts_the_wait)
     h.tick(HOLD)
     assert len(h.sent) == 1
 
 
 def test_a_stale_book_on_either_leg_blocks_entry() -> None:
-    h = ArbHarness()
-    h.spread("0.3")
-    h.now += h.cfg.spread_fresh_ms + 1
-    h.spread("0.3")  # fresh, and above entry since T0
+    h = ArbHarness()  # its books are from T0
+    for _ in range(4):  # the spread stays fresh, below entry, while the books go quiet
+        h.now += 5_000
+        h.spread("0.05")
+    for _ in range(3):  # then above entry for longer than the wait
+        h.now += 5_000
+        h.spread("0.3")
     h.book(0)  # leg 1's book is still from T0
     assert h.sent == []
     h.book(1)
+    assert len(h.sent) == 1
+
+
+def test_a_gap_in_the_snapshots_restarts_the_wait() -> None:
+    h = ArbHarness()
+    h.spread("0.3")
+    h.now += h.cfg.spread_fresh_ms + 1  # the monitor went quiet: nothing says the APR held meanwhile
+    fresh(h)
+    h.spread("0.3")
+    assert h.sent == []
+    h.tick(HOLD - 1)
+    assert h.sent == []
+    h.tick(1)
     assert len(h.sent) == 1
 
 
@@ -744,6 +760,7 @@ def test_funding_fees_borrow_interest_and_basis_are_booked_apart_for_the_positio
     assert h.held == [D(0), D(0)]
     b = books_of(h)
     assert b["total"] == {"funding": D("8.5"), "basis": D("0.15"), "fees": D("1.814975"), "borrow": D("0.06")}
+    assert b["position"] == b["total"]  # the one position, closed: its books stay until the next entry
     assert h.states[-1].realized_pnl == D("8.5") + D("0.15") - D("1.814975") - D("0.06")
 
 
@@ -989,3 +1006,36 @@ def test_time_comes_from_the_clock_ticks() -> None:
     h.tick(1_000)
     assert h.state.ts == T0 + 1_000
     assert h.state.seq == h.seq
+
+
+def test_a_late_copy_of_an_order_ended_long_ago_is_not_booked_again() -> None:
+    """Beyond the ended orders it remembers, a late copy (after JetStream's dedupe window) is
+    recognised by its number, not booked as news (which would rebalance a position that is not there)."""
+    h = ArbHarness(arb_config(entry_hold_ms=0))
+    enter(h)
+    first = h.sent[0]
+    for _ in range(30):  # 30 exits and entries: 120 more orders than the first two
+        h.spread("0.01")
+        h.run_until(lambda: h.state.saga is None and h.state.holding_long < 0)
+        fresh(h)
+        h.spread("0.3")
+        h.run_until(lambda: h.state.saga is None and h.state.holding_long == 0)
+    assert first.client_order_id not in h.state.ended and h.state.forgotten_below > 0
+    before = h.state
+    h.feed(h.update(first, first.amount, "closed", average=first.price))
+    assert h.held == h.venue_held and h.pending == []
+    assert h.state.stale_events == before.stale_events + 1
+
+
+def test_a_remainder_below_the_hedges_lot_is_kept_and_closed_with_the_position() -> None:
+    h = ArbHarness()
+    start_entry(h)
+    h.answer("0.7345")  # 0.007345 BTC of spot: the perpetual's lot (0.001) hedges 0.007
+    [hedge] = h.pending
+    assert hedge.amount == D("0.007")
+    h.answer("1")
+    h.tick(NAKED * 2)
+    assert h.pending == [] and h.held == [D("0.00734"), D("-0.007")]  # spot lot 0.00001: 0.00034 kept
+    h.control("exit")
+    [close] = h.pending
+    assert (close.side, close.amount) == ("sell", D("0.00734"))  # the remainder leaves with the position

@@ -127,7 +127,9 @@ class ArbCore:
             return st  # older than the one we acted on
         above_since, above_long = 0, -1
         if ev.state == "ok" and ev.net_apr is not None and ev.net_apr >= self.cfg.entry_apr:
-            same = st.above_since and st.above_long == long_leg
+            # The wait continues only in one direction and without a gap in the snapshots.
+            unbroken = st.spread is not None and ev.ts - st.spread.ts <= self.cfg.spread_fresh_ms
+            same = st.above_since and st.above_long == long_leg and unbroken
             above_since, above_long = (st.above_since if same else ev.ts), long_leg
         ok_ts = ev.ts if ev.state == "ok" else st.spread_ok_ts
         st = replace(st, spread=ev, spread_ok_ts=ok_ts, above_since=above_since, above_long=above_long)
@@ -139,7 +141,7 @@ class ArbCore:
         parsed = L.parse_client_order_id(self.prefix, ev.client_order_id)
         if parsed is None or ev.account != st.account:
             return st, []
-        leg, side, _ = parsed
+        leg, side, number = parsed
         book = st.legs[leg]
         if (ev.venue, ev.symbol) != (book.venue, book.symbol) or ev.side != side:
             raise InputRejected(
@@ -152,7 +154,8 @@ class ArbCore:
         known = st.ended.get(ev.client_order_id)
         if known is not None and ev.filled <= known.filled and ev.fee_cost <= known.fee:
             return st, []  # a late copy of what was booked when it ended
-        if known is None and ev.status == "unknown":
+        if known is None and (ev.status == "unknown" or number < st.forgotten_below):
+            # Ended so long ago that its booking is forgotten: a late copy of it, not news.
             return replace(st, stale_events=st.stale_events + 1), []
         # Alive again after its end, or never tracked (sent by a run whose state is gone): book
         # what it executed beyond what was booked, and cancel it if it rests.
@@ -191,10 +194,13 @@ class ArbCore:
         del orders[i]
         ended = dict(st.ended)
         ended[ev.client_order_id] = Ended(order.leg, order.side, filled, cost, fee)
+        forgotten = st.forgotten_below
         if len(ended) > ENDED_KEPT:
             for key in list(ended)[: len(ended) - ENDED_KEPT]:
                 del ended[key]
-        st = replace(st, orders=orders, ended=ended)
+                parsed = L.parse_client_order_id(self.prefix, key)
+                forgotten = max(forgotten, parsed[2] + 1) if parsed else forgotten
+        st = replace(st, orders=orders, ended=ended, forgotten_below=forgotten)
         return self._ended(st, order, ev, filled), []
 
     def _ended(self, st: ArbState, order: ArbOrder, ev: OrderUpdate, filled: Decimal) -> ArbState:
@@ -398,12 +404,9 @@ class ArbCore:
         """(the open position's, all positions') books, with both legs' price PnL at the mid."""
         cash = sum((b.cash for b in st.legs), ZERO)
         value = sum((b.held * (b.mark or ZERO) for b in st.legs), ZERO)
-        if st.holding_long >= 0 or st.saga is not None:
-            open_basis = value - (cash - st.basis_cash)
-            realized = -st.basis_cash
-        else:
-            open_basis, realized = ZERO, value - cash
-        return replace(st.position, basis=open_basis), replace(st.total, basis=realized + open_basis)
+        # `basis_cash` is what the legs had cost when the position's entry began: the position's
+        # price PnL is what changed since (open or, once flat, closed), the total's all of it.
+        return replace(st.position, basis=value - (cash - st.basis_cash)), replace(st.total, basis=value - cash)
 
     def alert(self, st: ArbState) -> RiskAlert:
         why = {
@@ -425,6 +428,7 @@ class ArbCore:
 
     def state_event(self, st: ArbState) -> StrategyState:
         position, total = self.books(st)
+        holding = st.holding_long >= 0 or st.saga is not None
         perp = next((b for b in st.legs if not b.spot), st.legs[0])
         return StrategyState(
             id=ids.state_id(COMPONENT, st.instance, st.seq),
@@ -436,8 +440,8 @@ class ArbCore:
             status=st.status,
             input_seq=st.seq,
             position=perp.held,
-            realized_pnl=total.net - position.basis,
-            unrealized_pnl=position.basis,
+            realized_pnl=total.net - (position.basis if holding else ZERO),
+            unrealized_pnl=position.basis if holding else ZERO,
             open_orders=len(st.orders),
             fills=st.fills,
             state=msgspec.to_builtins(st) | {"books": {"position": msgspec.to_builtins(position), "total": msgspec.to_builtins(total)}},

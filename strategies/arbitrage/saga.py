@@ -202,6 +202,9 @@ class SagaSteps:
         a, b = st.legs
         if a.held and b.held and (a.held > 0) != (b.held > 0):
             keep = min(abs(a.held), abs(b.held))
+            coarser = max(L.to_base(a, a.market.lot_size), L.to_base(b, b.market.lot_size))
+            if abs(a.held + b.held) < coarser:
+                return [ZERO, ZERO]  # apart by less than a lot: the recorded remainder, kept until the exit
         else:
             keep = ZERO
         out = []

@@ -121,6 +121,7 @@ class ArbState(msgspec.Struct, frozen=True, kw_only=True):
     orders: list[ArbOrder] = []
     ended: dict[str, Ended] = {}
     next_n: int = 0  # orders ever sent: the tail of every client id, never reused
+    forgotten_below: int = 0  # orders numbered below this ended and were dropped from `ended`
     holding_long: int = -1  # the open position's long leg (-1: flat)
     position: Book = Book()  # the open position's books (since its entry)
     total: Book = Book()  # every position's, since the start
