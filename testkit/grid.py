@@ -157,6 +157,12 @@ class Harness:
         self.states: list[StrategyState] = []
         self.violations: list[str] = []
         self.inputs: list[Inbound[Any]] = []  # everything the grid saw, in order: a replay's input
+        # Inventory one slot's order event moved into another slot or the unassigned position
+        # (booking.absorb_dust: a remainder too small to close joins a neighbour), as
+        # (from slot, to slot or None for unassigned, amount), and what such moves brought into
+        # each slot since it last held nothing: a slot may host dust more than once.
+        self.dust_moves: list[tuple[int, int | None, Decimal]] = []
+        self.moved_in: dict[int, Decimal] = {}
         self.feed(
             VenueSnapshot(
                 id="snapshot", component="grid", instance=grid.instance, venue="sim", account="main", symbol=grid.symbol, ts=self.ts
@@ -182,7 +188,9 @@ class Harness:
         self.seq += 1
         inbound = Inbound(self.seq, "test", event)
         self.inputs.append(inbound)
+        before = self.gst
         self.gst, outputs = self.core.step(self.gst, inbound)
+        self._track_moves(event, before, self.gst)
         events: list[Any] = []
         for out in outputs:
             if isinstance(out, StrategyState):
@@ -202,6 +210,27 @@ class Harness:
                 self.feed(ev)
             elif isinstance(ev, OrderUpdate) and ev.account == "main":
                 self.feed(ev)
+
+    def _track_moves(self, event: Any, before: GridState, after: GridState) -> None:
+        """Record inventory an order event of one slot put into another slot (or the unassigned
+        position): a fill is booked into the slot its client id names, so any other slot that
+        grew took it from there."""
+        held_before = {s.index: s.holding for s in before.slots}
+        held_after = {s.index: s.holding for s in after.slots}
+        for index in list(self.moved_in):
+            if held_after.get(index, 0) == 0:
+                del self.moved_in[index]
+        parsed = parse_client_order_id(self.core.prefix, event.client_order_id) if isinstance(event, OrderUpdate) else None
+        if parsed is None:
+            return
+        origin = parsed[1]
+        for index, holding in held_after.items():
+            was = held_before.get(index, Decimal(0))
+            if index != origin and holding * was >= 0 and abs(holding) > abs(was):
+                self.dust_moves.append((origin, index, holding - was))
+                self.moved_in[index] = self.moved_in.get(index, Decimal(0)) + holding - was
+        if after.unassigned != before.unassigned:
+            self.dust_moves.append((origin, None, after.unassigned - before.unassigned))
 
     def _engine(self, entry: Any) -> list[Any]:
         self.eseq += 1
