@@ -146,7 +146,7 @@ def test_an_entry_below_the_minimum_notional_sends_nothing_and_starts_nothing() 
     fresh(h)
     h.spread("0.3")
     h.tick(HOLD)
-    h.tick(500)
+    assert states(h.tick(500)) == []  # nothing started: nothing to publish
     assert h.sent == [] and h.state.saga is None and h.state.next_n == 0
 
 
@@ -527,11 +527,12 @@ def test_a_late_copy_of_an_ended_stray_with_a_higher_fee_only_books_the_fee() ->
     held, fees = h.held, h.state.total.fees
     ended = h.state.ended[s.client_order_id]
     assert (ended.leg, ended.side, ended.filled) == (0, "buy", D("0.002")) and ended.cost == D("0.002") * s.price
-    ev = replace(h.update(s, D("0.002"), "canceled", average=s.price), fee_cost=ended.fee + 1)
+    ev = replace(h.update(s, D("0.002"), "canceled", average=s.price + 100), fee_cost=ended.fee + 1)
     h.feed(ev)
     assert h.held == held and h.state.total.fees == fees + 1
     h.feed(ev)  # its copy: nothing
     assert h.state.total.fees == fees + 1
+    assert h.state.ended[s.client_order_id].cost == ended.cost  # the same fill, whatever its average says
 
 
 def test_an_open_stray_is_canceled_by_its_venue_id_saying_why() -> None:
@@ -595,7 +596,7 @@ def test_a_breaker_back_to_ok_does_not_close_the_position() -> None:
     h.breaker(h.scopes(1)[-1], "ok", previous="reduce_only")
     enter(h)
     h.tick(1_000)
-    assert h.state.saga is None and h.pending == []
+    assert h.state.saga is None and h.pending == [] and h.state.status == "running"
 
 
 def test_the_reason_of_each_exit_is_published() -> None:
@@ -755,3 +756,177 @@ def test_a_margin_block_about_leg_0_is_lifted_when_leg_1_becomes_the_long_one() 
 
 
 _ = FundingSpread
+
+
+# ---------------------------------------------------------------------- more: faults, controls, published state
+
+
+def overflowing(h: ArbHarness, cmd: PlaceOrder) -> Any:
+    """An order event whose booking cannot be computed (beyond Decimal's range)."""
+    ev = h.update(cmd, D(0), "closed")
+    return replace(ev, filled=D("1e999998"), amount=D("1e999998"), remaining=D(0), status="closed")
+
+
+def test_an_order_event_that_cannot_be_booked_halts_with_the_fault_published() -> None:
+    h = ArbHarness()
+    leg1 = start_entry(h)
+    h.pending.clear()
+    out = h.feed(overflowing(h, leg1))
+    assert h.state.halted and h.state.status == "halted" and h.state.seq == h.seq
+    assert h.state.fault is not None and h.state.fault.startswith(f"OrderUpdate {leg1.client_order_id}: Overflow: ")
+    [st] = states(out)
+    assert st.status == "halted" and st.state["fault"] == h.state.fault and st.input_seq == h.seq
+    h.control("reset")
+    assert h.state.fault is None and not h.state.halted and published(h)["fault"] is None
+    assert published(h)["halted"] is False and published(h)["paused"] is False
+
+
+def test_a_fault_while_blocked_alerts_nothing_new() -> None:
+    h = ArbHarness()
+    fresh(h)
+    h.spread("0.3", long_leg=1)
+    h.tick(HOLD)
+    assert h.state.blocked == "margin_unavailable" and len(h.alerts) == 1
+    h.feed(overflowing(h, stray(h, 0, "buy", "0.002")))
+    assert h.state.fault is not None and len(h.alerts) == 1
+
+
+@pytest.mark.parametrize(
+    ("reason", "text"),
+    [
+        ("margin_unavailable", "a margin short is needed and margin is unavailable: entries in that direction blocked"),
+        ("insufficient_collateral", "the venue refused the margin loan: entries in that direction blocked"),
+    ],
+)
+def test_a_margin_block_alert_says_why(reason: str, text: str) -> None:
+    h = ArbHarness(arb_config(use_margin=True))
+    start_entry(h, long_leg=1)
+    h.answer(status="rejected", reason=reason)
+    [alert] = h.alerts
+    assert alert.message == f"arbitrage t (btc): {text}"
+    fields = dict(
+        component="arbitrage",
+        instance="t",
+        severity="critical",
+        kind=f"arbitrage_{reason}",
+        message=alert.message,
+        venue="sim",
+        symbol=SPOT.symbol,
+        ts=h.now,
+    )
+    assert alert.id == ids.content_id("arb-alert:t", fields)
+    assert (alert.component, alert.venue, alert.symbol, alert.ts) == ("arbitrage", "sim", SPOT.symbol, h.now)
+
+
+def test_pause_and_resume_are_published_and_a_control_for_another_component_is_ignored() -> None:
+    from schemas.ops import ControlCommand
+
+    h = ArbHarness()
+    fresh(h)
+    fields: dict[str, Any] = dict(target_component="grid", target_instance="t", action="pause", operator="op", ts=h.now)
+    h.feed(ControlCommand(id="other", **fields))
+    assert not h.state.paused
+    h.control("pause")
+    assert h.state.paused is True and published(h)["paused"] is True and h.state.status == "paused"
+    h.control("resume")
+    assert published(h)["paused"] is False and h.state.status == "running"
+
+
+def test_the_published_state_names_the_perpetual_and_splits_open_from_realized_pnl() -> None:
+    h = ArbHarness()
+    enter(h)  # long spot 0.01 at the ask, short perp 0.010 at the bid (through the band)
+    h.book(0, D(61000))
+    h.funding(1, "2")
+    st = h.states[-1]
+    position, total = h.core.books(h.state)
+    assert position.basis != 0
+    assert st.id == ids.state_id("arbitrage", "t", h.seq) and st.input_seq == h.seq
+    assert (st.component, st.instance, st.venue, st.account, st.symbol) == ("arbitrage", "t", "sim", "main", PERP.symbol)
+    assert st.status == "running" and st.ts == h.now and st.open_orders == 0 and st.fills == 2
+    assert st.position == D("-0.010")
+    assert st.unrealized_pnl == position.basis and st.realized_pnl == total.net - position.basis
+    h.spread("0.01")
+    h.answer_all()
+    h.answer_all()
+    assert h.held == [D(0), D(0)]
+    st = h.states[-1]
+    position, total = h.core.books(h.state)
+    assert st.unrealized_pnl == 0 and st.realized_pnl == total.net and st.fills == 4
+
+
+def test_the_published_state_of_a_position_long_leg_1() -> None:
+    h = ArbHarness(arb_config(use_margin=True))
+    enter(h, long_leg=1)
+    h.book(1, D(61000))
+    h.funding(1, "1")
+    st = h.states[-1]
+    position, total = h.core.books(h.state)
+    assert position.basis != 0 and st.unrealized_pnl == position.basis
+
+
+def test_during_an_entry_the_open_basis_is_unrealized() -> None:
+    h = ArbHarness()
+    start_entry(h)
+    h.answer("1")
+    h.book(0, D(61000))
+    h.funding(1, "1")
+    st = h.states[-1]
+    position, _ = h.core.books(h.state)
+    assert h.state.holding_long == -1 and h.state.saga is not None
+    assert position.basis != 0 and st.unrealized_pnl == position.basis and st.open_orders == 1
+
+
+def test_a_ticker_of_another_market_changes_no_book_and_one_at_the_same_time_does() -> None:
+    from schemas.market import Ticker
+
+    h = ArbHarness()
+    legs = h.state.legs
+    h.feed(Ticker(id="eth", venue="sim", symbol="ETH/USDT", bid=D(1), ask=D(2), last=D(1), ts=h.now + 1, ts_local=h.now + 1))
+    assert h.state.legs == legs
+    h.book(1, D(61000))  # the same time as the books from the start
+    assert h.state.legs[1].bid == D("60999.5")
+
+
+def test_a_clock_tick_at_the_same_time_does_nothing() -> None:
+    h = ArbHarness()
+    h.tick(0)
+    state = h.state
+    assert h.tick(0) == [] and h.state is state
+
+
+def test_an_order_event_moves_the_state_to_its_time_and_sequence() -> None:
+    h = ArbHarness()
+    leg1 = start_entry(h)
+    h.pending.clear()
+    h.now += 700
+    h.end(leg1, "0.01", "closed")
+    assert h.state.ts == h.now and h.state.seq == h.seq and h.states[-1].input_seq == h.seq
+
+
+def test_a_late_open_copy_of_an_ended_order_is_not_canceled() -> None:
+    h = ArbHarness()
+    leg1 = start_entry(h)
+    h.answer("1")
+    ended = h.state.ended[leg1.client_order_id]
+    out = h.feed(replace(h.update(leg1, D("0.01"), "open", average=leg1.price), fee_cost=ended.fee))
+    assert cancels(out) == [] and places(out) == []
+
+
+def test_refusals_name_what_is_wrong() -> None:
+    from bus.contract import InputRejected
+
+    h = ArbHarness()
+    leg1 = start_entry(h)
+    with pytest.raises(InputRejected, match="names leg 0"):
+        h.feed(h.update(replace(leg1, side="sell"), D("0.01"), "closed", average=D(60000)))
+    last = h.state.spread
+    assert last is not None
+    with pytest.raises(InputRejected, match="but arbitrage t trades"):
+        h.feed(replace(last, id="w", long=replace(last.long, symbol="ETH/USDT"), ts=h.now + 1))
+
+
+def test_a_snapshot_below_entry_publishes_no_direction() -> None:
+    h = ArbHarness()
+    fresh(h)
+    h.spread("0.05", long_leg=0)
+    assert h.state.above_long == -1 and published(h)["above_long"] == -1 and h.state.above_since == 0
