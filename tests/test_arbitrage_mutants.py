@@ -397,6 +397,7 @@ def test_legs_apart_by_exactly_one_lot_are_rebalanced() -> None:
     assert (unwind.symbol, unwind.side, unwind.amount) == (SPOT.symbol, "sell", D("0.001"))
     saga = h.state.saga
     assert saga is not None and (saga.kind, saga.step, saga.reason, saga.first, saga.long_leg) == ("enter", "unwind", "legs apart", 0, 0)
+    assert saga.started_ts == h.now
     h.answer("1")
     assert h.held == [D("0.010"), D("-0.010")] and h.state.holding_long == 0
 
@@ -930,3 +931,192 @@ def test_a_snapshot_below_entry_publishes_no_direction() -> None:
     fresh(h)
     h.spread("0.05", long_leg=0)
     assert h.state.above_long == -1 and published(h)["above_long"] == -1 and h.state.above_since == 0
+
+
+# ---------------------------------------------------------------------- buys are checked against the minimum at the buy's own limit
+
+
+def test_a_short_spot_bought_back_is_checked_against_the_minimum_at_its_buy_limit() -> None:
+    """Spot's minimum notional (598) lies between 0.01 BTC at the bid less the exit band (596.99)
+    and at the ask plus the band (603.01): the buy-back is tradable at its own limit, spot first."""
+    spot = replace(SPOT, min_notional=D(598))
+    h = ArbHarness(arb_config(use_margin=True), [spot, PERP])
+    enter(h, long_leg=1)
+    h.spread("0.01", long_leg=1)
+    [close1] = h.pending
+    assert (close1.symbol, close1.side, close1.amount, close1.use_margin) == (SPOT.symbol, "buy", D("0.01"), True)
+
+
+def test_a_hedge_buy_is_checked_against_the_minimum_at_its_buy_limit() -> None:
+    perp = replace(PERP, min_notional=D(600))  # 0.010 at the bid less the band: 599.4; at the ask plus the band: 600.6
+    h = ArbHarness(arb_config(use_margin=True), [SPOT, perp])
+    start_entry(h, long_leg=1)
+    [hedge] = places(h.answer("1"))
+    assert (hedge.symbol, hedge.side, hedge.amount) == (PERP.symbol, "buy", D("0.010"))
+
+
+def test_a_perp_bought_back_is_checked_against_the_minimum_at_its_buy_limit() -> None:
+    perp = replace(PERP, min_notional=D(598))
+    h = ArbHarness(markets=[SPOT, perp])
+    enter(h)
+    h.control("exit")
+    [close2] = places(h.answer("1"))
+    assert (close2.symbol, close2.side, close2.amount, close2.reduce_only) == (PERP.symbol, "buy", D("0.010"), True)
+    assert h.state.saga is not None and h.state.saga.kind == "exit"
+
+
+def test_a_naked_short_perp_is_rebalanced_at_its_buy_limit() -> None:
+    perp = replace(PERP, min_notional=D(598))
+    h = ArbHarness(markets=[SPOT, perp])
+    enter(h)
+    out = h.end(stray(h, 0, "sell", "0.01"), "0.01", "canceled")  # the spot sold by someone else
+    [unwind] = places(out)
+    assert (unwind.symbol, unwind.side, unwind.amount, unwind.reduce_only) == (PERP.symbol, "buy", D("0.010"), True)
+
+
+def test_an_exit_whose_last_perp_gap_is_below_the_minimum_notional_ends() -> None:
+    perp = replace(PERP, min_notional=D(100))
+    h = ArbHarness(markets=[SPOT, perp])
+    enter(h)
+    h.control("exit")
+    h.answer("1")
+    h.answer("0.9")  # 0.001 of the perp left: 60 USDT, below 100
+    assert h.held == [D(0), D("-0.001")]
+    assert h.state.saga is None and h.pending == [] and h.state.exits >= 1
+
+
+def test_dust_held_after_a_rebalance_then_sold_elsewhere_leaves_the_instance_flat() -> None:
+    h = ArbHarness()
+    enter(h)
+    h.end(stray(h, 0, "sell", "0.00995", n=901), "0.00995", "canceled")  # 0.00005 spot left: 3 USDT
+    [unwind] = h.pending
+    assert (unwind.symbol, unwind.side, unwind.amount) == (PERP.symbol, "buy", D("0.010"))
+    h.answer("1")
+    assert h.held == [D("0.00005"), D(0)] and h.state.saga is None and h.state.holding_long == 0
+    h.end(stray(h, 0, "sell", "0.00005", n=902), "0.00005", "canceled")
+    assert h.held == [D(0), D(0)]
+    assert h.state.holding_long == -1 and published(h)["holding_long"] == -1 and h.states[-1].unrealized_pnl == 0
+
+
+def test_a_stray_spot_sale_during_close2_sends_the_exit_back_to_close1_at_its_buy_limit() -> None:
+    spot = replace(SPOT, min_notional=D(598))
+    h = ArbHarness(arb_config(use_margin=True), [spot, PERP])
+    enter(h, long_leg=1)  # short 0.01 spot, long 0.010 perp
+    h.control("exit")
+    h.answer("1")  # spot bought back
+    [close2] = h.pending
+    h.end(stray(h, 0, "sell", "0.01"), "0.01", "canceled")  # spot short again meanwhile
+    h.pending.remove(close2)
+    h.end(close2, "0", "canceled")  # the perp sold nothing: it still hedges the spot
+    saga = h.state.saga
+    assert saga is not None and saga.kind == "exit" and saga.step == "close1" and h.state.exits == 0
+    assert h.pending == []  # the empty close2 waits retry_ms before the next order
+    h.tick(h.cfg.retry_ms)
+    [again] = h.pending
+    assert (again.symbol, again.side, again.amount, again.use_margin) == (SPOT.symbol, "buy", D("0.01"), True)
+
+
+def test_a_stray_fill_before_any_book_waits_for_the_books() -> None:
+    h = ArbHarness()
+    core = ArbCore(h.cfg, [SPOT, PERP])
+    h.core, h.state = core, core.initial_state()
+    s = stray(h, 0, "buy", "0.002")
+    out = h.end(s, "0.002", "canceled")
+    assert places(out) == [] and h.state.saga is None and h.state.holding_long == -1
+    h.book(0)
+    [unwind] = places(h.book(1))
+    assert (unwind.symbol, unwind.side, unwind.amount) == (SPOT.symbol, "sell", D("0.002"))
+
+
+def test_a_stray_numbered_zero_after_a_lost_state_is_booked() -> None:
+    h = ArbHarness()
+    fresh(h)
+    h.end(stray(h, 0, "buy", "0.002", n=0), "0.002", "canceled")
+    assert h.held[0] == D("0.002") and h.state.stale_events == 0
+
+
+def test_dust_below_the_spots_minimum_amount_does_not_stop_the_next_entry() -> None:
+    spot = replace(SPOT, min_amount=D("0.0001"))
+    h = ArbHarness(markets=[spot, PERP])
+    enter(h)
+    h.spread("0.01")
+    h.answer("0.995")  # 0.00005 spot left: below its minimum amount
+    h.answer("1")
+    assert h.held == [D("0.00005"), D(0)] and h.state.saga is None
+    h.tick(500)
+    assert h.state.exits == 1
+    fresh(h)
+    h.spread("0.3")
+    h.tick(HOLD)
+    assert len(h.pending) == 1
+
+
+def test_a_perp_perp_exit_closes_leg_0_first() -> None:
+    from tests.test_arbitrage_core import perp_perp
+
+    h = perp_perp()
+    enter(h, long_leg=1)
+    h.spread("0.01", long_leg=1)
+    [close1] = h.pending
+    assert (close1.venue, close1.side, close1.amount, close1.reduce_only) == ("sim", "buy", D("0.010"), True)
+    saga = h.state.saga
+    assert saga is not None and saga.first == 0 and saga.long_leg == 1 and saga.started_ts == h.now
+
+
+@pytest.mark.parametrize("long_leg", [0, 1])
+def test_an_exit_saga_remembers_which_leg_was_long(long_leg: int) -> None:
+    h = ArbHarness(arb_config(use_margin=True))
+    enter(h, long_leg=long_leg)
+    h.control("exit")
+    saga = h.state.saga
+    assert saga is not None and saga.long_leg == long_leg and published(h)["saga"]["long_leg"] == long_leg
+
+
+def test_an_entry_completing_exactly_stale_exit_ms_after_a_low_snapshot_exits_for_the_apr() -> None:
+    h = ArbHarness()
+    start_entry(h)
+    h.answer("1")
+    h.spread("0.01")  # below exit while the hedge is out
+    h.now += h.cfg.stale_exit_ms
+    h.answer("1")
+    saga = h.state.saga
+    assert saga is not None and saga.kind == "exit" and saga.reason == "net APR 0.01 below 0.02"
+
+
+def test_a_margin_block_about_the_other_direction_does_not_stop_an_entry() -> None:
+    from tests.test_arbitrage_core import perp_perp
+
+    h = perp_perp()
+    fresh(h)
+    h.spread("0.3", long_leg=1)
+    h.end(stray(h, 0, "buy", "0.002"), "0.002", "canceled")
+    [unwind] = h.pending
+    h.answer(status="rejected", reason="insufficient_collateral")
+    assert (h.state.blocked, h.state.blocked_long) == ("insufficient_collateral", 0)
+    h.tick(h.cfg.retry_ms)
+    h.answer("1")
+    assert h.held == [D(0), D(0)] and h.state.saga is None
+    h.now = T0 + HOLD
+    fresh(h)
+    [leg1] = h.pending
+    assert (leg1.venue, leg1.side) == ("sim", "sell") and unwind.side == "sell"
+
+
+def test_a_reset_unpauses() -> None:
+    h = ArbHarness()
+    h.control("pause")
+    h.control("reset")
+    assert h.state.paused is False and h.state.status == "running"
+
+
+def test_exact_refusal_texts() -> None:
+    from bus.contract import InputRejected
+
+    with pytest.raises(ValueError, match=r"^an arbitrage needs its two legs \(filled from its pair\) and their markets$"):
+        ArbCore(arb_config(), [SPOT])
+    h = ArbHarness()
+    h.spread("0.3")
+    last = h.state.spread
+    assert last is not None
+    with pytest.raises(InputRejected, match="^an ok spread snapshot without its net APR$"):
+        h.feed(replace(last, id="z", net_apr=None, ts=h.now + 1))
