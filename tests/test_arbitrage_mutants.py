@@ -1120,3 +1120,16 @@ def test_exact_refusal_texts() -> None:
     assert last is not None
     with pytest.raises(InputRejected, match="^an ok spread snapshot without its net APR$"):
         h.feed(replace(last, id="z", net_apr=None, ts=h.now + 1))
+
+
+def test_a_block_replaced_by_another_on_a_snapshot_is_alerted_and_published() -> None:
+    h = ArbHarness(arb_config(entry_hold_ms=0))
+    start_entry(h, long_leg=0)
+    h.answer("1")
+    h.answer(status="rejected", reason="insufficient_collateral")  # the perp's collateral: blocked that way
+    h.run_until(lambda: h.state.saga is None)
+    assert (h.state.blocked, h.state.blocked_long, h.state.status) == ("insufficient_collateral", 0, "reduce_only")
+    out = h.spread("0.3", long_leg=1)  # the other way: that block lifts, but a spot short needs margin
+    assert h.state.blocked == "margin_unavailable" and h.state.status == "reduce_only"
+    assert [a.kind for a in h.alerts] == ["arbitrage_insufficient_collateral", "arbitrage_margin_unavailable"]
+    assert states(out) and states(out)[-1].state["blocked"] == "margin_unavailable"
