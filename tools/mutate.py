@@ -105,7 +105,7 @@ TARGETS = {
     ),
     "funding": (
         ["monitors/funding/spread.py", "monitors/funding/core.py"],
-        ["tests/test_funding_spread.py", "tests/test_funding_monitor.py"],
+        ["tests/test_funding_spread.py", "tests/test_funding_monitor.py", "tests/test_funding_mutants.py"],
     ),
     # ccxt's real code against recorded payloads (testkit/ccxt.py), offline.
     "ccxt": (
