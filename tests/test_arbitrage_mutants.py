@@ -145,8 +145,8 @@ def test_an_entry_below_the_minimum_notional_sends_nothing_and_starts_nothing() 
     h = ArbHarness(arb_config(amount=D("0.00005")))  # 3 USDT: below the spot's 5 USDT minimum
     fresh(h)
     h.spread("0.3")
-    h.tick(HOLD)
-    assert states(h.tick(500)) == []  # nothing started: nothing to publish
+    assert states(h.tick(HOLD)) == []  # nothing started: nothing to publish
+    assert states(h.tick(500)) == []
     assert h.sent == [] and h.state.saga is None and h.state.next_n == 0
 
 
@@ -1093,6 +1093,7 @@ def test_a_margin_block_about_the_other_direction_does_not_stop_an_entry() -> No
     [unwind] = h.pending
     h.answer(status="rejected", reason="insufficient_collateral")
     assert (h.state.blocked, h.state.blocked_long) == ("insufficient_collateral", 0)
+    assert h.alerts[-1].venue == "sim" and h.alerts[-1].symbol == PERP.symbol  # the first configured leg
     h.tick(h.cfg.retry_ms)
     h.answer("1")
     assert h.held == [D(0), D(0)] and h.state.saga is None
@@ -1133,3 +1134,22 @@ def test_a_block_replaced_by_another_on_a_snapshot_is_alerted_and_published() ->
     assert h.state.blocked == "margin_unavailable" and h.state.status == "reduce_only"
     assert [a.kind for a in h.alerts] == ["arbitrage_insufficient_collateral", "arbitrage_margin_unavailable"]
     assert states(out) and states(out)[-1].state["blocked"] == "margin_unavailable"
+
+
+def test_a_reset_forgets_the_blocked_direction() -> None:
+    h = ArbHarness(arb_config(use_margin=True))
+    start_entry(h, long_leg=1)
+    h.answer(status="rejected", reason="margin_unavailable")
+    assert h.state.blocked_long == 1
+    h.control("reset")
+    assert h.state.blocked is None and h.state.blocked_long == -1 and published(h)["blocked_long"] == -1
+
+
+def test_a_fault_while_already_halted_is_published() -> None:
+    h = ArbHarness()
+    fresh(h)
+    h.control("halt")
+    assert h.state.status == "halted"
+    out = h.feed(overflowing(h, stray(h, 0, "buy", "0.002")))
+    assert h.state.fault is not None
+    assert states(out) and states(out)[-1].state["fault"] == h.state.fault
