@@ -101,7 +101,8 @@ TARGETS = {
     # The funding arbitrage's saga and the monitor's spread arithmetic: pure, driven by testkit/arbitrage.py.
     "arbitrage": (
         ["strategies/arbitrage/core.py", "strategies/arbitrage/saga.py", "strategies/arbitrage/legs.py"],
-        ["tests/test_arbitrage_core.py"],  # the properties add little per mutant and take most of the time
+        # The properties add little per mutant and take most of the time.
+        ["tests/test_arbitrage_core.py", "tests/test_arbitrage_mutants.py"],
     ),
     "funding": (
         ["monitors/funding/spread.py", "monitors/funding/core.py"],

@@ -336,7 +336,8 @@ class ArbCore:
             long_leg = 0 if st.legs[0].held > 0 else 1
             saga = Saga(kind="enter", key=key, step="unwind", first=0, long_leg=long_leg, started_ts=st.ts, reason="legs apart")
             return replace(st, saga=saga), []
-        holding = not flat and any(L.tradable(b, L.lot_floor(b, b.held), None) for b in st.legs)
+        # Dust the venue would refuse to trade (below its minimum amount or notional) is not a position.
+        holding = not flat and any(L.tradable(b, L.lot_floor(b, b.held), b.mark) for b in st.legs)
         if holding:
             why = self.exit_reason(st)
             if why is None:

@@ -193,7 +193,7 @@ class SagaSteps:
 
     def finish_unwind(self, st: ArbState) -> tuple[ArbState, list[Any]]:
         assert st.saga is not None
-        held = any(L.tradable(b, L.lot_floor(b, b.held), None) for b in st.legs)
+        held = any(L.tradable(b, L.lot_floor(b, b.held), b.mark) for b in st.legs)
         return replace(st, saga=None, holding_long=st.saga.long_leg if held else -1), []
 
     def excess(self, st: ArbState) -> list[Decimal]:
