@@ -1150,3 +1150,15 @@ def test_a_fault_while_already_halted_is_published() -> None:
     out = h.feed(overflowing(h, stray(h, 0, "buy", "0.002")))
     assert h.state.fault is not None
     assert states(out) and states(out)[-1].state["fault"] == h.state.fault
+
+
+def test_an_open_position_that_a_price_move_takes_below_the_minimum_notional_is_not_entered_again() -> None:
+    spot, perp = replace(SPOT, min_notional=D(598)), replace(PERP, min_notional=D(598))
+    h = ArbHarness(arb_config(), [spot, perp])
+    enter(h)  # 0.01 on each leg at about 60000: 600 USDT, just above the minimum
+    h.book(0, D(59000))
+    h.book(1, D(59000))  # 590 USDT now: below the minimum on both legs
+    h.spread("0.3")
+    h.tick(HOLD)
+    assert h.pending == [] and h.state.holding_long == 0 and h.state.entries == 1
+    assert h.states[-1].unrealized_pnl != 0  # still an open position, marked at the mid

@@ -336,8 +336,10 @@ class ArbCore:
             long_leg = 0 if st.legs[0].held > 0 else 1
             saga = Saga(kind="enter", key=key, step="unwind", first=0, long_leg=long_leg, started_ts=st.ts, reason="legs apart")
             return replace(st, saga=saga), []
-        # Dust the venue would refuse to trade (below its minimum amount or notional) is not a position.
-        holding = not flat and any(L.tradable(b, L.lot_floor(b, b.held), b.mark) for b in st.legs)
+        # What is left after an exit or an unwind that the venue would refuse to trade (below its
+        # minimum notional at the mark) is dust, not a position; an open position stays one even
+        # if a price move takes a leg below that minimum (it is not entered again on top).
+        holding = not flat and any(L.tradable(b, L.lot_floor(b, b.held), b.mark if st.holding_long < 0 else None) for b in st.legs)
         if holding:
             why = self.exit_reason(st)
             if why is None:
