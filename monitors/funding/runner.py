@@ -13,11 +13,11 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import time
 from typing import Any
 
 from nats.aio.client import Client
 
+from bus import clock
 from bus.connection import connect
 from bus.http import address, maybe_serve
 from bus.publisher import Publisher
@@ -81,17 +81,7 @@ def funding_spec(cfg: FundingConfig) -> ConsumerSpec:
 
 
 def clock_event(instance: str, now_ms: int) -> Clock:
-    return Clock(id=f"clock:{CLOCK_COMPONENT}:{instance}:{now_ms}", component=CLOCK_COMPONENT, instance=instance, ts=now_ms)
-
-
-async def tick(publisher: Publisher, cfg: FundingConfig, stop: asyncio.Event) -> None:
-    """Put the time into the input stream, every `clock_ms`."""
-    period = cfg.clock_ms / 1000
-    while not stop.is_set():
-        with contextlib.suppress(Exception):  # a missed tick is only a later judgement; the next one comes
-            await publisher.send_message(clock_event(cfg.instance, int(time.time() * 1000)))
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), period)
+    return clock.clock_event(CLOCK_COMPONENT, instance, now_ms)
 
 
 async def market_rules(nc: Client, cfg: FundingConfig, settings: BusSettings, stop: asyncio.Event) -> dict[str, Market] | None:
@@ -181,13 +171,15 @@ async def run_funding(settings: BusSettings, cfg: FundingConfig, stop: asyncio.E
 
         http = await maybe_serve(cfg.metrics_port, FundingMetrics(core, lambda: runtime.state).registry, status)
         service = await register(nc, "funding", cfg.instance, f"funding monitor over {len(cfg.pairs)} pairs", status, http=address(http))
-        clock = asyncio.create_task(tick(runtime.publisher, cfg, stop), name="funding-clock")
+        ticking = asyncio.create_task(
+            clock.tick(runtime.publisher, CLOCK_COMPONENT, cfg.instance, cfg.clock_ms, stop), name="funding-clock"
+        )
         try:
             await runtime.run(stop)
         finally:
-            clock.cancel()
+            ticking.cancel()
             with contextlib.suppress(asyncio.CancelledError, Exception):
-                await clock
+                await ticking
             await service.stop()
             if http is not None:
                 await http.cleanup()

@@ -28,6 +28,7 @@ import msgspec
 from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 
+from bus.clock import tick
 from bus.connection import connect
 from bus.consumer import Outgoing
 from bus.http import address, maybe_serve
@@ -138,20 +139,6 @@ class RiskRuntime(ConsumerRuntime[RiskState, Any]):
         return fixed
 
 
-def clock_event(instance: str, now_ms: int) -> Clock:
-    return Clock(id=f"clock:{instance}:{now_ms}", component="risk", instance=instance, ts=now_ms)
-
-
-async def tick(publisher: Publisher, cfg: RiskConfig, stop: asyncio.Event) -> None:
-    """Put the time into the input stream, every `clock_ms`."""
-    period = cfg.clock_ms / 1000
-    while not stop.is_set():
-        with contextlib.suppress(Exception):  # a missed tick is only a later judgement; the next one comes
-            await publisher.send_message(clock_event(cfg.instance, int(time.time() * 1000)))
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), period)
-
-
 async def heartbeat(nc: Client, runtime: RiskRuntime, cfg: RiskConfig, stop: asyncio.Event) -> None:
     """Say we are alive while the core keeps up with the clock; go quiet when it does not."""
     keeps_up = max(2_000, 4 * cfg.clock_ms)
@@ -238,7 +225,7 @@ async def run_risk(settings: BusSettings, cfg: RiskConfig, stop: asyncio.Event) 
 
         http = await maybe_serve(cfg.metrics_port, RiskMetrics(cfg, lambda: runtime.state).registry, status)
         service = await register(nc, "risk", cfg.instance, f"risk monitor over {len(cfg.markets())} markets", status, http=address(http))
-        tasks = [asyncio.create_task(tick(runtime.publisher, cfg, stop), name="risk-clock")]
+        tasks = [asyncio.create_task(tick(runtime.publisher, "risk", cfg.instance, cfg.clock_ms, stop), name="risk-clock")]
 
         async def once_recovered() -> None:
             await runtime.caught_up.wait()  # recovered from checkpoint and log, and live

@@ -18,6 +18,7 @@ from typing import Any
 
 from nats.aio.client import Client
 
+from bus.clock import tick
 from bus.connection import connect
 from bus.http import address, maybe_serve
 from bus.publisher import Publisher
@@ -164,20 +165,6 @@ async def build_arbitrage(
     return ConsumerRuntime(nc, spec, ArbCore(cfg, markets), publisher or await Publisher(nc).start())
 
 
-def clock_event(instance: str, now_ms: int) -> Clock:
-    return Clock(id=f"clock:{COMPONENT}:{instance}:{now_ms}", component=COMPONENT, instance=instance, ts=now_ms)
-
-
-async def tick(publisher: Publisher, cfg: ArbConfig, stop: asyncio.Event) -> None:
-    """Put the time into the input stream every CLOCK_MS: a naked leg's deadline passes even
-    when no market data comes."""
-    while not stop.is_set():
-        with contextlib.suppress(Exception):  # a missed tick is only a later judgement; the next one comes
-            await publisher.send_message(clock_event(cfg.instance, int(time.time() * 1000)))
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), CLOCK_MS / 1000)
-
-
 async def run_arbitrage(settings: BusSettings, cfg: ArbConfig, stop: asyncio.Event) -> None:
     nc = await connect(settings.nats_url, name=f"sqt-arbitrage-{cfg.instance}")
     try:
@@ -218,7 +205,8 @@ async def run_arbitrage(settings: BusSettings, cfg: ArbConfig, stop: asyncio.Eve
 
         http = await maybe_serve(cfg.metrics_port, ArbMetrics(core, lambda: runtime.state).registry, status)
         service = await register(nc, COMPONENT, cfg.instance, f"funding arbitrage on {cfg.pair}", status, http=address(http))
-        clock = asyncio.create_task(tick(publisher, cfg, stop), name="arbitrage-clock")
+        # Time in the log: a naked leg's deadline passes even when no market data comes.
+        clock = asyncio.create_task(tick(publisher, COMPONENT, cfg.instance, CLOCK_MS, stop), name="arbitrage-clock")
         try:
             await runtime.run(stop)
         finally:
