@@ -22,7 +22,7 @@ from nats.js.errors import NotFoundError
 from bus.connection import Unreachable, connect
 from bus.publisher import Publisher
 from cli.config import Config, ConfigError
-from cli.risk import _operator
+from cli.risk import operator_name
 from schemas import ids, subjects
 from schemas.codec import decode
 from schemas.ops import ControlCommand, StrategyState
@@ -58,7 +58,7 @@ async def _arbitrage(config: Config, args: argparse.Namespace) -> int:
             target_instance=instance,
             action=args.action,
             reason=args.reason,
-            operator=_operator(),
+            operator=operator_name(),
             ts=int(time.time() * 1000),
         )
         publisher = await Publisher(nc).start()

@@ -64,7 +64,7 @@ async def _risk(config: Config, args: argparse.Namespace) -> int:
             action=args.action,
             reason=args.reason,
             scope=args.scope,
-            operator=_operator(),
+            operator=operator_name(),
             ts=int(time.time() * 1000),
         )
         publisher = await Publisher(nc).start()
@@ -76,7 +76,8 @@ async def _risk(config: Config, args: argparse.Namespace) -> int:
         await nc.close()
 
 
-def _operator() -> str:
+def operator_name() -> str:
+    """Who sends a control from this terminal (said in the event, for the log)."""
     try:
         return getpass.getuser() or "operator"
     except (KeyError, OSError):  # a container without a user entry

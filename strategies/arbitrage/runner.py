@@ -16,6 +16,7 @@ import logging
 import time
 from typing import Any
 
+import msgspec
 from nats.aio.client import Client
 
 from bus.clock import tick
@@ -105,14 +106,16 @@ async def leg_markets(venues: list[Venue], cfg: ArbConfig, stop: asyncio.Event) 
     delay = 0.5
     found: dict[int, Market] = {}
     while not stop.is_set():
+        asked: dict[int, dict[str, Market]] = {}  # one ask per venue, however many legs it has
         for i, (venue, leg) in enumerate(zip(venues, cfg.legs)):
             if i in found:
                 continue
             try:
-                markets = await venue.markets()
+                markets = asked.get(id(venue)) or await venue.markets()
             except Transient as exc:
                 log.info("waiting for venue %s: %s", venue.name, exc)
                 continue
+            asked[id(venue)] = markets
             if leg.symbol not in markets:
                 raise ArbConfigError(f"arbitrage {cfg.instance}: legs[{i}]: {leg.venue} has no market {leg.symbol}")
             found[i] = markets[leg.symbol]
@@ -169,9 +172,15 @@ async def run_arbitrage(settings: BusSettings, cfg: ArbConfig, stop: asyncio.Eve
     nc = await connect(settings.nats_url, name=f"sqt-arbitrage-{cfg.instance}")
     try:
         await apply(nc.jetstream(), settings.streams())
-        venues = [open_venue(nc, leg.venue, cfg.account, settings) for leg in cfg.legs]
+        # The venues are asked for their market rules only: one per venue (a spot-perp pair is one
+        # venue), closed once the rules are known (a ccxt venue holds an HTTP session).
+        opened = {name: open_venue(nc, name, cfg.account, settings) for name in dict.fromkeys(leg.venue for leg in cfg.legs)}
         publisher = await Publisher(nc).start()
-        runtime = await build_arbitrage(nc, venues, cfg, stop, publisher)
+        try:
+            runtime = await build_arbitrage(nc, [opened[leg.venue] for leg in cfg.legs], cfg, stop, publisher)
+        finally:
+            for venue in opened.values():
+                await venue.close()
         if runtime is None:
             return
         started = time.time()
@@ -193,8 +202,8 @@ async def run_arbitrage(settings: BusSettings, cfg: ArbConfig, stop: asyncio.Eve
                 "exits": st.exits,
                 "unwinds_last_hour": len(st.unwinds),
                 "net_apr": str(st.spread.net_apr) if st.spread is not None else None,
-                "position_books": {k: str(v) for k, v in _fields(position).items()},
-                "total_books": {k: str(v) for k, v in _fields(total).items()},
+                "position_books": {**msgspec.to_builtins(position), "net": str(position.net)},
+                "total_books": {**msgspec.to_builtins(total), "net": str(total.net)},
                 "input_seq": runtime.seq,
                 "lag": runtime.stats.lag,
                 "dead_lettered": runtime.stats.dead_lettered,
@@ -218,7 +227,3 @@ async def run_arbitrage(settings: BusSettings, cfg: ArbConfig, stop: asyncio.Eve
                 await http.cleanup()
     finally:
         await nc.close()
-
-
-def _fields(book: Any) -> dict[str, Any]:
-    return {"funding": book.funding, "basis": book.basis, "fees": book.fees, "borrow": book.borrow, "net": book.net}
