@@ -85,6 +85,7 @@ from testkit.arbitrage import PERP as PERP_MARKET
 from testkit.arbitrage import SPOT as SPOT_MARKET
 from testkit.arbitrage import T0, ArbHarness, arb_config
 from testkit.chaos import Cluster
+from testkit.chaos_arb import cluster_config
 from venues.errors import Transient
 from venues.sim.client import SimVenue
 
@@ -93,64 +94,13 @@ SPOT, PERP = "BTC/USDT", "BTC/USDT:USDT"
 ACCOUNT = "arb"
 ENTER_RATE = Decimal("0.001")  # per 8 h: an APR of 1.1, above ENTRY_APR after costs
 ENTRY_APR, EXIT_APR = "0.5", "0.2"
-CONFIG = f"""
-data_dir = "{{data}}"
-log_level = "INFO"
-grids = []
-
-[sim]
-tick_ms = 250
-history_minutes = 5
-test_hooks = true
-funding_every_ms = 1000    # within the monitor's ttl_ms: the funding never goes stale between two
-
-[sim.accounts.{ACCOUNT}]
-USDT = "1000000"
-
-[[sim.markets]]
-symbol = "{PERP}"
-kind = "swap"
-tick_size = "0.1"
-lot_size = "0.001"
-min_amount = "0.001"
-start_price = "60000"
-volatility = "0.0001"
-tick_volume = "0.5"
-
-[[sim.markets]]
-symbol = "{SPOT}"
-kind = "spot"
-tick_size = "0.01"
-lot_size = "0.00001"
-min_amount = "0.00001"
-start_price = "60000"
-tick_volume = "0.5"
-follows = "{PERP}"
-
-[executor]
-venue = "sim"
-account = "{ACCOUNT}"
-rate_limit = 10000         # measure the pipeline, not the rate limiter
-burst = 10000
-
-[funding]
-ttl_ms = 3000
-publish_ms = 500
-hold_hours = "720"
-
-[[funding.pairs]]
-name = "btc"
-legs = [{{{{ venue = "sim", symbol = "{SPOT}" }}}}, {{{{ venue = "sim", symbol = "{PERP}" }}}}]
-
-[[arbitrages]]
-instance = "{INSTANCE}"
-pair = "btc"
-account = "{ACCOUNT}"
-amount = "0.01"
-entry_apr = "{ENTRY_APR}"
-entry_hold_ms = 0          # the first snapshot above the threshold enters
-exit_apr = "{EXIT_APR}"
-"""
+CONFIG = cluster_config(
+    instance=INSTANCE,
+    usdt="1000000",
+    sim="funding_every_ms = 1000    # within the monitor's ttl_ms: the funding never goes stale between two",
+    executor="rate_limit = 10000         # measure the pipeline, not the rate limiter\nburst = 10000",
+    arbitrage=f'entry_apr = "{ENTRY_APR}"\nentry_hold_ms = 0          # the first snapshot above the threshold enters\nexit_apr = "{EXIT_APR}"',
+)
 
 
 def pct(values: list[float], q: float) -> float:

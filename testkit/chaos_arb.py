@@ -44,20 +44,27 @@ INSTANCE = "chaos-arb"
 SPOT, PERP = "BTC/USDT", "BTC/USDT:USDT"
 VICTIMS = ("arbitrage", "executor", "sim")
 NAKED_MS = 3_000
-CONFIG = f"""
+
+
+def cluster_config(
+    *, instance: str = INSTANCE, sim: str = "", usdt: str = "100000", perp: str = "", executor: str = "", arbitrage: str = ""
+) -> str:
+    """The exchange (spot following its perpetual, the funding hook on), the arbitrage's executor,
+    the funding monitor and the arbitrage, on the account `arb`; each section takes extra lines.
+    A `str.format` template for `data` (shared by bench/arbitrage.py)."""
+    return f"""
 data_dir = "{{data}}"
 log_level = "INFO"
 grids = []
 
 [sim]
-seed = {{seed}}
 tick_ms = 250
 history_minutes = 5
 test_hooks = true
-funding_every_ms = 500
+{sim}
 
 [sim.accounts.arb]
-USDT = "100000"
+USDT = "{usdt}"
 
 [[sim.markets]]
 symbol = "{PERP}"
@@ -68,7 +75,7 @@ min_amount = "0.001"
 start_price = "60000"
 volatility = "0.0001"
 tick_volume = "0.5"
-funding_interval_s = 5
+{perp}
 
 [[sim.markets]]
 symbol = "{SPOT}"
@@ -83,9 +90,7 @@ follows = "{PERP}"
 [executor]
 venue = "sim"
 account = "arb"
-request_timeout = 2.0
-retries = 3
-backoff_ms = 50
+{executor}
 
 [funding]
 ttl_ms = 3000
@@ -97,17 +102,20 @@ name = "btc"
 legs = [{{{{ venue = "sim", symbol = "{SPOT}" }}}}, {{{{ venue = "sim", symbol = "{PERP}" }}}}]
 
 [[arbitrages]]
-instance = "{INSTANCE}"
+instance = "{instance}"
 pair = "btc"
 account = "arb"
 amount = "0.01"
-entry_apr = "1"
-entry_hold_ms = 500
-exit_apr = "0.5"
-naked_ms = {NAKED_MS}
-unwinds_per_hour = 1000
-use_margin = true
+{arbitrage}
 """
+
+
+CONFIG = cluster_config(
+    sim="seed = {seed}\nfunding_every_ms = 500",
+    perp="funding_interval_s = 5",
+    executor="request_timeout = 2.0\nretries = 3\nbackoff_ms = 50",
+    arbitrage=f'entry_apr = "1"\nentry_hold_ms = 500\nexit_apr = "0.5"\nnaked_ms = {NAKED_MS}\nunwinds_per_hour = 1000\nuse_margin = true',
+)
 # Paying (enter long spot / short perp), nothing (exit), receiving (enter the other way, on margin).
 RATES = (Decimal("0.001"), Decimal(0), Decimal("-0.001"), Decimal(0))
 
