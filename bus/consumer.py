@@ -126,6 +126,17 @@ class Consumer:
         self._batch_seconds = metrics.BATCH_SECONDS.labels(spec.name)
         metrics.track_consumer(self)
 
+    def progress(self) -> dict[str, Any]:
+        """What every consumer's `/status` says of its input: where it is, how far behind, what failed."""
+        st = self.stats
+        return {
+            "input_seq": self.seq,
+            "lag": st.lag,
+            "sessions": st.sessions,
+            "dead_lettered": st.dead_lettered,
+            "last_error": st.last_error,
+        }
+
     def health(self) -> str:
         """Empty while live and hearing from the server; otherwise why this consumer is stalled."""
         feed = self.live_feed

@@ -374,6 +374,8 @@ async def test_run_funding_asks_the_venue_for_its_rules_and_judges_silence_by_it
         await eventually(lambda: _has(states(), "stale"), timeout=20, what="the clock to find the silent legs stale")
         status = await _status(bus, "live")
         assert status is not None and status["pairs"]["btc"]["state"] == "stale" and status["dead_lettered"] == 0
+        # The consumer's progress, as every component's /status says it.
+        assert status["input_seq"] >= len(fresh(now)) and status["sessions"] == 1 and status["last_error"] == ""
     finally:
         stop.set()
         await asyncio.wait_for(asyncio.gather(monitor, sim_task), 30)

@@ -141,16 +141,12 @@ def status_of(runtime: ConsumerRuntime[FundingState, Any], cfg: FundingConfig) -
     return {
         "component": "funding",
         "instance": cfg.instance,
-        "input_seq": runtime.seq,
+        **runtime.progress(),
         "judged_until": st.now,
-        "lag": runtime.stats.lag,
-        "sessions": runtime.stats.sessions,
-        "dead_lettered": runtime.stats.dead_lettered,
         "pairs": {
             name: {"state": s.state, "net_apr": None if s.net_apr is None else str(s.net_apr), "reason": s.reason}
             for name, s in sorted(st.snapshots.items())
         },
-        "last_error": runtime.stats.last_error,
     }
 
 

@@ -214,13 +214,9 @@ async def run_risk(settings: BusSettings, cfg: RiskConfig, stop: asyncio.Event) 
             return {
                 "component": "risk",
                 "instance": cfg.instance,
-                "input_seq": runtime.seq,
+                **runtime.progress(),
                 "judged_until": st.now,
-                "lag": runtime.stats.lag,
-                "sessions": runtime.stats.sessions,
-                "dead_lettered": runtime.stats.dead_lettered,
                 "breakers": {scope: change.state for scope, change in st.published.items() if change.state != "ok"},
-                "last_error": runtime.stats.last_error,
             }
 
         http = await maybe_serve(cfg.metrics_port, RiskMetrics(cfg, lambda: runtime.state).registry, status)

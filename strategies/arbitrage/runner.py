@@ -204,11 +204,8 @@ async def run_arbitrage(settings: BusSettings, cfg: ArbConfig, stop: asyncio.Eve
                 "net_apr": str(st.spread.net_apr) if st.spread is not None else None,
                 "position_books": {**msgspec.to_builtins(position), "net": str(position.net)},
                 "total_books": {**msgspec.to_builtins(total), "net": str(total.net)},
-                "input_seq": runtime.seq,
-                "lag": runtime.stats.lag,
-                "dead_lettered": runtime.stats.dead_lettered,
+                **runtime.progress(),
                 "fault": st.fault,
-                "last_error": runtime.stats.last_error,
                 "uptime_s": round(time.time() - started, 1),
             }
 

@@ -258,17 +258,13 @@ async def run_grid(settings: BusSettings, grid: GridConfig, stop: asyncio.Event)
                 "component": "grid",
                 "instance": grid.instance,
                 "status": st.status,
-                "input_seq": runtime.seq,
-                "lag": runtime.stats.lag,
-                "sessions": runtime.stats.sessions,
-                "dead_lettered": runtime.stats.dead_lettered,
+                **runtime.progress(),
                 "position": str(GridCore.position(st)),
                 "open_orders": sum(1 for s in st.slots if s.status) + len(st.strays),
                 "fills": st.fills,
                 "realized_pnl": str(st.realized_pnl),
                 "last_price": str(st.last_price),
                 "fault": st.fault,
-                "last_error": runtime.stats.last_error,
                 "uptime_s": round(time.time() - started, 1),
             }
 
