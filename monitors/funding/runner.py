@@ -32,7 +32,7 @@ from monitors.funding.state import FundingState, leg_key
 from schemas import subjects
 from schemas.market import FundingRate, Market, Ticker
 from schemas.ops import Clock
-from venues.errors import Transient
+from venues import rules
 from venues.factory import open_venue
 
 log = logging.getLogger("funding")
@@ -94,21 +94,12 @@ async def market_rules(nc: Client, cfg: FundingConfig, settings: BusSettings, st
             venue = open_venue(nc, venue_name, RULES_ACCOUNT, settings)
         except ValueError as exc:
             raise FundingConfigError(f"funding.pairs: {exc}") from None
-        delay = 0.5
         try:
-            while True:
-                try:
-                    markets = await venue.markets()
-                    break
-                except Transient as exc:
-                    log.info("waiting for venue %s to say its market rules: %s", venue_name, exc)
-                if stop.is_set():
-                    return None
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, 5.0)
+            markets = await rules.market_rules(venue, stop)
         finally:
             await venue.close()
+        if markets is None:
+            return None
         for pair in cfg.pairs:
             for i, leg in enumerate(pair.legs):
                 if leg.venue != venue_name:

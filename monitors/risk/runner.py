@@ -48,7 +48,7 @@ from schemas.commands import PlaceOrder
 from schemas.market import Market, Ticker
 from schemas.ops import BreakerChange, Clock, ControlCommand, RiskAlert, RiskHeartbeat
 from schemas.subjects import HEARTBEAT_KEY
-from venues.errors import Transient
+from venues import rules
 from venues.factory import open_venue
 
 log = logging.getLogger("risk")
@@ -169,21 +169,12 @@ async def market_rules(nc: Client, cfg: RiskConfig, settings: BusSettings, stop:
     out: dict[str, Market] = {}
     for w in cfg.watch:
         venue = open_venue(nc, w.venue, w.account, settings)
-        delay = 0.5
         try:
-            while True:
-                try:
-                    markets = await venue.markets()
-                    break
-                except Transient as exc:
-                    log.info("waiting for venue %s to say its market rules: %s", w.venue, exc)
-                if stop.is_set():
-                    return None
-                with contextlib.suppress(asyncio.TimeoutError):
-                    await asyncio.wait_for(stop.wait(), delay)
-                delay = min(delay * 2, 5.0)
+            markets = await rules.market_rules(venue, stop)
         finally:
             await venue.close()
+        if markets is None:
+            return None
         for symbol in w.symbols:
             if symbol not in markets:
                 raise RiskConfigError(f"risk.watch: {w.venue} has no market {symbol} (it has {', '.join(sorted(markets))})")

@@ -37,7 +37,7 @@ from strategies.arbitrage.core import COMPONENT, ArbCore
 from strategies.arbitrage.metrics import ArbMetrics
 from strategies.arbitrage.state import ArbState
 from strategies.grid.lattice import client_prefix
-from venues.errors import Transient
+from venues import rules
 from venues.factory import open_venue
 from venues.protocol import Venue
 
@@ -103,28 +103,19 @@ def arb_spec(cfg: ArbConfig) -> ConsumerSpec:
 
 async def leg_markets(venues: list[Venue], cfg: ArbConfig, stop: asyncio.Event) -> list[Market] | None:
     """Both legs' market rules, waiting for venues that do not answer yet."""
-    delay = 0.5
-    found: dict[int, Market] = {}
-    while not stop.is_set():
-        asked: dict[int, dict[str, Market]] = {}  # one ask per venue, however many legs it has
-        for i, (venue, leg) in enumerate(zip(venues, cfg.legs)):
-            if i in found:
-                continue
-            try:
-                markets = asked.get(id(venue)) or await venue.markets()
-            except Transient as exc:
-                log.info("waiting for venue %s: %s", venue.name, exc)
-                continue
+    asked: dict[int, dict[str, Market]] = {}  # one ask per venue, however many legs it has
+    found = []
+    for i, (venue, leg) in enumerate(zip(venues, cfg.legs)):
+        markets = asked.get(id(venue))
+        if markets is None:
+            markets = await rules.market_rules(venue, stop)
+            if markets is None:
+                return None
             asked[id(venue)] = markets
-            if leg.symbol not in markets:
-                raise ArbConfigError(f"arbitrage {cfg.instance}: legs[{i}]: {leg.venue} has no market {leg.symbol}")
-            found[i] = markets[leg.symbol]
-        if len(found) == 2:
-            return [found[0], found[1]]
-        with contextlib.suppress(asyncio.TimeoutError):
-            await asyncio.wait_for(stop.wait(), delay)
-        delay = min(delay * 2, 5.0)
-    return None
+        if leg.symbol not in markets:
+            raise ArbConfigError(f"arbitrage {cfg.instance}: legs[{i}]: {leg.venue} has no market {leg.symbol}")
+        found.append(markets[leg.symbol])
+    return found
 
 
 def check_config(cfg: ArbConfig, markets: list[Market], id_limits: list[int]) -> list[str]:
