@@ -5,18 +5,16 @@ from __future__ import annotations
 from decimal import Decimal
 from typing import Any
 
-from bus.contract import apply_input
 from monitors.risk.config import RiskConfig
 from monitors.risk.core import RiskCore
 from monitors.risk.runner import risk_spec
 from monitors.risk.state import RiskState, market_key
 from schemas import ids
 from schemas.account import Balance, Position
-from schemas.codec import encode
 from schemas.commands import CancelAll
 from schemas.market import Market
 from schemas.ops import BreakerChange, Clock, ControlCommand, RiskAlert
-from schemas.subjects import subject_of
+from testkit.cores import Admitted
 from testkit.events import order_update, place, ticker
 
 T0 = 1_700_000_000_000
@@ -31,25 +29,12 @@ def markets_of(cfg: RiskConfig) -> dict[str, Market]:
     }  # fmt: skip
 
 
-class RiskDriver:
+class RiskDriver(Admitted):
     def __init__(self, cfg: RiskConfig | None = None, **kw: Any) -> None:
         self.cfg = cfg or RiskConfig(**kw)
-        self.core = RiskCore(self.cfg, markets_of(self.cfg))
-        self.rules = risk_spec(self.cfg).rules()
-        self.state: RiskState = self.core.initial_state()
-        self.seq = 0
+        super().__init__(RiskCore(self.cfg, markets_of(self.cfg)), risk_spec(self.cfg).rules())
+        self.state: RiskState
         self.ts = T0
-        self.out: list[Any] = []
-        self.refused: list[str] = []
-
-    def feed(self, event: Any) -> list[Any]:
-        self.seq += 1
-        self.state, outgoing, reason = apply_input(self.core, self.state, self.rules, self.seq, subject_of(event), encode(event))
-        if reason:
-            self.refused.append(reason)
-        out = [o.message for o in outgoing]
-        self.out += out
-        return out
 
     def at(self, ts: int) -> list[Any]:
         self.ts = ts

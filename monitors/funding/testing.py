@@ -15,7 +15,6 @@ from typing import TYPE_CHECKING, Any
 
 from nats.aio.client import Client
 
-from bus.contract import apply_input
 from bus.runtime import ConsumerRuntime
 from bus.settings import BusSettings
 from monitors.funding.config import FundingConfig, LegConfig, PairConfig
@@ -27,6 +26,7 @@ from schemas.codec import encode
 from schemas.market import FundingRate, Market, Ticker
 from schemas.ops import FundingSpread
 from schemas.subjects import subject_of
+from testkit.cores import Admitted
 
 if TYPE_CHECKING:
     from testkit.hostile import Stack
@@ -99,26 +99,13 @@ def book(bid: str | Decimal, ask: str | Decimal, ts: int = T0, venue: str = "sim
     return Ticker(id=ids.ticker_id(venue, symbol, ts), venue=venue, symbol=symbol, bid=b, ask=a, last=b, ts=ts, ts_local=ts)
 
 
-class FundingDriver:
+class FundingDriver(Admitted):
     """The core, fed one event at a time as the runtime would."""
 
     def __init__(self, cfg: FundingConfig | None = None, markets: dict[str, Market] | None = None) -> None:
         self.cfg = cfg or FundingConfig(pairs=[spot_perp()])
-        self.core = FundingCore(self.cfg, markets or sim_markets("sim", "sim2"))
-        self.rules = funding_spec(self.cfg).rules()
-        self.state: FundingState = self.core.initial_state()
-        self.seq = 0
-        self.out: list[FundingSpread] = []
-        self.refused: list[str] = []
-
-    def feed(self, event: Any) -> list[FundingSpread]:
-        self.seq += 1
-        self.state, outgoing, reason = apply_input(self.core, self.state, self.rules, self.seq, subject_of(event), encode(event))
-        if reason:
-            self.refused.append(reason)
-        out = [o.message for o in outgoing]
-        self.out += out
-        return out
+        super().__init__(FundingCore(self.cfg, markets or sim_markets("sim", "sim2")), funding_spec(self.cfg).rules())
+        self.state: FundingState
 
     def at(self, ts: int) -> list[FundingSpread]:
         return self.feed(clock_event(self.cfg.instance, ts))
