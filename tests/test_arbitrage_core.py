@@ -1039,3 +1039,26 @@ def test_a_remainder_below_the_hedges_lot_is_kept_and_closed_with_the_position()
     h.control("exit")
     [close] = h.pending
     assert (close.side, close.amount) == ("sell", D("0.00734"))  # the remainder leaves with the position
+
+
+# ---------------------------------------------------------------------- start-up checks
+
+
+def test_a_config_the_markets_cannot_trade_is_refused_naming_the_field() -> None:
+    from strategies.arbitrage.runner import check_config
+
+    assert check_config(arb_config(), [SPOT, PERP], [32, 32]) == []
+    assert check_config(arb_config(amount=D("0.0105")), [SPOT, PERP], [32, 32]) == [
+        "amount: 0.0105 is not a whole number of legs[1]'s lots (0.001 x 1)"
+    ]
+    [small] = check_config(arb_config(amount=D("0.00001")), [SPOT, PERP], [32, 32])
+    assert small.startswith("amount: 0.00001 is not a whole number of legs[1]'s lots")
+    spot2 = replace(SPOT, symbol="ETH/USDT", base="ETH")
+    assert check_config(arb_config(), [spot2, PERP], [32, 32]) == ["legs: both legs must be the same asset (ETH/USDT and BTC/USDT:USDT)"]
+    assert check_config(arb_config(), [SPOT, replace(PERP, kind="spot")], [32, 32])[0].startswith("legs: one leg at least")
+    odd = replace(PERP, kind="spot")  # a venue that says the ':' symbol is spot and the other a contract
+    assert check_config(arb_config(), [replace(SPOT, kind="swap"), odd], [32, 32])[0] == (
+        "legs: BTC/USDT:USDT reads as the perpetual, but the venue says BTC/USDT is"
+    )
+    [long_ids] = check_config(arb_config(instance="a-rather-long-instance-id"), [SPOT, PERP], [32, 20])
+    assert long_ids.startswith("instance: its client order ids grow to") and "legs[1]'s venue holds 20" in long_ids

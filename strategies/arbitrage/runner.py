@@ -51,6 +51,13 @@ class ArbConfigError(RuntimeError):
     """The arbitrage cannot trade these markets with this config (the message names the field)."""
 
 
+def spread_symbol(cfg: ArbConfig) -> str:
+    """The symbol the funding monitor publishes the pair's spread under: its first perpetual. The
+    stream is declared before the venues say which market is which, so this reads ccxt's unified
+    symbol (a contract's has a settle currency after ':'); `check_config` holds it to the rules."""
+    return next((leg.symbol for leg in cfg.legs if ":" in leg.symbol), cfg.legs[0].symbol)
+
+
 def input_stream(cfg: ArbConfig) -> StreamSpec:
     market, account = [], []
     for leg in cfg.legs:
@@ -62,7 +69,6 @@ def input_stream(cfg: ArbConfig) -> StreamSpec:
         base = leg.symbol.partition("/")[0]
         if ":" not in leg.symbol:  # a spot leg: interest on its margin loan
             account.append(subjects.balance(leg.venue, cfg.account, base, "interest"))
-    perp = next((leg.symbol for leg in cfg.legs if ":" in leg.symbol), cfg.legs[0].symbol)
     return StreamSpec(
         name=f"IN_ARB_{cfg.instance.upper()}",
         subjects=(),
@@ -75,7 +81,7 @@ def input_stream(cfg: ArbConfig) -> StreamSpec:
             Source(
                 "OPS",
                 (
-                    subjects.funding_spread(perp),
+                    subjects.funding_spread(spread_symbol(cfg)),
                     subjects.control(COMPONENT, cfg.instance),
                     subjects.control(COMPONENT),
                     subjects.ops("risk", "*", "breaker"),
@@ -121,9 +127,11 @@ async def leg_markets(venues: list[Venue], cfg: ArbConfig, stop: asyncio.Event) 
 def check_config(cfg: ArbConfig, markets: list[Market], id_limits: list[int]) -> list[str]:
     """What makes the config untradable on these markets, each naming its field."""
     problems = []
-    kinds = [m.kind for m in markets]
-    if kinds.count("swap") == 0:
+    perpetuals = [m.symbol for m in markets if m.kind == "swap"]
+    if not perpetuals:
         problems.append("legs: one leg at least must be a perpetual (spot-perp or perp-perp)")
+    elif perpetuals[0] != spread_symbol(cfg):
+        problems.append(f"legs: {spread_symbol(cfg)} reads as the perpetual, but the venue says {perpetuals[0]} is")
     if markets[0].base != markets[1].base:
         problems.append(f"legs: both legs must be the same asset ({markets[0].symbol} and {markets[1].symbol})")
     books = ArbCore(cfg, markets).initial_state().legs
