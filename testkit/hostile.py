@@ -393,6 +393,9 @@ def arbitrage_inputs() -> list[tuple[str, Any]]:
         id="o", venue="sim", account="main", symbol=SYMBOL, order_id="1", client_order_id=cid, side="sell", price=Decimal(100),
         amount=Decimal(1), remaining=Decimal(1), status="open", ts=T0, ts_local=T0,
     )  # fmt: skip
+    spot_order = replace(
+        order, symbol="BTC/USDT", side="buy", client_order_id=arb_legs.client_order_id(client_prefix(arb.instance), T0, 0, "buy", 4)
+    )
     payment = FundingPayment(
         id="f", venue="sim", account="main", symbol=SYMBOL, asset="USDT", amount=Decimal("0.5"), funding_rate=Decimal("0.0001"),
         contracts=Decimal(-1), funding_time=T0, ts=T0, ts_local=T0,
@@ -410,9 +413,12 @@ def arbitrage_inputs() -> list[tuple[str, Any]]:
         (subjects.md("sim", SYMBOL, "ticker"), ticker),
         (subjects.md("sim", "BTC/USDT", "ticker"), replace(ticker, symbol="BTC/USDT")),
         (subjects.acct("sim", "main", SYMBOL, "order"), order),
+        (subjects.acct("sim", "main", "BTC/USDT", "order"), spot_order),
         (subjects.acct("sim", "main", SYMBOL, "funding"), payment),
+        (subjects.acct("sim", "main", "BTC/USDT", "funding"), replace(payment, symbol="BTC/USDT")),
         (subjects.balance("sim", "main", "BTC", "interest"), interest),
         (subjects.control("arbitrage", arb.instance), control),
+        (subjects.control("arbitrage"), replace(control, target_instance="all")),
         (subjects.ops("risk", "r1", "breaker"), breaker),
         (subjects.ops("arbitrage", arb.instance, "clock"), clock),
     ]

@@ -150,3 +150,21 @@ def test_a_payload_at_the_servers_limit_is_dead_lettered_truncated_and_kept_whol
         assert s.nc.is_connected  # the server did not close the connection
 
     running.loop.run(scenario())
+
+
+@pytest.mark.parametrize("name", ["arbitrage", "funding"])
+def test_every_subject_a_consumer_sources_has_a_hostile_example(name: str) -> None:
+    """The declared inputs are the input stream's sources, all of them (a subject left out of the
+    target would never be thrown garbage at)."""
+    from bus.streams import StreamSpec
+    from monitors.funding.runner import input_stream as funding_stream
+    from monitors.funding.testing import HOSTILE
+    from schemas.subjects import matches
+    from strategies.arbitrage.runner import input_stream as arbitrage_stream
+
+    stream: StreamSpec = arbitrage_stream(hostile._arb()) if name == "arbitrage" else funding_stream(HOSTILE)
+    [target] = [t for t in hostile.TARGETS if t.name == name]
+    examples = [subject for subject, _ in target.inputs()]
+    patterns = [p for source in stream.sources for p in source.subjects]
+    assert [p for p in patterns if not any(matches(s, p) for s in examples)] == []
+    assert [s for s in examples if not any(matches(s, p) for p in patterns)] == []
