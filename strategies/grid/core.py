@@ -52,9 +52,12 @@ def backoff_ms(rejects: int) -> int:
 
 
 class GridCore:
-    def __init__(self, config: GridConfig, market: Market) -> None:
+    def __init__(self, config: GridConfig, market: Market, publish_every_ms: int = PUBLISH_EVERY_MS) -> None:
+        """`publish_every_ms`: how often a state that only the price moved is published; a backtest,
+        which reads no state events, makes it unreachable (decisions never depend on it)."""
         self.cfg = config
         self.market = market
+        self.publish_every_ms = publish_every_ms
         self.prefix = client_prefix(config.instance)
         self.scopes = set(breaker_scopes(config.venue, config.symbol, config.account))
         self._lattices: dict[Decimal, Lattice] = {}
@@ -105,22 +108,33 @@ class GridCore:
             return st, []  # another market's, or older than the last price we acted on
         bid = ev.bid or ev.last
         ask = ev.ask or ev.last
-        q = st.quiet
-        if (
-            q is not None
-            and bid <= ask
-            and q[0] < ask <= q[1]
-            and q[2] <= bid < q[3]
-            and q[4] <= ev.last < q[5]
-            and ev.ts - st.published_ts < PUBLISH_EVERY_MS
-            and (st.wake_at == 0 or ev.ts < st.wake_at)
-        ):  # the fast path: this tick changes no decision (and its prices pass the guard)
+        if bid <= ask and self.quiet_through(st, (bid, bid), (ask, ask), (ev.last, ev.last), ev.ts):
+            # the fast path: this tick changes no decision (and its prices pass the guard)
             return replace(st, last_price=ev.last, bid=bid, ask=ask, ts=max(st.ts, ev.ts), tick_ts=ev.ts, seq=seq), []
         problem = check_ticker(ev, self.market, st.last_price, st.tick_ts, self.cfg.price_band)
         if problem:
             raise InputRejected(problem)  # garbage is dead-lettered, never folded in
         st = replace(st, last_price=ev.last, bid=bid, ask=ask, ts=max(st.ts, ev.ts), tick_ts=ev.ts, seq=seq)
         return self.decide(st, seq, changed=False)
+
+    def quiet_through(
+        self, st: GridState, bids: tuple[Decimal, Decimal], asks: tuple[Decimal, Decimal], lasts: tuple[Decimal, Decimal], until: int
+    ) -> bool:
+        """Whether tickers with bid, ask and last within these (lowest, highest) ranges, up to time
+        `until`, would all change no decision: the fast path's condition. A backtest asks it for a
+        whole candle's range and then feeds only the candle's last ticker."""
+        q = st.quiet
+        return (
+            q is not None
+            and q[0] < asks[0]
+            and asks[1] <= q[1]
+            and q[2] <= bids[0]
+            and bids[1] < q[3]
+            and q[4] <= lasts[0]
+            and lasts[1] < q[5]
+            and until - st.published_ts < self.publish_every_ms
+            and (st.wake_at == 0 or until < st.wake_at)
+        )
 
     def on_order(self, st: GridState, ev: OrderUpdate, seq: int) -> tuple[GridState, list[Any]]:
         if ev.symbol != st.symbol or ev.venue != st.venue or ev.account != st.account:
@@ -302,7 +316,7 @@ class GridCore:
                 lo, hi = steady_range(st.last_price, self.cfg.price_band.max_jump)
                 q = st.quiet
                 st = replace(st, quiet=[max(q[0], lo), min(q[1], hi), max(q[2], lo), min(q[3], hi), max(q[4], lo), min(q[5], hi)])
-        if changed or st.ts - st.published_ts >= PUBLISH_EVERY_MS:
+        if changed or st.ts - st.published_ts >= self.publish_every_ms:
             st = replace(st, published_ts=st.ts)
             out.append(self.state_event(st))
         return st, out

@@ -19,6 +19,7 @@ mutation: an entry is refused whole (no events, state untouched) or applied whol
 from __future__ import annotations
 
 import hashlib
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -30,7 +31,7 @@ from venues.sim.accounting import Accounting
 from venues.sim.charges import Charges
 from venues.sim.checks import PreTradeChecks
 from venues.sim.config import SimConfig
-from venues.sim.journal import Cancel, CancelAll, Entry, Fund, History, Place, Quote, SetFunding, Tick
+from venues.sim.journal import MAX_PRICE, MAX_TS, Cancel, CancelAll, Entry, Fund, History, Place, Quote, SetFunding, Tick
 from venues.sim.liquidation import Liquidator
 from venues.sim.market_data import MarketData
 from venues.sim.matching import Matcher
@@ -171,6 +172,47 @@ class SimEngine:
         if entry.symbol not in state.markets:
             return f"{entry.symbol} has no price yet"
         return None
+
+    def quiet_range(self, state: EngineState, symbol: str) -> tuple[Decimal, Decimal, int] | None:
+        """(low, high, until): prints of `symbol` strictly between low and high and before time
+        `until` change no account: no resting order traded through, no funding time or charged
+        hour reached, no account liquidated. None when any print might. A backtest then skips
+        such prints (backtest/session.py); the range holds until the state changes.
+
+        Liquidation compares equity with maintenance margin, both linear in the price while
+        nothing fills, so each account with a position has one price beyond which it would go."""
+        ms = state.markets.get(symbol)
+        market = self.markets.get(symbol)
+        if ms is None or market is None or not ms.last_ts:
+            return None
+        until = MAX_TS
+        if market.kind == "swap":
+            if ms.next_funding_time == 0:
+                return None
+            until = ms.next_funding_time
+        low, high = ZERO, MAX_PRICE
+        for acct in state.accounts.values():
+            if any(v > 0 for v in acct.borrowed.values()):
+                until = min(until, state.next_interest)
+            for order in acct.open.values():
+                if order.symbol == symbol and order.price is not None:
+                    if order.side == "buy":
+                        low = max(low, order.price)
+                    else:
+                        high = min(high, order.price)
+            pos = acct.positions.get(symbol)
+            if market.kind == "swap" and pos is not None and pos.contracts:
+                equity, maintenance = self.accounting.margin(state, acct, self.accounting.settle(market))
+                size = market.contract_size
+                slope = size * (pos.contracts - abs(pos.contracts) * self.config.maintenance_margin_rate)
+                if slope == 0:
+                    continue
+                edge = ms.last - (equity - maintenance) / slope  # where equity would meet maintenance
+                if slope > 0:
+                    low = max(low, edge)
+                else:
+                    high = min(high, edge)
+        return (low, high, until) if low < high else None
 
     # ------------------------------------------------------------------ prices
 
