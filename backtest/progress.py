@@ -6,11 +6,12 @@
         progress.update(len(batch))
     progress.close()
 
-or ``with Progress(total) as progress: ...``. It draws only when the stream is a terminal (a
-pipe, a file or CI's log get nothing, not even the final line), at most ``interval`` seconds
-apart, on one line rewritten with ``\\r``; ``close()`` draws the final figures and ends the
-line. ``update`` is cheap enough to call once per candle: it adds, and looks at the clock only
-about four times per ``interval`` at the rate it measures.
+or ``with Progress(total) as progress: ...``; ``progress.set(done)`` takes a running count
+instead (``run_grid_backtest(..., on_candle=progress.set)``). It draws only when the stream is
+a terminal (a pipe, a file or CI's log get nothing, not even the final line), at most
+``interval`` seconds apart, on one line rewritten with ``\\r``; ``close()`` draws the final
+figures and ends the line. ``update`` is cheap enough to call once per candle: it adds, and
+looks at the clock only about four times per ``interval`` at the rate it measures.
 """
 
 from __future__ import annotations
@@ -83,6 +84,10 @@ class Progress:
             self._next_check = self.done + self._check_every
             if now - self._last_draw >= self.interval:
                 self._draw(now)
+
+    def set(self, done: int) -> None:
+        """``done`` in all (for a callback that counts, such as the backtester's ``on_candle``)."""
+        self.update(done - self.done)
 
     def line(self, now: float | None = None) -> str:
         """What the bar shows now (also what a test reads)."""

@@ -12,7 +12,8 @@ its lowest and highest point (so no drawdown or inventory extreme is hidden), an
 how many points it shows of how many. For a sweep: a ranking of every run, sortable by return,
 drawdown, return over drawdown, Sharpe and Sortino, and a heatmap of return (and of return over
 drawdown) over the first two swept parameters, each cell the best run of its combination.
-The charts are the best run's only.
+The charts are the best run's; clicking a run in the ranking lays its equity and drawdown
+(coarser) over the best run's.
 """
 
 from __future__ import annotations
@@ -33,6 +34,7 @@ LICENSE = VENDOR / "lightweight-charts.LICENSE"
 
 MAX_POINTS = 5000  # per series drawn
 MAX_MARKERS = 1000  # fills drawn one by one up to this; beyond, one marker per side and bucket
+COMPARE_POINTS = 400  # per run of a sweep: its equity and drawdown, to lay over the best run's
 
 
 # ---- downsampling ------------------------------------------------------------------------------
@@ -265,6 +267,16 @@ def chart_data(result: BacktestResult, max_points: int = MAX_POINTS, max_markers
     }
 
 
+def compare_data(result: BacktestResult, max_points: int = COMPARE_POINTS) -> dict[str, Any]:
+    """A sweep run's equity and drawdown, coarser, for the page to lay over the best run's."""
+    ts = [s.ts for s in result.samples]
+    equity = [s.equity for s in result.samples]
+    return {
+        "equity": _series(ts, equity, max_points),
+        "drawdown": _series(ts, _drawdown_pct(float(result.start_equity), equity), max_points),
+    }
+
+
 def _esc(x: Any) -> str:
     return html.escape(str(x), quote=True)
 
@@ -381,8 +393,15 @@ def render(
         '<tr><td colspan="2">none</td></tr>'
     )
     sweep_html = ""
+    runs: list[dict[str, Any]] = []
     if len(results) > 1:
-        parts = [f'<section><h2>Ranking ({len(results)} runs)</h2><p class="note">Click a column to sort; ', "click again to reverse.</p>"]
+        runs = [{"label": f"run {i + 1}: {run_label(r, names)}", **compare_data(r)} for i, r in enumerate(results)]
+        parts = [
+            f'<section><h2>Ranking ({len(results)} runs)</h2><p class="note">Click a column to sort, again to reverse. ',
+            "Click a run to lay its equity and drawdown over the best run's (coarser: at most "
+            f"{COMPARE_POINTS:,} points); click it again to take it away.</p>",
+            '<p class="note compare" data-testid="compare-note"></p>',
+        ]
         parts.append(_ranking(results, summaries, names, best))
         parts.append("</section>")
         if names:
@@ -417,7 +436,7 @@ def render(
         summary=summary_html,
         params=params_html,
         sweep=sweep_html,
-        data=_script_json({"best": best, "charts": data}),
+        data=_script_json({"best": best, "charts": data, "runs": runs}),
         library=library,
         license=_esc(LICENSE.read_text()),
         script=SCRIPT,
@@ -450,7 +469,8 @@ th, td { padding: 3px 10px; border-bottom: 1px solid var(--line); text-align: le
 .ranking td.n, .heat td { text-align: right; font-variant-numeric: tabular-nums; }
 .ranking th.sortable { cursor: pointer; user-select: none; white-space: nowrap; }
 .ranking th[aria-sort=ascending]::after { content: ' ▲'; } .ranking th[aria-sort=descending]::after { content: ' ▼'; }
-.ranking tbody tr { cursor: default; } .ranking tr.best td { color: #fff; font-weight: 600; }
+.ranking tbody tr { cursor: pointer; } .ranking tr.compared td { background: rgba(240,185,11,0.15); }
+.compare { color: #f0b90b; } .ranking tr.best td { color: #fff; font-weight: 600; }
 .ranking tr.flash td { background: #243047; }
 .heat th { color: var(--muted); font-weight: normal; }
 .heat td { min-width: 72px; border: 1px solid var(--bg); cursor: pointer; } .heat td.empty { color: var(--muted); cursor: default; }
@@ -601,6 +621,32 @@ SCRIPT = r"""
     document.querySelector('[data-testid=heatmap-ret]').hidden = r.value !== 'ret' || !r.checked;
     document.querySelector('[data-testid=heatmap-rod]').hidden = r.value !== 'rod' || !r.checked;
   }));
+  // a sweep: lay another run's equity and drawdown over the best run's
+  const RUNS = JSON.parse(document.getElementById('report-data').textContent).runs;
+  let compared = null;
+  api.compared = () => (compared ? compared.run : null);
+  api.comparePoints = () => (compared ? compared.eq.data().length : 0);
+  function compare(run) {
+    if (compared) {
+      eq.removeSeries(compared.eq);
+      dd.removeSeries(compared.dd);
+      document.querySelectorAll('.ranking tr.compared').forEach((tr) => tr.classList.remove('compared'));
+    }
+    const again = compared && compared.run === run;
+    compared = null;
+    const note = document.querySelector('[data-testid=compare-note]');
+    if (again || !RUNS[run]) { if (note) note.textContent = ''; return; }
+    const style = { color: '#f0b90b', lineWidth: 1, priceLineVisible: false, lastValueVisible: true };
+    const c = { run, eq: eq.addLineSeries(style), dd: dd.addLineSeries(Object.assign({}, style, {
+      priceFormat: { type: 'custom', formatter: (x) => x.toFixed(2) + '%' } })) };
+    c.eq.setData(points(RUNS[run].equity));
+    c.dd.setData(points(RUNS[run].drawdown));
+    compared = c;
+    const tr = document.querySelector('.ranking tr[data-run="' + run + '"]');
+    if (tr) tr.classList.add('compared');
+    if (note) note.textContent = 'Compared (yellow, on equity and drawdown): ' + RUNS[run].label + '.';
+  }
+  document.querySelectorAll('.ranking tbody tr').forEach((tr) => tr.addEventListener('click', () => compare(+tr.dataset.run)));
   api.ready = true;
 })();
 """

@@ -81,6 +81,7 @@ def test_sharpe_and_sortino_by_hand_and_annualized_from_the_sampling_period() ->
     spaced = result([110, 99, 108.9, 110, 111], start=100, step=3_600_000)
     assert summarize(spaced)["sampling_period_ms"] == 3_600_000
     assert metrics.sampling_period_ms([0, 60, 120, 180, 10_000]) == 60  # a gap in the data is not the period
+    assert metrics.sampling_period_ms([5, 5, 5]) is None and metrics.sampling_period_ms([5]) is None
 
 
 def test_a_single_long_round_trip() -> None:
@@ -494,6 +495,16 @@ async def test_the_report_opens_offline_in_chromium_draws_its_charts_and_sorts_i
         await tab.get_by_test_id("rank-sort-sharpe").click()
         sharpe = await column("sharpe")
         assert sharpe == sorted(sharpe, reverse=True) and sharpe != dd
+
+        # a click on a run lays its equity over the best run's; a second click takes it away
+        other = next(i for i in range(len(runs)) if i != page_data(path.read_text())["best"])
+        row = tab.locator(f"[data-testid=ranking-row][data-run='{other}']")
+        await row.click()
+        assert await tab.evaluate("report.compared()") == other
+        assert await tab.evaluate("report.comparePoints()") == len(page_data(path.read_text())["runs"][other]["equity"]["t"]) > 0
+        assert f"run {other + 1}:" in await tab.get_by_test_id("compare-note").inner_text()
+        await row.click()
+        assert await tab.evaluate("report.compared()") is None and await tab.get_by_test_id("compare-note").inner_text() == ""
 
         heat = tab.get_by_test_id("heatmap-ret")
         assert await heat.is_visible() and await heat.get_by_test_id("heat-cell").count() == 6
