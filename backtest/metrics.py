@@ -16,7 +16,8 @@ columns of the last sample, so they agree with what it booked):
 - ``unrealized_pnl`` = final equity - start equity - realized + fees - funding: the mark-to-market
   PnL of the inventory still open at the last close, against its cost basis. It is what is left
   of the equity change once the booked figures are taken out, so the identity
-  ``net_pnl = realized_pnl + unrealized_pnl - fees + funding`` holds exactly. It is 0 when the
+  ``net_pnl = realized_pnl + unrealized_pnl - fees + funding`` holds (to within the rounding of
+  the float columns, which is shown as 0: below 1e-9 of the start equity). It is 0 when the
   run ends flat, and it would also absorb anything else the engine booked into equity (a
   liquidation's penalty, a deposit), which the engine does not do today.
 
@@ -129,6 +130,11 @@ def _ratios(start: float, equity: list[float], periods_per_year: float | None) -
     return _finite(sharpe), _finite(sortino)
 
 
+def _noise_is_zero(x: float, scale: float) -> float:
+    """0 for what is only the rounding of the float columns (a run that ends flat)."""
+    return 0.0 if abs(x) <= 1e-9 * max(1.0, abs(scale)) else x
+
+
 def _finite(x: float | None) -> float | None:
     return x if x is not None and math.isfinite(x) else None
 
@@ -237,7 +243,7 @@ def summarize(result: BacktestResult, periods_per_year: float | None = None) -> 
         "net_pnl": net,
         "total_return_pct": 100.0 * net / start if start else None,
         "realized_pnl": realized,
-        "unrealized_pnl": net - realized + fees - funding,
+        "unrealized_pnl": _noise_is_zero(net - realized + fees - funding, start),
         "fees": fees,
         "funding": funding,
         **dd,

@@ -98,7 +98,8 @@ def test_a_single_long_round_trip() -> None:
     )
     s = summarize(r)
     assert s["net_pnl"] == pytest.approx(9.8) and s["total_return_pct"] == pytest.approx(0.98)
-    assert s["realized_pnl"] == 10 and s["fees"] == pytest.approx(0.2) and s["unrealized_pnl"] == pytest.approx(0.0)
+    assert s["realized_pnl"] == 10 and s["fees"] == pytest.approx(0.2)
+    assert s["unrealized_pnl"] == 0.0  # flat at the end: what is left is float rounding, shown as 0
     assert (s["fills"], s["buys"], s["sells"], s["maker_fills"], s["commands"], s["candles"]) == (2, 1, 1, 2, 4, 3)
     assert s["turnover"] == pytest.approx(210.0) and s["turnover_x"] == pytest.approx(0.21)
     assert s["time_in_market_pct"] == pytest.approx(200 / 3)
