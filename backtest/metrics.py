@@ -17,7 +17,7 @@ columns of the last sample, so they agree with what it booked):
   PnL of the inventory still open at the last close, against its cost basis. It is what is left
   of the equity change once the booked figures are taken out, so the identity
   ``net_pnl = realized_pnl + unrealized_pnl - fees + funding`` holds (to within the rounding of
-  the float columns, which is shown as 0: below 1e-9 of the start equity). It is 0 when the
+  the float columns, which is shown as 0: below 1e-12 of the largest of the figures). It is 0 when the
   run ends flat, and it would also absorb anything else the engine booked into equity (a
   liquidation's penalty, a deposit), which the engine does not do today.
 
@@ -131,8 +131,9 @@ def _ratios(start: float, equity: list[float], periods_per_year: float | None) -
 
 
 def _noise_is_zero(x: float, scale: float) -> float:
-    """0 for what is only the rounding of the float columns (a run that ends flat)."""
-    return 0.0 if abs(x) <= 1e-9 * max(1.0, abs(scale)) else x
+    """0 for what is only the rounding of float sums of terms up to ``scale`` (a run that ends
+    flat leaves some 1e-14 here)."""
+    return 0.0 if abs(x) <= 1e-12 * max(1.0, scale) else x
 
 
 def _finite(x: float | None) -> float | None:
@@ -243,7 +244,9 @@ def summarize(result: BacktestResult, periods_per_year: float | None = None) -> 
         "net_pnl": net,
         "total_return_pct": 100.0 * net / start if start else None,
         "realized_pnl": realized,
-        "unrealized_pnl": _noise_is_zero(net - realized + fees - funding, start),
+        "unrealized_pnl": _noise_is_zero(
+            net - realized + fees - funding, max(abs(final), abs(start), abs(realized), abs(fees), abs(funding))
+        ),
         "fees": fees,
         "funding": funding,
         **dd,
