@@ -26,6 +26,7 @@ from bus.streams import STREAMS, Retention
 from executors.config import ExecutorConfig
 from gateway.config import GatewayConfig
 from monitors.alerts.config import AlertsConfig
+from monitors.archive.config import ArchiveConfig
 from monitors.funding.config import FundingConfig
 from monitors.reconciler.config import ReconcilerConfig
 from monitors.risk.config import RiskConfig
@@ -100,6 +101,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     executors: list[ExecutorConfig] = msgspec.field(default_factory=list)  # more (venue, account)s beside `executor`
     funding: FundingConfig = FundingConfig()  # the funding monitor and its pairs
     arbitrages: list[ArbConfig] = msgspec.field(default_factory=list)  # funding arbitrage instances, one pair each
+    archive: ArchiveConfig = ArchiveConfig()  # every stream into Parquet files (`sqt run archive`, `sqt query`)
 
     def __post_init__(self) -> None:
         known = {s.name for s in STREAMS}
@@ -199,6 +201,10 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             raise ConfigError(f"publisher: {exc}") from None
         return pub, venue_cfg
 
+    def archive_dir(self) -> Path:
+        """Where the archive's Parquet files are (`archive.directory`, or `<data_dir>/archive`)."""
+        return self.archive.root(self.data_dir)
+
     def simulated(self, venue: str | None) -> SimConfig:
         """The simulated venue `sqt run sim --venue` runs (the `[sim]` one by default)."""
         for sim in [self.sim, *self.sims]:
@@ -264,6 +270,7 @@ def env_overrides(raw: dict[str, Any], environ: dict[str, str], origin: dict[str
         "alerts": AlertsConfig,
         "reconciler": ReconcilerConfig,
         "funding": FundingConfig,
+        "archive": ArchiveConfig,
     }
     if environ.get("NATS_URL"):
         raw.setdefault("nats", {})["url"] = environ["NATS_URL"]

@@ -7,6 +7,7 @@ sqt status                     streams, consumers and their lag, services that a
 sqt streams apply|ls           create/update streams and buckets; list them
 sqt schemas                    JSON Schema of every message type
 sqt replay ...                 reproduce a strategy's decisions from the recorded streams
+sqt query "SQL"                SQL over the archive's Parquet files (views: candles, fills, commands, ...)
 sqt risk ... / sqt arbitrage ... operators' controls
 """
 
@@ -34,7 +35,20 @@ def _parser() -> argparse.ArgumentParser:
     run = sub.add_parser("run", help="run one component in the foreground")
     run.add_argument(
         "component",
-        choices=["sim", "executor", "grid", "funding", "arbitrage", "gateway", "risk", "reconciler", "alerts", "publisher", "nats"],
+        choices=[
+            "sim",
+            "executor",
+            "grid",
+            "funding",
+            "arbitrage",
+            "gateway",
+            "risk",
+            "reconciler",
+            "alerts",
+            "archive",
+            "publisher",
+            "nats",
+        ],
     )
     run.add_argument("--instance", help="grid or arbitrage instance id (for `run grid`, `run arbitrage`)")
     run.add_argument(
@@ -64,12 +78,14 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schemas", help="print the JSON Schema of every message type")
 
     from cli.arbitrage import add_parser as add_arbitrage
+    from cli.query import add_parser as add_query
     from cli.replay import add_parser as add_replay
     from cli.risk import add_parser as add_risk
 
     add_replay(sub)
     add_risk(sub)
     add_arbitrage(sub)
+    add_query(sub)
     return p
 
 
@@ -125,6 +141,10 @@ def main(argv: list[str] | None = None) -> int:
                 from cli.arbitrage import arbitrage_command
 
                 return arbitrage_command(config, args)
+            case "query":
+                from cli.query import query_command
+
+                return query_command(config, args)
             case "schemas":
                 import json
 

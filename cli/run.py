@@ -92,6 +92,10 @@ def run_component(
                     raise SystemExit(2) from None
 
             return process.run(f"alerts:{config.alerts.instance}", alerts)
+        case "archive":
+            from monitors.archive.runner import run_archive
+
+            return process.run("archive", lambda stop: run_archive(config.bus(), config.archive, config.archive_dir(), stop))
         case "reconciler":
             from monitors.reconciler.runner import run_reconciler
 

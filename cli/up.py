@@ -49,6 +49,7 @@ def components(config: Config, config_path: str | None) -> list[tuple[str, list[
             f"reconciler of {config.reconciler.venue}/{config.reconciler.account} ({config.reconciler.policy})",
         ),
         ("alerts", base + ["run", "alerts"], "alerts to Slack and Telegram (from the environment)"),
+        ("archive", base + ["run", "archive"], f"every stream into Parquet at {config.archive_dir()} (sqt query)"),
         *[
             (f"sim:{s.venue}", base + ["run", "sim", "--venue", s.venue], f"simulated exchange {s.venue!r} ({s.prices} prices)")
             for s in config.sims

@@ -151,6 +151,7 @@ def test_without_a_config_file_sqt_up_runs_the_grid_the_shipped_config_declares(
         "risk",
         "reconciler",
         "alerts",
+        "archive",
         "gateway",
         "grid:btc-neutral",
     ]
@@ -159,7 +160,15 @@ def test_without_a_config_file_sqt_up_runs_the_grid_the_shipped_config_declares(
 def test_a_config_file_that_sets_grids_to_an_empty_list_runs_no_grid(tmp_path: Path) -> None:
     config = load(write(tmp_path, "grids = []\n"), environ={})
     assert config.grids == []
-    assert [name for name, _argv, _what in components(config, None)] == ["sim", "executor", "risk", "reconciler", "alerts", "gateway"]
+    assert [name for name, _argv, _what in components(config, None)] == [
+        "sim",
+        "executor",
+        "risk",
+        "reconciler",
+        "alerts",
+        "archive",
+        "gateway",
+    ]
 
 
 def test_the_shipped_example_config_is_valid() -> None:

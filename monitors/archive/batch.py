@@ -85,7 +85,8 @@ def high_water(names: Iterable[str]) -> int:
 
 def day_of(stored_ns: int) -> str:
     """The UTC day of a store time: the partition a message's row goes to."""
-    return dt.datetime.fromtimestamp(stored_ns / 1e9, dt.timezone.utc).strftime("%Y-%m-%d")
+    # Whole seconds by integer division: ns / 1e9 as a float rounds 23:59:59.999999999 up.
+    return dt.datetime.fromtimestamp(stored_ns // 1_000_000_000, dt.timezone.utc).strftime("%Y-%m-%d")
 
 
 def row_of(stream: str, msg: Stored) -> tuple[str, dict[str, Any]]:

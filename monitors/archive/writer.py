@@ -18,6 +18,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -70,6 +71,9 @@ class StreamWriter:
         self.compression = compression
         self.db = duckdb.connect(":memory:")  # no database file: nothing a reader could be locked out of
         self.db.execute("SET threads TO 2")  # five streams flush at once; leave cores to the rest
+        # A flush runs in a worker thread; a stop may abandon the coroutine awaiting it while the
+        # thread goes on. The lock keeps a later recover() from meeting a commit half done.
+        self.lock = threading.Lock()
 
     def close(self) -> None:
         self.db.close()
@@ -78,6 +82,10 @@ class StreamWriter:
 
     def recover(self) -> Holdings:
         """Finish or undo what a killed process left, then read the high-water mark."""
+        with self.lock:
+            return self._recover()
+
+    def _recover(self) -> Holdings:
         self.dir.mkdir(parents=True, exist_ok=True)
         self.scratch.mkdir(parents=True, exist_ok=True)
         manifest = self.dir / MANIFEST
@@ -91,15 +99,8 @@ class StreamWriter:
             tmp.unlink()
         for tmp in self.scratch.glob(f"{self.stream}-*"):
             tmp.unlink()
-        held = Holdings()
-        for path in self.dir.glob("date=*/*.parquet"):
-            parsed = parse_name(path.name)
-            if parsed is None:
-                continue
-            held.files += 1
-            held.bytes += path.stat().st_size
-            held.high_water = max(held.high_water, parsed[2])
-        return held
+        files = [p for p in self.dir.glob("date=*/*.parquet") if parse_name(p.name) is not None]
+        return Holdings(high_water(p.name for p in files), len(files), sum(p.stat().st_size for p in files))
 
     def _roll_forward(self, manifest: Path) -> None:
         renames = json.loads(manifest.read_text())
@@ -125,6 +126,10 @@ class StreamWriter:
 
     def commit(self, groups: list[Group]) -> list[Written]:
         """Write every group to its file and make them all visible at once (durably)."""
+        with self.lock:
+            return self._commit(groups)
+
+    def _commit(self, groups: list[Group]) -> list[Written]:
         if not groups:
             return []
         staged: list[tuple[Path, Path, int]] = []
