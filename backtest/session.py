@@ -83,6 +83,7 @@ class GridSession:
         self.trades: list[TradeRow] = []
         self.fills: list[Fill] = []
         self.funding_payments: list[FundingPayment] = []
+        self.liquidations: list[Liquidation] = []
         self.rejected_inputs: list[str] = []
         self.started = False
         # Quiet candles print their close only; not while the funding walk moves (it moves per
@@ -195,6 +196,8 @@ class GridSession:
                     self._feed(ev)
             elif kind is OrderUpdate or kind is Liquidation:
                 if ev.account == account and ev.symbol == symbol:
+                    if kind is Liquidation:
+                        self.liquidations.append(ev)
                     self._feed(ev)
             elif kind is Fill:
                 if ev.account == account and ev.symbol == symbol:
