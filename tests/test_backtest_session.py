@@ -33,7 +33,8 @@ def bars(n: int, seed: int, vol: float, start: float = 60_000.0, volume: str = "
         for _ in range(4):
             price *= math.exp(rng.gauss(0, vol))
             points.append(price)
-        out.append(Bar(T0 + i * 60_000, *(D(f"{x:.1f}") for x in (points[0], max(points), min(points), price)), D(volume)))
+        o, h, low, c = (D(f"{x:.1f}") for x in (points[0], max(points), min(points), price))
+        out.append(Bar(T0 + i * 60_000, o, h, low, c, D(volume)))
     return out
 
 
