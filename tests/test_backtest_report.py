@@ -145,6 +145,7 @@ def test_no_samples_summarizes_without_failing() -> None:
     s = summarize(result([], start=1000))
     assert s["final_equity"] == 1000 and s["total_return_pct"] == 0 and s["sharpe"] is None and s["time_in_market_pct"] is None
     assert "—" in format_summary(s)
+    assert page_data(report.render([result([], start=1000)]))["charts"]["price"] == {"t": [], "v": [], "n": 0, "shown": 0}
 
 
 def test_format_json_and_csv(tmp_path: Path) -> None:
