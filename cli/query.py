@@ -28,6 +28,29 @@ from monitors.archive.views import VIEWS, open_archive
 
 EXIT_SQL = 2
 
+# The README's examples (tests/test_archive_query.py checks their figures on a known archive).
+EXAMPLES: dict[str, str] = {
+    "fills per hour": """
+SELECT date_trunc('hour', ts) AS hour, symbol, count(*) AS fills, sum(amount) AS amount,
+       sum(price * amount) AS notional, sum(fee_cost) AS fees
+FROM fills GROUP BY ALL ORDER BY hour, symbol""",
+    "realized pnl per day": """
+SELECT day, instance, pnl - coalesce(lag(pnl) OVER (PARTITION BY instance ORDER BY day), 0) AS realized_pnl,
+       pnl AS cumulative
+FROM (SELECT CAST(ts AS DATE) AS day, instance, arg_max(realized_pnl, ts) AS pnl FROM grid_states GROUP BY ALL)
+ORDER BY instance, day""",
+    "slippage against the ticker at command time": """
+SELECT f.client_order_id, c.side, c.ts AS commanded, coalesce((t.bid + t.ask) * 0.5, t.last) AS mid_at_command,
+       f.price AS fill_price,
+       round((CASE WHEN c.side = 'buy' THEN f.price - mid_at_command ELSE mid_at_command - f.price END)
+             / mid_at_command * 10000, 2) AS slippage_bps
+FROM commands c
+JOIN fills f ON f.client_order_id = c.client_order_id AND f.venue = c.venue
+ASOF JOIN tickers t ON t.venue = c.venue AND t.symbol = c.symbol AND c.ts >= t.ts
+WHERE c.type = 'place_order'
+ORDER BY commanded, f.ts""",
+}
+
 
 def add_parser(sub: Any) -> None:
     q = sub.add_parser("query", help="SQL over the archive (views: candles, tickers, fills, orders, commands, grid_states, ...)")
@@ -36,6 +59,7 @@ def add_parser(sub: Any) -> None:
     fmt.add_argument("--csv", action="store_true", help="CSV with a header line")
     fmt.add_argument("--json", action="store_true", help="a JSON array of objects (decimals as strings)")
     q.add_argument("--shell", action="store_true", help="an interactive prompt")
+    q.add_argument("--examples", action="store_true", help="print example queries (fills per hour, PnL per day, slippage)")
     q.add_argument("--archive", type=Path, help="the archive directory (default: the config's, <data_dir>/archive)")
 
 
@@ -118,6 +142,10 @@ def emit(headers: list[str], rows: list[tuple[Any, ...]], fmt: str, out: TextIO)
 def query_command(config: Config, args: argparse.Namespace) -> int:
     root: Path = args.archive or config.archive_dir()
     fmt = "csv" if args.csv else "json" if args.json else "table"
+    if args.examples:
+        for title, sql in EXAMPLES.items():
+            print(f"-- {title}{sql};\n")
+        return 0
     if args.shell:
         return shell(root)
     if not args.sql:

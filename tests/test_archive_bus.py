@@ -5,17 +5,29 @@ restart that writes nothing twice, and files readable while it writes (docs/adr/
 from __future__ import annotations
 
 import asyncio
+import socket
 from pathlib import Path
+from typing import Any
 
+import aiohttp
 import duckdb
 from nats.aio.client import Client
 
+from bus.embedded import EmbeddedServer
+from bus.settings import BusSettings
+from cli.status import services
 from monitors.archive.config import ArchiveConfig
 from monitors.archive.consumer import ArchiveConsumer
-from monitors.archive.runner import build_archive, run_consumers
+from monitors.archive.runner import build_archive, run_archive, run_consumers
 from monitors.archive.views import open_archive
 from testkit.archive import ARCHIVED, GARBAGE, compare, mixed, partial_files, publish
 from testkit.bus import eventually
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return int(s.getsockname()[1])
 
 
 async def settled(consumers: list[ArchiveConsumer], nc: Client) -> bool:
@@ -94,3 +106,54 @@ async def test_files_are_readable_while_the_archive_writes(bus: Client, tmp_path
     assert all(r is not None for r in reads)
     con = duckdb.connect()
     assert con.execute(f"SELECT count(*) FROM read_parquet('{root}/*/date=*/*.parquet', union_by_name=true)").fetchone() == (2_000,)
+
+
+async def test_health_status_and_metrics_on_its_port(bus: Client, nats_server: EmbeddedServer, tmp_path: Path) -> None:
+    port = free_port()
+    root = tmp_path / "archive"
+    cfg = ArchiveConfig(batch_size=100, flush_seconds=0.1, metrics_port=port)
+    items = mixed(800)
+    await publish(bus, items)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_archive(BusSettings(nats_url=nats_server.url), cfg, root, stop))
+    base = f"http://127.0.0.1:{port}"
+    try:
+        async with aiohttp.ClientSession() as http:
+
+            async def status() -> dict[str, Any]:
+                try:
+                    async with http.get(f"{base}/status") as r:
+                        return dict(await r.json())
+                except aiohttp.ClientError:
+                    return {}
+
+            async def done() -> bool:
+                st = await status()
+                return bool(st) and sum(s["rows"] for s in st["streams"].values()) == len(items)
+
+            await eventually(done, timeout=30, what="/status to count every row")
+            st = await status()
+            assert set(st["streams"]) == set(ARCHIVED)
+            market = st["streams"]["MARKET"]
+            assert market["high_water"] == (await bus.jetstream().stream_info("MARKET")).state.last_seq
+            assert market["files"] > 0 and market["bytes"] > 0 and market["lag"] == 0
+            assert st["streams"]["DLQ"]["rows_by_type"]["undecoded"] > 0
+            async with http.get(f"{base}/health") as r:
+                assert r.status == 200, await r.text()
+            async with http.get(f"{base}/metrics") as r:
+                text = await r.text()
+            for name in (
+                "sqt_archive_rows_total",
+                "sqt_archive_files_total",
+                "sqt_archive_bytes_total",
+                "sqt_archive_flush_seconds_bucket",
+                "sqt_archive_high_water_seq",
+                "sqt_bus_consumer_live",
+            ):
+                assert name in text, name
+            assert 'sqt_archive_rows_total{stream="MARKET",type="ticker"}' in text
+        found = [s for s in await services(bus, subject="$SRV.INFO") if s.get("metadata", {}).get("component") == "archive"]
+        assert found and found[0]["metadata"]["http"] == f"127.0.0.1:{port}"
+    finally:
+        stop.set()
+        await task
