@@ -19,7 +19,7 @@ from bus.reader import read_stream
 from cli.config import load
 from schemas.account import Fill
 from schemas.codec import decode
-from schemas.commands import CancelOrder, PlaceOrder
+from schemas.commands import CancelAll, CancelOrder, PlaceOrder
 from testkit.chaos import Cluster, drive
 from venues.sim.client import SimVenue
 from venues.sim.journal import MINUTE_MS, Bar
@@ -115,10 +115,12 @@ async def live_run(workdir: Path, config: str) -> dict[str, Any]:
             await nc.close()
 
 
-def command_key(c: PlaceOrder | CancelOrder) -> tuple[Any, ...]:
+def command_key(c: PlaceOrder | CancelOrder | CancelAll) -> tuple[Any, ...]:
     if isinstance(c, PlaceOrder):
         return ("place", c.client_order_id, c.side, c.price, c.amount, c.post_only, c.reduce_only, c.ts)
-    return ("cancel", c.client_order_id, c.ts)
+    if isinstance(c, CancelOrder):
+        return ("cancel", c.client_order_id, c.ts)
+    return ("cancel_all", c.symbol, c.ts)
 
 
 def fill_key(f: Fill) -> tuple[Any, ...]:
