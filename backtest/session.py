@@ -92,7 +92,7 @@ class GridSession:
         self.skipped = 0
         self.quoted: dict[Decimal, tuple[Decimal, Decimal]] = {}
         self.engine_range: tuple[Decimal, Decimal, int] | None = None  # SimEngine.quiet_range, until the engine moves
-        self.quiet_close: tuple[Bar, int] | None = None  # the last quiet candle not printed yet, and its step
+        self.waiting: Tick | None = None  # the last quiet print, not printed yet
         # Running PnL of the account on this market (ADR 0021: the strategy's money, not the wallet's).
         self.position = ZERO
         self.cash = ZERO  # quote money paid and received for fills, fees and funding
@@ -129,42 +129,45 @@ class GridSession:
             if problems:
                 raise BacktestError(f"grid {self.grid.instance}: " + "; ".join(problems))
             self.start(bar)
-        if self.skip_quiet and self._quiet(bar):
+        tick = self.market.tick_size
+        volume = print_volume(bar.volume, self.market.lot_size)
+        last = bar.open_time + (PRINTS_PER_CANDLE - 1) * self.step_ms
+        if self.skip_quiet and self._quiet(on_tick(bar.low, tick), on_tick(bar.high, tick), last):
             # Nothing in this candle changes an account or a decision: its prints wait, and only the
-            # last close of a quiet run is printed, before the next candle that is not quiet (the
+            # last print of a quiet run is printed, before the next print that is not quiet (the
             # state that leaves is the one all the prints leave; tests/test_backtest_session.py).
             self.step_no += PRINTS_PER_CANDLE
             self.gseq += PRINTS_PER_CANDLE  # the tickers the grid passes over keep their numbers
-            self.quiet_close = (bar, self.step_no)
+            self.waiting = Tick(step=self.step_no, ts=last, prints=[Print(self.grid.symbol, on_tick(bar.close, tick), volume)])
             self.skipped += 1
             return
-        self.catch_up()
-        tick = self.market.tick_size
-        volume = print_volume(bar.volume, self.market.lot_size)
         for i, price in enumerate(candle_path(bar.open, bar.high, bar.low, bar.close)):
             self.step_no += 1
-            p = Print(self.grid.symbol, on_tick(price, tick), volume)
-            self._apply(Tick(step=self.step_no, ts=bar.open_time + i * self.step_ms, prints=[p]))
+            price = on_tick(price, tick)
+            ts = bar.open_time + i * self.step_ms
+            if self.skip_quiet and self._quiet(price, price, ts):  # one quiet print of a candle that is not
+                self.gseq += 1
+                self.waiting = Tick(step=self.step_no, ts=ts, prints=[Print(self.grid.symbol, price, volume)])
+                continue
+            self.catch_up()
+            self._apply(Tick(step=self.step_no, ts=ts, prints=[Print(self.grid.symbol, price, volume)]))
             self._settle()
             self._apply(Quote(step=self.step_no))
             self._settle()
 
     def catch_up(self) -> None:
-        """Print the close of the last quiet candle, so engine and grid stand where its prints left them."""
-        if self.quiet_close is None:
+        """Print the last quiet print that waits, so engine and grid stand where all of them left them."""
+        tick = self.waiting
+        if tick is None:
             return
-        bar, step = self.quiet_close
-        self.quiet_close = None
-        self.gseq -= 1  # the close's ticker is the run's last input, fed now
-        p = Print(self.grid.symbol, on_tick(bar.close, self.market.tick_size), print_volume(bar.volume, self.market.lot_size))
-        self._apply(Tick(step=step, ts=bar.open_time + (PRINTS_PER_CANDLE - 1) * self.step_ms, prints=[p]))
-        self._apply(Quote(step=step))
+        self.waiting = None
+        self.gseq -= 1  # its ticker is the quiet run's last input, fed now
+        self._apply(tick)
+        self._apply(Quote(step=tick.step))
         self._settle()
 
-    def _quiet(self, bar: Bar) -> bool:
-        tick = self.market.tick_size
-        low, high = on_tick(bar.low, tick), on_tick(bar.high, tick)
-        until = bar.open_time + (PRINTS_PER_CANDLE - 1) * self.step_ms
+    def _quiet(self, low: Decimal, high: Decimal, until: int) -> bool:
+        """Whether prints within [low, high] up to time `until` change no account and no decision."""
         if self.engine_range is None:
             self.engine_range = self.engine.quiet_range(self.est, self.grid.symbol) or (ZERO, ZERO, 0)
         lo, hi, before = self.engine_range
