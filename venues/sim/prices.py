@@ -9,13 +9,13 @@ restarted simulator continues the very path an uninterrupted one would have take
 
 from __future__ import annotations
 
-import csv
 import math
 from decimal import ROUND_DOWN, Decimal
 from pathlib import Path
 from typing import Protocol
 
 from venues.sim.basis import Basis
+from venues.sim.candle_csv import read_csv
 from venues.sim.config import SimConfig, SimMarket
 from venues.sim.draws import normal
 from venues.sim.journal import Bar, Print
@@ -75,7 +75,7 @@ class RandomWalk:
 
 
 class CandleFile:
-    """Prices from a recorded candle CSV: `timestamp,open,high,low,close,volume` (ms, header optional).
+    """Prices from a recorded candle CSV: `timestamp,open,high,low,close,volume` (venues/sim/candle_csv.py).
 
     The first `history_minutes` rows are the backfill; each later row becomes four prints
     (open, the nearer extreme, the other extreme, close), and the file loops at its end.
@@ -89,17 +89,15 @@ class CandleFile:
 
     @staticmethod
     def _load(path: Path) -> list[tuple[Decimal, Decimal, Decimal, Decimal, Decimal]]:
+        # Only the prices are read: the file's times are not used (the backfill is dated back from
+        # the start, and the live rows follow the clock), so they are not checked for order or gaps.
         rows = []
-        with path.open(newline="") as fh:
-            for line_no, row in enumerate(csv.reader(fh), start=1):
-                if not row or not row[0].strip().lstrip("-").isdigit():
-                    continue  # header or blank
-                try:
-                    o, h, low, c, v = (Decimal(x) for x in row[1:6])
-                    Bar(0, o, h, low, c, v)  # the journal would refuse it later, mid-run: say so now
-                except (ValueError, ArithmeticError, IndexError) as exc:
-                    raise ValueError(f"{path}:{line_no}: expected timestamp,open,high,low,close,volume ({exc})") from None
-                rows.append((o, h, low, c, v))
+        for row in read_csv(path):  # the one candle CSV reader; its errors name file and line
+            try:
+                Bar(0, *row.values)  # the journal would refuse it later, mid-run: say so now
+            except (ValueError, ArithmeticError) as exc:
+                raise ValueError(f"{row.where}: expected timestamp,open,high,low,close,volume ({exc})") from None
+            rows.append(row.values)
         if len(rows) < 2:
             raise ValueError(f"{path}: needs at least two candles")
         return rows
