@@ -92,7 +92,7 @@ class GridSession:
         self.skipped = 0
         self.quoted: dict[Decimal, tuple[Decimal, Decimal]] = {}
         self.engine_range: tuple[Decimal, Decimal, int] | None = None  # SimEngine.quiet_range, until the engine moves
-        self.waiting: Tick | None = None  # the last quiet print, not printed yet
+        self.waiting: tuple[int, int, Decimal, Decimal] | None = None  # the last quiet print (step, ts, price, volume), not printed yet
         # Running PnL of the account on this market (ADR 0021: the strategy's money, not the wallet's).
         self.position = ZERO
         self.cash = ZERO  # quote money paid and received for fills, fees and funding
@@ -138,7 +138,7 @@ class GridSession:
             # state that leaves is the one all the prints leave; tests/test_backtest_session.py).
             self.step_no += PRINTS_PER_CANDLE
             self.gseq += PRINTS_PER_CANDLE  # the tickers the grid passes over keep their numbers
-            self.waiting = Tick(step=self.step_no, ts=last, prints=[Print(self.grid.symbol, on_tick(bar.close, tick), volume)])
+            self.waiting = (self.step_no, last, bar.close, volume)  # a Tick only if it is printed
             self.skipped += 1
             return
         for i, price in enumerate(candle_path(bar.open, bar.high, bar.low, bar.close)):
@@ -147,7 +147,7 @@ class GridSession:
             ts = bar.open_time + i * self.step_ms
             if self.skip_quiet and self._quiet(price, price, ts):  # one quiet print of a candle that is not
                 self.gseq += 1
-                self.waiting = Tick(step=self.step_no, ts=ts, prints=[Print(self.grid.symbol, price, volume)])
+                self.waiting = (self.step_no, ts, price, volume)
                 continue
             self.catch_up()
             self._apply(Tick(step=self.step_no, ts=ts, prints=[Print(self.grid.symbol, price, volume)]))
@@ -157,13 +157,13 @@ class GridSession:
 
     def catch_up(self) -> None:
         """Print the last quiet print that waits, so engine and grid stand where all of them left them."""
-        tick = self.waiting
-        if tick is None:
+        if self.waiting is None:
             return
+        step, ts, price, volume = self.waiting
         self.waiting = None
         self.gseq -= 1  # its ticker is the quiet run's last input, fed now
-        self._apply(tick)
-        self._apply(Quote(step=tick.step))
+        self._apply(Tick(step=step, ts=ts, prints=[Print(self.grid.symbol, on_tick(price, self.market.tick_size), volume)]))
+        self._apply(Quote(step=step))
         self._settle()
 
     def _quiet(self, low: Decimal, high: Decimal, until: int) -> bool:
