@@ -162,3 +162,13 @@ def test_the_archive_can_be_read_without_the_views(archive: Path) -> None:
     con = duckdb.connect()
     n = con.execute(f"SELECT count(*) FROM read_parquet('{archive}/*/date=*/*.parquet', union_by_name=true)").fetchone()
     assert n == (14,)
+
+
+def test_real_prices_multiply_exactly(tmp_path: Path) -> None:
+    """price * amount (and a sum of them) at real prices: exact, no overflow (ADR 0022: the scale)."""
+    w = StreamWriter(tmp_path, "ACCOUNT")
+    w.recover()
+    fills = [events.fill("c1", f"t{i}", price="65000.5", amount="1.5", ts=T0 + i) for i in range(3)]
+    w.commit(group("ACCOUNT", [Stored(i + 1, subjects.subject_of(f), encode(f), None, f.ts * 1_000_000) for i, f in enumerate(fills)]))
+    got = rows(tmp_path, "SELECT sum(price * amount), max(price * amount * 100000) FROM fills")
+    assert got == [(Decimal("292502.25"), Decimal("9750075000"))]

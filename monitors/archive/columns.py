@@ -19,11 +19,13 @@ from schemas.codec import ALL_TYPES
 
 Kind = Literal["decimal", "int", "time", "str", "bool", "float", "json", "blob"]
 
-# DECIMAL(38,18): DuckDB's widest exact decimal that stays a fixed-width 128-bit integer (fast,
-# and Parquet-native): 20 integer digits (any price, amount or balance up to 1e20) and 18
-# fractional ones (a wei, a satoshi's billionth). A value outside it is NULL in its typed
-# column, never an error (the flush must not fail on a hostile number): `raw` keeps it exactly.
-DECIMAL = "DECIMAL(38,18)"
+# DECIMAL(38,12): a 128-bit exact decimal with 26 integer digits (any price, amount or balance)
+# and 12 fractional ones (a satoshi is 8; rates and fees have fewer). Not (38,18): DuckDB adds
+# the scales of a product, so price * amount of two (38,18) columns is a (38,36) with 2 integer
+# digits, and overflows at 100; with (38,12) it is a (38,24), exact up to 1e14. A value with more
+# fractional digits is rounded to 12, one out of range is NULL in its typed column, never an error
+# (the flush must not fail on a hostile number): `raw` keeps every value exactly as published.
+DECIMAL = "DECIMAL(38,12)"
 UNDECODED = "undecoded"  # the payload did not decode: raw bytes and the codec's reason
 UNTYPED = "untyped"  # decoded, but DuckDB refused its typed row (never seen; kept raw, not lost)
 

@@ -7,10 +7,11 @@ will have (columns.py), so a query never fails on a missing glob. A view's files
 when the view is created: reopen (or `.refresh` in `sqt query --shell`) to see newer files.
 
 Columns: the envelope (`stream`, `seq`, `subject`, `stored_at` TIMESTAMP, `msg_id`, `type`),
-the message's own fields typed from its schema (Decimals are DECIMAL(38,18); times such as `ts`,
-`ts_local`, `open_time`, `next_funding_time` are TIMESTAMP (UTC), each with its integer
-milliseconds beside it as `<name>_ms`; nested values are JSON), then `headers` and `raw` (the
-payload as JSON text), and `date` (the partition: the UTC day of `stored_at`). For example:
+the message's own fields typed from its schema (Decimals are DECIMAL(38,12), so that price *
+amount stays exact; times such as `ts`, `ts_local`, `open_time`, `next_funding_time` are
+TIMESTAMP (UTC), each with its integer milliseconds beside it as `<name>_ms`; nested values are
+JSON), then `headers` and `raw` (the payload as JSON text), and `date` (the partition: the UTC
+day of `stored_at`). For example:
 
     SELECT open_time_ms, open, high, low, close, volume FROM candles
     WHERE venue = 'sim' AND symbol = 'BTC/USDT:USDT' AND closed ORDER BY open_time_ms
