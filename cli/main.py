@@ -78,6 +78,8 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schemas", help="print the JSON Schema of every message type")
 
     from cli.arbitrage import add_parser as add_arbitrage
+    from cli.backtest import add_parser as add_backtest
+    from cli.data import add_parser as add_data
     from cli.query import add_parser as add_query
     from cli.replay import add_parser as add_replay
     from cli.risk import add_parser as add_risk
@@ -86,6 +88,8 @@ def _parser() -> argparse.ArgumentParser:
     add_risk(sub)
     add_arbitrage(sub)
     add_query(sub)
+    add_backtest(sub)
+    add_data(sub)
     return p
 
 
@@ -141,6 +145,14 @@ def main(argv: list[str] | None = None) -> int:
                 from cli.arbitrage import arbitrage_command
 
                 return arbitrage_command(config, args)
+            case "backtest":
+                from cli.backtest import backtest_command
+
+                return backtest_command(config, args)
+            case "data":
+                from cli.data import data_command
+
+                return data_command(config, args)
             case "query":
                 from cli.query import query_command
 
