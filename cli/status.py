@@ -97,6 +97,7 @@ def expected(config: Config) -> list[tuple[str, str, int]]:
         ("sim", config.sim.venue, config.sim.metrics_port),
         ("executor", f"{config.executor.venue}-{config.executor.account}", config.executor.metrics_port),
         ("gateway", f"port-{config.gateway.port}", config.gateway.port),
+        ("archive", "main", config.archive.metrics_port),
     ]
     return out + [("grid", g.instance, g.metrics_port) for g in config.grids]
 

@@ -181,3 +181,39 @@ async def test_a_redelivery_is_skipped_and_a_lost_delivery_rebuilds_the_session(
         await c.process([delivery(3, 5)])
     await c.prepare()  # the rebuilt session: nothing committed, so from the start again
     assert c.pending == [] and c.accepted == 0
+
+
+async def test_a_failing_write_is_unhealthy_loses_nothing_and_recovers(
+    bus: Client, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A commit that fails (a full disk) is never acked: /health says so, and once writing works
+    again the same messages are archived, once."""
+    from monitors.archive.runner import health_of
+    from monitors.archive.writer import StreamWriter
+
+    root = tmp_path / "archive"
+    consumers = build_archive(bus, ArchiveConfig(batch_size=100, flush_seconds=0.1, metrics_port=0), root)
+    broken = {"on": True}
+    real = StreamWriter.commit
+
+    def commit(self: StreamWriter, groups: Any) -> Any:
+        if broken["on"] and self.stream == "ACCOUNT":
+            raise OSError(28, "No space left on device")
+        return real(self, groups)
+
+    monkeypatch.setattr(StreamWriter, "commit", commit)
+    await publish(bus, mixed(600))
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_consumers(consumers, stop))
+    try:
+        await eventually(lambda: not health_of(consumers)["ok"], timeout=20, what="/health to say ACCOUNT cannot be written")
+        assert "ACCOUNT" in health_of(consumers)["reason"] and "No space" in health_of(consumers)["reason"]
+        broken["on"] = False
+        await eventually(lambda: settled(consumers, bus), timeout=30, what="every stream archived once writing works")
+        assert health_of(consumers)["ok"]
+    finally:
+        stop.set()
+        await task
+    for stream in ARCHIVED:
+        c = await compare(bus, root, stream)
+        assert c.equal, str(c)

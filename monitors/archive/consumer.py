@@ -23,7 +23,7 @@ from nats.aio.client import Client
 from nats.aio.msg import Msg
 
 from bus.consumer import Consumer, ConsumerSpec
-from bus.errors import Stalled
+from bus.errors import LeaseLost, Stalled
 from bus.reader import ack_tokens
 from monitors.archive import metrics
 from monitors.archive.batch import Stored, group
@@ -73,6 +73,7 @@ class ArchiveConsumer(Consumer):
         self.skipped = 0
         self.last_flush_s = 0.0
         self.stream_last = 0
+        self.failing = ""  # why the last flush failed; empty once one succeeds
         self._metrics = (metrics.HIGH_WATER.labels(stream), metrics.LAG.labels(stream), metrics.FLUSH_SECONDS.labels(stream))
 
     # ------------------------------------------------------------------ runtime hooks
@@ -132,7 +133,8 @@ class ArchiveConsumer(Consumer):
             await self.flush()
 
     async def finish(self) -> None:
-        await self.flush()
+        if self.lease is None or not self.lease.lost.is_set():
+            await self.flush()
 
     async def checkpoint(self, force: bool = False) -> None:
         """The files are the checkpoint: nothing goes to the checkpoints bucket."""
@@ -143,13 +145,19 @@ class ArchiveConsumer(Consumer):
         """Commit the pending batch to its files, then ack it (never the other way round)."""
         if not self.pending:
             return
+        if self.lease is not None and self.lease.lost.is_set():
+            # Another process holds this stream now (it recovers from the files): writing here
+            # could commit the same sequences twice. The batch, never acked, is its to write.
+            raise LeaseLost(f"{self.spec.name}: lease lost; {len(self.pending)} messages left to the new holder")
         batch, reply = self.pending, self.last_reply
         began = time.perf_counter()
         try:
             written = await asyncio.to_thread(self._commit, batch)
-        except Exception:
+        except Exception as exc:
             metrics.ERRORS.labels(self.stream, "flush").inc()
+            self.failing = f"{type(exc).__name__}: {exc}"
             raise  # the session is rebuilt from the files; the batch, never acked, comes again
+        self.failing = ""
         self.pending = []
         await self.nc.publish(reply, b"+ACK")  # ack-all: every input up to the batch's last
         last = batch[-1].seq
@@ -191,4 +199,5 @@ class ArchiveConsumer(Consumer):
             "last_flush_s": round(self.last_flush_s, 4),
             "sessions": self.stats.sessions,
             "last_error": self.stats.last_error,
+            "failing": self.failing,
         }

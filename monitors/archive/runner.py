@@ -42,6 +42,15 @@ def status_of(consumers: list[ArchiveConsumer], root: Path, started: float) -> d
     }
 
 
+def health_of(consumers: list[ArchiveConsumer]) -> dict[str, Any]:
+    """Unhealthy while a stream's flushes fail (a full disk, a directory it cannot write): the
+    bus's own check only sees stalls, and a failing flush keeps rebuilding a live session."""
+    failing = {c.stream: c.failing for c in consumers if c.failing}
+    if failing:
+        return {"ok": False, "reason": "; ".join(f"{s}: writing failed ({why})" for s, why in failing.items())}
+    return {"ok": True}
+
+
 async def run_consumers(consumers: list[ArchiveConsumer], stop: asyncio.Event) -> None:
     tasks = [asyncio.create_task(c.run(stop), name=f"archive-{c.stream}") for c in consumers]
     try:
@@ -67,7 +76,7 @@ async def run_archive(settings: BusSettings, cfg: ArchiveConfig, root: Path, sto
         def status() -> dict[str, Any]:
             return status_of(consumers, root, started)
 
-        http = await maybe_serve(cfg.metrics_port, metrics.REGISTRY, status)
+        http = await maybe_serve(cfg.metrics_port, metrics.REGISTRY, status, health=lambda: health_of(consumers))
         if http is not None:
             owned.push_async_callback(http.cleanup)
         what = f"archive of {', '.join(cfg.streams)} into Parquet at {root}"
