@@ -5,6 +5,8 @@ position and money. Any difference is a defect in one of them (docs/adr/0021-bac
 
 from __future__ import annotations
 
+import asyncio
+import csv
 import math
 import random
 from decimal import Decimal
@@ -17,9 +19,11 @@ from backtest.session import GridSession, run_grid_backtest
 from bus.connection import connect
 from bus.reader import read_stream
 from cli.config import load
+from cli.main import main
 from schemas.account import Fill
 from schemas.codec import decode
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
+from testkit.archive import compare
 from testkit.chaos import Cluster, drive
 from venues.sim.client import SimVenue
 from venues.sim.journal import MINUTE_MS, Bar
@@ -58,6 +62,10 @@ funding_mean = "0.0003"
 funding_volatility = "0"
 {walk}
 
+[archive]
+flush_seconds = 0.5
+metrics_port = 0
+
 [executor]
 request_timeout = 2.0
 retries = 3
@@ -95,8 +103,9 @@ def write_candles(path: Path, seed: int) -> list[Bar]:
 
 async def live_run(workdir: Path, config: str) -> dict[str, Any]:
     with Cluster(workdir, config, instance=INSTANCE) as cluster:
-        grid = load(cluster.config, environ={}).grid(INSTANCE)
-        for name in ("sim", "executor", "grid"):
+        cfg = load(cluster.config, environ={})
+        grid = cfg.grid(INSTANCE)
+        for name in ("sim", "executor", "grid", "archive"):
             cluster.start(name)
         nc = await connect(cluster.server.url, name="agreement-driver", attempts=10)
         try:
@@ -110,9 +119,33 @@ async def live_run(workdir: Path, config: str) -> dict[str, Any]:
             venue = SimVenue(nc, timeout=10)
             positions = {p.symbol: p.contracts if p.side == "long" else -p.contracts for p in await venue.fetch_positions()}
             balances = {b.asset: b.total for b in await venue.fetch_balance()}
-            return {"commands": commands, "fills": fills, "positions": positions, "balances": balances}
+            root = cfg.archive_dir()
+            await eventually(lambda: compare(nc, root, "MARKET"), lambda c: c.equal, timeout=60)  # the archive has the window
+            return {"commands": commands, "fills": fills, "positions": positions, "balances": balances, "config": cluster.config}
         finally:
             await nc.close()
+
+
+async def eventually(probe: Any, ok: Any, timeout: float) -> Any:
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while True:
+        got = await probe()
+        if ok(got) or loop.time() > deadline:
+            return got
+        await asyncio.sleep(0.2)
+
+
+@pytest.fixture(scope="module")
+def live(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """One live session, shared by the tests below (it takes most of a minute)."""
+    tmp = tmp_path_factory.mktemp("agree")
+    bars = write_candles(tmp / "candles.csv", seed=4)
+    config = CONFIG.format(data=tmp / "data", csv=tmp / "candles.csv", start=T1 - 15_000, instance=INSTANCE, walk="")
+    run = asyncio.run(live_run(tmp / "live", config))
+    places = [c for c in run["commands"] if isinstance(c, PlaceOrder)]
+    assert len(places) > 20 and len(run["fills"]) > 10, "the session must trade for the comparison to mean anything"
+    return run | {"bars": bars, "tmp": tmp}
 
 
 def command_key(c: PlaceOrder | CancelOrder | CancelAll) -> tuple[Any, ...]:
@@ -127,8 +160,8 @@ def fill_key(f: Fill) -> tuple[Any, ...]:
     return (f.client_order_id, f.side, f.price, f.amount, f.fee_cost, f.liquidity, f.ts)
 
 
-def backtest(workdir: Path, bars: list[Bar], skip_quiet: bool) -> GridSession:
-    cfg = load(workdir / "sqt.toml", environ={})
+def backtest(config: Path, bars: list[Bar], skip_quiet: bool) -> GridSession:
+    cfg = load(config, environ={})
     sim = cfg.sim
     history = CandleFile(sim).history("BTC/USDT:USDT", T1 - sim.tick_ms, sim.history_minutes)  # the live backfill
     _, session = run_grid_backtest(cfg.grid(INSTANCE), sim, bars[1:], history=history, skip_quiet=skip_quiet)
@@ -136,15 +169,9 @@ def backtest(workdir: Path, bars: list[Bar], skip_quiet: bool) -> GridSession:
 
 
 @pytest.mark.timeout(600)
-async def test_a_backtest_makes_the_commands_and_fills_live_trading_made(tmp_path: Path) -> None:
-    bars = write_candles(tmp_path / "candles.csv", seed=4)
-    config = CONFIG.format(data=tmp_path / "data", csv=tmp_path / "candles.csv", start=T1 - 15_000, instance=INSTANCE, walk="")
-    live = await live_run(tmp_path / "live", config)
-    places = [c for c in live["commands"] if isinstance(c, PlaceOrder)]
-    assert len(places) > 20 and len(live["fills"]) > 10, "the session must trade for the comparison to mean anything"
-
+def test_a_backtest_makes_the_commands_and_fills_live_trading_made(live: dict[str, Any]) -> None:
     for skip_quiet in (False, True):
-        session = backtest(tmp_path / "live", bars, skip_quiet)
+        session = backtest(live["config"], live["bars"], skip_quiet)
         assert [command_key(c) for c in session.decided] == [command_key(c) for c in live["commands"]]
         assert [fill_key(f) for f in session.fills] == [fill_key(f) for f in live["fills"]]
         assert session.funding_payments, "funding every five minutes must have been paid"
@@ -152,3 +179,34 @@ async def test_a_backtest_makes_the_commands_and_fills_live_trading_made(tmp_pat
         assert {s: p.contracts for s, p in acct.positions.items() if p.contracts} == {s: c for s, c in live["positions"].items() if c}
         assert acct.balances["USDT"] == live["balances"]["USDT"]  # realized PnL, fees and funding, to the last unit
         assert session.venue_position() == session.position
+
+
+@pytest.mark.timeout(600)
+def test_a_backtest_of_the_recorded_window_does_what_the_live_grid_did(live: dict[str, Any], capsys: pytest.CaptureFixture[str]) -> None:
+    """The window as the bus recorded it: the exchange's closed 1-minute candles, archived,
+    imported with `sqt data import --from archive`, backtested with `sqt backtest grid`; its
+    trades are the live grid's fills."""
+    config, tmp = str(live["config"]), live["tmp"]
+    stored = tmp / "recorded.parquet"
+    assert (
+        main(
+            ["--config", config, "data", "import", "--from", "archive", "--venue", "sim", "--symbol", "BTC/USDT:USDT", "--out", str(stored)]
+        )
+        == 0
+    )
+    out = tmp / "recorded-backtest"
+    # The live grid started on the first traded candle; the recorded backfill before it is context.
+    assert (
+        main(["--config", config, "backtest", "grid", "--data", str(stored), "--since", str(T1), "--instance", INSTANCE, "--out", str(out)])
+        == 0
+    )
+    capsys.readouterr()
+    with (out / "trades.csv").open() as fh:
+        trades = [
+            (int(r["ts"]), r["client_order_id"], r["side"], Decimal(r["price"]), Decimal(r["amount"]), Decimal(r["fee"]))
+            for r in csv.DictReader(fh)
+        ]
+    last_closed = T1 + (CANDLES - 1) * MINUTE_MS  # the last minute's candle was still open when the run stopped
+    want = [(f.ts, f.client_order_id, f.side, f.price, f.amount, f.fee_cost) for f in live["fills"] if f.ts < last_closed]
+    assert len(want) > 10
+    assert trades == want
