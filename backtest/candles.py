@@ -21,10 +21,10 @@ backtest/candle_sources.py) goes through one check (`check`) before anything is 
 - one candle per time: an identical repeat is dropped and counted, a different one is refused;
 - gaps (missing candles) are reported (count, largest, the first few) and never filled.
 
-CSV: `timestamp,open,high,low,close,volume`, header optional (the first line, if it is not a
-row), extra columns after the sixth ignored. The timestamp is integer milliseconds, or ISO-8601
-(`2024-01-01T00:00:00Z`; without an offset it is UTC). Seconds are not accepted: a file in seconds
-(or microseconds) is refused by the grid check, with that hint.
+CSV (venues/sim/candle_csv.py): `timestamp,open,high,low,close,volume`, header optional, extra
+columns ignored; the timestamp in integer milliseconds or ISO-8601 (UTC unless it names an offset).
+Seconds are not accepted: a file in seconds (or microseconds) is refused by the grid check, which
+says so. A text file's interval is the smallest step between its rows unless one is given.
 """
 
 from __future__ import annotations
@@ -47,7 +47,9 @@ from schemas.subjects import symbol_token
 from venues.sim.candle_csv import PRICE_COLUMNS, CandleError, Row, parse_time, read_csv
 from venues.sim.journal import Bar
 
-__all__ = ["CandleError", "Row", "parse_time", "read_csv"]  # the CSV reader lives beside the simulated exchange, which reads it too
+# The CSV reader lives beside the simulated exchange, which reads candle files too (and may not
+# import from here); it is part of this module's API all the same.
+__all__ = ["CandleError", "Row", "parse_time", "read_csv"]
 
 FORMAT = "sqt-candles-1"
 SCALE = 18
@@ -172,6 +174,18 @@ class Checked:
     duplicates: int = 0  # identical repeats dropped
     gaps: list[Gap] = field(default_factory=list)
 
+    def window(self, since_ms: int | None, until_ms: int | None) -> Checked:
+        """The candles with since_ms <= open_time < until_ms (the gaps within them)."""
+        keep = [
+            i
+            for i, b in enumerate(self.bars)
+            if (since_ms is None or b.open_time >= since_ms) and (until_ms is None or b.open_time < until_ms)
+        ]
+        bars = [self.bars[i] for i in keep]
+        return Checked(
+            bars, [self.wheres[i] for i in keep], self.interval, self.duplicates, find_gaps((b.open_time for b in bars), self.interval)
+        )
+
 
 def _places_ok(x: Decimal) -> bool:
     exponent = x.as_tuple().exponent
@@ -206,7 +220,7 @@ def _unit_hint(ts: int) -> str:
         return " (times are milliseconds; this looks like seconds)"
     if ts >= 10**14:
         return " (times are milliseconds; this looks like microseconds)"
-    return f" ({iso(ts)})" if 0 <= ts < 10**14 else ""
+    return f" ({iso(ts)})" if ts >= 0 else ""
 
 
 def infer_interval(rows: Sequence[Row]) -> int:
@@ -303,7 +317,7 @@ def write_parquet(path: str | Path, bars: Sequence[Bar], meta: Meta) -> None:
         try:
             con.execute(
                 f"COPY (SELECT * FROM read_csv({_sql_text(text)}, header = false, auto_detect = false, columns = {_COLUMNS}) "
-                f"ORDER BY open_time) TO {_sql_text(str(staged))} (FORMAT parquet, KV_METADATA {{{kv}}})"
+                f"ORDER BY open_time) TO {_sql_text(str(staged))} (FORMAT parquet, COMPRESSION zstd, KV_METADATA {{{kv}}})"
             )
         finally:
             con.close()
@@ -465,8 +479,7 @@ def read_any(
         return load_bars(path, since_ms, until_ms)
     rows = read_rows(path, fmt)
     step = interval_ms(interval) if interval else infer_interval(rows)
-    bars = check(rows, step).bars
-    return [b for b in bars if (since_ms is None or b.open_time >= since_ms) and (until_ms is None or b.open_time < until_ms)]
+    return check(rows, step).window(since_ms, until_ms).bars
 
 
 def rows_from(where: str, records: Iterable[Sequence[Any]]) -> list[Row]:

@@ -113,10 +113,7 @@ def _import(config: Config, args: argparse.Namespace) -> int:
     interval = candles.interval_name(step)
     checked = candles.check(rows, step)
     if since is not None or until is not None:
-        keep = [i for i, b in enumerate(checked.bars) if (since is None or b.open_time >= since) and (until is None or b.open_time < until)]
-        checked.bars = [checked.bars[i] for i in keep]
-        checked.wheres = [checked.wheres[i] for i in keep]
-        checked.gaps = candles.find_gaps((b.open_time for b in checked.bars), step)
+        checked = checked.window(since, until)
         if not checked.bars:
             raise CandleError(f"no candles of {origin} between --since and --until")
     out = _out_path(config, args, interval)

@@ -164,6 +164,21 @@ def test_read_any_gives_the_same_bars_from_parquet_csv_and_freqtrade(
     assert len(read_any(src)) == 5
 
 
+def test_a_parquet_file_not_written_by_the_import_is_refused_not_guessed_at(
+    config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    foreign = tmp_path / "foreign.parquet"
+    duckdb.sql(
+        f"COPY (SELECT {T0} AS open_time, 0.1::DOUBLE AS open, 0.1::DOUBLE AS high, 0.1::DOUBLE AS low, 0.1::DOUBLE AS close, "
+        f"1.0::DOUBLE AS volume) TO '{foreign}' (FORMAT parquet)"
+    )
+    for read in (load_bars, read_any):
+        with pytest.raises(CandleError, match="foreign.parquet: not a candle file written by `sqt data import`"):
+            read(foreign)
+    rc, _, err = sqt(config, capsys, "ls", str(foreign))
+    assert rc == 2 and "not a candle file" in err
+
+
 def test_a_files_interval_is_its_own_step_unless_given(config: Config, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     hourly = write(tmp_path / "h.csv", csv_rows(6, step=3_600_000, skip=(2,)))
     rc, out, _ = sqt(config, capsys, "import", str(hourly), "--venue", "sim", "--symbol", SYMBOL)
