@@ -295,6 +295,15 @@ def test_a_bad_candle_in_a_pretty_printed_freqtrade_file_is_named_by_line(tmp_pa
         read_any(src)
 
 
+def test_a_first_row_with_a_bad_time_is_an_error_not_a_header_and_a_byte_order_mark_is_no_part_of_a_time(tmp_path: Path) -> None:
+    src = tmp_path / "c.csv"
+    src.write_text("2024/01/01 00:00,100,101,99,100,1\n" + "\n".join(csv_rows(2)) + "\n")
+    with pytest.raises(CandleError, match=r"c.csv:1: the timestamp '2024/01/01 00:00' is neither milliseconds nor an ISO-8601 time"):
+        read_any(src)
+    src.write_bytes(b"\xef\xbb\xbf" + "\n".join(csv_rows(3)).encode() + b"\n")  # Excel's UTF-8 CSV
+    assert [b.open_time for b in read_any(src)] == [T0, T0 + MIN, T0 + 2 * MIN]
+
+
 def test_a_header_with_the_columns_in_another_order_is_refused(tmp_path: Path) -> None:
     src = tmp_path / "c.csv"
     src.write_text("time,open,low,high,close,volume\n" + "\n".join(csv_rows(2)) + "\n")

@@ -65,7 +65,7 @@ def read_csv(path: str | Path) -> list[Row]:
     path = Path(path)
     rows: list[Row] = []
     header_allowed = True
-    with path.open(newline="") as fh:
+    with path.open(newline="", encoding="utf-8-sig") as fh:  # a spreadsheet's byte-order mark is no part of a time
         for line, fields in enumerate(csv.reader(fh), start=1):
             if not fields or not "".join(fields).strip():
                 continue  # blank
@@ -73,7 +73,7 @@ def read_csv(path: str | Path) -> list[Row]:
             try:
                 ts = parse_time(fields[0])
             except CandleError as exc:
-                if header_allowed:
+                if header_allowed and not _numbers(fields[1:6]):  # a row with a bad time is no header
                     _check_header(where, fields)
                     header_allowed = False
                     continue
@@ -84,6 +84,13 @@ def read_csv(path: str | Path) -> list[Row]:
             o, h, lo, c, v = (_decimal(where, n, x) for n, x in zip(PRICE_COLUMNS, fields[1:6], strict=True))
             rows.append(Row(where, ts, (o, h, lo, c, v)))
     return rows
+
+
+def _numbers(fields: list[str]) -> bool:
+    try:
+        return bool(fields) and all(Decimal(f.strip()).is_finite() for f in fields)
+    except InvalidOperation:
+        return False
 
 
 def _check_header(where: str, fields: list[str]) -> None:
