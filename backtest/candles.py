@@ -271,13 +271,16 @@ def describe_gaps(gaps: Sequence[Gap], step: int) -> str:
     if not gaps:
         return "no gaps"
     missing = sum(g.missing for g in gaps)
+    head = f"{plural(len(gaps), 'gap')}, {plural(missing, interval_name(step) + ' candle')} missing (not filled)"
+    if len(gaps) == 1:
+        return f"{head}: {gaps[0]}"
     largest = max(gaps, key=lambda g: g.missing)
-    first = "; ".join(str(g) for g in gaps[:_SHOWN_GAPS])
     more = f"; and {len(gaps) - _SHOWN_GAPS} more" if len(gaps) > _SHOWN_GAPS else ""
-    return (
-        f"{len(gaps)} gap{'s' if len(gaps) > 1 else ''}, {missing} {interval_name(step)} candles missing "
-        f"(largest: {largest}; not filled): {first}{more}"
-    )
+    return f"{head}; largest: {largest}; first: {'; '.join(str(g) for g in gaps[:_SHOWN_GAPS])}{more}"
+
+
+def plural(n: int, what: str) -> str:
+    return f"{n:,} {what}{'' if n == 1 else 's'}"
 
 
 # ----------------------------------------------------------------------------- the stored format

@@ -149,20 +149,20 @@ def _same_market(path: Path, meta: Meta) -> Meta:
 
 def _report(origin: str, out: Path, interval: str, checked: Checked, merged: candles.Merged) -> None:
     step = candles.interval_ms(interval)
-    print(f"imported {len(checked.bars):,} {interval} candles from {origin} into {out}")
+    print(f"imported {candles.plural(len(checked.bars), interval + ' candle')} from {origin} into {out}")
     parts = [f"{merged.added:,} new", f"{merged.kept:,} already stored"]
     if merged.replaced:
         parts.append(f"{merged.replaced:,} replaced")
     if checked.duplicates:
-        parts.append(f"{checked.duplicates:,} repeated rows dropped (identical)")
+        parts.append(f"{candles.plural(checked.duplicates, 'repeated row')} dropped (identical)")
     print("  " + ", ".join(parts))
     print(f"  imported: {candles.describe_gaps(checked.gaps, step)}")
     bars = merged.bars
     whole = candles.find_gaps((b.open_time for b in bars), step)
     missing = sum(g.missing for g in whole)
     print(
-        f"  stored: {len(bars):,} candles, {candles.iso(bars[0].open_time)} to {candles.iso(bars[-1].open_time)}, "
-        f"{len(whole)} gaps ({missing:,} missing)"
+        f"  stored: {candles.plural(len(bars), 'candle')}, {candles.iso(bars[0].open_time)} to {candles.iso(bars[-1].open_time)}, "
+        f"{candles.plural(len(whole), 'gap')} ({missing:,} missing)"
     )
 
 

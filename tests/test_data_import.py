@@ -184,7 +184,7 @@ def test_a_files_interval_is_its_own_step_unless_given(config: Config, tmp_path:
     rc, out, _ = sqt(config, capsys, "import", str(hourly), "--venue", "sim", "--symbol", SYMBOL)
     assert rc == 0
     assert stored_path(config, interval="1h").exists()
-    assert "1 gap, 1 1h candles missing" in out
+    assert "1 gap, 1 1h candle missing (not filled): 1 missing from 2024-01-01T01:00:00Z to 2024-01-01T03:00:00Z" in out
     rc, _, err = sqt(config, capsys, "import", str(hourly), "--venue", "sim", "--symbol", SYMBOL, "--interval", "4h")
     assert rc == 2 and "h.csv:3: the time 1704070800000 is not the start of a 4h candle" in err
 
@@ -334,10 +334,10 @@ def test_gaps_are_reported_with_the_largest_and_the_first_few_and_never_filled(
     src = write(tmp_path / "a.csv", csv_rows(25, skip=missing))
     rc, out, _ = sqt(config, capsys, "import", str(src), "--venue", "sim", "--symbol", SYMBOL, "--interval", "1m")
     assert rc == 0
-    assert "7 gaps, 9 1m candles missing" in out
+    assert "7 gaps, 9 1m candles missing (not filled); largest: 3 missing" in out
     assert "largest: 3 missing from 2024-01-01T00:04:00Z to 2024-01-01T00:08:00Z" in out
-    assert "1 missing from 2024-01-01T00:01:00Z to 2024-01-01T00:03:00Z; 3 missing from" in out
-    assert "and 2 more" in out
+    assert "first: 1 missing from 2024-01-01T00:01:00Z to 2024-01-01T00:03:00Z; 3 missing from" in out
+    assert "and 2 more" in out and "2024-01-01T00:18:00Z" not in out  # the first five only
     assert [b.open_time for b in load_bars(stored_path(config))] == [T0 + i * MIN for i in range(25) if i not in missing]
     gaps = candles.check(candles.read_csv(src), MIN).gaps
     assert [(g.after, g.before, g.missing) for g in gaps[:2]] == [(T0 + MIN, T0 + 3 * MIN, 1), (T0 + 4 * MIN, T0 + 8 * MIN, 3)]
@@ -408,8 +408,8 @@ def test_the_archives_closed_candles_of_one_market_are_imported(config: Config, 
     )
     rc, out, err = sqt(config, capsys, "import", "--from", "archive", "--venue", "sim", "--symbol", SYMBOL)
     assert rc == 0, err
-    assert "imported 3 1m candles from the archive" in out and "1 repeated rows dropped" in out
-    assert "1 gap, 1 1m candles missing" in out
+    assert "imported 3 1m candles from the archive" in out and "1 repeated row dropped (identical)" in out
+    assert "1 gap, 1 1m candle missing" in out
     assert load_bars(stored_path(config)) == [
         Bar(T0 + m * MIN, D("100"), D("101.5"), D("99.25"), D(c), D("0.001")) for m, c in ((0, "100.5"), (1, "100.75"), (3, "101.5"))
     ]
@@ -489,7 +489,7 @@ async def test_a_venues_history_is_paged_through_ccxt_and_only_closed_candles_ar
     assert len(bars) == 3_998  # 4,000 less the missing one and the forming one
     assert bars[-1].open_time == T0 + 3_998 * MIN
     assert bars[1] == Bar(T0 + MIN, D("68001.01"), D("68002.50"), D("68000.10"), D("68001.01"), D("1.001"))
-    assert "1 gap, 1 1m candles missing (largest: 1 missing from 2024-01-02T17:39:00Z to 2024-01-02T17:41:00Z" in out
+    assert "1 gap, 1 1m candle missing (not filled): 1 missing from 2024-01-02T17:39:00Z to 2024-01-02T17:41:00Z" in out
     assert "up to" in err  # progress
 
 
