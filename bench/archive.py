@@ -32,6 +32,7 @@ from nats.aio.client import Client
 
 from bus import streams
 from bus.connection import connect
+from bus.contract import StoredMsg
 from bus.embedded import ANY_PORT, EmbeddedServer
 from bus.process import tune_gc
 from bus.reader import read_stream
@@ -87,7 +88,7 @@ def generate(root: Path, fills_per_day: int, symbols: int) -> tuple[int, int]:
     seq = 0
     w = StreamWriter(root, "ACCOUNT")
     w.recover()
-    batch: list[Stored] = []
+    batch: list[StoredMsg] = []
     for i in range(fills_per_day):
         ts = T0 + i * DAY_MS // fills_per_day
         f = events.fill(f"c{i}", f"t{i}", price=str(Decimal(60_000) + i % 1000), amount="0.01", ts=ts)

@@ -11,6 +11,7 @@ from typing import Any
 import duckdb
 import pytest
 
+from bus.contract import StoredMsg
 from monitors.archive import writer as writer_mod
 from monitors.archive.batch import Stored, day_of, file_name, group, high_water, parse_name, row_of
 from monitors.archive.columns import DECIMAL, UNDECODED, columns_of, schema_of
@@ -25,7 +26,7 @@ DAY0 = 1_700_006_400_000_000_000  # 2023-11-15 00:00:00 UTC, in ns
 MINUTE_NS = 60 * 10**9
 
 
-def stored(seq: int, msg: Any, at_ns: int = DAY0, subject: str = "md.sim.BTC-USDT-USDT.ticker") -> Stored:
+def stored(seq: int, msg: Any, at_ns: int = DAY0, subject: str = "md.sim.BTC-USDT-USDT.ticker") -> StoredMsg:
     data = msg if isinstance(msg, bytes) else encode(msg)
     return Stored(seq, subject, data, {"Nats-Msg-Id": f"id{seq}"}, at_ns)
 
@@ -100,7 +101,7 @@ def test_a_batch_is_grouped_by_day_and_type_with_each_files_range() -> None:
         stored(15, events.candle("101", open_time=1_700_000_060_000), DAY0 + MINUTE_NS),
     ]
     groups = group("MARKET", msgs)
-    got = [(g.date, g.type, g.first, g.last, [r["seq"] for r in g.rows]) for g in groups]
+    got = [(g.date, g.type, g.first, g.last, [r["seq"] for r in g.rows()]) for g in groups]
     assert got == [
         ("2023-11-14", "ticker", 10, 12, [10, 12]),
         ("2023-11-14", "candle", 11, 11, [11]),
@@ -122,7 +123,7 @@ def test_the_config_refuses_what_cannot_work() -> None:
 # ----------------------------------------------------------------------------- commits
 
 
-def batch(first: int, n: int) -> list[Stored]:
+def batch(first: int, n: int) -> list[StoredMsg]:
     """n messages from `first`: tickers, candles and garbage, across midnight (several files)."""
     out = []
     for i in range(n):

@@ -1,5 +1,7 @@
 """A batch of stored messages as rows, grouped into files; file names and high-water marks (pure).
 
+The messages are `StoredMsg`s as bus/reader.py yields them (payload, raw headers, store time).
+
 A batch is what one flush writes for one stream: every message delivered since the last flush,
 contiguous in the stream. Its rows are grouped by (day of store time, type): one Parquet file
 per group, named `<type>-<first seq>-<last seq>.parquet` (20 digits each, so names sort by
@@ -18,6 +20,7 @@ from typing import Any
 
 import msgspec
 
+from bus.contract import StoredMsg, parse_headers
 from monitors.archive.columns import RESERVED, TYPES, UNDECODED, describe
 from schemas.codec import DecodeError, decode
 
@@ -30,27 +33,28 @@ _RENAMED: dict[str, tuple[tuple[str, str], ...]] = {
 }
 
 
-@dataclass(frozen=True)
-class Stored:
-    """One delivered message: what the archive keeps of it."""
-
-    seq: int
-    subject: str
-    data: bytes
-    headers: dict[str, str] | None
-    stored_ns: int
+def Stored(seq: int, subject: str, data: bytes, headers: dict[str, str] | None = None, stored_ns: int = 0) -> StoredMsg:  # noqa: N802
+    """A stored message as the reader yields it, from its headers as a dict (tests, benchmarks and
+    `sqt data import`'s tests build them with this; it was a class of its own at first)."""
+    raw = b"NATS/1.0\r\n" + b"".join(f"{k}: {v}\r\n".encode() for k, v in headers.items()) + b"\r\n" if headers else b""
+    return StoredMsg(seq, subject, data, raw, stored_ns)
 
 
 @dataclass
 class Group:
-    """The rows of one file: one stream, one day, one type."""
+    """The rows of one file: one stream, one day, one type (each row a JSON line, its message beside it)."""
 
     stream: str
     date: str
     type: str
     first: int
     last: int
-    rows: list[dict[str, Any]] = field(default_factory=list)
+    lines: list[bytes] = field(default_factory=list)
+    msgs: list[StoredMsg] = field(default_factory=list)
+
+    def rows(self) -> list[dict[str, Any]]:
+        """The rows as dicts (for tests and for reading; the writer uses the lines)."""
+        return [msgspec.json.decode(line) for line in self.lines]
 
     @property
     def name(self) -> str:
@@ -83,16 +87,25 @@ def high_water(names: Iterable[str]) -> int:
     return mark
 
 
+_DAYS: dict[int, str] = {}
+_NS_PER_DAY = 86_400 * 1_000_000_000
+
+
 def day_of(stored_ns: int) -> str:
     """The UTC day of a store time: the partition a message's row goes to."""
-    # Whole seconds by integer division: ns / 1e9 as a float rounds 23:59:59.999999999 up.
-    return dt.datetime.fromtimestamp(stored_ns // 1_000_000_000, dt.timezone.utc).strftime("%Y-%m-%d")
+    # Whole days by integer division (ns / 1e9 as a float rounds 23:59:59.999999999 up), each
+    # day's name computed once: a batch has one or two.
+    index = stored_ns // _NS_PER_DAY
+    name = _DAYS.get(index)
+    if name is None:
+        name = _DAYS[index] = dt.datetime.fromtimestamp(index * 86_400, dt.timezone.utc).strftime("%Y-%m-%d")
+    return name
 
 
-def row_of(stream: str, msg: Stored) -> tuple[str, dict[str, Any]]:
+def row_of(stream: str, msg: StoredMsg) -> tuple[str, dict[str, Any]]:
     """(type, row) of one message, decoded by the project's codec; a payload that does not
     decode (or validate) is an `undecoded` row with the codec's reason and the exact bytes."""
-    headers = msg.headers or {}
+    headers = parse_headers(msg.raw_headers) if msg.raw_headers else {}
     extra = {k: v for k, v in headers.items() if k != MSG_ID} or None
     try:
         message = decode(msg.data)
@@ -112,23 +125,30 @@ def row_of(stream: str, msg: Stored) -> tuple[str, dict[str, Any]]:
     row["stream"] = stream
     row["seq"] = msg.seq
     row["subject"] = msg.subject
-    row["stored_ns"] = msg.stored_ns
+    row["stored_ns"] = msg.ts_ns
     row["msg_id"] = headers.get(MSG_ID)
     row["headers"] = extra
     return row["type"], row
 
 
-def group(stream: str, msgs: Iterable[Stored]) -> list[Group]:
+_json = msgspec.json.Encoder().encode
+
+
+def group(stream: str, msgs: Iterable[StoredMsg]) -> list[Group]:
     """The files a batch makes: one per (day, type), each with its first and last sequence,
     in the order of their first sequence."""
     groups: dict[tuple[str, str], Group] = {}
     for msg in msgs:
         tag, row = row_of(stream, msg)
-        key = (day_of(msg.stored_ns), tag)
+        line = _json(row)  # (building the line from the codec's own encoding was no faster)
+        key = (day_of(msg.ts_ns), tag)
         g = groups.get(key)
         if g is None:
             g = groups[key] = Group(stream, key[0], tag, msg.seq, msg.seq)
-        g.first = min(g.first, msg.seq)
-        g.last = max(g.last, msg.seq)
-        g.rows.append(row)
+        if msg.seq < g.first:
+            g.first = msg.seq
+        if msg.seq > g.last:
+            g.last = msg.seq
+        g.lines.append(line)
+        g.msgs.append(msg)
     return sorted(groups.values(), key=lambda g: (g.first, g.date, g.type))

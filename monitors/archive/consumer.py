@@ -1,70 +1,74 @@
-"""One stream into the archive: a consumer that acks its inputs only once their file is committed.
+"""One stream into the archive: read from just after the high-water mark, commit, repeat.
 
-It runs under the bus's consumer runtime (bus/consumer.py: the lease, sessions rebuilt after a
-failure, the stall watchdog, the per-consumer metrics), with its own idea of a checkpoint: the
-files. At every session start it recovers the stream's directory (writer.py) and reads the
-high-water mark from the file names, and the durable JetStream consumer is recreated just
-after it, so a restart neither writes a message twice nor skips one (ADR 0022).
+The files are the archive's checkpoint (ADR 0022): at every session start the stream's directory
+is recovered (writer.py) and the high-water mark read from the file names; the stream is then
+read from the mark + 1 with the project's fastest reader (bus/reader.py: raw NATS frames, a
+flow-controlled ephemeral consumer, a delivery that skips a message restarted after the last
+one yielded). No durable consumer and no acks: nothing but the files says how far the archive
+got, so a restart after SIGKILL neither writes a message twice nor skips one.
 
-Within a session, deliveries must be gapless in the consumer's delivery sequence (a delivery
-lost on the way would otherwise be skipped for good); a message at or below what the session
-already holds is a redelivery (its ack wait ran out during a long flush) and is skipped.
+It runs under the bus's consumer runtime for everything else (bus/consumer.py): the lease (one
+process per stream), sessions rebuilt after any failure with backoff, `/health`, the
+per-consumer metrics.
 """
 
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from collections import Counter
 from typing import Any
 
 from nats.aio.client import Client
-from nats.aio.msg import Msg
 
+from bus import metrics as bus_metrics
 from bus.consumer import Consumer, ConsumerSpec
+from bus.contract import StoredMsg
 from bus.errors import LeaseLost, Stalled
-from bus.reader import ack_tokens
+from bus.reader import read_stream
 from monitors.archive import metrics
-from monitors.archive.batch import Stored, group
+from monitors.archive.batch import group
 from monitors.archive.config import ArchiveConfig
 from monitors.archive.writer import StreamWriter, Written
 from schemas.codec import AnyMessage
 
 log = logging.getLogger("archive")
 
+QUEUED_BATCHES = 8  # batches read ahead while a commit runs (each at most ~1 MB of frames)
+LAG_EVERY = 1.0  # seconds between two looks at the stream's last sequence (for `lag`)
+
 
 class ArchiveAhead(Exception):
     """The archive holds sequences the stream never had (the stream was recreated)."""
 
 
-def archive_spec(stream: str, cfg: ArchiveConfig) -> ConsumerSpec:
-    return ConsumerSpec(
-        name=f"archive-{stream.lower()}",
-        stream=stream,
-        input_type=AnyMessage,  # unused: the archive decodes (and keeps) every payload itself
-        outputs=(),
-        route=None,
-        batch=1_024,
-        # Acks come after a flush: leave room for a whole batch (and the next one arriving) ...
-        max_ack_pending=max(20_000, 4 * cfg.batch_size),
-        # ... and for the time it waits (a redelivery before then would only be skipped).
-        ack_wait=max(30.0, 6 * cfg.flush_seconds),
-    )
+def archive_spec(stream: str) -> ConsumerSpec:
+    # The runtime's lease, sessions and metrics key on the name; no JetStream durable is made.
+    return ConsumerSpec(name=f"archive-{stream.lower()}", stream=stream, input_type=AnyMessage, outputs=(), route=None)
+
+
+class Reading:
+    """What the bus's metrics and health read of a live session (a PullFeed's two figures)."""
+
+    def __init__(self) -> None:
+        self.stall_after = float("inf")  # the reader restarts a silent read itself (bus/reader.py)
+
+    def silence(self) -> float:
+        return 0.0
 
 
 class ArchiveConsumer(Consumer):
     def __init__(self, nc: Client, stream: str, writer: StreamWriter, cfg: ArchiveConfig) -> None:
-        super().__init__(nc, archive_spec(stream, cfg))
+        super().__init__(nc, archive_spec(stream))
         self.stream = stream
         self.writer = writer
         self.batch_size = cfg.batch_size
         self.flush_seconds = cfg.flush_seconds
-        self.pending: list[Stored] = []
+        self.pending: list[StoredMsg] = []
         self.pending_since = 0.0
-        self.last_reply = ""  # of the last message taken into `pending`
-        self.accepted = 0  # the highest sequence held (committed or pending) in this session
-        self.last_dseq = 0
+        self.accepted = 0  # the highest sequence held (committed, in flight or pending) in this session
         self.high_water = 0
         self.rows: Counter[str] = Counter()
         self.files = 0
@@ -74,21 +78,62 @@ class ArchiveConsumer(Consumer):
         self.last_flush_s = 0.0
         self.stream_last = 0
         self.failing = ""  # why the last flush failed; empty once one succeeds
+        self._lag_checked = 0.0
+        # The commit in flight: (its job, its batch's last sequence, its size, when it began).
+        self._inflight: tuple[asyncio.Future[list[Written]], int, int, float] | None = None
         self._metrics = (metrics.HIGH_WATER.labels(stream), metrics.LAG.labels(stream), metrics.FLUSH_SECONDS.labels(stream))
 
-    # ------------------------------------------------------------------ runtime hooks
+    # ------------------------------------------------------------------ sessions
+
+    async def _session(self, ended: asyncio.Event) -> None:
+        """Recover, then read from the mark + 1 until stopped; any failure ends the session and the
+        runtime starts another (from the files again)."""
+        self.stats.sessions += 1
+        await self.prepare()
+        queue: asyncio.Queue[list[StoredMsg]] = asyncio.Queue(maxsize=QUEUED_BATCHES)
+        reader = asyncio.create_task(self._read(queue, self.high_water + 1), name=f"archive-read-{self.stream}")
+        log.info("%s: archiving from seq %d", self.stream, self.high_water + 1)
+        self.live_feed = Reading()  # type: ignore[assignment]  # duck-typed for bus/metrics.py
+        try:
+            while not ended.is_set():
+                if reader.done() and queue.empty():
+                    reader.result()  # the read's error ends the session
+                    raise Stalled("the read of the stream ended")
+                try:
+                    batch: list[StoredMsg] | None = await asyncio.wait_for(queue.get(), 0.25)
+                except asyncio.TimeoutError:
+                    batch = None
+                if batch:
+                    began = time.perf_counter()
+                    await self.process(batch)
+                    self._batch_seconds.observe(time.perf_counter() - began)
+                elif not self.caught_up.is_set():
+                    self.caught_up.set()
+                await self.idle()
+        finally:
+            self.live_feed = None
+            self._not_live_since = time.monotonic()
+            reader.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await reader
+        await self.finish()
+
+    async def _read(self, queue: asyncio.Queue[list[StoredMsg]], start: int) -> None:
+        async for batch in read_stream(self.nc, self.stream, start_seq=start, follow=True):
+            await queue.put(batch)  # waits while QUEUED_BATCHES are unprocessed: flow control does the rest
 
     async def prepare(self) -> None:
+        await self._abandon()  # a commit of the failed session still running: let it end first
         held = await asyncio.to_thread(self.writer.recover)
         if not self.flushes:  # the first session: what the directory held before this process
             self.files, self.bytes = held.files, held.bytes
         self.high_water = self.seq = self.accepted = held.high_water
+        self.stats.last_seq = held.high_water
         self.pending = []
-        self.last_dseq = 0
-        self.last_reply = ""
         self._metrics[0].set(self.high_water)
         state = (await self.js.stream_info(self.stream)).state
         self.stream_last = state.last_seq
+        self.stats.lag = max(0, state.last_seq - self.high_water)
         if state.last_seq < self.high_water:
             raise ArchiveAhead(
                 f"{self.stream} ends at seq {state.last_seq} but the archive holds up to {self.high_water}: the stream was "
@@ -104,71 +149,98 @@ class ArchiveConsumer(Consumer):
                 state.first_seq - 1,
             )
 
-    async def process(self, msgs: list[Msg]) -> None:
-        for msg in msgs:
-            meta = ack_tokens(msg.reply.encode())
-            if meta is None:
-                raise Stalled(f"not a JetStream delivery: {msg.reply!r}")
-            seq, dseq, stored_ns, pending = meta
-            if dseq != self.last_dseq + 1:
-                # A delivery never reached us: rebuild from the files rather than skip it.
-                raise Stalled(f"delivery {self.last_dseq + 1} is missing (got {dseq})")
-            self.last_dseq = dseq
-            self.stats.lag = pending
-            if seq <= self.accepted:
-                self.skipped += 1
-                metrics.SKIPPED.labels(self.stream).inc()
-                continue
-            self.accepted = seq
-            if not self.pending:
-                self.pending_since = time.monotonic()
-            self.pending.append(Stored(seq, msg.subject, msg.data, msg.headers, stored_ns))
-            self.last_reply = msg.reply
-        self._metrics[1].set(self.stats.lag + len(self.pending))
+    def health(self) -> str:
+        if self.live_feed is None:
+            down = time.monotonic() - self._not_live_since
+            if down > bus_metrics.NOT_LIVE_GRACE_S:
+                return f"no live session for {down:.0f}s ({self.stats.last_error or 'still starting'})"
+        return ""
+
+    # ------------------------------------------------------------------ inputs
+
+    async def process(self, msgs: list[Any]) -> None:
+        """Take a batch of stored messages (in stream order) into the pending batch."""
+        if msgs[0].seq > self.accepted:
+            fresh = msgs  # the common case: a read never repeats itself
+        else:  # a read restarted on an old position: what is already held is not taken twice
+            fresh = [m for m in msgs if m.seq > self.accepted]
+            self.skipped += len(msgs) - len(fresh)
+            metrics.SKIPPED.labels(self.stream).inc(len(msgs) - len(fresh))
+        if not fresh:
+            return
+        if not self.pending:
+            self.pending_since = time.monotonic()
+        self.pending.extend(fresh)
+        self.accepted = fresh[-1].seq
         if len(self.pending) >= self.batch_size:
-            await self.flush()
+            await self.flush(wait=False)
 
     async def idle(self) -> None:
+        if self._inflight is not None and self._inflight[0].done():
+            await self._settle()
         if self.pending and time.monotonic() - self.pending_since >= self.flush_seconds:
-            await self.flush()
+            await self.flush(wait=False)
+        now = time.monotonic()
+        if now - self._lag_checked >= LAG_EVERY:
+            self._lag_checked = now
+            with contextlib.suppress(Exception):  # a figure for /status; never a reason to fail
+                self.stream_last = (await self.js.stream_info(self.stream)).state.last_seq
+            self.stats.lag = max(0, self.stream_last - self.high_water)
+            self._metrics[1].set(self.stats.lag)
 
     async def finish(self) -> None:
         if self.lease is None or not self.lease.lost.is_set():
             await self.flush()
+        else:
+            await self._abandon()
 
     async def checkpoint(self, force: bool = False) -> None:
         """The files are the checkpoint: nothing goes to the checkpoints bucket."""
 
     # ------------------------------------------------------------------ the flush
 
-    async def flush(self) -> None:
-        """Commit the pending batch to its files, then ack it (never the other way round)."""
+    async def flush(self, wait: bool = True) -> None:
+        """Commit the pending batch to its files.
+
+        One commit is in flight at a time, so batches commit in sequence order (what makes the
+        highest name the high-water mark); while it runs in its thread, the next batch is read
+        (`wait=False`): DuckDB writes while the event loop reads."""
+        await self._settle()
         if not self.pending:
             return
         if self.lease is not None and self.lease.lost.is_set():
             # Another process holds this stream now (it recovers from the files): writing here
-            # could commit the same sequences twice. The batch, never acked, is its to write.
+            # could commit the same sequences twice. The batch is its to write.
             raise LeaseLost(f"{self.spec.name}: lease lost; {len(self.pending)} messages left to the new holder")
-        batch, reply = self.pending, self.last_reply
-        began = time.perf_counter()
+        batch = self.pending
+        self.pending = []
+        job = asyncio.ensure_future(asyncio.to_thread(self._commit, batch))
+        self._inflight = (job, batch[-1].seq, len(batch), time.perf_counter())
+        if wait:
+            await self._settle()
+
+    async def _settle(self) -> None:
+        """Wait for the commit in flight, and account for it."""
+        if self._inflight is None:
+            return
+        job, last, count, began = self._inflight
         try:
-            written = await asyncio.to_thread(self._commit, batch)
+            written = await job
         except Exception as exc:
+            self._inflight = None
             metrics.ERRORS.labels(self.stream, "flush").inc()
             self.failing = f"{type(exc).__name__}: {exc}"
-            raise  # the session is rebuilt from the files; the batch, never acked, comes again
+            raise  # the session is rebuilt from the files: the batch is read again
+        self._inflight = None
         self.failing = ""
-        self.pending = []
-        await self.nc.publish(reply, b"+ACK")  # ack-all: every input up to the batch's last
-        last = batch[-1].seq
         self.seq = self.high_water = last
-        self.stats.processed += len(batch)
+        self.stats.processed += count
         self.stats.last_seq = last
+        self.stats.lag = max(0, self.stream_last - last)
         self.flushes += 1
         elapsed = time.perf_counter() - began
         self.last_flush_s = elapsed
         self._metrics[0].set(last)
-        self._metrics[1].set(self.stats.lag)
         self._metrics[2].observe(elapsed)
         for w in written:
             self.files += 1
@@ -176,25 +248,35 @@ class ArchiveConsumer(Consumer):
             metrics.FILES.labels(self.stream).inc()
             metrics.BYTES.labels(self.stream).inc(w.bytes)
 
-    def _commit(self, batch: list[Stored]) -> list[Written]:
+    async def _abandon(self) -> None:
+        """Let a commit in flight end (it happened or not: the files say which)."""
+        if self._inflight is not None:
+            job = self._inflight[0]
+            self._inflight = None
+            with contextlib.suppress(Exception):
+                await job
+
+    def _commit(self, batch: list[StoredMsg]) -> list[Written]:
         groups = group(self.stream, batch)
         written = self.writer.commit(groups)
         for g in groups:
-            self.rows[g.type] += len(g.rows)
-            metrics.ROWS.labels(self.stream, g.type).inc(len(g.rows))
+            self.rows[g.type] += len(g.lines)
+            metrics.ROWS.labels(self.stream, g.type).inc(len(g.lines))
         return written
 
     def report(self) -> dict[str, Any]:
         """This stream's part of `/status`."""
+        in_flight = self._inflight[2] if self._inflight else 0
         return {
             "high_water": self.high_water,
+            "stream_last_seq": self.stream_last,
+            "lag": max(0, self.stream_last - self.high_water),
             "rows": sum(self.rows.values()),
             "rows_by_type": dict(sorted(self.rows.items())),
             "files": self.files,
             "bytes": self.bytes,
-            "pending": len(self.pending),
-            "lag": self.stats.lag + len(self.pending),
-            "redelivered_skipped": self.skipped,
+            "pending": len(self.pending) + in_flight,
+            "skipped": self.skipped,
             "flushes": self.flushes,
             "last_flush_s": round(self.last_flush_s, 4),
             "sessions": self.stats.sessions,

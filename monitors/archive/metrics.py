@@ -11,20 +11,20 @@ FILES = Counter("sqt_archive_files_total", "Parquet files committed", ["stream"]
 BYTES = Counter("sqt_archive_bytes_total", "Bytes of Parquet files committed", ["stream"], registry=REGISTRY)
 FLUSH_SECONDS = Histogram(
     "sqt_archive_flush_seconds",
-    "One batch: rows built, files written and fsynced, committed (renamed), inputs acked",
+    "One batch: rows built, files written and fsynced, committed (renamed)",
     ["stream"],
     buckets=(0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5, 10, 30),
     registry=REGISTRY,
 )
 ERRORS = Counter(
     "sqt_archive_errors_total",
-    "Failures: a flush that failed (its batch comes again), rows kept untyped, messages gone before archived",
+    "Failures: a flush that failed (its batch is read again), rows kept untyped, messages gone from the stream before archived",
     ["stream", "reason"],
     registry=REGISTRY,
 )
 SKIPPED = Counter(
     "sqt_archive_redelivered_total",
-    "Messages delivered again at or below the high-water mark: acked, not written",
+    "Messages read again (a read restarted behind the session): not taken twice",
     ["stream"],
     registry=REGISTRY,
 )

@@ -6,9 +6,9 @@ A commit (ADR 0022):
 2. the manifest `<STREAM>/.commit` (temp name, fsync, rename, fsync) lists every rename;
 3. every temp file is renamed to its `.parquet` name and the directories are fsynced;
 4. the manifest is removed.
-Only then are the inputs acknowledged. `recover()` at start rolls a manifest forward (its
-files are complete and durable) and deletes any other temp or scratch file (a commit that had
-not reached step 2: its inputs were never acknowledged and come again). So the files of a
+Only then does the archive count the batch as done. `recover()` at start rolls a manifest
+forward (its files are complete and durable) and deletes any other temp or scratch file (a
+commit that had not reached step 2: its messages are read again). So the files of a
 batch appear all or none, and the highest sequence in the file names is the high-water mark.
 Readers glob `*.parquet`: a temp name never matches.
 """
@@ -26,8 +26,9 @@ from pathlib import Path
 import duckdb
 import msgspec
 
-from monitors.archive.batch import Group, high_water, parse_name
+from monitors.archive.batch import Group, high_water, parse_name, row_of
 from monitors.archive.columns import UNDECODED, UNTYPED, select_list
+from monitors.archive.metrics import ERRORS
 
 log = logging.getLogger("archive")
 
@@ -95,7 +96,7 @@ class StreamWriter:
         if stale.exists():
             stale.unlink()
         for tmp in self.dir.glob("date=*/.*.tmp"):
-            log.info("%s: removing %s (a commit that never happened; its inputs come again)", self.stream, tmp.name)
+            log.info("%s: removing %s (a commit that never happened; its messages are read again)", self.stream, tmp.name)
             tmp.unlink()
         for tmp in self.scratch.glob(f"{self.stream}-*"):
             tmp.unlink()
@@ -146,7 +147,7 @@ class StreamWriter:
                 tmp = directory / f".{g.name}.tmp"
                 self._write(g, tmp)
             fsync_path(tmp)
-            staged.append((tmp, final, len(g.rows)))
+            staged.append((tmp, final, len(g.lines)))
         manifest = self.dir / MANIFEST
         pending = self.dir / (MANIFEST + ".tmp")
         pending.write_text(json.dumps([[str(t.relative_to(self.dir)), str(f.relative_to(self.dir))] for t, f, _ in staged]))
@@ -167,7 +168,7 @@ class StreamWriter:
 
     def _write(self, g: Group, target: Path) -> None:
         scratch = self.scratch / f"{self.stream}-{g.date}-{g.type}-{g.first}-{time.monotonic_ns()}.json"
-        scratch.write_bytes(b"\n".join(_encode(r) for r in g.rows))
+        scratch.write_bytes(b"\n".join(g.lines))
         try:
             read, select = select_list(g.type)
             try:
@@ -179,6 +180,7 @@ class StreamWriter:
                 # but if it ever does, the rows are still archived, untyped, rather than block
                 # the stream forever. The error is counted (metrics) and logged.
                 log.error("%s: typed write of %s failed (%s); archiving these rows untyped", self.stream, g.name, exc)
+                ERRORS.labels(self.stream, "untyped").inc(len(g.lines))
                 raise TypedWriteFailed(str(exc)) from exc
         finally:
             scratch.unlink(missing_ok=True)
@@ -193,10 +195,13 @@ class StreamWriter:
 
 
 def untyped(g: Group, error: str) -> Group:
-    """The same rows as `untyped`: envelope, the reason, and the payload (no typed columns)."""
-    keep = ("stream", "seq", "subject", "stored_ns", "msg_id", "headers", "raw")
-    rows = [{**{k: r.get(k) for k in keep}, "type": UNTYPED, "error": error[:500], "raw_bytes": r["raw"].encode()} for r in g.rows]
-    return Group(g.stream, g.date, UNTYPED, g.first, g.last, rows)
+    """The same messages as `untyped` rows: envelope, the reason, the payload (no typed columns)."""
+    out = Group(g.stream, g.date, UNTYPED, g.first, g.last, msgs=list(g.msgs))
+    for msg in g.msgs:
+        _, row = row_of(g.stream, msg)
+        row.update(type=UNTYPED, error=error[:500], raw_bytes=msg.data, raw=msg.data.decode("utf-8", errors="replace"))
+        out.lines.append(_encode(row))
+    return out
 
 
 class TypedWriteFailed(Exception):
