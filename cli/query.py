@@ -15,6 +15,7 @@ import argparse
 import csv
 import datetime as dt
 import json
+import os
 import sys
 from collections.abc import Sequence
 from decimal import Decimal
@@ -140,6 +141,14 @@ def emit(headers: list[str], rows: list[tuple[Any, ...]], fmt: str, out: TextIO)
 
 
 def query_command(config: Config, args: argparse.Namespace) -> int:
+    try:
+        return _query(config, args)
+    except BrokenPipeError:  # `sqt query ... | head`: the reader has what it wanted
+        os.dup2(os.open(os.devnull, os.O_WRONLY), sys.stdout.fileno())  # no second error at exit
+        return 0
+
+
+def _query(config: Config, args: argparse.Namespace) -> int:
     root: Path = args.archive or config.archive_dir()
     fmt = "csv" if args.csv else "json" if args.json else "table"
     if args.examples:
@@ -182,7 +191,8 @@ def shell(root: Path, stdin: TextIO | None = None, out: TextIO | None = None) ->
     buffer = ""
     while True:
         try:
-            line = input("sqt> " if not buffer else "...> ") if stdin is None else _read(stdin)
+            prompt = ("sqt> " if not buffer else "...> ") if interactive else ""
+            line = input(prompt) if stdin is None else _read(stdin)
         except EOFError:
             break
         stripped = line.strip()
