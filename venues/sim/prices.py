@@ -16,6 +16,7 @@ from typing import Protocol
 
 from venues.sim.basis import Basis
 from venues.sim.candle_csv import read_csv
+from venues.sim.candle_path import PRINTS_PER_CANDLE, candle_path, on_tick, print_volume
 from venues.sim.config import SimConfig, SimMarket
 from venues.sim.draws import normal
 from venues.sim.journal import Bar, Print
@@ -77,8 +78,8 @@ class RandomWalk:
 class CandleFile:
     """Prices from a recorded candle CSV: `timestamp,open,high,low,close,volume` (venues/sim/candle_csv.py).
 
-    The first `history_minutes` rows are the backfill; each later row becomes four prints
-    (open, the nearer extreme, the other extreme, close), and the file loops at its end.
+    The first `history_minutes` rows are the backfill; each later row becomes the four prints
+    of venues/sim/candle_path.py (the backtester's too), and the file loops at its end.
     """
 
     def __init__(self, config: SimConfig) -> None:
@@ -110,10 +111,9 @@ class CandleFile:
     def next_print(self, symbol: str, step: int, last: Decimal) -> Print:
         spec = self.specs[symbol]
         live = self.rows[self.history_rows :] or self.rows
-        o, h, low, c, v = live[((step - 1) // 4) % len(live)]
-        path = (o, low, h, c) if c >= o else (o, h, low, c)
-        price = path[(step - 1) % 4]
-        return Print(symbol, _on_tick(float(price), spec), max(spec.lot_size, _on_lot(float(v) / 4, spec)))
+        o, h, low, c, v = live[((step - 1) // PRINTS_PER_CANDLE) % len(live)]
+        price = candle_path(o, h, low, c)[(step - 1) % PRINTS_PER_CANDLE]
+        return Print(symbol, on_tick(price, spec.tick_size), print_volume(v, spec.lot_size))
 
 
 class FeedPrices:
