@@ -675,3 +675,30 @@ async def test_a_duplicate_whose_order_is_not_visible_yet_is_still_a_duplicate()
     finally:
         await venue.close()
     assert caught.value.existing is None  # the executor finds it later; never a crash, never a refusal
+
+
+async def test_a_history_longer_than_a_page_is_paged_to_its_end() -> None:
+    """ccxt asks Binance for at most 1,000 candles a request whatever the caller wants; a page
+    that comes back shorter than asked is not the end of the history while it stops short of now."""
+    now_ms = 1_700_000_000_000
+    first = now_ms - now_ms % 60_000 - 3_000 * 60_000
+    requested: list[int] = []
+
+    async def klines(url: str, method: str = "GET", headers: Any = None, body: Any = None) -> Any:
+        if "/time" in url:
+            return {"serverTime": now_ms}
+        query = {k: v[0] for k, v in parse_qs(urlsplit(url).query).items()}
+        start, limit = int(query["startTime"]), min(int(query.get("limit", 500)), 1_500)
+        requested.append(int(query.get("limit", 500)))
+        times = [t for t in range(start - start % 60_000, now_ms, 60_000)][:limit]
+        return [[t, "60000", "60001", "59999", "60000", "1.5", t + 59_999, "90000", 10, "0", "0", "0"] for t in times]
+
+    exchange = offline_exchange("binanceusdm")
+    exchange.fetch = klines
+    venue = CcxtVenue(exchange, "binanceusdm", "main", clock=lambda: now_ms / 1000)
+    try:
+        candles = await venue.fetch_ohlcv("BTC/USDT:USDT", first, 2_500)
+    finally:
+        await venue.close()
+    assert [c.open_time for c in candles] == [first + i * 60_000 for i in range(2_500)]
+    assert max(requested) <= 1_000 and len(requested) >= 3

@@ -483,7 +483,7 @@ async def test_a_venues_history_is_paged_through_ccxt_and_only_closed_candles_ar
     out, err = capsys.readouterr()
     assert rc == 0, err
     # ccxt asks Binance for at most 1,000 candles a request (Binance would give USD-M 1,500)
-    assert [(q["symbol"], q["interval"], q["limit"]) for q in venue.asked] == [("BTCUSDT", "1m", "1000")] * 3 + [("BTCUSDT", "1m", "999")]
+    assert [(q["symbol"], q["interval"], q["limit"]) for q in venue.asked] == [("BTCUSDT", "1m", "1000")] * 4
     assert [int(q["startTime"]) for q in venue.asked] == [T0, T0 + 1_000 * MIN, T0 + 2_000 * MIN, T0 + 3_001 * MIN]  # 2,500 is missing
     bars = load_bars(stored_path(config, "binanceusdm"))
     assert len(bars) == 3_998  # 4,000 less the missing one and the forming one

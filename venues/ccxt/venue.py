@@ -69,7 +69,9 @@ def fetch_order_params(exchange_id: str) -> dict[str, Any]:
     return dict(FETCH_ORDER_PARAMS.get(exchange_id, {}))  # a copy: ccxt may change what it is given
 
 
-OHLCV_PAGE = {"binanceusdm": 1500, "binance": 1000, "okx": 300, "bybit": 1000, "gate": 1000, "bitget": 200}
+# What ccxt asks for in one request at most (its binance caps every market at 1,000, though the
+# futures API takes 1,500); the loop below does not rely on it: a short page is not the end.
+OHLCV_PAGE = {"binanceusdm": 1000, "binance": 1000, "okx": 300, "bybit": 1000, "gate": 1000, "bitget": 200}
 
 
 def readable(method: Callable[P, Coroutine[Any, Any, T]]) -> Callable[P, Coroutine[Any, Any, T]]:
@@ -316,8 +318,8 @@ class CcxtVenue:
             fresh = [r for r in got if int(r[0]) not in rows]
             for r in fresh:
                 rows[int(r[0])] = r
-            if since is None or len(got) < n or not fresh:
-                break  # the latest page was asked for, or the venue has no more
+            if since is None or not fresh or int(got[-1][0]) + step > now:
+                break  # the latest page was asked for, or the venue has no more, or we reached now
             cursor = int(got[-1][0]) + step
         ordered = [rows[t] for t in sorted(rows)]
         ordered = ordered[-want:] if since is None else ordered[:want]
