@@ -209,3 +209,30 @@ async def test_a_failing_write_is_unhealthy_loses_nothing_and_recovers(
     for stream in ARCHIVED:
         c = await compare(bus, root, stream)
         assert c.equal, str(c)
+
+
+async def test_the_archive_goes_on_after_the_nats_server_is_killed_and_restarted(
+    bus: Client, nats_server: EmbeddedServer, tmp_path: Path
+) -> None:
+    """The reads die with the server; the sessions are rebuilt from the files once it is back,
+    and what was stored before and after is archived once."""
+    root = tmp_path / "archive"
+    consumers = build_archive(bus, ArchiveConfig(batch_size=200, flush_seconds=0.1, metrics_port=0), root)
+    stop = asyncio.Event()
+    task = asyncio.create_task(run_consumers(consumers, stop))
+    try:
+        await publish(bus, mixed(1_000))
+        await eventually(lambda: settled(consumers, bus), timeout=30, what="the first events archived")
+        nats_server.kill()
+        await eventually(lambda: not bus.is_connected, what="the client to notice the server is gone")
+        nats_server.start()
+        await eventually(lambda: bus.is_connected, timeout=30, what="the client to reconnect")
+        await publish(bus, mixed(1_000, start=1_000))
+        await eventually(lambda: settled(consumers, bus), timeout=60, what="the events stored after the restart archived")
+        assert all(c.stats.sessions >= 2 for c in consumers)  # each read died with the server
+    finally:
+        stop.set()
+        await task
+    for stream in ARCHIVED:
+        c = await compare(bus, root, stream)
+        assert c.equal, str(c)
