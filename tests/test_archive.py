@@ -78,6 +78,15 @@ def test_file_names_sort_by_sequence_and_parse_back() -> None:
         assert parse_name(other) is None
 
 
+def test_every_type_names_files_that_parse_back() -> None:
+    """A tag the file-name pattern did not read would leave its files out of the high-water mark
+    (and a restart would write them again): every message type's, and the two fallbacks'."""
+    from monitors.archive.columns import TYPES, UNTYPED
+
+    for tag in (*TYPES, UNDECODED, UNTYPED):
+        assert parse_name(file_name(tag, 1, 2)) == (tag, 1, 2), tag
+
+
 def test_the_high_water_mark_is_the_highest_last_sequence_of_a_committed_file() -> None:
     names = [file_name("ticker", 1, 50), file_name("fill", 20, 40), file_name("ticker", 51, 90), ".ticker-x.tmp"]
     assert high_water(names) == 90
