@@ -11,7 +11,8 @@ order the bus delivers in live trading driven in lock-step (testkit/chaos.py):
   commands the grid decides queue in order (the COMMAND stream) and reach the engine one by
   one after that (the executor), each one's events going to the grid in turn. That is the
   breadth-first order of the live system, where the exchange publishes all of one entry's
-  events before the executor's next request can be journaled.
+  events before the executor's next request can be journaled (backtest/wiring.py, which the
+  arbitrage's backtest shares).
 
 The executor's part is its pure pre-trade check (executors/validate.py) and its rejection
 event; breakers, deadlines and retries do not arise without a network.
@@ -19,15 +20,13 @@ event; breakers, deadlines and retries do not arise without a network.
 
 from __future__ import annotations
 
-from collections import deque
 from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
 from backtest.result import BacktestResult, Level, Sample, TradeRow
+from backtest.wiring import Wiring
 from bus.contract import Inbound, InputRejected
-from executors.answers import order_event
-from executors.validate import check_place
 from schemas import ids
 from schemas.account import ZERO, Fill, FundingPayment, Liquidation, OrderUpdate
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
@@ -37,12 +36,10 @@ from strategies.grid.config import GridConfig
 from strategies.grid.core import GridCore
 from strategies.grid.lattice import check_config
 from strategies.grid.state import GridState
-from venues.protocol import OrderRequest
 from venues.sim.candle_path import PRINTS_PER_CANDLE, candle_path, on_tick, print_volume
 from venues.sim.config import SimConfig
 from venues.sim.engine import EngineState, SimEngine
-from venues.sim.journal import Bar, Cancel, Entry, History, Place, Print, Quote, Tick
-from venues.sim.journal import CancelAll as CancelAllEntry
+from venues.sim.journal import Bar, Entry, History, Print, Quote, Tick
 
 NEVER = 2**62  # a backtest reads no periodic state events (GridCore.publish_every_ms)
 
@@ -73,13 +70,13 @@ class GridSession:
         self.spec = {m.symbol: m for m in sim.markets}[grid.symbol]
         self.core = GridCore(grid, market, publish_every_ms=NEVER)
         self.step_ms = candle_ms // PRINTS_PER_CANDLE
-        self.est: EngineState = self.engine.initial_state()
+        self.wire = Wiring(self.engine, self._route, self._feed)
         self.gst: GridState = self.core.initial_state()
-        self.eseq = self.gseq = self.step_no = 0
-        self.commands: deque[Any] = deque()
+        self.gseq = self.step_no = 0
+        self.commands = self.wire.queue
         self.history = history or []
         # What a live run's logs would hold, kept for the result and for comparisons with one.
-        self.decided: list[PlaceOrder | CancelOrder | CancelAll] = []
+        self.decided: list[PlaceOrder | CancelOrder | CancelAll] = self.wire.decided
         self.trades: list[TradeRow] = []
         self.fills: list[Fill] = []
         self.funding_payments: list[FundingPayment] = []
@@ -187,10 +184,19 @@ class GridSession:
 
     # ------------------------------------------------------------------ routing
 
+    @property
+    def est(self) -> EngineState:
+        return self.wire.est
+
+    @property
+    def eseq(self) -> int:
+        return self.wire.seq
+
     def _apply(self, entry: Entry) -> None:
         self.engine_range = None  # what the engine's quiet range was computed from may change
-        self.eseq += 1
-        self.est, events = self.engine.step(self.est, Inbound(self.eseq, "journal", entry))
+        self.wire.apply(entry)
+
+    def _route(self, events: list[Any]) -> None:
         symbol, account = self.grid.symbol, self.grid.account
         for ev in events:
             kind = type(ev)
@@ -225,36 +231,7 @@ class GridSession:
 
     def _settle(self) -> None:
         """Execute the queued commands in order, as the executor does; what each causes queues behind."""
-        while self.commands:
-            cmd = self.commands.popleft()
-            self.decided.append(cmd)
-            self._execute(cmd)
-
-    def _execute(self, cmd: PlaceOrder | CancelOrder | CancelAll) -> None:
-        account = self.grid.account
-        if isinstance(cmd, PlaceOrder):
-            problem = check_place(cmd, self.engine.markets.get(cmd.symbol))
-            if problem is not None:
-                self._feed(order_event(cmd, "rejected", problem[0], problem[1], cmd.ts / 1000))
-                return
-            request = OrderRequest(
-                symbol=cmd.symbol,
-                client_order_id=cmd.client_order_id,
-                side=cmd.side,
-                order_type=cmd.order_type,
-                amount=cmd.amount,
-                price=cmd.price,
-                post_only=cmd.post_only,
-                reduce_only=cmd.reduce_only,
-                use_margin=cmd.use_margin,
-                time_in_force=cmd.time_in_force,
-                deadline_ms=cmd.ts + cmd.ttl_ms,
-            )
-            self._apply(Place(account=account, order=request))
-        elif isinstance(cmd, CancelOrder):
-            self._apply(Cancel(account=account, symbol=cmd.symbol, client_order_id=cmd.client_order_id, order_id=cmd.order_id))
-        else:
-            self._apply(CancelAllEntry(account=account, symbol=cmd.symbol))
+        self.wire.settle()
 
     def _book_fill(self, fill: Fill) -> None:
         """Average-cost PnL of the fills (the report's realized PnL; the wallet agrees, see tests)."""
