@@ -34,6 +34,7 @@ class TradeRow(msgspec.Struct, frozen=True, kw_only=True):
     amount: Decimal  # base quantity
     fee: Decimal
     liquidity: str  # maker | taker
+    symbol: str | None = None  # the market, where a run trades more than one (the arbitrage's two legs)
 
 
 class Level(msgspec.Struct, frozen=True, array_like=True):
