@@ -152,7 +152,9 @@ class ArbSession:
         with_candles: Iterable[str],
         candle_ms: int = 60_000,
         funding_rates: Mapping[str, list[tuple[int, Decimal]]] | None = None,
+        arb_clock_ms: int = CLOCK_MS,
     ) -> None:
+        """`arb_clock_ms`: the arbitrage's clock period (its runner's, unless a test drives another)."""
         if len(arb.legs) != 2:
             raise BacktestError(f"arbitrage {arb.instance}: `legs` must be its pair's two legs (filled from pair {arb.pair!r})")
         for i, leg in enumerate(arb.legs):
@@ -222,7 +224,7 @@ class ArbSession:
         self.fst: FundingState = self.monitor.initial_state()
         self.ast: ArbState = self.core.initial_state()
         self.fseq = self.aseq = self.step_no = 0
-        self.clock_ms = {"monitor": self.funding_cfg.clock_ms, "arbitrage": CLOCK_MS}
+        self.clock_ms = {"monitor": self.funding_cfg.clock_ms, "arbitrage": arb_clock_ms}
         self.next_clock = {"monitor": 0, "arbitrage": 0}  # the next tick time of each shell (0: from the first print)
         # Rates from data: (pinned from, symbol, rate), in time order.
         self.pins: list[tuple[int, str, Decimal]] = sorted(
@@ -232,7 +234,8 @@ class ArbSession:
         self.last: dict[str, Decimal] = {}  # each market's last print (the followers' basis)
         # What a live run's logs would hold, kept for the result and for comparisons with one.
         self.decided = self.wire.decided
-        self.spreads: list[FundingSpread] = []
+        self.spreads = 0  # snapshots the monitor published (a month of them would fill memory: counted)
+        self.first_ok: FundingSpread | None = None  # the first `ok` one
         self.alerts: list[RiskAlert] = []
         self.last_state: StrategyState | None = None
         self.trades: list[TradeRow] = []
@@ -395,7 +398,9 @@ class ArbSession:
             return
         for out in outputs:
             if type(out) is FundingSpread:
-                self.spreads.append(out)
+                self.spreads += 1
+                if self.first_ok is None and out.state == "ok":
+                    self.first_ok = out
                 self.wire.queue.append(Later(self._to_arb, out))
 
     def _to_arb(self, event: Any) -> None:
@@ -501,12 +506,13 @@ def run_arbitrage_backtest(
     candle_ms: int = 60_000,
     on_candle: Callable[[int], None] | None = None,
     on_candle_end: Callable[[ArbSession], None] | None = None,
+    arb_clock_ms: int = CLOCK_MS,
 ) -> tuple[BacktestResult, ArbSession]:
     """Run a funding arbitrage over the legs' candles (`legs_bars` by symbol; a leg that follows the
     other may have none); `capital` is the money the return is measured against (default: the
     account's balance of the perpetual's settle currency)."""
     candles = align(legs_bars)
-    session = ArbSession(arb, funding, sim, [s for s, bars in legs_bars.items()], candle_ms, funding_rates)
+    session = ArbSession(arb, funding, sim, [s for s, bars in legs_bars.items()], candle_ms, funding_rates, arb_clock_ms)
     perp = next((m for m in session.markets if m.kind == "swap"), session.markets[0])
     quote = perp.settle or perp.quote
     start_equity = capital if capital is not None else sim.accounts[arb.account].get(quote, ZERO)

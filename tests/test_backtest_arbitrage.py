@@ -259,7 +259,8 @@ def test_between_two_prints_the_arbitrage_decides_at_its_own_clock_ticks() -> No
     # 15 s), at the arbitrage's clock tick 20 s after the first rich snapshot, as live every 500 ms.
     fund = funding(publish_ms=60_000)
     _, s = run_arbitrage_backtest(arb(entry_hold_ms=20_000), fund, sim(), {PERP: bars(10)}, None)
-    first_ok = next(sp.ts for sp in s.spreads if sp.state == "ok")
+    assert s.first_ok is not None
+    first_ok = s.first_ok.ts
     place = next(c for c in s.decided if isinstance(c, PlaceOrder))
     assert place.ts == first_ok + 20_000 and place.ts % 15_000  # not a print's time
     fills = [f for f in s.fills if f.client_order_id == place.client_order_id]
@@ -269,7 +270,7 @@ def test_between_two_prints_the_arbitrage_decides_at_its_own_clock_ticks() -> No
 def test_the_same_inputs_make_the_same_run() -> None:
     a = run(600, rates("0.0002", "-0.0002"))[1]
     b = run(600, rates("0.0002", "-0.0002"))[1]
-    assert a.decided == b.decided and a.fills == b.fills and a.spreads == b.spreads and a.ast == b.ast
+    assert a.decided == b.decided and a.fills == b.fills and a.spreads == b.spreads and a.first_ok == b.first_ok and a.ast == b.ast
 
 
 def test_the_spot_leg_from_its_own_candles() -> None:
