@@ -119,6 +119,10 @@ def read_funding_csv(path: str | Path) -> list[tuple[int, Decimal]]:
             ts = _epoch_ms(stamp)
             if ts is None:
                 raise BacktestError(f"{path}:{line}: `timestamp` {stamp!r} is neither epoch ms nor an ISO time")
+            if ts < 10**11:
+                raise BacktestError(
+                    f"{path}:{line}: `timestamp` {stamp} reads as 1973 or before: give milliseconds since the epoch, not seconds"
+                )
             try:
                 SetFunding(symbol="X/Y:Y", rate=rate)  # the engine's own bounds on a pinned rate
             except ValueError as exc:

@@ -313,6 +313,7 @@ def test_a_funding_file_is_read_and_a_bad_row_names_its_line(tmp_path: Path) -> 
         ("timestamp,funding_rate\n1767254400000,0.0001\nyesterday,0.0001\n", "bad.csv:3"),
         ("1767254400000,0.0001\n1767254400000,0.0001\n", "not after"),
         ("1767254400000,2\n", "bad.csv:1"),
+        ("1767254400,0.0001\n", "not seconds"),
     ):
         bad = tmp_path / "bad.csv"
         bad.write_text(body)
