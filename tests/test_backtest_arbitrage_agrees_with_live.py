@@ -119,7 +119,7 @@ pair = "btc"
 account = "arb"
 amount = "0.05"
 entry_apr = "0.12"
-entry_hold_ms = 10000
+entry_hold_ms = 15000          # ends on the second print: the clock tick before it decides, on the first print's book
 exit_apr = "0.03"
 """
 
