@@ -35,7 +35,7 @@ import msgspec
 
 from backtest.arbitrage import read_funding_csv, run_arbitrage_backtest
 from backtest.candles import CandleError
-from backtest.metrics import format_summary, summarize, write_json, write_trades_csv
+from backtest.metrics import format_summary, sampling_period_ms, summarize, write_json, write_trades_csv
 from backtest.progress import Progress
 from backtest.report import write_report
 from backtest.result import BacktestResult
@@ -196,11 +196,14 @@ def _arbitrage(config: Config, args: argparse.Namespace) -> int:
     legs = {perp: Data(args.data_perp, since, until, args.interval).load()}
     if args.data_spot is not None:
         legs[spot] = Data(args.data_spot, since, until, args.interval).load()
+    candle_ms = sampling_period_ms([b.open_time for b in legs[perp]]) or 60_000  # the prints' spacing follows the candles'
     out = args.out or Path(config.data_dir) / "backtests" / f"{arb.instance}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
     started = time.monotonic()
     print(", ".join(f"{len(b):,} candles of {s}" for s, b in legs.items()), file=sys.stderr)
     with Progress(max(len(b) for b in legs.values())) as progress:
-        result, session = run_arbitrage_backtest(arb, config.funding, sim, legs, rates, capital=capital, on_candle=progress.set)
+        result, session = run_arbitrage_backtest(
+            arb, config.funding, sim, legs, rates, capital=capital, candle_ms=candle_ms, on_candle=progress.set
+        )
     elapsed = time.monotonic() - started
     st = session.ast
     print(

@@ -410,6 +410,7 @@ def test_the_command_writes_the_summary_trades_and_report(files: tuple[Path, Pat
         (["--since", "2027-01-01"], "no candles"),
         (["--data-spot", "/nonexistent/spot.csv"], "no such file"),
         (["--funding", "BAD"], "rates.bad:2"),
+        (["--data-perp", "FIVE"], "funding.ttl_ms: 30000 ms is shorter than the 75000 ms between two prints"),
     ],
 )
 def test_bad_input_exits_2_naming_the_problem(
@@ -418,7 +419,11 @@ def test_bad_input_exits_2_naming_the_problem(
     config, perp, _ = files
     bad = tmp_path / "rates.bad"
     bad.write_text("timestamp,funding_rate\n1767254400000,much\n")
-    args = [str(bad) if a == "BAD" else a for a in args]
+    five = tmp_path / "five.csv"  # 5-minute candles: a print every 75 s
+    five.write_text(
+        "timestamp,open,high,low,close,volume\n" + "".join(f"{T0 + i * 300_000},60000,60010,59990,60000,5\n" for i in range(20))
+    )
+    args = [str(bad) if a == "BAD" else str(five) if a == "FIVE" else a for a in args]
     assert sqt(config, "--data-perp", str(perp), "--out", str(tmp_path / "x"), *args) == 2
     err = capsys.readouterr().err
     assert says in err and "Traceback" not in err
