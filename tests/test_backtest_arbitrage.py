@@ -245,6 +245,22 @@ def test_a_refused_hedge_is_unwound_and_the_failure_budget_stops_the_next_entrie
     assert not watch.disagreements
 
 
+def test_a_hedge_the_book_cannot_fill_is_unwound_to_what_both_legs_hold() -> None:
+    # The perpetual's book holds 0.02 BTC within reach until the next print: the hedge of 0.05
+    # fills 0.02, and the rest of the spot leg is sold back before anything else happens.
+    thin = [msgspec.structs.replace(m, book_depth=D("0.01"), book_levels=2) if m.symbol == PERP else m for m in sim().markets]
+    _, s, watch = run(30, rates("0.0003"), arb(), msgspec.structs.replace(sim(), markets=thin))
+    places = [c for c in s.decided if isinstance(c, PlaceOrder)]
+    assert [(c.symbol, c.side, c.amount) for c in places] == [
+        (SPOT, "buy", D("0.05")),
+        (PERP, "sell", D("0.05")),
+        (SPOT, "sell", D("0.03")),
+    ]
+    assert places[2].ts - places[0].ts <= arb().naked_ms and len(s.ast.unwinds) == 1
+    assert s.held() == {SPOT: D("0.02"), PERP: D("-0.02")} == s.venue_held()
+    assert not watch.disagreements and wallet_pnl(s, D(50_000)) == s.pnl()
+
+
 def test_a_margin_refusal_by_the_exchange_blocks_reentry() -> None:
     s_cfg = msgspec.structs.replace(sim(), borrow_limit={"BTC": D(0)})
     result, s, _ = run(3 * 60, rates("-0.0003"), arb(use_margin=True), s_cfg)
