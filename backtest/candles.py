@@ -223,9 +223,10 @@ def _unit_hint(ts: int) -> str:
     return f" ({iso(ts)})" if ts >= 0 else ""
 
 
-def infer_interval(rows: Sequence[Row]) -> int:
-    """The smallest step between consecutive rows (1m when it cannot tell)."""
-    steps = {b.open_time - a.open_time for a, b in zip(rows, rows[1:], strict=False)}
+def infer_interval(rows: Sequence[Row] | Sequence[Bar]) -> int:
+    """The smallest step between consecutive rows or bars (1m when it cannot tell)."""
+    times = [r.open_time for r in rows]
+    steps = {b - a for a, b in zip(times, times[1:], strict=False)}
     positive = [s for s in steps if s > 0]
     step = min(positive, default=60_000)
     return step if step % 60_000 == 0 else 60_000

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from decimal import Decimal
 from pathlib import Path
 
-from backtest.candles import read_any
+from backtest.candles import infer_interval, read_any
 from backtest.result import BacktestResult
 from backtest.session import BacktestError, run_grid_backtest
 from strategies.grid.config import GridConfig
@@ -69,7 +69,7 @@ def _load(data: Data) -> None:
 
 def _run(job: tuple[GridConfig, SimConfig, Decimal | None]) -> BacktestResult:
     grid, sim, capital = job
-    result, _ = run_grid_backtest(grid, sim, _bars, capital=capital)
+    result, _ = run_grid_backtest(grid, sim, _bars, capital=capital, candle_ms=infer_interval(_bars))
     return result
 
 

@@ -34,8 +34,8 @@ from pathlib import Path
 import msgspec
 
 from backtest.arbitrage import read_funding_csv, run_arbitrage_backtest
-from backtest.candles import CandleError
-from backtest.metrics import format_summary, sampling_period_ms, summarize, write_json, write_trades_csv
+from backtest.candles import CandleError, infer_interval
+from backtest.metrics import format_summary, summarize, write_json, write_trades_csv
 from backtest.progress import Progress
 from backtest.report import write_report
 from backtest.result import BacktestResult
@@ -155,7 +155,9 @@ def _grid(config: Config, args: argparse.Namespace) -> int:
         bars = data.load()
         print(f"{len(bars):,} candles of {base.symbol} from {args.data}", file=sys.stderr)
         with Progress(len(bars)) as progress:
-            result, session = run_grid_backtest(base, sim, bars, capital=capital, on_candle=progress.set, skip_quiet=not args.exact)
+            result, session = run_grid_backtest(
+                base, sim, bars, capital=capital, candle_ms=infer_interval(bars), on_candle=progress.set, skip_quiet=not args.exact
+            )
         results = [result]
         if session.rejected_inputs:
             print(f"{len(session.rejected_inputs)} tickers refused by the grid's price guard, e.g. {session.rejected_inputs[0]}")
@@ -196,7 +198,7 @@ def _arbitrage(config: Config, args: argparse.Namespace) -> int:
     legs = {perp: Data(args.data_perp, since, until, args.interval).load()}
     if args.data_spot is not None:
         legs[spot] = Data(args.data_spot, since, until, args.interval).load()
-    candle_ms = sampling_period_ms([b.open_time for b in legs[perp]]) or 60_000  # the prints' spacing follows the candles'
+    candle_ms = infer_interval(legs[perp])  # the prints' spacing follows the candles'
     out = args.out or Path(config.data_dir) / "backtests" / f"{arb.instance}-{dt.datetime.now(dt.timezone.utc):%Y%m%dT%H%M%SZ}"
     started = time.monotonic()
     print(", ".join(f"{len(b):,} candles of {s}" for s, b in legs.items()), file=sys.stderr)

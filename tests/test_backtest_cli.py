@@ -163,3 +163,24 @@ def test_bad_data_names_the_file_and_line(setup: tuple[Path, Path], tmp_path: Pa
     assert "bad.csv:3" in capsys.readouterr().err
     assert run(config, "--data", str(tmp_path / "missing.csv")) == 2
     assert "missing.csv" in capsys.readouterr().err
+
+
+def test_five_minute_candles_print_across_their_five_minutes(tmp_path: Path) -> None:
+    """A candle's four prints span its own interval: 5-minute candles are not traded as 1-minute ones."""
+    from backtest.candles import read_any
+    from backtest.session import run_grid_backtest
+    from cli.config import load
+
+    config = tmp_path / "sqt.toml"
+    config.write_text(CONFIG.format(data=tmp_path / "data"))
+    data = tmp_path / "5m.csv"
+    rows = [f"{1_767_225_600_000 + i * 300_000},60000,60120,59880,60000,3" for i in range(50)]
+    data.write_text("timestamp,open,high,low,close,volume\n" + "\n".join(rows) + "\n")
+    out = tmp_path / "out"
+    assert run(config, "--data", str(data), "--out", str(out)) == 0
+    with (out / "trades.csv").open() as fh:
+        times = [int(r["ts"]) for r in csv.DictReader(fh)]
+    cfg = load(config, environ={})
+    _, session = run_grid_backtest(cfg.grids[0], cfg.sim, read_any(data), candle_ms=300_000)
+    assert times == [f.ts for f in session.fills] and times
+    assert {(t - 1_767_225_600_000) % 300_000 for t in times} - {0, 75_000, 150_000, 225_000} == set()
