@@ -21,9 +21,8 @@ from typing import Any
 
 from bus.contract import Inbound
 from executors.answers import order_event
-from executors.validate import check_place
+from executors.validate import check_place, order_request
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
-from venues.protocol import OrderRequest
 from venues.sim.engine import EngineState, SimEngine
 from venues.sim.journal import Cancel, Entry, Place
 from venues.sim.journal import CancelAll as CancelAllEntry
@@ -77,20 +76,7 @@ class Wiring:
             if problem is not None:
                 self.reject(order_event(cmd, "rejected", problem[0], problem[1], cmd.ts / 1000))
                 return
-            request = OrderRequest(
-                symbol=cmd.symbol,
-                client_order_id=cmd.client_order_id,
-                side=cmd.side,
-                order_type=cmd.order_type,
-                amount=cmd.amount,
-                price=cmd.price,
-                post_only=cmd.post_only,
-                reduce_only=cmd.reduce_only,
-                use_margin=cmd.use_margin,
-                time_in_force=cmd.time_in_force,
-                deadline_ms=cmd.ts + cmd.ttl_ms,
-            )
-            self.apply(Place(account=cmd.account, order=request))
+            self.apply(Place(account=cmd.account, order=order_request(cmd, cmd.ts + cmd.ttl_ms)))
         elif isinstance(cmd, CancelOrder):
             self.apply(Cancel(account=cmd.account, symbol=cmd.symbol, client_order_id=cmd.client_order_id, order_id=cmd.order_id))
         else:

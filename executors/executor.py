@@ -39,11 +39,11 @@ from executors import metrics
 from executors.answers import invalid_command, order_event
 from executors.breakers import BreakerView
 from executors.config import ExecutorConfig
-from executors.validate import check_place
+from executors.validate import check_place, order_request
 from schemas.account import OrderUpdate
 from schemas.commands import CancelAll, CancelOrder, Command, PlaceOrder
 from venues.errors import DuplicateOrder, OrderNotFound, OrderRejected, Transient
-from venues.protocol import OrderRequest, Venue
+from venues.protocol import Venue
 
 log = logging.getLogger("executor")
 
@@ -207,19 +207,7 @@ class Placement:
         refusal = await self._breaker_refusal()
         if refusal:
             return [self._reject("breaker_open", refusal)], "breaker_open"
-        request = OrderRequest(
-            symbol=cmd.symbol,
-            client_order_id=cmd.client_order_id,
-            side=cmd.side,
-            order_type=cmd.order_type,
-            amount=cmd.amount,
-            price=cmd.price,
-            post_only=cmd.post_only,
-            reduce_only=cmd.reduce_only,
-            use_margin=cmd.use_margin,
-            time_in_force=cmd.time_in_force,
-            deadline_ms=self.deadline,
-        )
+        request = order_request(cmd, self.deadline)
         try:
             order = await x._call("place", lambda: x.venue.create_order(request), limited=True, before_retry=self._still_allowed)
         except _Landed as landed:  # an attempt whose answer was lost had placed it

@@ -5,6 +5,7 @@ from __future__ import annotations
 from schemas.base import RejectReason
 from schemas.commands import PlaceOrder
 from schemas.market import Market
+from venues.protocol import OrderRequest
 
 
 def check_place(cmd: PlaceOrder, market: Market | None) -> tuple[RejectReason, str] | None:
@@ -26,3 +27,21 @@ def check_place(cmd: PlaceOrder, market: Market | None) -> tuple[RejectReason, s
     if cmd.use_margin and market.kind != "spot":
         return "invalid", "use_margin applies to spot orders only"
     return None
+
+
+def order_request(cmd: PlaceOrder, deadline_ms: int) -> OrderRequest:
+    """What a checked place command asks the venue for; it may not land after `deadline_ms`
+    (the venue's clock): the executor's request, and the backtest's (backtest/wiring.py)."""
+    return OrderRequest(
+        symbol=cmd.symbol,
+        client_order_id=cmd.client_order_id,
+        side=cmd.side,
+        order_type=cmd.order_type,
+        amount=cmd.amount,
+        price=cmd.price,
+        post_only=cmd.post_only,
+        reduce_only=cmd.reduce_only,
+        use_margin=cmd.use_margin,
+        time_in_force=cmd.time_in_force,
+        deadline_ms=deadline_ms,
+    )
