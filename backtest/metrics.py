@@ -141,14 +141,16 @@ def _finite(x: float | None) -> float | None:
 
 
 def _round_trips(trades: list[TradeRow]) -> dict[str, Any]:
-    """FIFO round trips of the trades (see the module's docstring)."""
-    lots: deque[list[Any]] = deque()  # [ts, signed qty, price, fee per unit] of open inventory
+    """FIFO round trips of the trades (see the module's docstring), market by market: a leg of an
+    arbitrage does not close the other leg's inventory."""
+    books: dict[str | None, deque[list[Any]]] = {}  # per symbol: [ts, signed qty, price, fee per unit] of open inventory
     trips = wins = 0
     held_qty = held_weighted = 0.0  # sum(qty), sum(qty * seconds held) of the closed pieces
     for t in trades:
         qty = float(t.amount)
         if qty <= 0:
             continue
+        lots = books.setdefault(t.symbol, deque())
         sign = 1.0 if t.side == "buy" else -1.0
         price = float(t.price)
         fee_unit = float(t.fee) / qty
@@ -374,7 +376,7 @@ def write_json(summary: dict[str, Any], path: Path | str) -> None:
     Path(path).write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
 
 
-TRADE_COLUMNS = ["ts", "time", "client_order_id", "side", "price", "amount", "notional", "fee", "liquidity"]
+TRADE_COLUMNS = ["ts", "time", "symbol", "client_order_id", "side", "price", "amount", "notional", "fee", "liquidity"]
 
 
 def write_trades_csv(trades: list[TradeRow], path: Path | str) -> None:
@@ -383,4 +385,6 @@ def write_trades_csv(trades: list[TradeRow], path: Path | str) -> None:
         w = csv.writer(f)
         w.writerow(TRADE_COLUMNS)
         for t in trades:
-            w.writerow([t.ts, iso(t.ts), t.client_order_id, t.side, t.price, t.amount, t.price * t.amount, t.fee, t.liquidity])
+            w.writerow(
+                [t.ts, iso(t.ts), t.symbol or "", t.client_order_id, t.side, t.price, t.amount, t.price * t.amount, t.fee, t.liquidity]
+            )

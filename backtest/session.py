@@ -249,6 +249,7 @@ class GridSession:
                 amount=fill.amount * size,
                 fee=fee,
                 liquidity=fill.liquidity,
+                symbol=fill.symbol,
             )
         )
         self.fees += fee

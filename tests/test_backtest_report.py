@@ -518,3 +518,20 @@ async def test_the_report_opens_offline_in_chromium_draws_its_charts_and_sorts_i
         await chromium.close()
     assert attempted == []
     assert errors == []
+
+
+def test_round_trips_are_matched_market_by_market() -> None:
+    """An arbitrage buys spot and sells the perpetual at once: that is two open legs, not a trip."""
+    from decimal import Decimal as D
+
+    from backtest.metrics import _round_trips
+    from backtest.result import TradeRow
+
+    def t(ts: int, symbol: str, side: str, price: str) -> TradeRow:
+        return TradeRow(ts=ts, client_order_id=f"c{ts}", side=side, price=D(price), amount=D(1), fee=D(0), liquidity="taker", symbol=symbol)
+
+    legs = [t(0, "BTC/USDT", "buy", "100"), t(1, "BTC/USDT:USDT", "sell", "101"), t(3_600_000, "BTC/USDT", "sell", "102")]
+    trips = _round_trips(legs + [t(7_200_000, "BTC/USDT:USDT", "buy", "100")])
+    assert trips["round_trips"] == 2 and trips["win_rate_pct"] == 100.0
+    assert trips["avg_holding_s"] == pytest.approx(5_400.0, abs=0.01)  # one hour and two hours
+    assert _round_trips(legs[:2])["round_trips"] == 0
