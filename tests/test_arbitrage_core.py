@@ -750,18 +750,20 @@ def test_funding_fees_borrow_interest_and_basis_are_booked_apart_for_the_positio
     h.book(1, D(61005))
     h.tick(PUBLISH)  # a ticker alone publishes nothing; the state is published at least this often
     b = books_of(h)
-    # basis: the spot short lost 10, the perp long made 10.15
-    position = {"funding": D("8.5"), "basis": D("0.15"), "fees": D("0.89995"), "borrow": D("0.06")}
+    # basis: the spot short lost 10, the perp long made 10.15, and the 0.000001 BTC of interest
+    # owed since 60000 lost 0.001 (the interest is owed in the coin: the spot leg holds that much less)
+    position = {"funding": D("8.5"), "basis": D("0.149"), "fees": D("0.89995"), "borrow": D("0.06")}
     assert b["position"] == position
     assert b["total"] == position
-    h.spread("0.01", long_leg=1)  # exit: spot bought back at 61000 (fee 0.61), perp sold at 61005 (fee 0.305025)
+    h.spread("0.01", long_leg=1)  # exit: spot 0.01001 bought back at 61000 (fee 0.61061), perp sold at 61005 (fee 0.305025)
     h.answer("1", price=D(61000))
     h.answer("1", price=D(61005))
-    assert h.held == [D(0), D(0)]
+    # The loan and its interest (owed in the coin) repaid: bought back rounded up to the lot, a long below one lot is left.
+    assert h.held == [D("0.000009"), D(0)]
     b = books_of(h)
-    assert b["total"] == {"funding": D("8.5"), "basis": D("0.15"), "fees": D("1.814975"), "borrow": D("0.06")}
+    assert b["total"] == {"funding": D("8.5"), "basis": D("0.149"), "fees": D("1.815585"), "borrow": D("0.06")}
     assert b["position"] == b["total"]  # the one position, closed: its books stay until the next entry
-    assert h.states[-1].realized_pnl == D("8.5") + D("0.15") - D("1.814975") - D("0.06")
+    assert h.states[-1].realized_pnl == D("8.5") + D("0.149") - D("1.815585") - D("0.06")
 
 
 def test_a_second_positions_books_start_from_zero_and_the_total_keeps_the_first() -> None:

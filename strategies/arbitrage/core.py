@@ -254,13 +254,19 @@ class ArbCore:
         )
 
     def on_interest(self, st: ArbState, ev: BorrowInterest) -> ArbState:
+        """Interest on a margin short is charged in the coin: the account owes that much more of
+        it, so the spot leg holds that much less (an exit then sells only what the account has).
+        Its value at the charge is booked as borrow; its later price moves are basis."""
         if ev.account != st.account:
             return st
-        for book in st.legs:
+        for i, book in enumerate(st.legs):
             if book.spot and book.venue == ev.venue and book.market.base == ev.asset:
                 value = ev.interest * (book.mark or ZERO)
+                legs = list(st.legs)
+                legs[i] = replace(book, held=book.held - ev.interest, cash=book.cash - value)
                 return replace(
                     st,
+                    legs=legs,
                     position=replace(st.position, borrow=st.position.borrow + value),
                     total=replace(st.total, borrow=st.total.borrow + value),
                 )

@@ -77,6 +77,17 @@ def lot_floor(leg: LegBook, base: Decimal) -> Decimal:
     return out if base >= 0 else -out
 
 
+def closing(leg: LegBook) -> Decimal:
+    """The order (signed base) that closes a leg: its whole lots; but a spot short is rounded up,
+    so the interest owed in the coin is repaid with the loan and no debt stays behind (the
+    rest is a long below one lot), where a next long position's exit would sell coins the
+    account does not have."""
+    if leg.spot and leg.held < 0:
+        lot = leg.market.lot_size
+        return to_base(leg, (to_units(leg, -leg.held) / lot).to_integral_value(rounding=ROUND_CEILING) * lot)
+    return -lot_floor(leg, leg.held)
+
+
 def limit_price(leg: LegBook, side: Side, band: Decimal) -> Decimal | None:
     """A limit at most `band` through the far touch, on the tick; None without a book."""
     tick = leg.market.tick_size

@@ -158,7 +158,7 @@ class SagaSteps:
         if st.orders:
             return st, []
         first = st.legs[saga.first]
-        gap = -L.lot_floor(first, first.held)
+        gap = L.closing(first)
         if gap and L.tradable(first, gap, L.limit_price(first, L.gap_side(gap), self.cfg.exit_band)):
             if st.ts < saga.retry_at:
                 return st, []
@@ -174,7 +174,7 @@ class SagaSteps:
             if st.ts < saga.retry_at:
                 return st, []
             return self.place(st, 1 - saga.first, "exit", L.gap_side(gap), gap, self.cfg.exit_band)
-        rest = -L.lot_floor(first, first.held)
+        rest = L.closing(first)
         if rest and L.tradable(first, rest, L.limit_price(first, L.gap_side(rest), self.cfg.exit_band)):
             return replace(st, saga=replace(saga, step="close1")), []
         return replace(st, saga=None, holding_long=-1, exits=st.exits + 1), []
