@@ -40,6 +40,7 @@ from venues.sim.candle_path import PRINTS_PER_CANDLE, candle_path, on_tick, prin
 from venues.sim.config import SimConfig
 from venues.sim.engine import EngineState, SimEngine
 from venues.sim.journal import Bar, Entry, History, Print, Quote, Tick
+from venues.sim.state import money
 
 NEVER = 2**62  # a backtest reads no periodic state events (GridCore.publish_every_ms)
 
@@ -259,7 +260,7 @@ class GridSession:
             self.avg_entry = (self.avg_entry * abs(pos) + fill.price * abs(signed)) / (abs(pos) + abs(signed))
         else:
             closed = min(abs(signed), abs(pos))
-            self.realized += (fill.price - self.avg_entry) * closed * size * (1 if pos > 0 else -1)
+            self.realized += money((fill.price - self.avg_entry) * closed * size * (1 if pos > 0 else -1))  # as the venue rounds it
             if abs(signed) > abs(pos):  # through zero: the rest opens at this price
                 self.avg_entry = fill.price
         self.position = pos + signed

@@ -250,3 +250,53 @@ def test_the_quiet_range_ends_where_a_position_would_be_liquidated() -> None:
     apply(Quote(step=2))
     out = apply(Tick(step=3, ts=T0 + 30_000, prints=[Print(SWAP, edge - D("0.5"), D(1))]))
     assert [ev for ev in out if type(ev).__name__ == "Liquidation"]  # just beyond it: liquidated
+
+
+# ---------------------------------------------------------------------- what a run reports
+
+
+def test_prices_off_the_tick_are_put_on_it_and_volumes_round_down_to_the_lot() -> None:
+    from venues.sim.candle_path import on_tick
+
+    assert on_tick(D("100.03"), D("0.1")) == D("100.0") and on_tick(D("100.06"), D("0.1")) == D("100.1")
+    assert on_tick(D("100.1"), D("0.1")) == D("100.1")  # already on it: unchanged
+    assert on_tick(D("0.01"), D("0.1")) == D("0.1")  # never below one tick
+    assert on_tick(D("7"), D("0.5")) == D("7") and on_tick(D("7.3"), D("0.5")) == D("7.5")
+    assert print_volume(D("0.0078"), D("0.001")) == D("0.001")  # 1.95 lots: down, not to the nearest
+    assert candle_path(D(100), D(102), D(98), D(100)) == (D(100), D(98), D(102), D(100))  # a tie, a flat bar: dips first
+
+
+def test_an_off_tick_candle_file_trades_on_the_tick() -> None:
+    candles = [
+        Bar(b.open_time, b.open + D("0.03"), b.high + D("0.04"), b.low + D("0.02"), b.close + D("0.07"), b.volume)
+        for b in bars(600, 3, 0.0008)
+    ]
+    result, session = run_grid_backtest(grid(), sim(), candles)
+    assert result.trades and all(t.price % D("0.1") == 0 for t in result.trades)
+    assert session.est.markets[SWAP].last == (candles[-1].close / D("0.1")).to_integral_value() * D("0.1")
+
+
+def test_the_result_reports_what_the_session_did() -> None:
+    candles = bars(2_000, seed=4, vol=0.0008)
+    g = grid(spacing=D("0.001"))
+    result, s = run_grid_backtest(g, sim(), candles, capital=D(5_000))
+    acct = s.est.accounts["main"]
+    pos = acct.positions[SWAP]
+    assert (result.strategy, result.symbol, result.candles, result.commands) == ("grid", SWAP, 2_000, len(s.decided))
+    assert (result.since, result.until, result.start_equity) == (T0, T0 + 2_000 * 60_000, 5_000.0)
+    assert result.params["spacing"] == "0.001" and result.params["levels"] == 4 and "metrics_port" not in result.params
+    # the books: average-cost realized PnL as the exchange computes it, fees and funding as it charged them
+    assert s.realized == pos.realized_pnl != 0
+    assert s.fees == sum(f.fee_cost for f in s.fills) > 0 and s.funding == sum(p.amount for p in s.funding_payments)
+    assert [(t.ts, t.client_order_id, t.side, t.price, t.amount, t.fee, t.liquidity, t.symbol) for t in result.trades] == [
+        (f.ts, f.client_order_id, f.side, f.price, f.amount, f.fee_cost, f.liquidity, f.symbol) for f in s.fills
+    ]
+    last = result.samples[-1]
+    assert (last.ts, last.price) == (T0 + 2_000 * 60_000 - 1, float(candles[-1].close))
+    assert last.position == float(pos.contracts) == float(s.position)
+    assert (last.realized, last.fees, last.funding) == (float(s.realized), float(s.fees), float(s.funding))
+    assert last.equity == pytest.approx(5_000 + float(s.pnl(candles[-1].close)))
+    assert [x.ts for x in result.samples] == [b.open_time + 59_999 for b in candles]
+    # the grid's orders as they changed: the last entry is what rests at the end
+    resting = sorted(float(o.price) for o in acct.open.values() if o.price is not None)
+    assert result.levels[-1].prices == resting and len({lv.ts for lv in result.levels}) == len(result.levels) > 10
