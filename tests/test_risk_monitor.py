@@ -148,10 +148,16 @@ async def test_a_breaker_outlives_a_sigkill_of_the_monitor_and_a_dead_monitor_me
             assert listed.returncode == 0 and SCOPE in listed.stdout and "halted" in listed.stdout and "feed_stale" in listed.stdout
             typo = risk.sqt("risk", "halt", "--scope", "symbol.sim.BTC/USDT:USDT")
             assert typo.returncode == 2 and SCOPE in typo.stderr, typo.stderr  # refused, naming the scopes there are
-            assert risk.sqt("risk", "reset", "--scope", SCOPE).returncode == 0
-            await eventually(
-                lambda: _is(bus, SCOPE, "ok"), timeout=30, what="the operator's reset in the bucket"
-            )  # a budget for a loaded machine
+            # A reset is refused while the condition still holds (reset_refused), and the restarted
+            # monitor may not have judged the flowing feed fresh yet: the operator asks again.
+            for attempt in range(15):
+                assert risk.sqt("risk", "reset", "--scope", SCOPE).returncode == 0
+                try:
+                    await eventually(lambda: _is(bus, SCOPE, "ok"), timeout=2, what="the operator's reset in the bucket")
+                    break
+                except AssertionError:
+                    if attempt == 14:
+                        raise
         changes = await stored(bus, "OPS", "ops.risk.t.breaker")
         assert [c.state for c in changes if isinstance(c, BreakerChange)] == ["halted", "ok"]
         assert "every scope is ok" in risk.sqt("risk", "ls").stdout
