@@ -108,6 +108,12 @@ TARGETS = {
         ["monitors/funding/spread.py", "monitors/funding/core.py"],
         ["tests/test_funding_spread.py", "tests/test_funding_monitor.py", "tests/test_funding_mutants.py"],
     ),
+    # The backtest's router and the shortcut's two queries: a survivor is a backtest that could
+    # disagree with live trading unseen.
+    "backtest": (
+        ["backtest/session.py", "venues/sim/candle_path.py"],
+        ["tests/test_backtest_session.py", "tests/test_backtest_cli.py"],
+    ),
     # ccxt's real code against recorded payloads (testkit/ccxt.py), offline.
     "ccxt": (
         ["venues/ccxt/ids.py", "venues/ccxt/errors.py", "venues/ccxt/parse.py"],
