@@ -111,7 +111,7 @@ TARGETS = {
     # The backtest's router and the shortcut's two queries: a survivor is a backtest that could
     # disagree with live trading unseen.
     "backtest": (
-        ["backtest/session.py", "venues/sim/candle_path.py"],
+        ["backtest/session.py", "backtest/wiring.py", "venues/sim/candle_path.py"],
         ["tests/test_backtest_session.py", "tests/test_backtest_cli.py"],
     ),
     # ccxt's real code against recorded payloads (testkit/ccxt.py), offline.
