@@ -80,7 +80,7 @@ class ArchiveConsumer(Consumer):
         self.failing = ""  # why the last flush failed; empty once one succeeds
         self._lag_checked = 0.0
         # The commit in flight: (its job, its batch's last sequence, its size, when it began).
-        self._inflight: tuple[asyncio.Future[list[Written]], int, int, float] | None = None
+        self._inflight: tuple[asyncio.Future[tuple[list[Written], list[tuple[str, int]]]], int, int, float] | None = None
         self._metrics = (metrics.HIGH_WATER.labels(stream), metrics.LAG.labels(stream), metrics.FLUSH_SECONDS.labels(stream))
 
     # ------------------------------------------------------------------ sessions
@@ -225,7 +225,7 @@ class ArchiveConsumer(Consumer):
             return
         job, last, count, began = self._inflight
         try:
-            written = await job
+            written, counted = await job
         except Exception as exc:
             self._inflight = None
             metrics.ERRORS.labels(self.stream, "flush").inc()
@@ -234,6 +234,9 @@ class ArchiveConsumer(Consumer):
         self._inflight = None
         self.failing = ""
         self.seq = self.high_water = last
+        for type_, n in counted:
+            self.rows[type_] += n
+            metrics.ROWS.labels(self.stream, type_).inc(n)
         self.stats.processed += count
         self.stats.last_seq = last
         self.stats.lag = max(0, self.stream_last - last)
@@ -256,13 +259,11 @@ class ArchiveConsumer(Consumer):
             with contextlib.suppress(Exception):
                 await job
 
-    def _commit(self, batch: list[StoredMsg]) -> list[Written]:
+    def _commit(self, batch: list[StoredMsg]) -> tuple[list[Written], list[tuple[str, int]]]:
+        """In a thread: the batch's files, committed; the rows per type are counted by `_settle`,
+        with the high-water mark, so /status never shows rows its mark does not cover yet."""
         groups = group(self.stream, batch)
-        written = self.writer.commit(groups)
-        for g in groups:
-            self.rows[g.type] += len(g.lines)
-            metrics.ROWS.labels(self.stream, g.type).inc(len(g.lines))
-        return written
+        return self.writer.commit(groups), [(g.type, len(g.lines)) for g in groups]
 
     def report(self) -> dict[str, Any]:
         """This stream's part of `/status`."""
