@@ -35,7 +35,7 @@ async def main(kills: int, seed: int) -> int:
     twice = sum(1 for ids in run.orders_by_cid.values() if len(ids) > 1)
     longest = max((b - a for a, b in run.naked), default=0)
     same = msgspec.structs.replace(st, published_ts=0) == msgspec.structs.replace(run.replayed, published_ts=0)
-    flat = all(b.held == 0 for b in st.legs) and run.venue_spot == 0 and run.venue_perp == 0
+    flat = chaos_arb.flat(st) and (run.venue_spot, run.venue_perp) == chaos_arb.held(st) and run.venue_perp == 0
     print(f"kills: {sum(run.kills.values())} ({', '.join(f'{k} {v}' for k, v in run.kills.items())}) in {took:.0f} s")
     print(
         f"sagas: {st.entries} entries, {st.exits} exits, {len(st.unwinds)} unwinds in the last hour; {run.places} places, {st.fills} fills"

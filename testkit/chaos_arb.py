@@ -33,6 +33,7 @@ from schemas.account import Fill, OrderUpdate
 from schemas.codec import decode
 from strategies.arbitrage.config import ArbConfig
 from strategies.arbitrage.core import ArbCore
+from strategies.arbitrage.legs import lot_floor
 from strategies.arbitrage.runner import arb_spec
 from strategies.arbitrage.state import ArbState
 from strategies.grid.lattice import client_prefix
@@ -200,13 +201,25 @@ async def _wait_flat(nc: Client, venue: SimVenue, arb: ArbConfig, timeout: float
     deadline = loop.time() + timeout
     while loop.time() < deadline:
         st = await _arb_state(nc)
-        if st is not None and st.saga is None and not st.orders and all(b.held == 0 for b in st.legs):
+        if st is not None and st.saga is None and not st.orders and flat(st):
             with contextlib.suppress(Transient):
-                spot, perp = await _holdings(venue)
-                if spot == 0 and perp == 0:
+                if await _holdings(venue) == held(st):
                     return
         await asyncio.sleep(0.5)
     raise TimeoutError("the arbitrage did not end flat")
+
+
+def flat(st: ArbState) -> bool:
+    """No whole lot left on either leg. A spot leg may keep less than a lot: buying back a
+    margin short rounds up to repay the interest charged in the coin (legs.closing)."""
+    return all(lot_floor(b, b.held) == 0 for b in st.legs)
+
+
+def held(st: ArbState) -> tuple[Decimal, Decimal]:
+    """(spot, perpetual) base quantity the arbitrage holds, to compare with the exchange's."""
+    spot = next(b.held for b in st.legs if b.spot)
+    perp = next(b.held for b in st.legs if not b.spot)
+    return spot, perp
 
 
 async def _holdings(venue: SimVenue) -> tuple[Decimal, Decimal]:

@@ -198,7 +198,10 @@ async def test_negative_funding_enters_with_a_margin_short_and_use_margin_reache
     done = system.sqt("arbitrage", "exit", "--reason", "test")
     assert done.returncode == 0, done.stderr
     await eventually(lambda: state_is(bus, lambda st, _b: st.exits == 1 and st.paused and st.saga is None), timeout=60, what="the exit")
-    assert await venue_holds(venue) == (Decimal(0), Decimal(0))
+    spot, perp = await venue_holds(venue)
+    # Flat; if an hour turned meanwhile, the interest (charged in BTC) was repaid by a buy-back
+    # rounded up to the lot, which leaves less than one lot of spot.
+    assert perp == 0 and Decimal(0) <= spot < Decimal("0.00001"), (spot, perp)
     listed = system.sqt("arbitrage", "ls")
     assert "e2e: paused" in listed.stdout and "1 entries, 1 exits" in listed.stdout, listed.stdout
 
