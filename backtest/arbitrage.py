@@ -48,7 +48,7 @@ from typing import Any
 
 import msgspec
 
-from backtest.result import BacktestResult, Sample, TradeRow
+from backtest.result import BacktestResult, Sample, TradeRow, params_of
 from backtest.session import BacktestError
 from backtest.wiring import Later, Wiring
 from bus.clock import clock_event
@@ -552,7 +552,7 @@ def run_arbitrage_backtest(
     result = BacktestResult(
         strategy="arbitrage",
         symbol=perp.symbol,
-        params=_params(arb),
+        params=params_of(arb),
         since=first,
         until=until,
         candles=count,
@@ -563,12 +563,3 @@ def run_arbitrage_backtest(
         commands=len(session.decided),
     )
     return result, session
-
-
-def _params(arb: ArbConfig) -> dict[str, Any]:
-    out: dict[str, Any] = {}
-    for k, v in msgspec.to_builtins(arb).items():
-        if k == "metrics_port":
-            continue
-        out[k] = str(v) if isinstance(v, Decimal) else v
-    return out

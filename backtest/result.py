@@ -57,3 +57,8 @@ class BacktestResult(msgspec.Struct, kw_only=True):
     levels: list[Level]
     commands: int  # places and cancels the core decided
     summary: dict[str, Any] = msgspec.field(default_factory=dict)  # backtest/metrics.summarize
+
+
+def params_of(config: msgspec.Struct) -> dict[str, Any]:
+    """A strategy's parameters as a report shows them: Decimals as their exact text, no port."""
+    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in msgspec.to_builtins(config).items() if k != "metrics_port"}

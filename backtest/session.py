@@ -24,7 +24,7 @@ from collections.abc import Callable, Iterable
 from decimal import Decimal
 from typing import Any
 
-from backtest.result import BacktestResult, Level, Sample, TradeRow
+from backtest.result import BacktestResult, Level, Sample, TradeRow, params_of
 from backtest.wiring import Wiring
 from bus.contract import Inbound, InputRejected
 from schemas import ids
@@ -335,7 +335,7 @@ def run_grid_backtest(
     result = BacktestResult(
         strategy="grid",
         symbol=grid.symbol,
-        params=_params(grid),
+        params=params_of(grid),
         since=first,
         until=until,
         candles=count,
@@ -346,9 +346,3 @@ def run_grid_backtest(
         commands=len(session.decided),
     )
     return result, session
-
-
-def _params(grid: GridConfig) -> dict[str, Any]:
-    import msgspec
-
-    return {k: (str(v) if isinstance(v, Decimal) else v) for k, v in msgspec.to_builtins(grid).items() if k not in ("metrics_port",)}
