@@ -49,8 +49,7 @@ from typing import Any
 import msgspec
 
 from backtest.result import BacktestResult, Sample, TradeRow, params_of
-from backtest.session import BacktestError
-from backtest.wiring import Later, Wiring
+from backtest.wiring import BacktestError, Later, Wiring, start_equity
 from bus.clock import clock_event
 from bus.contract import Inbound, InputRejected
 from monitors.funding.config import FundingConfig, UnknownPair
@@ -518,14 +517,11 @@ def run_arbitrage_backtest(
     candles = align(legs_bars)
     session = ArbSession(arb, funding, sim, [s for s, bars in legs_bars.items()], candle_ms, funding_rates, arb_clock_ms)
     perp = next((m for m in session.markets if m.kind == "swap"), session.markets[0])
-    quote = perp.settle or perp.quote
-    start_equity = capital if capital is not None else sim.accounts[arb.account].get(quote, ZERO)
-    if start_equity <= 0:
-        raise BacktestError(f"capital: the account {arb.account!r} holds no {quote}; pass --capital")
+    equity = start_equity(sim, arb.account, perp.settle or perp.quote, capital)
     if not candles:
         raise BacktestError("no candles in the chosen window")
     samples: list[Sample] = []
-    base = float(start_equity)
+    base = float(equity)
     first = candles[0][next(iter(candles[0]))].open_time
     until = first
     count = 0
@@ -556,7 +552,7 @@ def run_arbitrage_backtest(
         since=first,
         until=until,
         candles=count,
-        start_equity=float(start_equity),
+        start_equity=base,
         samples=samples,
         trades=session.trades,
         levels=[],

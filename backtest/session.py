@@ -25,7 +25,7 @@ from decimal import Decimal
 from typing import Any
 
 from backtest.result import BacktestResult, Level, Sample, TradeRow, params_of
-from backtest.wiring import Wiring
+from backtest.wiring import BacktestError, Wiring, start_equity
 from bus.contract import Inbound, InputRejected
 from schemas import ids
 from schemas.account import ZERO, Fill, FundingPayment, Liquidation, OrderUpdate
@@ -43,10 +43,6 @@ from venues.sim.journal import Bar, Entry, History, Print, Quote, Tick
 from venues.sim.state import money
 
 NEVER = 2**62  # a backtest reads no periodic state events (GridCore.publish_every_ms)
-
-
-class BacktestError(ValueError):
-    """A backtest that cannot run as configured (names the parameter)."""
 
 
 class GridSession:
@@ -189,10 +185,6 @@ class GridSession:
     def est(self) -> EngineState:
         return self.wire.est
 
-    @property
-    def eseq(self) -> int:
-        return self.wire.seq
-
     def _apply(self, entry: Entry) -> None:
         self.engine_range = None  # what the engine's quiet range was computed from may change
         self.wire.apply(entry)
@@ -297,17 +289,14 @@ def run_grid_backtest(
     """Run a grid over `bars`; `capital` is the money the return is measured against (default:
     the account's settle or quote balance)."""
     session = GridSession(grid, sim, candle_ms, history, skip_quiet)
-    quote = session.market.settle or session.market.quote
-    start_equity = capital if capital is not None else sim.accounts[grid.account].get(quote, ZERO)
-    if start_equity <= 0:
-        raise BacktestError(f"capital: the account {grid.account!r} holds no {quote}; pass --capital")
+    equity = start_equity(sim, grid.account, session.market.settle or session.market.quote, capital)
     samples: list[Sample] = []
     levels: list[Level] = []
     last_levels: list[float] = []
     first = until = 0
     count = decided = booked = 0
     size = float(session.market.contract_size)
-    base = float(start_equity)
+    base = float(equity)
     cash = position = realized = fees = funding = 0.0
     for bar in bars:
         if count == 0:
@@ -339,7 +328,7 @@ def run_grid_backtest(
         since=first,
         until=until,
         candles=count,
-        start_equity=float(start_equity),
+        start_equity=base,
         samples=samples,
         trades=session.trades,
         levels=levels,

@@ -17,17 +17,23 @@ from __future__ import annotations
 
 from collections import deque
 from collections.abc import Callable
+from decimal import Decimal
 from typing import Any
 
 from bus.contract import Inbound
 from executors.answers import order_event
 from executors.validate import check_place, order_request
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
+from venues.sim.config import SimConfig
 from venues.sim.engine import EngineState, SimEngine
 from venues.sim.journal import Cancel, Entry, Place
 from venues.sim.journal import CancelAll as CancelAllEntry
 
 Command = PlaceOrder | CancelOrder | CancelAll
+
+
+class BacktestError(ValueError):
+    """A backtest that cannot run as configured (names the parameter)."""
 
 
 class Later:
@@ -81,3 +87,12 @@ class Wiring:
             self.apply(Cancel(account=cmd.account, symbol=cmd.symbol, client_order_id=cmd.client_order_id, order_id=cmd.order_id))
         else:
             self.apply(CancelAllEntry(account=cmd.account, symbol=cmd.symbol))
+
+
+def start_equity(sim: SimConfig, account: str, asset: str, capital: Decimal | None) -> Decimal:
+    """The money a run's return is measured against: `capital`, or the account's balance of the
+    asset its market settles in."""
+    equity = capital if capital is not None else sim.accounts[account].get(asset, Decimal(0))
+    if equity <= 0:
+        raise BacktestError(f"capital: the account {account!r} holds no {asset}; pass --capital")
+    return equity
