@@ -13,8 +13,6 @@ Also: loading the year from the Parquet file `sqt data import` writes, and peak 
 from __future__ import annotations
 
 import argparse
-import math
-import random
 import resource
 import sys
 import tempfile
@@ -33,6 +31,7 @@ from schemas.market import Ticker  # noqa: E402
 from schemas.ops import VenueSnapshot  # noqa: E402
 from strategies.grid.config import GridConfig  # noqa: E402
 from strategies.grid.core import GridCore  # noqa: E402
+from testkit.backtest import candles  # noqa: E402
 from venues.sim.candle_path import candle_path  # noqa: E402
 from venues.sim.config import SimConfig, SimMarket  # noqa: E402
 from venues.sim.journal import Bar  # noqa: E402
@@ -42,17 +41,7 @@ START = 1_735_689_600_000  # 2025-01-01T00:00Z
 
 
 def year(n: int, seed: int = 1) -> list[Bar]:
-    rng = random.Random(seed)
-    price = 60_000.0
-    out = []
-    for i in range(n):
-        points = [price]
-        for _ in range(4):
-            price *= math.exp(rng.gauss(0, 0.00035))
-            points.append(price)
-        o, h, low, c = (Decimal(f"{x:.1f}") for x in (points[0], max(points), min(points), price))
-        out.append(Bar(START + i * 60_000, o, h, low, c, Decimal(f"{rng.uniform(0.5, 6):.3f}")))
-    return out
+    return candles(n, seed=seed, vol=0.00035, t0=START, volume=(0.5, 6))
 
 
 def sim() -> SimConfig:

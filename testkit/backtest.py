@@ -3,12 +3,15 @@ inventories and fills chosen by the test, no engine run."""
 
 from __future__ import annotations
 
+import math
 import random
 from collections.abc import Sequence
 from decimal import Decimal
+from pathlib import Path
 from typing import Any
 
 from backtest.result import BacktestResult, Level, Sample, TradeRow
+from venues.sim.journal import Bar
 
 T0 = 1_700_000_000_000 - 1_700_000_000_000 % 86_400_000  # a midnight UTC
 MINUTE = 60_000
@@ -102,3 +105,30 @@ def sweep(spacings: Sequence[float], counts: Sequence[int], *, n: int = 300) -> 
         for j, c in enumerate(counts):
             out.append(walk(n, seed=100 + i * len(counts) + j, fills_every=7, params={"spacing": s, "levels": c, "mode": "neutral"}))
     return out
+
+
+def candles(
+    n: int, *, seed: int, vol: float, t0: int, start: float = 60_000.0, volume: Decimal | tuple[float, float] = Decimal(5)
+) -> list[Bar]:
+    """`n` 1-minute candles of a seeded random walk from `t0`: four log-normal moves of `vol` a
+    candle (its open, extremes and close, on a 0.1 tick), and a fixed `volume` or one drawn
+    uniformly from the (low, high) range. The same seed gives the same candles everywhere
+    (tests, bench/backtest.py)."""
+    rng = random.Random(seed)
+    price = start
+    out = []
+    for i in range(n):
+        points = [price]
+        for _ in range(4):
+            price *= math.exp(rng.gauss(0, vol))
+            points.append(price)
+        o, h, low, c = (Decimal(f"{x:.1f}") for x in (points[0], max(points), min(points), price))
+        v = volume if isinstance(volume, Decimal) else Decimal(f"{rng.uniform(*volume):.3f}")
+        out.append(Bar(t0 + i * MINUTE, o, h, low, c, v))
+    return out
+
+
+def write_csv(path: Path, bars: Sequence[Bar]) -> None:
+    """Candles as the CSV `sqt data import` and the simulated exchange's candle-file prices read."""
+    rows = "".join(f"{b.open_time},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars)
+    path.write_text("timestamp,open,high,low,close,volume\n" + rows)

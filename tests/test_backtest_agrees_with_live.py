@@ -7,8 +7,6 @@ from __future__ import annotations
 
 import asyncio
 import csv
-import math
-import random
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -24,6 +22,7 @@ from schemas.account import Fill
 from schemas.codec import decode
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
 from testkit.archive import compare
+from testkit.backtest import candles, write_csv
 from testkit.chaos import Cluster, drive
 from venues.sim.client import SimVenue
 from venues.sim.journal import MINUTE_MS, Bar
@@ -84,20 +83,9 @@ max_open_orders = 12
 
 
 def write_candles(path: Path, seed: int) -> list[Bar]:
-    """A busy half hour: moves of several grid levels a minute, both ways."""
-    rng = random.Random(seed)
-    price = 60_000.0
-    bars = []
-    for i in range(CANDLES + 1):
-        points = [price]
-        for _ in range(4):
-            price *= math.exp(rng.gauss(0, 0.0007))
-            points.append(price)
-        o, h, low, c = (Decimal(f"{x:.1f}") for x in (points[0], max(points), min(points), price))
-        bars.append(Bar(T1 + (i - 1) * MINUTE_MS, o, h, low, c, Decimal(f"{rng.uniform(0.5, 4):.3f}")))
-    path.write_text(
-        "timestamp,open,high,low,close,volume\n" + "".join(f"{b.open_time},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars)
-    )
+    """A busy half hour: moves of several grid levels a minute, both ways (the first row is the backfill)."""
+    bars = candles(CANDLES + 1, seed=seed, vol=0.0007, t0=T1 - MINUTE_MS, volume=(0.5, 4))
+    write_csv(path, bars)
     return bars
 
 

@@ -10,8 +10,6 @@ the saga allows."""
 from __future__ import annotations
 
 import json
-import math
-import random
 from decimal import Decimal as D
 from pathlib import Path
 from typing import Any
@@ -25,6 +23,7 @@ from cli.main import main
 from monitors.funding.config import FundingConfig, LegConfig, PairConfig
 from schemas.commands import PlaceOrder
 from strategies.arbitrage.config import ArbConfig, ArbLeg
+from testkit.backtest import candles
 from testkit.chaos_arb import naked_spans
 from venues.sim.config import SimConfig, SimMarket
 from venues.sim.journal import Bar
@@ -37,17 +36,7 @@ LOT = D("0.001")  # the perpetual's lot: the coarser of the two
 
 
 def bars(n: int, seed: int = 1, vol: float = 0.0005, start: float = 60_000.0) -> list[Bar]:
-    rng = random.Random(seed)
-    price = start
-    out = []
-    for i in range(n):
-        points = [price]
-        for _ in range(4):
-            price *= math.exp(rng.gauss(0, vol))
-            points.append(price)
-        o, h, low, c = (D(f"{x:.1f}") for x in (points[0], max(points), min(points), price))
-        out.append(Bar(T0 + i * 60_000, o, h, low, c, D("5")))
-    return out
+    return candles(n, seed=seed, vol=vol, t0=T0, start=start)
 
 
 def sim(usdt: str = "50000", funding_h: int = 8, **kw: Any) -> SimConfig:

@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import math
-import random
 from decimal import Decimal
 from pathlib import Path
 from typing import Any
@@ -44,10 +42,11 @@ from schemas.codec import decode
 from schemas.commands import CancelAll, CancelOrder, PlaceOrder
 from strategies.arbitrage.runner import build_arbitrage
 from strategies.arbitrage.runner import input_stream as arb_stream
+from testkit.backtest import candles, write_csv
 from testkit.chaos import Cluster
 from venues import rules
 from venues.sim.client import SimVenue
-from venues.sim.journal import MINUTE_MS, Bar
+from venues.sim.journal import Bar
 
 pytestmark = pytest.mark.e2e
 
@@ -125,19 +124,8 @@ exit_apr = "0.03"
 
 
 def write_candles(path: Path, seed: int) -> list[Bar]:
-    rng = random.Random(seed)
-    price = 60_000.0
-    bars = []
-    for i in range(CANDLES):
-        points = [price]
-        for _ in range(4):
-            price *= math.exp(rng.gauss(0, 0.0004))
-            points.append(price)
-        o, h, low, c = (Decimal(f"{x:.1f}") for x in (points[0], max(points), min(points), price))
-        bars.append(Bar(T1 + i * MINUTE_MS, o, h, low, c, Decimal(f"{rng.uniform(2, 6):.3f}")))
-    path.write_text(
-        "timestamp,open,high,low,close,volume\n" + "".join(f"{b.open_time},{b.open},{b.high},{b.low},{b.close},{b.volume}\n" for b in bars)
-    )
+    bars = candles(CANDLES, seed=seed, vol=0.0004, t0=T1, volume=(2, 6))
+    write_csv(path, bars)
     return bars
 
 

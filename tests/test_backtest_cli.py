@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import csv
 import json
-import math
-import random
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
 
 from cli.main import main
+from testkit.backtest import candles, write_csv
 
 CONFIG = """
 data_dir = "{data}"
@@ -41,17 +41,8 @@ notional = "200"
 def setup(tmp_path: Path) -> tuple[Path, Path]:
     config = tmp_path / "sqt.toml"
     config.write_text(CONFIG.format(data=tmp_path / "data"))
-    rng = random.Random(5)
-    price = 60_000.0
-    rows = ["timestamp,open,high,low,close,volume"]
-    for i in range(2_000):
-        points = [price]
-        for _ in range(4):
-            price *= math.exp(rng.gauss(0, 0.0005))
-            points.append(price)
-        rows.append(f"{1_767_225_600_000 + i * 60_000},{points[0]:.1f},{max(points):.1f},{min(points):.1f},{price:.1f},2.5")
     data = tmp_path / "btc.csv"
-    data.write_text("\n".join(rows) + "\n")
+    write_csv(data, candles(2_000, seed=5, vol=0.0005, t0=1_767_225_600_000, volume=Decimal("2.5")))
     return config, data
 
 

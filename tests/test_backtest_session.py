@@ -3,8 +3,6 @@ shortcut, which must leave every decision, fill and state exactly as printing ev
 
 from __future__ import annotations
 
-import math
-import random
 from decimal import Decimal as D
 from typing import Any
 
@@ -14,6 +12,7 @@ from hypothesis import strategies as st
 
 from backtest.session import BacktestError, GridSession, run_grid_backtest
 from strategies.grid.config import GridConfig
+from testkit.backtest import candles
 from venues.sim.candle_path import candle_path, print_volume
 from venues.sim.config import SimConfig, SimMarket
 from venues.sim.journal import Bar
@@ -25,17 +24,7 @@ SPOT = "BTC/USDT"
 
 
 def bars(n: int, seed: int, vol: float, start: float = 60_000.0, volume: str = "3.5") -> list[Bar]:
-    rng = random.Random(seed)
-    price = start
-    out = []
-    for i in range(n):
-        points = [price]
-        for _ in range(4):
-            price *= math.exp(rng.gauss(0, vol))
-            points.append(price)
-        o, h, low, c = (D(f"{x:.1f}") for x in (points[0], max(points), min(points), price))
-        out.append(Bar(T0 + i * 60_000, o, h, low, c, D(volume)))
-    return out
+    return candles(n, seed=seed, vol=vol, t0=T0, start=start, volume=D(volume))
 
 
 def sim(spot: bool = False, usdt: str = "100000", leverage: str = "5", funding_volatility: str = "0", **kw: Any) -> SimConfig:
