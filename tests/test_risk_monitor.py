@@ -144,14 +144,15 @@ async def test_a_breaker_outlives_a_sigkill_of_the_monitor_and_a_dead_monitor_me
             assert len(await stored(bus, "OPS", "ops.risk.t.breaker")) == 1
 
             # Data flows again; the operator sees what is open, and closes it.
-            listed = risk.sqt("risk", "ls")
+            # (sqt runs in a thread: a blocking call here would stop the feed and make it stale.)
+            listed = await asyncio.to_thread(risk.sqt, "risk", "ls")
             assert listed.returncode == 0 and SCOPE in listed.stdout and "halted" in listed.stdout and "feed_stale" in listed.stdout
-            typo = risk.sqt("risk", "halt", "--scope", "symbol.sim.BTC/USDT:USDT")
+            typo = await asyncio.to_thread(risk.sqt, "risk", "halt", "--scope", "symbol.sim.BTC/USDT:USDT")
             assert typo.returncode == 2 and SCOPE in typo.stderr, typo.stderr  # refused, naming the scopes there are
             # A reset is refused while the condition still holds (reset_refused), and the restarted
             # monitor may not have judged the flowing feed fresh yet: the operator asks again.
             for attempt in range(15):
-                assert risk.sqt("risk", "reset", "--scope", SCOPE).returncode == 0
+                assert (await asyncio.to_thread(risk.sqt, "risk", "reset", "--scope", SCOPE)).returncode == 0
                 try:
                     await eventually(lambda: _is(bus, SCOPE, "ok"), timeout=2, what="the operator's reset in the bucket")
                     break

@@ -1,7 +1,8 @@
 """The two-leg saga, as named steps (pure: the state in, the state and its orders out).
 
     enter:  leg1    an IOC limit on the first leg, within `band` of the book
-            leg2    the hedge on the other leg, sized from leg 1's executed base quantity and
+            leg2    the hedge on the other leg: brings it to the opposite of all leg 1 holds
+                    (so a residue it held before, too small to trade alone, is squared too),
                     rounded to its lot (the remainder recorded); retried for what is missing
                     until `naked_ms` after leg 1 filled
             unwind  leg 2 refused or late: the excess of either leg is closed, reduce-only
