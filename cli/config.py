@@ -30,6 +30,7 @@ from monitors.archive.config import ArchiveConfig
 from monitors.funding.config import FundingConfig
 from monitors.reconciler.config import ReconcilerConfig
 from monitors.risk.config import RiskConfig
+from orchestration.config import HostingConfig
 from publishers.ccxt.config import PublisherConfig
 from strategies.arbitrage.config import ArbConfig, ArbLeg
 from strategies.grid.config import GridConfig
@@ -102,6 +103,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     funding: FundingConfig = FundingConfig()  # the funding monitor and its pairs
     arbitrages: list[ArbConfig] = msgspec.field(default_factory=list)  # funding arbitrage instances, one pair each
     archive: ArchiveConfig = ArchiveConfig()  # every stream into Parquet files (`sqt run archive`, `sqt query`)
+    hosting: HostingConfig = HostingConfig()  # grid instances per process (`sqt run grids --shard`)
 
     def __post_init__(self) -> None:
         known = {s.name for s in STREAMS}

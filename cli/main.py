@@ -39,6 +39,7 @@ def _parser() -> argparse.ArgumentParser:
             "sim",
             "executor",
             "grid",
+            "grids",
             "funding",
             "arbitrage",
             "gateway",
@@ -58,6 +59,7 @@ def _parser() -> argparse.ArgumentParser:
         "--account", help="`run publisher`: also publish this account's orders, fills, positions, balances; `run executor`: which one"
     )
     run.add_argument("--symbols", help="`run publisher`: comma-separated markets, e.g. BTC/USDT:USDT,ETH/USDT:USDT")
+    run.add_argument("--shard", help="`run grids`: N/M, host the registry's grids of shard N of M on one connection")
     run.add_argument("--from-file", type=Path, help="`run gateway`: playback plays this exported incident (sqt replay export)")
     run.add_argument("--nats-port", type=int)
     run.add_argument("--nats-monitor-port", type=int)
@@ -80,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     from cli.arbitrage import add_parser as add_arbitrage
     from cli.backtest import add_parser as add_backtest
     from cli.data import add_parser as add_data
+    from cli.grid import add_parser as add_grid
     from cli.query import add_parser as add_query
     from cli.replay import add_parser as add_replay
     from cli.risk import add_parser as add_risk
@@ -90,6 +93,7 @@ def _parser() -> argparse.ArgumentParser:
     add_query(sub)
     add_backtest(sub)
     add_data(sub)
+    add_grid(sub)
     return p
 
 
@@ -120,7 +124,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 symbols = [s.strip() for s in args.symbols.split(",") if s.strip()] if args.symbols else None
                 publisher = (args.venue, args.account, symbols) if args.venue and args.component == "publisher" else None
-                return run_component(config, args.component, args.instance, args.from_file, publisher, args.venue, args.account)
+                return run_component(config, args.component, args.instance, args.from_file, publisher, args.venue, args.account, args.shard)
             case "tail":
                 from cli.tail import tail
 
@@ -141,6 +145,10 @@ def main(argv: list[str] | None = None) -> int:
                 from cli.risk import risk_command
 
                 return risk_command(config, args)
+            case "grid":
+                from cli.grid import grid_command
+
+                return grid_command(config, args)
             case "arbitrage":
                 from cli.arbitrage import arbitrage_command
 

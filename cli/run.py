@@ -33,6 +33,7 @@ def run_component(
     publisher: tuple[str, str | None, list[str] | None] | None = None,
     venue: str | None = None,
     account: str | None = None,
+    shard: str | None = None,
 ) -> int:
     match component:
         case "nats":
@@ -129,25 +130,75 @@ def run_component(
 
             return process.run(f"publisher:{pub.name}", publish)
         case "grid":
-            grid = config.grid(instance) if instance else _only_grid(config)
-            from strategies.grid.runner import GridConfigError, run_grid
-
-            async def main(stop: asyncio.Event) -> None:
-                try:
-                    await run_grid(config.bus(), grid, stop)
-                except GridConfigError as exc:
-                    logging.getLogger("grid").error("%s", exc)
-                    raise SystemExit(2) from None
-
-            return process.run(f"grid:{grid.instance}", main)
+            return _grid_host(config, instance)
+        case "grids":
+            if not shard:
+                raise ConfigError("`sqt run grids` needs --shard N/M (e.g. --shard 0/2)")
+            return _grids_host(config, shard)
     raise ConfigError(f"unknown component {component!r}")
 
 
-def _only_grid(config: Config):
-    if len(config.grids) != 1:
-        known = ", ".join(g.instance for g in config.grids) or "none configured"
-        raise ConfigError(f"`sqt run grid` needs --instance (configured: {known})")
-    return config.grids[0]
+def _grid_host(config: Config, instance: str | None) -> int:
+    """One grid: from the registry if it is there (`sqt grid add`, or seeded by `sqt up`), else
+    the config's; it ends once the registry says it is removed."""
+    if instance is None:
+        if len(config.grids) != 1:
+            known = ", ".join(g.instance for g in config.grids) or "none configured"
+            raise ConfigError(f"`sqt run grid` needs --instance (configured: {known})")
+        instance = config.grids[0].instance
+    fallback = next((g for g in config.grids if g.instance == instance), None)
+    from orchestration.host import Host
+    from orchestration.registry import Registry
+    from strategies.grid.runner import GridConfigError
+
+    name = instance
+
+    async def main(stop: asyncio.Event) -> None:
+        nc = await connect_and_apply(config, f"sqt-grid-{name}")
+        try:
+            if fallback is None and await Registry(nc).get("grid", name) is None:
+                known = ", ".join(g.instance for g in config.grids) or "none configured"
+                logging.getLogger("grid").error(
+                    "no grid instance %r in the registry or the config (configured: %s; see `sqt grid ls`)", name, known
+                )
+                raise SystemExit(2)
+            host = Host(nc, config.bus(), lambda r: r.instance == name, fallback=fallback, name=f"grid:{name}")
+            host.single = True
+            await host.run(stop)
+        except GridConfigError as exc:
+            logging.getLogger("grid").error("%s", exc)
+            raise SystemExit(2) from None
+        finally:
+            await nc.close()
+
+    return process.run(f"grid:{instance}", main)
+
+
+def _grids_host(config: Config, shard: str) -> int:
+    """Every registry grid whose id falls in shard N of M, on one connection and event loop."""
+    from bus.service import register
+    from orchestration.host import Host, parse_shard, shard_of
+    from orchestration.registry import Registry
+
+    try:
+        n, m = parse_shard(shard)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
+
+    async def main(stop: asyncio.Event) -> None:
+        nc = await connect_and_apply(config, f"sqt-grids-{n}-of-{m}")
+        try:
+            await Registry(nc).seed(config.grids, "config")
+            host = Host(nc, config.bus(), lambda r: shard_of(r.instance, m) == n, name=f"grids:{n}/{m}")
+            service = await register(nc, "grids", f"{n}-of-{m}", f"grid instances of shard {n}/{m}", host.status)
+            try:
+                await host.run(stop)
+            finally:
+                await service.stop()
+        finally:
+            await nc.close()
+
+    return process.run(f"grids:{n}-of-{m}", main)
 
 
 async def _sim(config: Config, sim: SimConfig, stop: asyncio.Event) -> None:

@@ -179,7 +179,20 @@ class Supervisor:
 
     def start(self) -> None:
         for child in self.children:
+            if child.proc is None:
+                child.launch()
+
+    def add(self, child: Child, launch: bool = True) -> None:
+        """A component that joins while everything runs (a grid added to the registry)."""
+        self.children.append(child)
+        if launch:
             child.launch()
+
+    async def remove(self, name: str) -> None:
+        """Stop one component for good (SIGTERM, then SIGKILL after the grace period)."""
+        gone = [c for c in self.children if c.name == name]
+        self.children = [c for c in self.children if c.name != name]
+        await _terminate(gone)
 
     async def run(self, stop: asyncio.Event, every: float = 0.25) -> None:
         while not stop.is_set():

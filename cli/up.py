@@ -16,6 +16,7 @@ import logging
 import os
 import signal
 import sys
+from collections.abc import Callable
 from pathlib import Path
 
 import nats.errors
@@ -29,7 +30,10 @@ from cli.config import Config
 from cli.run import start_embedded
 from cli.statusline import print_status_lines
 from cli.supervisor import Child, Supervisor
+from orchestration.registry import Registry, grid_config
 from schemas import subjects
+from schemas.registry import InstanceRecord
+from strategies.grid.config import GridConfig
 
 log = logging.getLogger("sqt.up")
 
@@ -85,15 +89,21 @@ def components(config: Config, config_path: str | None) -> list[tuple[str, list[
         out.append(
             (f"arbitrage:{arb.instance}", base + ["run", "arbitrage", "--instance", arb.instance], f"funding arbitrage on {arb.pair}")
         )
-    for grid in config.grids:
-        out.append(
-            (
-                f"grid:{grid.instance}",
-                base + ["run", "grid", "--instance", grid.instance],
-                f"{grid.mode} grid on {grid.symbol} ({grid.levels} levels each side)",
-            )
-        )
+    if config.hosting.grid_shards:
+        m = config.hosting.grid_shards
+        for n in range(m):
+            out.append((f"grids:{n}", base + ["run", "grids", "--shard", f"{n}/{m}"], f"grid instances of shard {n}/{m} (the registry's)"))
+    else:
+        out += [grid_child(base, grid) for grid in config.grids]  # seeded into the registry; it follows it from then on
     return out
+
+
+def grid_child(base: list[str], grid: GridConfig) -> tuple[str, list[str], str]:
+    return (
+        f"grid:{grid.instance}",
+        base + ["run", "grid", "--instance", grid.instance],
+        f"{grid.mode} grid on {grid.symbol} ({grid.levels} levels each side)",
+    )
 
 
 def up(config: Config, args: argparse.Namespace) -> int:
@@ -103,20 +113,23 @@ def up(config: Config, args: argparse.Namespace) -> int:
     server = start_embedded(config) if config.embedded else None
     url = server.url if server else config.nats_url
     env = dict(os.environ, NATS_URL=url, PYTHONUNBUFFERED="1")
-    children = [
-        Child(name, argv, data / "logs" / f"{name.replace(':', '-')}.log", what, env=env)
-        for name, argv, what in components(config, args.config)
-    ]
+
+    def child(name: str, argv: list[str], what: str) -> Child:
+        return Child(name, argv, data / "logs" / f"{name.replace(':', '-')}.log", what, env=env)
+
+    children = [child(name, argv, what) for name, argv, what in components(config, args.config)]
     supervisor = Supervisor(children, server)
+    base = [sys.executable, "-m", "cli.main"] + (["--config", args.config] if args.config else [])
+    follow = None if config.hosting.grid_shards else GridChildren(supervisor, lambda g: child(*grid_child(base, g)))
     try:
-        return asyncio.run(_run(config, url, supervisor, quiet=args.quiet))
+        return asyncio.run(_run(config, url, supervisor, quiet=args.quiet, follow=follow))
     except KeyboardInterrupt:
         return 0
     finally:
         supervisor.kill()  # only what an error on the way out left running
 
 
-async def _run(config: Config, url: str, supervisor: Supervisor, quiet: bool) -> int:
+async def _run(config: Config, url: str, supervisor: Supervisor, quiet: bool, follow: GridChildren | None = None) -> int:
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGINT, signal.SIGTERM):
@@ -137,11 +150,25 @@ async def _run(config: Config, url: str, supervisor: Supervisor, quiet: bool) ->
     for change in changes:
         if change.kind != "unchanged":
             log.info("stream %s", change)
+    registry = Registry(nc)
+    seeded = await registry.seed(config.grids, "config")
+    if seeded:
+        log.info("registry: seeded %s from the config (from now on the registry is the truth: sqt grid ls)", ", ".join(seeded))
+    await registry.heal()
+    following = None
+    if follow is not None:
+        for record, revision in await registry.records("grid"):
+            follow.on_record(record, revision, started=False)
+        following = asyncio.create_task(follow.run(registry))
     supervisor.start()
     _print_table(config, url, supervisor.server.server if supervisor.server else None, supervisor.children)
     status = None if quiet else asyncio.create_task(print_status_lines(nc, config, stop))
     await supervisor.run(stop)
     print("stopping: components first, then nats-server ...", flush=True)
+    if following is not None:
+        following.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await following
     if status is not None:
         status.cancel()
         with contextlib.suppress(asyncio.CancelledError):
@@ -150,6 +177,34 @@ async def _run(config: Config, url: str, supervisor: Supervisor, quiet: bool) ->
         await asyncio.wait_for(nc.close(), CLOSE_WITHIN)
     await supervisor.stop()
     return 0
+
+
+class GridChildren:
+    """One process per grid instance, following the registry: a child for every instance that
+    is not removed yet (its removal runs in it), gone once the removal is done. Nothing else
+    restarts."""
+
+    def __init__(self, supervisor: Supervisor, make: Callable[[GridConfig], Child]) -> None:
+        self.supervisor = supervisor
+        self.make = make
+
+    def on_record(self, record: InstanceRecord, revision: int, started: bool = True) -> None:
+        name = f"grid:{record.instance}"
+        have = any(c.name == name for c in self.supervisor.children)
+        if record.desired == "removed" and record.phase == "done":
+            if have:
+                asyncio.get_running_loop().create_task(self.supervisor.remove(name))
+                log.info("%s removed from the registry (%s): its process is gone", name, record.policy)
+            return
+        if not have:
+            child = self.make(grid_config(record))
+            self.supervisor.add(child, launch=started)
+            if started:
+                log.warning("%s added from the registry (by %s): started, pid %s", name, record.changed_by, child.pid)
+
+    async def run(self, registry: Registry) -> None:
+        async for record, revision in registry.follow("grid"):
+            self.on_record(record, revision)
 
 
 def _print_table(config: Config, url: str, server: EmbeddedServer | None, children: list[Child]) -> None:

@@ -20,6 +20,7 @@ from schemas.ops import (
     StrategyState,
     VenueSnapshot,
 )
+from schemas.registry import RegistryChange
 
 T = TypeVar("T")
 
@@ -35,6 +36,7 @@ OPS_TYPES: tuple[type[msgspec.Struct], ...] = (
     VenueSnapshot,
     Clock,
     FundingSpread,
+    RegistryChange,
 )
 ALL_TYPES: tuple[type[msgspec.Struct], ...] = MARKET_TYPES + ACCOUNT_TYPES + COMMAND_TYPES + OPS_TYPES
 

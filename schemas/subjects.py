@@ -169,6 +169,11 @@ def control(component: str, instance: str = ALL_INSTANCES) -> str:
     return ops("control", component, instance)
 
 
+def registry(kind: str, instance: str) -> str:
+    """A change to an instance in the registry: `ops.registry.<kind>.<instance>`."""
+    return ops("registry", kind, instance)
+
+
 def dlq(subject: str) -> str:
     return f"dlq.{subject}"
 
@@ -350,6 +355,7 @@ def _routes() -> dict[type, tuple[tuple[str, ...], Callable[..., str]]]:
         StrategyState,
         VenueSnapshot,
     )
+    from schemas.registry import RegistryChange
 
     market, account, asset = ("venue", "symbol"), ("venue", "account", "symbol"), ("venue", "account", "asset")
     return {
@@ -376,4 +382,5 @@ def _routes() -> dict[type, tuple[tuple[str, ...], Callable[..., str]]]:
         VenueSnapshot: (("component", "instance"), lambda c, i: ops(c, i, "snapshot")),
         FundingSpread: (("symbol",), funding_spread),
         Clock: (("component", "instance"), lambda c, i: ops(c, i, "clock")),
+        RegistryChange: (("kind", "instance"), registry),
     }

@@ -246,8 +246,17 @@ async def run_grid(settings: BusSettings, grid: GridConfig, stop: asyncio.Event)
     nc = await connect(settings.nats_url, name=f"sqt-grid-{grid.instance}")
     try:
         await apply(nc.jetstream(), settings.streams())
-        venue = open_venue(nc, grid.venue, grid.account, settings)
-        runtime = await build_grid(nc, venue, grid, stop)
+        await serve_grid(nc, settings, grid, stop)
+    finally:
+        await nc.close()
+
+
+async def serve_grid(nc: Client, settings: BusSettings, grid: GridConfig, stop: asyncio.Event, publisher: Publisher | None = None) -> None:
+    """One grid on a connection that may carry many (orchestration/host.py): built, announced
+    as a service, run until `stop`."""
+    venue = open_venue(nc, grid.venue, grid.account, settings)
+    try:
+        runtime = await build_grid(nc, venue, grid, stop, publisher)
         if runtime is None:
             return
         started = time.time()
@@ -285,4 +294,4 @@ async def run_grid(settings: BusSettings, grid: GridConfig, stop: asyncio.Event)
             if http is not None:
                 await http.cleanup()
     finally:
-        await nc.close()
+        await venue.close()
