@@ -6,8 +6,9 @@
     sqt replay grid --instance ID --from-file incident.jsonl
     sqt replay arbitrage --instance ID --since 2h          (cli/replay_arbitrage.py; risk: cli/replay_risk.py)
 
-`replay grid` starts from the grid's last published state before the window (every state
-event carries the full state and the input sequence it reflects), folds the grid's recorded
+`replay grid` starts from the grid's last full state event before the window (a full one
+carries the whole state and the input sequence it reflects; compact ones between them only the
+summary, docs/adr/0024-bounded-state-events.md), folds the grid's recorded
 inputs through the same core, prints each decision, and compares them with the commands
 recorded in COMMAND for the window: exit 0 when they match, 1 with the first difference.
 It never touches a venue and publishes nothing.
@@ -39,7 +40,7 @@ from schemas.ops import StrategyState
 from strategies.grid.config import GridConfig
 from strategies.grid.state import GridState
 
-LOOKBACK = 3600.0  # how far before --since to look for the last published state
+LOOKBACK = 3600.0  # how far before --since to look for the last full state (a grid publishes one a minute)
 
 
 def add_parser(sub: Any) -> None:
@@ -160,12 +161,13 @@ class FromBus:
         subject = subjects.ops("grid", grid.instance, "state")
         last = None
         async for batch in export.window(self.nc, "OPS", since - dt.timedelta(seconds=LOOKBACK), since, (subject,)):
-            last = batch[-1]
-        if last is None:  # nothing before the window: the very first state (for the market rules)
+            last = last_full(batch) or last
+        if last is None:  # no full one before the window: the first full state (for the market rules)
             async with aclosing(read_stream(self.nc, "OPS", subjects=(subject,))) as batches:
                 async for batch in batches:
-                    first = decode(batch[0].data)
-                    return msgspec.structs.replace(first, state=None, input_seq=0)
+                    first = next((m for m in batch if is_full(m.data)), None)
+                    if first is not None:
+                        return msgspec.structs.replace(decode(first.data), input_seq=0, state=None)
             return None
         return decode(last.data)
 
@@ -188,7 +190,7 @@ class FromFile:
 
     async def start_state(self, grid: GridConfig, since: dt.datetime) -> StrategyState | None:
         subject = subjects.ops("grid", grid.instance, "state")
-        states = [line for line in self.lines if line.stream == "OPS" and line.subject == subject]
+        states = [line for line in self.lines if line.stream == "OPS" and line.subject == subject and is_full(export.payload(line))]
         before = [line for line in states if line.ts_ns <= export.ns(since)] or states[:1]
         if not before:
             return None
@@ -275,6 +277,27 @@ async def _replay_grid(config: Config, grid: GridConfig, args: argparse.Namespac
             await nc.close()
 
 
+class _Full(msgspec.Struct):
+    state: msgspec.Raw = msgspec.Raw(b"null")
+
+
+_full = msgspec.json.Decoder(_Full)
+
+
+def is_full(data: bytes) -> bool:
+    """Whether a stored state event is a full one (carries the state: a replay starting point),
+    read without decoding the state itself. Undecodable bodies are not starting points."""
+    try:
+        return bytes(_full.decode(data).state) != b"null"
+    except msgspec.DecodeError:
+        return False
+
+
+def last_full(batch: list[StoredMsg]) -> StoredMsg | None:
+    """The last full state event of a batch of stored ones."""
+    return next((m for m in reversed(batch) if is_full(m.data)), None)
+
+
 def grid_state_of(event: StrategyState) -> GridState | None:
     """The grid's own state carried by a state event (None for a stripped starting point)."""
     return None if event.state is None else msgspec.convert(event.state, GridState)
@@ -313,12 +336,12 @@ async def _export(config: Config, args: argparse.Namespace) -> int:
         names = args.stream or sorted(i.config.name for i in await js.streams_info() if not (i.config.name or "").startswith("KV_"))
         count = 0
         with args.output.open("wb") as fh:
-            # The last state of every grid before the window: where a replay of it starts.
+            # The last full state of every grid before the window: where a replay of it starts.
             last_by_grid: dict[str, StoredMsg] = {}
             async for batch in export.window(
                 nc, "OPS", since - dt.timedelta(seconds=LOOKBACK), since, (subjects.ops("grid", "*", "state"),)
             ):
-                last_by_grid.update((m.subject, m) for m in batch)
+                last_by_grid.update((m.subject, m) for m in batch if is_full(m.data))
             for m in last_by_grid.values():
                 fh.write(export.to_line("OPS", m))
             anchors = len(last_by_grid)
@@ -328,7 +351,7 @@ async def _export(config: Config, args: argparse.Namespace) -> int:
                         fh.write(export.to_line(name, m))
                     count += len(batch)
         print(
-            f"wrote {count:,} messages from {len(names)} streams (+{anchors} grid states before the window) to {args.output}",
+            f"wrote {count:,} messages from {len(names)} streams (+{anchors} full grid states before the window) to {args.output}",
             file=sys.stderr,
         )
         return 0

@@ -55,7 +55,14 @@ class GridLevel(msgspec.Struct, frozen=True, kw_only=True):
 
 
 class StrategyState(Message, frozen=True, kw_only=True, tag="strategy_state"):
-    """Published when a strategy instance changes; `input_seq` is the input it reflects."""
+    """Published when a strategy instance changes; `input_seq` is the input it reflects.
+
+    Full or compact (docs/adr/0024-bounded-state-events.md): a full one carries `state` (and, for
+    a grid, `levels`) and is a replay starting point; a compact one only the summary, with
+    `state=None` and `levels=[]`. A grid publishes a full one at least once a minute of event
+    time and on every status change; anything needing the state or the levels reads the last
+    full one (`state is not None`), not the last message on the subject. Events stored before
+    ADR 0024 are all full."""
 
     component: str
     instance: str
@@ -70,7 +77,7 @@ class StrategyState(Message, frozen=True, kw_only=True, tag="strategy_state"):
     open_orders: int = 0
     fills: int = 0
     # The strategy's whole state in its own schema (a grid's is strategies/grid/state.py
-    # GridState): a state event is also a replay starting point (ADR 0007).
+    # GridState): a full state event is also a replay starting point (ADR 0007); None: compact.
     state: dict[str, Any] | None = None
     levels: list[GridLevel] = []
     ts: int

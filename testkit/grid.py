@@ -21,7 +21,7 @@ from schemas.commands import CancelAll, CancelOrder, PlaceOrder
 from schemas.market import Market, Ticker
 from schemas.ops import StrategyState, VenueSnapshot
 from strategies.grid.config import GridConfig
-from strategies.grid.core import GridCore
+from strategies.grid.core import FULL_EVERY_MS, GridCore
 from strategies.grid.lattice import parse_client_order_id
 from strategies.grid.state import GridState
 from testkit.events import order_update, ticker
@@ -139,11 +139,12 @@ def sim_config(start: str = "100", spot: bool = False, **kw: Any) -> SimConfig:
 
 
 class Harness:
-    def __init__(self, grid: GridConfig, sim: SimConfig, latency: bool = False) -> None:
+    def __init__(self, grid: GridConfig, sim: SimConfig, latency: bool = False, full_every_ms: int = FULL_EVERY_MS) -> None:
+        """`full_every_ms`: the core's state event policy (`FULL_ALWAYS`: every one full)."""
         self.engine = SimEngine(sim)
         self.est: EngineState = self.engine.initial_state()
         self.market = self.engine.markets[grid.symbol]
-        self.core = GridCore(grid, self.market)
+        self.core = GridCore(grid, self.market, full_every_ms=full_every_ms)
         self.gst: GridState = self.core.initial_state()
         self.cfg = grid
         self.latency = latency

@@ -96,7 +96,7 @@ def test_a_tick_five_seconds_after_the_last_publish_is_decided_in_full_and_publi
     d.state = replace(d.state, strays=[LATE])
     d.ts = d.state.published_ts + PUBLISH_EVERY_MS - 500  # the next tick comes exactly five seconds after it
     out = d.tick("100.2", bid="99.8", ask="100.3")
-    assert d.state.strays == [] and out == [d.core.state_event(d.state)]
+    assert d.state.strays == [] and out == [d.core.state_event(d.state, full=False)]  # a price refresh is compact
 
 
 def test_the_fast_path_stays_within_the_prices_the_guard_accepts() -> None:
@@ -131,7 +131,7 @@ def test_the_last_price_reaching_the_next_level_is_decided_and_can_move_the_cent
     assert d.tick("110", bid="109.9", ask="110.1") == [] and d.state.center == 0  # one level up: within trail_levels
     out = d.tick("120", bid="109.9", ask="110.1")
     assert d.state.center == 2 and [c.client_order_id for c in cancels(out)] == [buy.client_order_id]
-    assert published(out) == [d.core.state_event(d.state)]  # a decision that acted is published
+    assert published(out) == [d.core.state_event(d.state, full=False)]  # a decision that acted is published
 
 
 def test_tickers_of_another_market_or_older_than_the_last_are_ignored_and_one_as_old_is_taken() -> None:
@@ -172,7 +172,7 @@ def test_the_state_is_published_again_five_seconds_after_the_last_time() -> None
     d.tick("100")
     d.ts = d.state.published_ts + PUBLISH_EVERY_MS - 500 - 1
     assert d.tick("100.2", bid="99.8", ask="100.3") == []  # 4999 ms: quiet
-    assert published(d.tick("100.2", bid="99.8", ask="100.3")) == [d.core.state_event(d.state)]  # 5499 ms
+    assert published(d.tick("100.2", bid="99.8", ask="100.3")) == [d.core.state_event(d.state, full=False)]  # 5499 ms
 
 
 # ------------------------------------------------------------------ order events
@@ -204,7 +204,7 @@ def test_an_acknowledged_order_is_open_with_the_venues_id_and_the_state_is_publi
         status="open",
         sent_seq=2,
     )
-    assert (d.state.ts, d.state.seq) == (d.ts, d.seq) and out == [d.core.state_event(d.state)]
+    assert (d.state.ts, d.state.seq) == (d.ts, d.seq) and out == [d.core.state_event(d.state, full=False)]
 
 
 def test_a_filled_order_books_its_inventory_and_its_closing_order_is_sent_at_that_input() -> None:
@@ -331,7 +331,7 @@ def test_a_fault_while_halted_with_nothing_to_cancel_is_still_published(monkeypa
 
     monkeypatch.setattr("strategies.grid.core.book_into", broken)
     out = d.feed(ours("open", -3, 1, "closed", "1", ts=d.ts + 1))
-    assert "cannot book this" in (d.state.fault or "") and out == [d.core.state_event(d.state)]
+    assert "cannot book this" in (d.state.fault or "") and out == [d.core.state_event(d.state, full=False)]
 
 
 # ------------------------------------------------------------------ orders no slot tracks
@@ -452,7 +452,7 @@ def test_the_adoption_is_published_even_when_the_grid_is_still_starting() -> Non
     d = Driver(grid(mode="long", levels=1), adopt=False)
     d.state = replace(d.state, published_ts=T)  # published a moment ago
     out = d.feed(snapshot())
-    assert d.state.status == "starting" and out == [d.core.state_event(d.state)]
+    assert d.state.status == "starting" and out == [d.core.state_event(d.state, full=False)]
 
 
 def test_with_a_price_seen_before_the_snapshot_the_adoption_places_at_once() -> None:
@@ -466,7 +466,7 @@ def test_the_adoption_is_published_and_a_second_snapshot_or_another_instances_is
     d = Driver(grid(mode="long", levels=1), adopt=False)
     assert d.feed(snapshot(instance="g2")) == [] and not d.state.adopted
     out = d.feed(snapshot(input_seq=0))
-    assert d.state.adopted and d.state.seq == d.seq and out == [d.core.state_event(d.state)]
+    assert d.state.adopted and d.state.seq == d.seq and out == [d.core.state_event(d.state)]  # the first ever: full
     before = d.state
     assert d.feed(snapshot([ours("open", -1, 9, "open", "0")])) == [] and d.state == before
 
@@ -516,14 +516,14 @@ def test_a_liquidation_while_halted_with_nothing_to_cancel_is_still_published() 
     control(d, "halt")
     d.order(buy, "canceled")
     out = d.feed(liquidation(d))
-    assert out == [d.core.state_event(d.state)]
+    assert out == [d.core.state_event(d.state, full=False)]
 
 
 def test_a_breaker_that_changes_nothing_is_still_published_with_its_time() -> None:
     d = Driver(grid(mode="long", levels=1))
     d.tick("100")
     out = breaker(d, "ok", ts=d.ts + 7)
-    assert (d.state.ts, d.state.seq) == (d.ts + 7, d.seq) and out == [d.core.state_event(d.state)]
+    assert (d.state.ts, d.state.seq) == (d.ts + 7, d.seq) and out == [d.core.state_event(d.state, full=False)]
 
 
 def test_orders_placed_when_a_breaker_closes_are_sent_at_that_input() -> None:
@@ -551,7 +551,7 @@ def test_resume_and_reset_clear_exactly_what_pause_halt_and_faults_set() -> None
     d.state = replace(d.state, fault="x")
     out = control(d, "reset")
     assert (d.state.paused, d.state.halted, d.state.fault, d.state.status) == (False, False, None, "running")
-    assert (d.state.ts, d.state.seq) == (d.ts, d.seq) and published(out) == [d.core.state_event(d.state)]
+    assert (d.state.ts, d.state.seq) == (d.ts, d.seq) and published(out) == [d.core.state_event(d.state)]  # the status changed: full
     assert [(p.side, p.price, d.slot(-1).sent_seq) for p in places(out)] == [("buy", D(90), d.seq)]
     control(d, "pause")
     control(d, "resume")
@@ -563,4 +563,4 @@ def test_an_operator_command_that_changes_nothing_is_still_published() -> None:
     d.tick("100")
     d.ts += 7
     out = control(d, "resume")
-    assert out == [d.core.state_event(d.state)] and (d.state.ts, d.state.seq) == (d.ts, d.seq)
+    assert out == [d.core.state_event(d.state, full=False)] and (d.state.ts, d.state.seq) == (d.ts, d.seq)

@@ -41,6 +41,11 @@ from strategies.grid.lattice import Lattice, client_prefix, parse_client_order_i
 from strategies.grid.state import TERMINAL, Booked, Early, GridSlot, GridState, Stray, freed, kept, position, settle
 
 PUBLISH_EVERY_MS = 5_000  # price-only changes (last price, unrealized PnL) are published this often
+# A state event carries the whole state (a replay's starting point, ADR 0007) only when it is the
+# first of its `FULL_EVERY_MS` of event time or the status changed; the others are compact
+# (summary only), which bounds the OPS stream per instance (docs/adr/0024-bounded-state-events.md).
+FULL_EVERY_MS = 60_000
+FULL_ALWAYS = 0  # `full_every_ms` for the old policy: every state event full
 RETRY_BASE_MS = 1_000  # a slot whose order was refused waits this long, doubling per refusal
 RETRY_MAX_MS = 60_000
 EARLY_KEPT = 2_000  # order events kept before the first snapshot (a first start takes seconds)
@@ -52,12 +57,17 @@ def backoff_ms(rejects: int) -> int:
 
 
 class GridCore:
-    def __init__(self, config: GridConfig, market: Market, publish_every_ms: int = PUBLISH_EVERY_MS) -> None:
+    def __init__(
+        self, config: GridConfig, market: Market, publish_every_ms: int = PUBLISH_EVERY_MS, full_every_ms: int = FULL_EVERY_MS
+    ) -> None:
         """`publish_every_ms`: how often a state that only the price moved is published; a backtest,
-        which reads no state events, makes it unreachable (decisions never depend on it)."""
+        which reads no state events, makes it unreachable (decisions never depend on it).
+        `full_every_ms`: how often (in event time) a state event carries the whole state and the
+        levels; `FULL_ALWAYS` makes every one full (the policy before ADR 0024)."""
         self.cfg = config
         self.market = market
         self.publish_every_ms = publish_every_ms
+        self.full_every_ms = full_every_ms
         self.prefix = client_prefix(config.instance)
         self.scopes = set(breaker_scopes(config.venue, config.symbol, config.account))
         self._lattices: dict[Decimal, Lattice] = {}
@@ -302,7 +312,8 @@ class GridCore:
         if st.anchor is None and st.last_price is not None and st.adopted:
             st = replace(st, anchor=st.last_price)
         status = self.status_of(st)
-        if status != st.status:
+        moved = status != st.status
+        if moved:
             st, changed = replace(st, status=status), True
         out: list[Any] = []
         if status == "starting":
@@ -317,13 +328,26 @@ class GridCore:
                 q = st.quiet
                 st = replace(st, quiet=[max(q[0], lo), min(q[1], hi), max(q[2], lo), min(q[3], hi), max(q[4], lo), min(q[5], hi)])
         if changed or st.ts - st.published_ts >= self.publish_every_ms:
+            full = moved or self.full_due(st)
             st = replace(st, published_ts=st.ts)
-            out.append(self.state_event(st))
+            out.append(self.state_event(st, full))
         return st, out
+
+    def full_due(self, st: GridState) -> bool:
+        """Whether the state event about to be published must carry the whole state: the first one
+        ever, and the first of every `full_every_ms` of event time (its window starts at a multiple
+        of it). Derived from `published_ts`, the last publication's time, so it needs no state of
+        its own, a replay decides it the same, and a restart (which resumes from a checkpoint with
+        the same `published_ts`) leaves a full one within `full_every_ms` like a run that never
+        stopped. At most day / full_every_ms + 1 a day, plus one per status change."""
+        every = self.full_every_ms
+        return every <= FULL_ALWAYS or st.published_ts == 0 or st.ts // every != st.published_ts // every
 
     # ------------------------------------------------------------------ outputs
 
-    def state_event(self, st: GridState) -> StrategyState:
+    def state_event(self, st: GridState, full: bool = True) -> StrategyState:
+        """The state event: the summary always; the whole state and the drawable levels when `full`
+        (a compact one has `state=None`, `levels=[]`: readers that need them take the last full)."""
         size = self.market.contract_size
         last = st.last_price
         unrealized = ZERO
@@ -345,8 +369,8 @@ class GridCore:
             unrealized_pnl=unrealized,
             open_orders=sum(1 for s in st.slots if s.status in ("pending", "open", "canceling")) + len(st.strays),
             fills=st.fills,
-            state=msgspec.to_builtins(st),
-            levels=self.levels(st),
+            state=msgspec.to_builtins(st) if full else None,
+            levels=self.levels(st) if full else [],
             ts=st.ts,
         )
 
