@@ -13,6 +13,8 @@ from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
 
+import msgspec
+
 from gateway import frames
 from gateway.frames import Frame, Kline, Market, Routed
 
@@ -66,6 +68,8 @@ class View:
         routed = frames.to_frame(stream, seq, event)
         if routed is None:
             return None
+        if routed.frame.type == "grid_state" and routed.market is not None:
+            routed = self._with_levels(routed, event)
         data = routed.frame.data
         if routed.market is not None:
             view = self.market(routed.market)
@@ -87,6 +91,21 @@ class View:
         elif routed.frame.type == "account":
             self.balances[(data.venue, data.account, data.asset)] = data
         return routed
+
+    def _with_levels(self, routed: Routed, event: Any) -> Routed:
+        """A compact state event (no state, no levels: docs/adr/0024-bounded-state-events.md)
+        updates the numbers and keeps the levels of the instance's last full one, so the page
+        never loses its grid lines between full ones."""
+        data = routed.frame.data
+        if event.state is not None or data.levels:
+            return routed  # full: its levels are the grid's now (none before it has an anchor)
+        assert routed.market is not None
+        held = self.markets.get(routed.market)
+        last = held.grids.get(f"{data.component}/{data.instance}") if held else None
+        if last is None or not last.levels:
+            return routed
+        frame = msgspec.structs.replace(routed.frame, data=msgspec.structs.replace(data, levels=last.levels))
+        return routed._replace(frame=frame)
 
     def remember(self, routed: Routed, text: str) -> None:
         """Keep a sent frame for `since` (every market it went to)."""

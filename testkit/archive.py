@@ -71,10 +71,10 @@ def one(i: int, rng: random.Random) -> Item:
         msg = events.fill(client_order_id=f"c{i}", trade_id=f"t{i}", price=str(price), ts=ts)
     elif k == 7:
         msg = events.place(client_order_id=f"c{i}", price=str(price), ts=ts)
-    elif k == 8:
+    elif k == 8:  # full and compact states (docs/adr/0024-bounded-state-events.md)
         msg = StrategyState(
             id=f"s{i}", component="grid", instance="g", venue="sim", account="main", symbol="BTC/USDT:USDT", status="running",
-            input_seq=i, realized_pnl=Decimal(i) / 100, state={"slots": [1, 2]}, ts=ts,
+            input_seq=i, realized_pnl=Decimal(i) / 100, state={"slots": [1, 2]} if i % 32 < 16 else None, ts=ts,
         )  # fmt: skip
     elif k == 9:
         msg = BreakerChange(id=f"b{i}", instance="risk", scope="global", state="ok", previous="halted", reason="test", ts=ts)
