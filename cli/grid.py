@@ -235,7 +235,7 @@ async def _row(js: Any, rec: InstanceRecord) -> tuple[str, ...]:
     if rec.desired == "removed":
         desired = f"removed ({rec.policy}, {rec.phase or 'stopping'})"
         if rec.phase == "done":
-            status, position = "removed", f"{rec.left_position} left"
+            status, position, orders = "removed", f"{rec.left_position} left", "0"
     when = time.strftime("%Y-%m-%d %H:%M", time.gmtime(rec.created_ts / 1000)) if rec.created_ts else ""
     source = "config file" if rec.source == "config" else f"sqt grid add by {rec.created_by} {when}"
     return (rec.instance, f"{rec.venue}/{rec.account} {rec.symbol}", desired, status, position, orders, fills, source)

@@ -158,7 +158,10 @@ async def _run(config: Config, url: str, supervisor: Supervisor, quiet: bool, fo
     following = None
     if follow is not None:
         for record, revision in await registry.records("grid"):
-            follow.on_record(record, revision, started=False)
+            try:
+                follow.on_record(record, revision, started=False)
+            except Exception as exc:
+                log.error("registry: grid %s (revision %d) cannot run: %s", record.instance, revision, exc)
         following = asyncio.create_task(follow.run(registry))
     supervisor.start()
     _print_table(config, url, supervisor.server.server if supervisor.server else None, supervisor.children)
@@ -204,7 +207,10 @@ class GridChildren:
 
     async def run(self, registry: Registry) -> None:
         async for record, revision in registry.follow("grid"):
-            self.on_record(record, revision)
+            try:
+                self.on_record(record, revision)
+            except Exception as exc:  # a record whose parameters no grid takes: said, and skipped
+                log.error("registry: grid %s (revision %d) cannot run: %s", record.instance, revision, exc)
 
 
 def _print_table(config: Config, url: str, server: EmbeddedServer | None, children: list[Child]) -> None:

@@ -94,7 +94,8 @@ class Registry:
             return None
         if not entry.value or entry.revision is None:
             return None
-        return _decoder.decode(entry.value), entry.revision
+        rec = _readable(entry.key, entry.value)
+        return None if rec is None else (rec, entry.revision)
 
     async def records(self, kind: str = "grid") -> list[Versioned]:
         """Every record of `kind`, removed ones included, in instance order."""
@@ -107,8 +108,9 @@ class Registry:
                 if entry is None:  # the initial values are all there
                     break
                 if entry.value and entry.revision is not None:
-                    rec = _decoder.decode(entry.value)
-                    out[rec.instance] = (rec, entry.revision)
+                    rec = _readable(entry.key, entry.value)
+                    if rec is not None:
+                        out[rec.instance] = (rec, entry.revision)
         finally:
             await watcher.stop()
         return [out[i] for i in sorted(out)]
@@ -132,7 +134,9 @@ class Registry:
                         break
                     if entry is None or not entry.value or entry.revision is None:
                         continue
-                    yield _decoder.decode(entry.value), entry.revision
+                    rec = _readable(entry.key, entry.value)
+                    if rec is not None:
+                        yield rec, entry.revision
             finally:
                 try:
                     await watcher.stop()
@@ -206,6 +210,20 @@ class Registry:
         except KeyWrongLastSequenceError:
             pass  # another seeder finished first
         return added
+
+
+def _readable(name: str, value: bytes) -> InstanceRecord | None:
+    """A record, or None (said once in the log) for a value no `sqt grid` wrote: a hand-written
+    key must not take every host down with it."""
+    try:
+        rec = _decoder.decode(value)
+    except msgspec.DecodeError as exc:
+        log.error("registry key %s does not hold an instance record (%s); ignored until it is rewritten", name, exc)
+        return None
+    if name != key(rec.kind, rec.instance):
+        log.error("registry key %s holds the record of %s %s; ignored", name, rec.kind, rec.instance)
+        return None
+    return rec
 
 
 def _action_of(record: InstanceRecord) -> Action:
