@@ -24,16 +24,18 @@ class Components:
         self.procs: dict[str, subprocess.Popen[bytes]] = {}
 
     def start(self, *components: str, secrets: dict[str, str] | None = None) -> None:
-        """Start each component, its output in <workdir>/<component>.log."""
+        """Start each component, its output in <workdir>/<component>.log (a `/` in a name is a `-` there)."""
         for component in components:
             # `sim:sim2` is `run sim --venue sim2`; `executor:sim2-arb` is `run executor --venue sim2 --account arb`.
             kind, _, which = component.partition(":")
             argv = [sys.executable, "-m", "cli.main", "--config", str(self.config), "run", kind]
             argv += ["--instance", self.instance] if kind in ("grid", "arbitrage") else []
-            if which:
+            if kind == "grids":  # `grids:0/2` is `run grids --shard 0/2`
+                argv += ["--shard", which or "0/1"]
+            elif which:
                 venue, _, account = which.partition("-")
                 argv += ["--venue", venue] + (["--account", account] if account else [])
-            with open(self.workdir / f"{component}.log", "ab") as out:
+            with open(self.workdir / f"{component.replace('/', '-')}.log", "ab") as out:
                 self.procs[component] = subprocess.Popen(argv, cwd=ROOT, env=clean_env(secrets), stdout=out, stderr=subprocess.STDOUT)
 
     def sqt(self, *args: str) -> subprocess.CompletedProcess[str]:
