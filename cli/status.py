@@ -91,15 +91,31 @@ async def _status(config: Config) -> int:
     return 0
 
 
-def expected(config: Config) -> list[tuple[str, str, int]]:
-    """(component, instance, http port or 0) of every component the config runs."""
+def expected(config: Config, registry: list[tuple[str, int]] | None = None) -> list[tuple[str, str, int]]:
+    """(component, instance, http port or 0) of every component the config runs, and the grids
+    the registry runs (the config's until it is seeded)."""
     out = [
         ("sim", config.sim.venue, config.sim.metrics_port),
         ("executor", f"{config.executor.venue}-{config.executor.account}", config.executor.metrics_port),
         ("gateway", f"port-{config.gateway.port}", config.gateway.port),
         ("archive", "main", config.archive.metrics_port),
     ]
-    return out + [("grid", g.instance, g.metrics_port) for g in config.grids]
+    grids = registry if registry is not None else [(g.instance, g.metrics_port) for g in config.grids]
+    return out + [("grid", instance, port) for instance, port in grids]
+
+
+async def registry_grids(nc: Client) -> list[tuple[str, int]] | None:
+    """(instance, metrics port) of every grid the registry runs; None before it is seeded."""
+    from orchestration.registry import Registry
+
+    try:
+        records = await Registry(nc).records("grid")
+    except Exception:  # noqa: BLE001 - no registry yet: the config's grids are expected
+        return None
+    if not records:
+        return None
+    live = [r for r, _ in records if not (r.desired == "removed" and r.phase == "done")]
+    return [(r.instance, int(r.params.get("metrics_port") or 0)) for r in live]
 
 
 async def http_health(session: aiohttp.ClientSession, where: str) -> str:
@@ -136,7 +152,7 @@ async def component_rows(nc: Client, config: Config) -> list[tuple[str, ...]]:
         component = meta.get("component") or str(s.get("name", "?")).removeprefix("sqt-")
         instance = meta.get("instance") or meta.get("venue") or ""
         answered[(component, instance)] = s
-    keys: list[tuple[str, str, int]] = expected(config)
+    keys: list[tuple[str, str, int]] = expected(config, await registry_grids(nc))
     known = {(c, i) for c, i, _ in keys}
     keys += [(c, i, 0) for c, i in sorted(answered) if (c, i) not in known]
     rows: list[tuple[str, ...]] = []

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from decimal import Decimal
 from typing import Any
 
 import msgspec
@@ -19,8 +20,10 @@ from nats.aio.msg import Msg
 from cli.config import Config
 from schemas import subjects
 from schemas.ops import BreakerChange
+from schemas.registry import RegistryChange
 
 STREAMS_SHOWN = ("MARKET", "ACCOUNT", "COMMAND")
+GRIDS_ONE_BY_ONE = 6  # more grids than this are summed up in one phrase
 INFO_TIMEOUT = 1.0  # seconds per stream_info: the line is late rather than the supervisor
 
 
@@ -89,7 +92,16 @@ class MarketWatch:
                 words.append(f"blocked: {inner['blocked']}")
             self.arbs[doc.get("instance", "?")] = ", ".join(words)
 
+        async def on_registry(msg: Msg) -> None:
+            try:
+                change = msgspec.json.decode(msg.data, type=RegistryChange)
+            except msgspec.DecodeError:
+                return
+            if change.record.desired == "removed" and change.record.phase == "done":
+                self.grids.pop(change.instance, None)
+
         await nc.subscribe(subjects.ops("grid", "*", "state"), cb=on_state)
+        await nc.subscribe(subjects.registry("grid", "*"), cb=on_registry)
         await nc.subscribe(subjects.ops("arbitrage", "*", "state"), cb=on_arb)
         await nc.subscribe(subjects.ops("risk", "*", "breaker"), cb=on_breaker)
 
@@ -106,17 +118,25 @@ class MarketWatch:
                 counts.append(f"{name} ?")
         t = self.ticker
         market = f"{self.symbol} {t.last} (bid {t.bid} / ask {t.ask})" if t else f"{self.symbol}: waiting for ticks"
-        grids = "; ".join(
-            [
-                *(
-                    f"grid {k}: {v['status']}, {v['open']} open, position {v['position']}, {v['fills']} fills, pnl {v['pnl']}"
-                    for k, v in sorted(self.grids.items())
-                ),
-                *(f"arbitrage {k}: {v}" for k, v in sorted(self.arbs.items())),
-            ]
-        )
+        grids = "; ".join([*self.grid_words(), *(f"arbitrage {k}: {v}" for k, v in sorted(self.arbs.items()))])
         risk = "; ".join(f"{scope} {what}" for scope, what in sorted(self.breakers.items())) or "no breaker open"
         return f"[{stamp}] {market} | {', '.join(counts)} msgs" + (f" | {grids}" if grids else "") + f" | risk: {risk}"
+
+    def grid_words(self) -> list[str]:
+        """Each grid, or, past a screenful of them, how many are in each status and the totals."""
+        if len(self.grids) <= GRIDS_ONE_BY_ONE:
+            return [
+                f"grid {k}: {v['status']}, {v['open']} open, position {v['position']}, {v['fills']} fills, pnl {v['pnl']}"
+                for k, v in sorted(self.grids.items())
+            ]
+        statuses: dict[str, int] = {}
+        for v in self.grids.values():
+            statuses[str(v["status"])] = statuses.get(str(v["status"]), 0) + 1
+        by_status = ", ".join(f"{n} {status}" for status, n in sorted(statuses.items()))
+        opened = sum(int(v["open"] or 0) for v in self.grids.values())
+        fills = sum(int(v["fills"] or 0) for v in self.grids.values())
+        pnl = sum((Decimal(str(v["pnl"] or 0)) for v in self.grids.values()), Decimal(0))
+        return [f"{len(self.grids)} grids ({by_status}): {opened} open, {fills} fills, pnl {pnl} (sqt grid ls)"]
 
 
 async def print_status_lines(nc: Client, config: Config, stop: asyncio.Event, every: float = 5.0) -> None:

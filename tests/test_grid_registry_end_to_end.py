@@ -5,6 +5,7 @@ afterwards the registry, the running processes and the venue agree."""
 from __future__ import annotations
 
 import os
+import re
 import signal
 from pathlib import Path
 
@@ -69,6 +70,8 @@ async def test_add_pause_resume_and_remove_at_runtime_while_nothing_else_restart
         assert again.returncode == 2 and "already in the registry" in again.stderr
         eth = child_pid(up, "grid:eth-1")
         await eventually(lambda: _has_orders(bus, "eth-1", ETH), timeout=60, what="eth-1's orders at the venue")
+        status = up.sqt("status").stdout
+        assert re.search(r"^grid\s+eth-1\s+yes", status, re.M) and re.search(r"^grid\s+seed-1\s+yes", status, re.M), status
 
         assert up.sqt("grid", "pause", "eth-1").returncode == 0
         await eventually(lambda: _no_orders(bus, "eth-1", ETH), timeout=30, what="a paused grid's opening orders canceled")
