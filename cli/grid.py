@@ -8,7 +8,7 @@
 
 Every change is a compare-and-set on the instance's record in the `registry` bucket and an
 event on `ops.registry.grid.<id>` saying who made it; `sqt up` (or `sqt run grids`) follows the
-registry and does the rest (orchestration/, docs/adr/0023). A parameter is checked against the
+registry and does the rest (orchestration/, docs/adr/0025). A parameter is checked against the
 venue's market rules before anything is written: a bad one names the field, exit 2.
 """
 

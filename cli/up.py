@@ -155,6 +155,14 @@ async def _run(config: Config, url: str, supervisor: Supervisor, quiet: bool, fo
     if seeded:
         log.info("registry: seeded %s from the config (from now on the registry is the truth: sqt grid ls)", ", ".join(seeded))
     await registry.heal()
+    for record, _rev in await registry.records("grid"):
+        mine = next((g for g in config.grids if g.instance == record.instance), None)
+        if mine is not None and record.source == "config" and grid_config(record) != mine:
+            log.warning(
+                "grid %s: its [[grids]] table differs from the registry's record, which runs (the registry is the truth once "
+                "seeded: remove the instance and add it with the new parameters, under a new id)",
+                record.instance,
+            )
     following = None
     if follow is not None:
         for record, revision in await registry.records("grid"):

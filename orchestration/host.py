@@ -5,7 +5,7 @@ The host follows the registry: it starts an instance it is given, sends its paus
 as the grid's own operator controls, and carries out its removal (orchestration/workflow.py).
 Instances share the host's NATS connection and event loop; each keeps its own input stream,
 consumer, checkpoint and lease, and runs in its own task: an exception in one is logged and
-that instance alone restarts after a backoff. See docs/adr/0023.
+that instance alone restarts after a backoff. See docs/adr/0025.
 """
 
 from __future__ import annotations

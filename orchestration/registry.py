@@ -1,5 +1,5 @@
 """The registry bucket's I/O: read, create and change instance records, each write announced
-as a `RegistryChange` on `ops.registry.<kind>.<id>` (schemas/registry.py, docs/adr/0023).
+as a `RegistryChange` on `ops.registry.<kind>.<id>` (schemas/registry.py, docs/adr/0025).
 
 Every write is a compare-and-set on the record's revision, so two operators (or an operator
 and a removal in progress) never overwrite each other: the loser reads again. The bucket is

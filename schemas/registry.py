@@ -3,7 +3,7 @@
 The `registry` bucket holds one `InstanceRecord` per instance under `instance.<kind>.<id>`
 (the bucket is the truth); every write is also a `RegistryChange` on
 `ops.registry.<kind>.<id>`, whose id is the bucket revision it announces, so the set of
-instances at any moment replays from the OPS stream (docs/adr/0023).
+instances at any moment replays from the OPS stream (docs/adr/0025).
 """
 
 from __future__ import annotations
