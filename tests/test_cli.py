@@ -77,10 +77,14 @@ def test_sqt_up_runs_everything_shows_market_data_restarts_the_dead_and_stops_cl
             nc = await nats.connect(f"nats://127.0.0.1:{port}")
             sub = await nc.subscribe("ops.grid.btc-neutral.state")
             try:
-                while True:  # the grid's own state: running, with orders resting at the exchange
+                full, resting = None, False
+                while full is None or not resting:  # the grid's own state: running, with orders resting at the exchange
                     state = json.loads((await sub.next_msg(timeout=30)).data)
-                    if state["status"] == "running" and state["open_orders"] > 0:
-                        return state
+                    if state["status"] == "running":
+                        resting = resting or state["open_orders"] > 0
+                        # the whole state rides along on a status change and once a minute (ADR 0024)
+                        full = state if state.get("state") else full
+                return full
             finally:
                 await nc.close()
 
