@@ -33,14 +33,14 @@ def on_lot(amount: Decimal, spec: SimMarket) -> Decimal:
 
 class Basis:
     def __init__(self, config: SimConfig) -> None:
-        self.seed = config.seed
+        self.seeds = {m.symbol: config.seed_of(m) for m in config.markets}
         self.followers = config.followers()
 
     def follow(self, spec: SimMarket, step: int, leader: Print, leader_before: Decimal | None, before: Decimal | None) -> Print:
         """The follower's print in the tick (or paper trade) `step` where its leader printed `leader`;
         `leader_before` and `before` are both markets' previous prints (None: none yet)."""
         basis = float(before / leader_before - 1) if before is not None and leader_before is not None else 0.0
-        z, _ = normal(self.seed, spec.symbol, "basis", step)
+        z, _ = normal(self.seeds[spec.symbol], spec.symbol, "basis", step)
         cap = float(spec.basis_cap)
         basis = max(-cap, min(cap, basis * (1 - float(spec.basis_reversion)) + float(spec.basis_volatility) * z))
         price = on_tick(leader.price * (1 + Decimal(repr(basis))), spec)

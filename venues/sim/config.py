@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import math
+import string
 from decimal import ROUND_DOWN, Decimal
 from typing import Literal
 
@@ -9,8 +11,15 @@ import msgspec
 
 from schemas.market import Market
 from schemas.subjects import SubjectError, name_token, symbol_token
+from venues.sim.draws import normal
 
 ZERO = Decimal(0)
+MAX_TEMPLATE_COUNT = 2000  # markets one template may generate
+# Closed 1-minute bars kept per market (what fetch_ohlcv serves): at most HISTORY_KEPT, and no more
+# than HISTORY_BUDGET over all markets, so that the engine's checkpoint (one message) stays well
+# within the server's 8 MiB payload with hundreds of markets (a bar is about 60 bytes of JSON).
+HISTORY_KEPT = 1500
+HISTORY_BUDGET = 60_000
 
 
 def _positive(owner: object, *names: str) -> None:
@@ -68,6 +77,9 @@ class SimMarket(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     book_depth: Decimal | None = None
     book_step_ticks: int = 1
     book_levels: int = 50
+    # The seed of this market's draws (price path, funding, basis); unset = the venue's `seed`.
+    # Every draw is keyed by (seed, symbol, step), so two markets never share a path.
+    seed: int | None = None
 
     def __post_init__(self) -> None:
         try:
@@ -137,6 +149,54 @@ class SimMarket(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             maker_fee=self.maker_fee,
             taker_fee=self.taker_fee,
         )
+
+
+class SimMarketTemplate(SimMarket, frozen=True, kw_only=True, forbid_unknown_fields=True):
+    """`[sim.market_template]`: `count` markets made from one description, added to `markets`
+    (docs/adr/0023-sim-market-template.md). Every field of a market is accepted and given to each;
+    `symbol` is a pattern formatted with the market's number n = 0..count-1
+    ("S{n:03d}/USDT:USDT" gives S000/USDT:USDT .. S099/USDT:USDT)."""
+
+    count: int
+    # Each market starts at start_price x exp(start_price_spread x z), z a standard normal drawn
+    # from (seed, its symbol); 0 = all start at start_price.
+    start_price_spread: Decimal = ZERO
+
+    def __post_init__(self) -> None:
+        # Each message starts with the template's own key: the config loader puts the path before it.
+        if not 0 <= self.count <= MAX_TEMPLATE_COUNT:
+            raise ValueError(f"`count` must be 0..{MAX_TEMPLATE_COUNT}, got {self.count}")
+        fields = [name for _, name, _, _ in string.Formatter().parse(self.symbol) if name is not None]
+        if fields != ["n"]:
+            raise ValueError(f'`symbol` must hold {{n}} once (e.g. "S{{n:03d}}/USDT:USDT"), got {self.symbol!r}')
+        try:
+            names = {self.symbol.format(n=n) for n in (0, 1)}
+        except (ValueError, TypeError) as exc:
+            raise ValueError(f"`symbol` {self.symbol!r} is not a pattern of the number n: {exc}") from None
+        if len(names) < 2:
+            raise ValueError(f"`symbol` {self.symbol!r} gives one name to every market")
+        if self.follows is not None:
+            raise ValueError("`follows` cannot be templated: list a follower under `markets`")
+        _within(self, "start_price_spread", ZERO, Decimal(1))
+        if self.count:
+            self.generate(0, 0)  # every other field as a market checks it (its message names it)
+
+    def generate(self, n: int, default_seed: int) -> SimMarket:
+        """The market number `n`; its draws use the template's `seed`, else `default_seed`."""
+        symbol = self.symbol.format(n=n)
+        fields = {name: getattr(self, name) for name in SimMarket.__struct_fields__}
+        fields.update(symbol=symbol, seed=self.seed if self.seed is not None else default_seed)
+        if self.start_price_spread:
+            z, _ = normal(fields["seed"], symbol, "start", 0)
+            price = self.start_price * Decimal(repr(math.exp(float(self.start_price_spread) * z)))
+            fields["start_price"] = max(self.tick_size, (price / self.tick_size).to_integral_value() * self.tick_size)
+        return SimMarket(**fields)
+
+    def markets(self, default_seed: int) -> list[SimMarket]:
+        return [self.generate(n, default_seed) for n in range(self.count)]
+
+    def symbols(self) -> list[str]:
+        return [self.symbol.format(n=n) for n in range(self.count)]
 
 
 def _default_markets() -> list[SimMarket]:
@@ -212,6 +272,8 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     # publishing its account events (lost events, for the reconciler's tests). Off: refused.
     test_hooks: bool = False
     markets: list[SimMarket] = msgspec.field(default_factory=_default_markets)
+    # Many markets from one description, appended to `markets` when the config is read.
+    market_template: SimMarketTemplate | None = None
     accounts: dict[str, dict[str, Decimal]] = msgspec.field(default_factory=_default_accounts)
 
     def __post_init__(self) -> None:
@@ -237,6 +299,7 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
                     raise ValueError(f"`{field}.{asset}` must be zero or positive, got {value}")
         if self.orders_kept < 1:
             raise ValueError("`orders_kept` must be at least 1")
+        self._expand_template()
         if not self.markets:
             raise ValueError("`markets` must list at least one market")
         if len({m.symbol for m in self.markets}) != len(self.markets):
@@ -252,6 +315,35 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             for asset, value in balances.items():
                 if not value.is_finite():
                     raise ValueError(f"`accounts.{name}.{asset}` must be a finite number, got {value}")
+
+    def _expand_template(self) -> None:
+        """Append the template's markets to `markets`, once: a config rebuilt from this one
+        (`msgspec.structs.replace`, a pickle, its own fields encoded and read back) already
+        lists them last, under their names, and keeps them as they are."""
+        t = self.market_template
+        if t is None or not t.count:
+            return
+        names = t.symbols()
+        if [m.symbol for m in self.markets[-len(names) :]] == names:
+            return
+        listed = {m.symbol for m in self.markets}
+        clash = next((s for s in names if s in listed), None)
+        if clash is not None:
+            raise ValueError(f"`market_template.symbol`: {clash} is also listed in `markets`")
+        msgspec.structs.force_setattr(self, "markets", [*self.markets, *t.markets(self.seed)])
+
+    @property
+    def history_kept(self) -> int:
+        """Closed bars each market keeps: HISTORY_KEPT, fewer when many markets share the budget."""
+        return max(1, min(HISTORY_KEPT, HISTORY_BUDGET // len(self.markets)))
+
+    def template_symbols(self) -> list[str]:
+        """The symbols `market_template` generated, in order (empty without a template)."""
+        return [] if self.market_template is None else self.market_template.symbols()
+
+    def seed_of(self, spec: SimMarket) -> int:
+        """The seed of a market's draws: its own, else the venue's."""
+        return self.seed if spec.seed is None else spec.seed
 
     def _check_follows(self) -> None:
         specs = {m.symbol: m for m in self.markets}

@@ -50,7 +50,7 @@ def rate(value: float, cap: Decimal) -> Decimal:
 
 class FundingProcess:
     def __init__(self, config: SimConfig) -> None:
-        self.seed = config.seed
+        self.seeds = {m.symbol: config.seed_of(m) for m in config.markets}
         self.every = config.funding_every_ms
         self.specs: dict[str, SimMarket] = {m.symbol: m for m in config.markets}
 
@@ -83,7 +83,7 @@ class FundingProcess:
         decay = math.exp(-kappa * hours)
         # Without reversion the walk is a plain Brownian motion (the limit of the formula).
         variance = sigma * sigma * ((1 - decay * decay) / (2 * kappa) if kappa > 0 else hours)
-        z, _ = normal(self.seed, symbol, "funding", k)
+        z, _ = normal(self.seeds[symbol], symbol, "funding", k)
         return rate(mean + (current - mean) * decay + math.sqrt(variance) * z, spec.funding_cap)
 
     def pin(self, ms: MarketState, symbol: str, pinned: Decimal | None, predicted: Decimal | None) -> None:

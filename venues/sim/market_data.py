@@ -15,7 +15,7 @@ from schemas.account import ZERO
 from schemas.market import GapMarker, Market, Ticker, Trade
 from venues.sim.config import SimConfig, SimMarket
 from venues.sim.journal import Bar, History, Print, Tick
-from venues.sim.state import HISTORY_KEPT, MINUTE_MS, EngineState, MarketState, minute
+from venues.sim.state import MINUTE_MS, EngineState, MarketState, minute
 from venues.sim.views import EventViews
 
 
@@ -26,6 +26,7 @@ class MarketData:
         self.specs: dict[str, SimMarket] = {m.symbol: m for m in config.markets}
         self.views = views
         self.gap_ms = 3 * config.tick_ms
+        self.kept = config.history_kept  # closed bars per market
 
     def market_state(self, state: EngineState, symbol: str, price: Decimal) -> MarketState:
         """The market's state, created at `price` on its first print or backfill."""
@@ -52,7 +53,7 @@ class MarketData:
         candles = [self.views.candle(entry.symbol, bar, bar.open_time + MINUTE_MS - 1, True) for bar in entry.bars]  # before any change
         last = entry.bars[-1]
         ms = self.market_state(state, entry.symbol, last.close)  # a market with live prints keeps its price
-        ms.history = list(entry.bars[-HISTORY_KEPT:])
+        ms.history = list(entry.bars[-self.kept :])
         # last_ts stays unset: the backfill is not a live print, so no gap is measured from it.
         state.ts = max(state.ts, last.open_time + MINUTE_MS - 1)
         out.extend(candles)
@@ -117,8 +118,8 @@ class MarketData:
         bar = ms.bar
         assert bar is not None
         ms.history.append(bar)
-        if len(ms.history) > HISTORY_KEPT:
-            del ms.history[: len(ms.history) - HISTORY_KEPT]
+        if len(ms.history) > self.kept:
+            del ms.history[: len(ms.history) - self.kept]
         ms.bar = None
         md.append(self.views.candle(symbol, bar, bar.open_time + MINUTE_MS - 1, True))
         # Mark open positions to market once a minute, so PnL moves on screens without a fill.

@@ -43,19 +43,20 @@ class PriceSource(Protocol):
 
 class RandomWalk:
     def __init__(self, config: SimConfig) -> None:
-        self.seed = config.seed
         self.specs = {m.symbol: m for m in config.markets}
+        self.seeds = {m.symbol: config.seed_of(m) for m in config.markets}
         self.ticks_per_minute = max(1, MINUTE_MS // config.tick_ms)
 
     def next_print(self, symbol: str, step: int, last: Decimal) -> Print:
         spec = self.specs[symbol]
-        z, u = normal(self.seed, symbol, "tick", step)
+        z, u = normal(self.seeds[symbol], symbol, "tick", step)
         price = float(last) * math.exp(float(spec.volatility) * z)
         volume = float(spec.tick_volume) * (0.25 + 1.5 * u)
         return Print(symbol, _on_tick(price, spec), _on_lot(volume, spec))
 
     def history(self, symbol: str, end_ms: int, minutes: int) -> list[Bar]:
         spec = self.specs[symbol]
+        seed = self.seeds[symbol]
         sigma = float(spec.volatility) * math.sqrt(self.ticks_per_minute / _SUB_STEPS)
         price = float(spec.start_price)
         first = end_ms - end_ms % MINUTE_MS - minutes * MINUTE_MS
@@ -65,7 +66,7 @@ class RandomWalk:
             points = []
             volume = 0.0
             for _ in range(_SUB_STEPS):
-                z, u = normal(self.seed, symbol, "history", k)
+                z, u = normal(seed, symbol, "history", k)
                 k += 1
                 price *= math.exp(sigma * z)
                 points.append(price)

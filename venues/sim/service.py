@@ -197,7 +197,9 @@ class SimService:
         for spec in self.config.markets:
             if spec.symbol in self.state.markets and self.state.markets[spec.symbol].history:
                 continue
-            bars = self.prices.history(spec.symbol, end, self.config.history_minutes)
+            # Only the bars a market keeps are journaled (and published as candles): with many
+            # markets that is fewer than `history_minutes` (SimConfig.history_kept).
+            bars = self.prices.history(spec.symbol, end, self.config.history_minutes)[-self.config.history_kept :]
             if bars:
                 await self.apply(History(symbol=spec.symbol, bars=bars, ts=end))
                 self._last[spec.symbol] = bars[-1].close

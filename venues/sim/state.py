@@ -18,7 +18,6 @@ from venues.sim.journal import Bar
 MONEY = Decimal("0.00000001")
 MINUTE_MS = 60_000
 HOUR_MS = 3_600_000
-HISTORY_KEPT = 1500  # closed bars per market, for fetch_ohlcv
 MAX_NOTIONAL = Decimal("1e15")  # an order's value: beyond it, money would not fit Decimal's 28 digits
 MAX_BALANCE = Decimal("1e18")
 
