@@ -36,11 +36,11 @@ from typing import cast
 import msgspec
 import nats.errors
 from nats.aio.client import Client
-from nats.js.errors import APIError, BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import APIError, KeyNotFoundError, KeyWrongLastSequenceError
 from nats.js.kv import KeyValue
 
 from bus.errors import LeaseHeld
-from bus.streams import REGISTRY, apply_bucket
+from bus.streams import REGISTRY, open_bucket
 
 log = logging.getLogger("bus.lease")
 
@@ -184,12 +184,7 @@ class Lease:
 
     async def _bucket(self) -> KeyValue:
         if self._kv is None:
-            js = self.nc.jetstream()
-            try:
-                self._kv = await js.key_value(REGISTRY.name)
-            except (BucketNotFoundError, NotFoundError):
-                await apply_bucket(js, REGISTRY)
-                self._kv = await js.key_value(REGISTRY.name)
+            self._kv = await open_bucket(self.nc.jetstream(), REGISTRY)
         return self._kv
 
     async def _read(self, kv: KeyValue) -> tuple[Holder, int] | None:

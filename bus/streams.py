@@ -11,7 +11,8 @@ from typing import Any
 
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamSource
-from nats.js.errors import NotFoundError
+from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.kv import KeyValue
 
 DAY = 86_400.0
 MINUTE = 60.0
@@ -169,6 +170,15 @@ async def apply_stream(js: JetStreamContext, spec: StreamSpec) -> Change:
                 s.opt_start_seq = (await js.stream_info(s.name)).state.last_seq + 1
     await js.update_stream(wanted)
     return Change("updated", spec.name, diffs)
+
+
+async def open_bucket(js: JetStreamContext, spec: BucketSpec) -> KeyValue:
+    """The bucket, created first if it is not there yet."""
+    try:
+        return await js.key_value(spec.name)
+    except (BucketNotFoundError, NotFoundError):
+        await apply_bucket(js, spec)
+        return await js.key_value(spec.name)
 
 
 async def apply_bucket(js: JetStreamContext, spec: BucketSpec) -> Change:

@@ -33,6 +33,7 @@ from bus.connection import Unreachable, connect
 from bus.contract import StoredMsg
 from bus.reader import read_stream
 from cli.config import Config, ConfigError, parse_duration
+from cli.overrides import with_sets
 from schemas import subjects
 from schemas.codec import decode
 from schemas.commands import CancelOrder, PlaceOrder
@@ -91,16 +92,7 @@ def parse_time(text: str | None, default: dt.datetime | None = None) -> dt.datet
 
 
 def grid_config(config: Config, instance: str, overrides: list[str]) -> GridConfig:
-    base = msgspec.to_builtins(config.grid(instance))
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in GridConfig.__struct_fields__:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(GridConfig.__struct_fields__)}")
-        base[key] = value
-    try:
-        return msgspec.convert(base, GridConfig, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"--set: {exc}") from None
+    return with_sets(msgspec.to_builtins(config.grid(instance)), overrides, GridConfig, what="a grid parameter")
 
 
 class Progress:

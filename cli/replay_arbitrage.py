@@ -23,7 +23,8 @@ from bus import export
 from bus.connection import Unreachable, connect
 from bus.contract import Outgoing, StoredMsg, fold_stream
 from bus.reader import read_stream
-from cli.config import Config, ConfigError
+from cli.config import Config
+from cli.overrides import with_sets
 from cli.replay import Progress, parse_time
 from schemas import subjects
 from schemas.codec import decode
@@ -37,16 +38,10 @@ from strategies.decisions import Decision, describe, first_difference
 
 
 def with_overrides(cfg: ArbConfig, overrides: list[str]) -> ArbConfig:
-    base = msgspec.to_builtins(cfg)
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or key not in ArbConfig.__struct_fields__ or key in ("instance", "legs", "pair"):
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY a parameter of an arbitrage (e.g. naked_ms, entry_apr)")
-        base[key] = value
-    try:
-        return msgspec.convert(base, ArbConfig, strict=False)
-    except msgspec.ValidationError as exc:
-        raise ConfigError(f"--set: {exc}") from None
+    fixed = ("instance", "legs", "pair")
+    return with_sets(
+        msgspec.to_builtins(cfg), overrides, ArbConfig, fixed=fixed, what="a parameter of an arbitrage (e.g. naked_ms, entry_apr)"
+    )
 
 
 async def recorded_markets(nc: Client, cfg: ArbConfig) -> list[Market] | None:

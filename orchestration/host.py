@@ -55,6 +55,15 @@ def parse_shard(text: str) -> tuple[int, int]:
     return shard, shards
 
 
+async def _back_off(stop: asyncio.Event, delay: float) -> float:
+    """Wait `delay` seconds (less if `stop` is set); the next, doubled delay."""
+    try:
+        await asyncio.wait_for(stop.wait(), delay)
+    except asyncio.TimeoutError:
+        pass
+    return min(delay * 2, RESTART_CAP)
+
+
 @dataclass
 class Hosted:
     """One instance in this host: its task, the event that stops it, what it runs."""
@@ -200,11 +209,7 @@ class Host:
             if time.monotonic() - started > 60:
                 backoff = RESTART_FIRST
             h.restarts += 1
-            try:
-                await asyncio.wait_for(h.stop.wait(), backoff)
-            except asyncio.TimeoutError:
-                pass
-            backoff = min(backoff * 2, RESTART_CAP)
+            backoff = await _back_off(h.stop, backoff)
 
     async def _remove(self, h: Hosted) -> None:
         assert self.registry is not None and self.publisher is not None
@@ -213,16 +218,15 @@ class Host:
             try:
                 await remove_instance(self.nc, self.settings, self.registry, self.publisher, h.record.instance, h.stop)
                 return
+            except LeaseHeld as exc:  # the grid still runs elsewhere (its process is stopping): wait for it
+                h.error = str(exc)
+                log.info("grid %s: the removal waits: %s", h.record.instance, exc)
             except asyncio.CancelledError:
                 raise
             except Exception as exc:
                 h.error = repr(exc)
                 log.error("grid %s: the removal failed (%r); going on in %gs", h.record.instance, exc, backoff, exc_info=True)
-            try:
-                await asyncio.wait_for(h.stop.wait(), backoff)
-            except asyncio.TimeoutError:
-                pass
-            backoff = min(backoff * 2, RESTART_CAP)
+            backoff = await _back_off(h.stop, backoff)
 
     async def _stop(self, h: Hosted) -> None:
         h.stop.set()

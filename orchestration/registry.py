@@ -19,11 +19,11 @@ from typing import Any
 import msgspec
 from msgspec.structs import replace
 from nats.aio.client import Client
-from nats.js.errors import BucketNotFoundError, KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
+from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
 from nats.js.kv import KeyValue
 
 from bus.publisher import Publisher
-from bus.streams import REGISTRY, apply_bucket
+from bus.streams import REGISTRY, open_bucket
 from schemas import subjects
 from schemas.codec import decode
 from schemas.registry import SEEDED_KEY, Action, InstanceRecord, RegistryChange, key
@@ -71,12 +71,7 @@ class Registry:
 
     async def bucket(self) -> KeyValue:
         if self._kv is None:
-            js = self.nc.jetstream()
-            try:
-                self._kv = await js.key_value(REGISTRY.name)
-            except (BucketNotFoundError, NotFoundError):
-                await apply_bucket(js, REGISTRY)
-                self._kv = await js.key_value(REGISTRY.name)
+            self._kv = await open_bucket(self.nc.jetstream(), REGISTRY)
         return self._kv
 
     async def publisher(self) -> Publisher:

@@ -15,25 +15,10 @@ from orchestration.removal import FLATTEN_BAND, cancels, flatten_client_id, flat
 from schemas import subjects
 from schemas.account import OrderUpdate
 from schemas.codec import decode
-from schemas.market import Market
 from schemas.registry import RegistryChange
 from strategies.grid.config import GridConfig
 from strategies.grid.lattice import client_prefix
-
-PERP = Market(
-    symbol="BTC/USDT:USDT",
-    kind="swap",
-    base="BTC",
-    quote="USDT",
-    settle="USDT",
-    tick_size=Decimal("0.1"),
-    lot_size=Decimal("0.001"),
-    min_amount=Decimal("0.001"),
-    min_notional=Decimal("5"),
-    contract_size=Decimal(1),
-    maker_fee=Decimal("0.0002"),
-    taker_fee=Decimal("0.0005"),
-)
+from testkit.arbitrage import PERP
 
 
 async def _log(bus: Client, instance: str) -> list[RegistryChange]:
