@@ -1,9 +1,7 @@
-"""The registry on a real nats-server (seeded once, compare-and-set, every write on the log and
-a killed writer's event healed), and what a removal sends (pure)."""
+"""The registry on a real nats-server: seeded once, compare-and-set, every write on the log, and
+a killed writer's event healed."""
 
 from __future__ import annotations
-
-from decimal import Decimal
 
 import pytest
 from msgspec.structs import replace
@@ -11,14 +9,10 @@ from nats.aio.client import Client
 
 from bus.reader import read_stream
 from orchestration.registry import Conflict, Registry, grid_config, grid_record
-from orchestration.removal import FLATTEN_BAND, cancels, flatten_client_id, flatten_order, share
 from schemas import subjects
-from schemas.account import OrderUpdate
 from schemas.codec import decode
 from schemas.registry import RegistryChange
 from strategies.grid.config import GridConfig
-from strategies.grid.lattice import client_prefix
-from testkit.arbitrage import PERP
 
 
 async def _log(bus: Client, instance: str) -> list[RegistryChange]:
@@ -71,74 +65,3 @@ async def test_a_writer_killed_between_the_bucket_and_the_event_is_healed(bus: C
     assert await registry.heal() == 1
     assert [(c.action, c.by) for c in await _log(bus, "a")] == [("add", "alice"), ("pause", "bob")]
     assert await registry.heal() == 0  # healed once; nothing twice
-
-
-def _order(cid: str, status: str = "open") -> OrderUpdate:
-    return OrderUpdate(
-        id=f"o-{cid}",
-        venue="sim",
-        account="main",
-        symbol=PERP.symbol,
-        client_order_id=cid,
-        order_id=f"v-{cid}",
-        side="buy",
-        order_type="limit",
-        price=Decimal("100"),
-        amount=Decimal("0.01"),
-        filled=Decimal(0),
-        remaining=Decimal("0.01"),
-        status=status,  # type: ignore[arg-type]
-        ts=1,
-        ts_local=1,
-    )
-
-
-def test_a_removal_cancels_only_the_instances_open_orders_with_a_new_id_each_pass() -> None:
-    rec = grid_record(GridConfig(instance="a"), "sqt", "t", 1)
-    mine = client_prefix("a")
-    orders = [_order(mine + "x1"), _order(mine + "x2", "unknown"), _order(client_prefix("b") + "x1"), _order(mine + "x3", "canceled")]
-    first = cancels(rec, orders, mine, 0, 5)
-    assert [c.client_order_id for c in first] == [mine + "x1", mine + "x2"]
-    assert first[0].order_id == "v-" + mine + "x1" and first[0].origin == "registry/grid/a"
-    again = cancels(rec, orders, mine, 1, 6)
-    assert {c.id for c in first}.isdisjoint(c.id for c in again)  # a second pass is not dropped as a duplicate
-
-
-@pytest.mark.parametrize(
-    ("venue", "own", "expected"),
-    [
-        ("0.05", "0.03", "0.03"),  # another instance holds the rest
-        ("0.02", "0.03", "0.02"),  # the venue holds less (a fill it books that we have not seen)
-        ("-0.05", "-0.03", "-0.03"),
-        ("0.05", "-0.03", "0"),  # opposite: the venue's position is someone else's
-        ("0", "0.03", "0"),
-        ("0.05", "0", "0"),
-    ],
-)
-def test_the_instances_share_of_the_venues_position(venue: str, own: str, expected: str) -> None:
-    assert share(Decimal(venue), Decimal(own)) == Decimal(expected)
-
-
-def test_the_closing_order_is_a_reduce_only_ioc_within_the_band_on_the_lot_and_tick() -> None:
-    rec = grid_record(GridConfig(instance="a"), "sqt", "t", 1)
-    prefix = client_prefix("a")
-    sell = flatten_order(rec, PERP, prefix, Decimal("0.0059"), Decimal("60000.05"), 3, 7)
-    assert sell is not None
-    assert (sell.side, sell.amount, sell.reduce_only, sell.time_in_force, sell.order_type) == (
-        "sell",
-        Decimal("0.005"),
-        True,
-        "IOC",
-        "limit",
-    )
-    assert sell.price == Decimal("59400.1")  # 1% under, rounded up to the tick: never further than the band
-    assert sell.price >= Decimal("60000.05") * (1 - FLATTEN_BAND)
-    assert sell.client_order_id == flatten_client_id(prefix, 3) and sell.client_order_id.startswith(prefix)
-    buy = flatten_order(rec, PERP, prefix, Decimal("-0.002"), Decimal("60000.05"), 4, 7)
-    assert buy is not None and (buy.side, buy.amount, buy.price) == ("buy", Decimal("0.002"), Decimal("60600.0"))
-    assert buy.id != sell.id
-    assert flatten_order(rec, PERP, prefix, Decimal("0.0009"), Decimal("60000"), 5, 7) is None  # below a lot: left
-    assert flatten_order(rec, PERP, prefix, Decimal("0.001"), Decimal("100"), 5, 7) is None  # below min notional: left
-    spot = replace(PERP, kind="spot", settle=None)
-    on_spot = flatten_order(rec, spot, prefix, Decimal("0.01"), Decimal("60000"), 6, 7)
-    assert on_spot is not None and on_spot.reduce_only is False  # a spot order cannot be reduce-only

@@ -110,6 +110,7 @@ TARGETS = {
     ),
     # The backtest's router and the shortcut's two queries: a survivor is a backtest that could
     # disagree with live trading unseen.
+    "removal": (["orchestration/removal.py"], ["tests/test_removal.py"]),
     "backtest": (
         ["backtest/session.py", "backtest/wiring.py", "venues/sim/candle_path.py"],
         ["tests/test_backtest_session.py", "tests/test_backtest_cli.py"],
