@@ -2,14 +2,18 @@
 
     .venv/bin/python bench/scale.py [--instances 100] [--seconds 60] [--shards 2] [--no-per-process]
 
-Two runs, one after the other, each on a fresh nats-server with the simulated exchange (100
-template markets, `tick_ms = 500`) and one order executor, as real processes (`sqt run ...`):
+Three runs, one after the other, each on a fresh nats-server with the simulated exchange (100
+template markets, `tick_ms = 500`, printing in `--phases` groups spread over each tick, as real
+venues' tickers are not in step) and one order executor, as real processes (`sqt run ...`):
 1. hosted: the instances in `--shards` processes (`sqt run grids --shard N/M`), as the registry
    seeds them from the config;
-2. one process per instance (`sqt run grid --instance ID`), as `sqt up` runs them by default.
+2. the same with every market ticking at the same instant (`tick_phases = 1`): the worst burst;
+3. one process per instance (`sqt run grid --instance ID`), as `sqt up` runs them by default.
 For each, once every instance has published a running state: tick -> place command stored
-(a ticker's store time in MARKET to the store time in COMMAND of the place command it caused,
-joined by market and event time; sourcing into the instance's input stream included), p50/p99
+(the event that caused a place command, a ticker in MARKET or an order update in ACCOUNT, from
+its store time there to the command's in COMMAND: the cause is the input the grid was processing,
+the last one stored in its input stream before the command; sourcing into that stream included
+and also given apart), p50/p99
 over all instances; the memory (resident set) and CPU (cores busy over the window) of the whole
 stack (nats-server, exchange, executor, grid processes); and the grid state events' bytes per
 instance per day (ADR 0024), from what the OPS stream stored over the window.
@@ -24,6 +28,8 @@ sys.path[0] = str(Path(__file__).resolve().parent.parent)  # run as a script: th
 
 import argparse
 import asyncio
+import bisect
+import datetime as dt
 import math
 import os
 import platform
@@ -40,6 +46,7 @@ from bus.connection import connect
 from bus.embedded import ANY_PORT, EmbeddedServer
 from bus.reader import read_stream
 from schemas import subjects
+from schemas.account import OrderUpdate
 from schemas.codec import decode
 from schemas.commands import PlaceOrder
 from schemas.market import Ticker
@@ -57,6 +64,7 @@ rate_limit = 10000
 burst = 10000
 [sim]
 tick_ms = {tick_ms}
+tick_phases = {phases}
 history_minutes = 5
 markets = []
 [sim.market_template]
@@ -85,6 +93,7 @@ max_open_orders = 10
 @dataclass
 class Figures:
     to_command: list[float]
+    sourced: list[float]  # the same ticks' first input stored in the grid's input stream
     rss_mb: float
     cores: float
     processes: int
@@ -118,14 +127,15 @@ def cpu_ticks(pid: int) -> int:
         return 0
 
 
-async def run(workdir: Path, n: int, seconds: float, shards: int) -> Figures:
+async def run(workdir: Path, n: int, seconds: float, shards: int, phases: int) -> Figures:
     """One stack: `shards` > 0 hosts the grids in that many processes, 0 one process per grid."""
     workdir.mkdir(parents=True)
     server = EmbeddedServer(store_dir=workdir / "nats", port=ANY_PORT, monitor_port=ANY_PORT, log_file=workdir / "nats.log")
     server.start()
     config = workdir / "sqt.toml"
     config.write_text(
-        CONFIG.format(data=workdir / "data", shards=max(shards, 0), tick_ms=TICK_MS, n=n) + "".join(GRID.format(i=i) for i in range(n))
+        CONFIG.format(data=workdir / "data", shards=max(shards, 0), tick_ms=TICK_MS, phases=phases, n=n)
+        + "".join(GRID.format(i=i) for i in range(n))
     )
     env = {**os.environ, "NATS_URL": server.url}
     procs: list[subprocess.Popen[bytes]] = []
@@ -170,8 +180,9 @@ async def run(workdir: Path, n: int, seconds: float, shards: int) -> Figures:
         pids = [server.process.pid] + [p.pid for p in procs] if server.process else [p.pid for p in procs]
         market_from = (await js.stream_info("MARKET")).state.last_seq + 1
         command_from = (await js.stream_info("COMMAND")).state.last_seq + 1
+        account_from = (await js.stream_info("ACCOUNT")).state.last_seq + 1
         ops_from = (await js.stream_info("OPS")).state.last_seq + 1
-        cpu0, t0 = sum(cpu_ticks(p) for p in pids), time.monotonic()
+        cpu0, t0, window_start = sum(cpu_ticks(p) for p in pids), time.monotonic(), time.time()
         await asyncio.sleep(seconds)
         cpu1, t1 = sum(cpu_ticks(p) for p in pids), time.monotonic()
         rss = sum(rss_kb(p) for p in pids) / 1024
@@ -180,19 +191,37 @@ async def run(workdir: Path, n: int, seconds: float, shards: int) -> Figures:
         command_to = (await js.stream_info("COMMAND")).state.last_seq
         ops_to = (await js.stream_info("OPS")).state.last_seq
 
-        ticks: dict[tuple[str, int], int] = {}
-        async for batch in read_stream(nc, "MARKET", start_seq=market_from, end_seq=market_to):
-            for m in batch:
-                if m.subject.endswith(".ticker"):
+        # Each event's store time where it was published (MARKET, ACCOUNT), by id.
+        stored: dict[str, int] = {}
+        account_to = (await js.stream_info("ACCOUNT")).state.last_seq
+        for stream, first, last in (("MARKET", market_from, market_to), ("ACCOUNT", account_from, account_to)):
+            async for batch in read_stream(nc, stream, start_seq=first, end_seq=last):
+                for m in batch:
                     ev = decode(m.data)
-                    if isinstance(ev, Ticker):
-                        ticks[(ev.symbol, ev.ts)] = m.ts_ns
+                    if isinstance(ev, (Ticker, OrderUpdate)):
+                        stored[ev.id] = m.ts_ns
+        # Each grid's inputs in the order it saw them; a command is caused by the input the grid
+        # was processing: the last one stored in its input stream before the command.
+        since = dt.datetime.fromtimestamp(window_start, dt.timezone.utc)
+        inputs: dict[str, list[tuple[int, str]]] = {}
+        for i in range(n):
+            rows = inputs[f"grid/g{i:03d}"] = []
+            async for batch in read_stream(nc, f"IN_GRID_G{i:03d}", start_time=since):
+                rows += [(m.ts_ns, decode(m.data).id) for m in batch]
         to_command: list[float] = []
+        sourced: list[float] = []
         async for batch in read_stream(nc, "COMMAND", start_seq=command_from, end_seq=command_to):
             for m in batch:
                 cmd = decode(m.data)
-                if isinstance(cmd, PlaceOrder) and (cmd.symbol, cmd.ts) in ticks:
-                    to_command.append((m.ts_ns - ticks[(cmd.symbol, cmd.ts)]) / 1e6)
+                rows = inputs.get(cmd.origin) if isinstance(cmd, PlaceOrder) else None
+                if not rows:
+                    continue
+                k = bisect.bisect_right(rows, (m.ts_ns, "~")) - 1
+                if k < 0 or rows[k][1] not in stored:
+                    continue  # caused by something that is neither a ticker nor an order update
+                at, cause = rows[k]
+                to_command.append((m.ts_ns - stored[cause]) / 1e6)
+                sourced.append((at - stored[cause]) / 1e6)
         # The state events stored over the window (start-up left out), per instance, per day.
         states: dict[str, StateBytes] = {}
         async for batch in read_stream(nc, "OPS", start_seq=ops_from, end_seq=ops_to, subjects=(subjects.ops("grid", "*", "state"),)):
@@ -205,6 +234,7 @@ async def run(workdir: Path, n: int, seconds: float, shards: int) -> Figures:
         events = sum(s.events for s in states.values())
         return Figures(
             to_command=to_command,
+            sourced=sourced,
             rss_mb=rss,
             cores=cores,
             processes=len(pids),
@@ -227,20 +257,25 @@ async def run(workdir: Path, n: int, seconds: float, shards: int) -> Figures:
 def line(name: str, f: Figures) -> str:
     return (
         f"  {name:<22} tick -> place stored p50 {statistics.median(f.to_command) if f.to_command else float('nan'):6.2f} ms"
-        f"  p99 {pct(f.to_command, 0.99):6.2f} ms ({len(f.to_command)} samples)"
+        f"  p99 {pct(f.to_command, 0.99):6.2f} ms ({len(f.to_command)} samples;"
+        f" of which sourcing into the input stream p50 {statistics.median(f.sourced) if f.sourced else float('nan'):.2f} p99 {pct(f.sourced, 0.99):.2f} ms)"
         f"  memory {f.rss_mb:,.0f} MB in {f.processes} processes  CPU {f.cores:.2f} cores"
         f"  state {f.state_per_day_mb:.1f} MB/instance/day ({f.full_share:.0%} full)  all running after {f.started_s:.0f} s"
     )
 
 
-async def main(n: int, seconds: float, shards: int, per_process: bool) -> None:
+async def main(n: int, seconds: float, shards: int, phases: int, per_process: bool, in_step: bool) -> None:
     with tempfile.TemporaryDirectory() as tmp:
-        hosted = await run(Path(tmp) / "hosted", n, seconds, shards)
-        alone = await run(Path(tmp) / "alone", n, seconds, 0) if per_process else None
+        hosted = await run(Path(tmp) / "hosted", n, seconds, shards, phases)
+        burst = await run(Path(tmp) / "in-step", n, seconds, shards, 1) if in_step and phases > 1 else None
+        alone = await run(Path(tmp) / "alone", n, seconds, 0, phases) if per_process else None
     print(
-        f"bench/scale.py  python {platform.python_version()}  {platform.machine()}  cpus={os.cpu_count()}  {n} grids, {n} markets at {1000 // TICK_MS} ticks/s"
+        f"bench/scale.py  python {platform.python_version()}  {platform.machine()}  cpus={os.cpu_count()}  "
+        f"{n} grids, {n} markets at {1000 // TICK_MS} ticks/s each, in {phases} phases"
     )
     print(line(f"{shards} hosting processes", hosted))
+    if burst is not None:
+        print(line("  markets in step", burst) + "  (every market ticks at the same instant)")
     if alone is not None:
         print(line("a process per grid", alone))
         p99 = pct(alone.to_command, 0.99) / pct(hosted.to_command, 0.99)
@@ -255,6 +290,8 @@ if __name__ == "__main__":
     p.add_argument("--instances", type=int, default=100)
     p.add_argument("--seconds", type=float, default=60.0)
     p.add_argument("--shards", type=int, default=2)
+    p.add_argument("--phases", type=int, default=100, help="the exchange's tick_phases: markets print in this many groups per tick")
     p.add_argument("--no-per-process", action="store_true", help="skip the run with one process per grid")
+    p.add_argument("--no-in-step", action="store_true", help="skip the run with every market ticking at once")
     a = p.parse_args()
-    uvloop.run(main(a.instances, a.seconds, a.shards, not a.no_per_process))
+    uvloop.run(main(a.instances, a.seconds, a.shards, a.phases, not a.no_per_process, not a.no_in_step))

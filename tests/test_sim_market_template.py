@@ -261,3 +261,34 @@ async def test_a_generated_market_serves_tickers_and_candles_and_matches_an_orde
         stop.set()
         await task
         await venue.close()
+
+
+def test_with_phases_each_market_prints_once_a_tick_in_its_own_group_on_its_own_path() -> None:
+    """tick_phases = 2: the clock steps every tick_ms / 2, and each step prints half the markets."""
+    cfg = config(markets=[], count=5, settings=dict(tick_ms=500, tick_phases=2))
+    assert cfg.cadence_ms == 250
+    prices = MarketPrices(cfg)
+    last: dict[str, Decimal] = {}
+    printed: list[list[str]] = []
+    for step in range(1, 7):
+        prints = prices.next_prints(step, last)
+        printed.append([p.symbol for p in prints])
+        last.update((p.symbol, p.price) for p in prints)
+    odd, even = ["S001/USDT:USDT", "S003/USDT:USDT"], ["S000/USDT:USDT", "S002/USDT:USDT", "S004/USDT:USDT"]
+    assert printed == [odd, even] * 3  # every market once per two clock steps, never two at once
+    # Each market walks the path it walks without phases (its n-th print is its n-th draw).
+    alone = paths(config(markets=[], count=5, settings=dict(tick_ms=500)), 3)
+    with_phases = MarketPrices(cfg)
+    last = {}
+    got: dict[str, list[Decimal]] = {}
+    for step in range(1, 7):
+        for p in with_phases.next_prints(step, last):
+            last[p.symbol] = p.price
+            got.setdefault(p.symbol, []).append(p.price)
+    assert got == alone
+
+
+@pytest.mark.parametrize("phases", [0, 3])
+def test_phases_must_divide_the_tick(phases: int) -> None:
+    with pytest.raises(msgspec.ValidationError, match="tick_phases"):
+        config(settings=dict(tick_ms=500, tick_phases=phases))

@@ -238,6 +238,10 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     venue: str = "sim"
     seed: int = 42
     tick_ms: int = 500
+    # Real venues' tickers are not in step across markets: with phases > 1 the markets print in
+    # that many groups spread evenly over each `tick_ms` (market i in group i % phases, a follower
+    # with its leader), each market still once per `tick_ms`. 1: every market at the same instant.
+    tick_phases: int = 1
     clock: Literal["realtime", "lockstep"] = "realtime"
     prices: Literal["random_walk", "csv", "paper"] = "random_walk"
     csv_path: str | None = None
@@ -283,6 +287,8 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
             raise ValueError(f"`venue`: {exc}") from None
         if self.tick_ms < 10:
             raise ValueError("`tick_ms` must be at least 10")
+        if self.tick_phases < 1 or self.tick_ms % self.tick_phases:
+            raise ValueError(f"`tick_phases` must be at least 1 and divide `tick_ms` ({self.tick_ms}), got {self.tick_phases}")
         if self.prices == "csv" and not self.csv_path:
             raise ValueError('`csv_path` is required when `prices` is "csv"')
         if self.prices == "paper":
@@ -340,6 +346,11 @@ class SimConfig(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields
     def template_symbols(self) -> list[str]:
         """The symbols `market_template` generated, in order (empty without a template)."""
         return [] if self.market_template is None else self.market_template.symbols()
+
+    @property
+    def cadence_ms(self) -> int:
+        """The time between two of the clock's ticks: `tick_ms`, split among the phases."""
+        return self.tick_ms // self.tick_phases
 
     def seed_of(self, spec: SimMarket) -> int:
         """The seed of a market's draws: its own, else the venue's."""

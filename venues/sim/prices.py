@@ -146,6 +146,8 @@ class MarketPrices:
         self.basis = Basis(config)
         self.markets = config.markets
         self.specs = {m.symbol: m for m in config.markets}
+        self.leaders = [m for m in config.markets if m.follows is None]
+        self.phases = config.tick_phases
 
     def history(self, symbol: str, end_ms: int, minutes: int) -> list[Bar]:
         spec = self.specs[symbol]
@@ -154,13 +156,16 @@ class MarketPrices:
         return self.basis.history(spec, self.source.history(spec.follows, end_ms, minutes))
 
     def next_prints(self, step: int, last: dict[str, Decimal]) -> list[Print]:
-        """The tick's prints, one per market in the configured order; `last` holds each market's
-        previous print (the followers' basis is read off it)."""
+        """The tick's prints, one per market of the clock step's phase (every market with one
+        phase) in the configured order; `last` holds each market's previous print (the
+        followers' basis is read off it). A market's own path advances once per print."""
+        phases = self.phases
+        own = (step + phases - 1) // phases  # the market's print number (step itself with one phase)
         drawn: dict[str, Print] = {}
-        for spec in self.markets:
-            if spec.follows is None:
-                drawn[spec.symbol] = self.source.next_print(spec.symbol, step, last.get(spec.symbol, spec.start_price))
+        for i, spec in enumerate(self.leaders):
+            if phases == 1 or i % phases == step % phases:
+                drawn[spec.symbol] = self.source.next_print(spec.symbol, own, last.get(spec.symbol, spec.start_price))
         for leader in list(drawn.values()):
-            for p in self.basis.prints(step, leader, last):
+            for p in self.basis.prints(own, leader, last):
                 drawn[p.symbol] = p
-        return [drawn[spec.symbol] for spec in self.markets]
+        return [drawn[spec.symbol] for spec in self.markets if spec.symbol in drawn]

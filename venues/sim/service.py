@@ -184,7 +184,7 @@ class SimService:
         st = self.state
         self._step = max((m.step for m in st.markets.values()), default=0)
         self._last = {s: m.last for s, m in st.markets.items()}
-        tick = self.config.tick_ms
+        tick = self.config.cadence_ms
         if st.ts:
             self._next_ts = st.ts - st.ts % tick + tick
         else:
@@ -245,11 +245,11 @@ class SimService:
         prints = self.prices.next_prints(self._step, self._last)
         self._last.update((p.symbol, p.price) for p in prints)
         tick = Tick(step=self._step, ts=self._next_ts, prints=prints)
-        self._next_ts += self.config.tick_ms
+        self._next_ts += self.config.cadence_ms
         return tick
 
     async def _realtime(self, stop: asyncio.Event) -> None:
-        tick_s = self.config.tick_ms / 1000
+        tick_s = self.config.cadence_ms / 1000
         while not stop.is_set():
             now = time.time()
             if self._next_ts / 1000 > now:
@@ -258,16 +258,16 @@ class SimService:
                     return
                 except asyncio.TimeoutError:
                     pass
-            elif now - self._next_ts / 1000 > 5 * tick_s:
+            elif now - self._next_ts / 1000 > 5 * self.config.tick_ms / 1000:
                 # We were away (restart, stall): resume at the present; the engine marks the gap.
-                self._next_ts = int(now * 1000) - int(now * 1000) % self.config.tick_ms
+                self._next_ts = int(now * 1000) - int(now * 1000) % self.config.cadence_ms
             tick = self._next_tick()
             try:
                 await self.append(tick)
             except Exception as exc:  # noqa: BLE001 - the bus is down: the same tick goes again
                 log.warning("could not journal tick %d: %s", tick.step, exc)
                 self._unjournaled = tick
-                await asyncio.sleep(self.config.tick_ms / 1000)
+                await asyncio.sleep(tick_s)
                 continue
             self._unjournaled = None
             try:
