@@ -213,13 +213,13 @@ async def run(workdir: Path, n: int, seconds: float, shards: int, phases: int) -
         async for batch in read_stream(nc, "COMMAND", start_seq=command_from, end_seq=command_to):
             for m in batch:
                 cmd = decode(m.data)
-                rows = inputs.get(cmd.origin) if isinstance(cmd, PlaceOrder) else None
-                if not rows:
+                seen = inputs.get(cmd.origin) if isinstance(cmd, PlaceOrder) else None
+                if not seen:
                     continue
-                k = bisect.bisect_right(rows, (m.ts_ns, "~")) - 1
-                if k < 0 or rows[k][1] not in stored:
+                k = bisect.bisect_right(seen, (m.ts_ns, "~")) - 1
+                if k < 0 or seen[k][1] not in stored:
                     continue  # caused by something that is neither a ticker nor an order update
-                at, cause = rows[k]
+                at, cause = seen[k]
                 to_command.append((m.ts_ns - stored[cause]) / 1e6)
                 sourced.append((at - stored[cause]) / 1e6)
         # The state events stored over the window (start-up left out), per instance, per day.
