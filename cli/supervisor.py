@@ -172,6 +172,7 @@ class Supervisor:
     def __init__(self, children: list[Child], server: EmbeddedServer | None) -> None:
         self.children = children
         self.server = server_child(server) if server is not None else None
+        self._stopping: set[asyncio.Task[None]] = set()
 
     @property
     def everything(self) -> list[Child]:
@@ -188,11 +189,16 @@ class Supervisor:
         if launch:
             child.launch()
 
-    async def remove(self, name: str) -> None:
-        """Stop one component for good (SIGTERM, then SIGKILL after the grace period)."""
+    def drop(self, name: str) -> None:
+        """Stop one component for good: no longer supervised, and stopped if it runs (SIGTERM,
+        then SIGKILL after the grace period, in the background)."""
         gone = [c for c in self.children if c.name == name]
         self.children = [c for c in self.children if c.name != name]
-        await _terminate(gone)
+        running = [c for c in gone if c.alive]
+        if running:
+            task = asyncio.get_running_loop().create_task(_terminate(running))
+            self._stopping.add(task)
+            task.add_done_callback(self._stopping.discard)
 
     async def run(self, stop: asyncio.Event, every: float = 0.25) -> None:
         while not stop.is_set():

@@ -204,7 +204,7 @@ class GridChildren:
         have = any(c.name == name for c in self.supervisor.children)
         if record.desired == "removed" and record.phase == "done":
             if have:
-                asyncio.get_running_loop().create_task(self.supervisor.remove(name))
+                self.supervisor.drop(name)
                 log.info("%s removed from the registry (%s): its process is gone", name, record.policy)
             return
         if not have:

@@ -119,28 +119,43 @@ async def test_sigkill_of_the_host_and_of_sqt_up_during_adds_and_removals_leaves
         await eventually(lambda: _removed(bus, "eth-1"), timeout=90, what="eth-1's removal finished after a SIGKILL in it")
         assert await orders_of(bus, "eth-1", ETH) == []
 
-        # seed-1 holds a position (a long grid with tight levels): flatten it, and kill -9 `sqt up`
-        # itself during the removal; a new `sqt up` resumes it.
+        # seed-1 holds a position (a long grid with tight levels): flatten it, kill -9 its hosting
+        # process in the middle, then `sqt up` itself; a new `sqt up` resumes the removal.
         await eventually(lambda: _long(bus), timeout=120, what="seed-1 to hold a position")
         assert up.sqt("grid", "remove", "seed-1", "--policy", "flatten", "--no-wait").returncode == 0
-        # And an add just before it: the next `sqt up` starts the instance.
+        os.kill(latest_pid(up, "grid:seed-1"), signal.SIGKILL)
+        up.wait_for(r"grid:seed-1 restarted", 30)
+        # And an add just before: the next `sqt up` starts the instance.
         assert up.sqt("grid", "add", "--instance", "eth-2", "--symbol", ETH, *WIDE).returncode == 0
         up.kill9()  # its children die with it (PR_SET_PDEATHSIG)
         table = up.start()
         await eventually(lambda: _removed(bus, "seed-1"), timeout=90, what="seed-1's flatten removal resumed by the next sqt up")
         await eventually(lambda: _has_orders(bus, "eth-2", ETH), timeout=60, what="eth-2 started by the next sqt up")
+        assert "grid:eth-2" in table and "grid:eth-1" not in table, table  # seed-1's removal ran in its own
+        await eventually(lambda: not alive(table["grid:seed-1"]), timeout=15, what="seed-1's process gone once removed")
+
+        # Kill -9 of `sqt up` during a cancel removal: the next one finishes it.
+        assert up.sqt("grid", "add", "--instance", "eth-3", "--symbol", ETH, *WIDE).returncode == 0
+        await eventually(lambda: _has_orders(bus, "eth-3", ETH), timeout=60, what="eth-3 trading")
+        assert up.sqt("grid", "remove", "eth-2", "--policy", "cancel", "--no-wait").returncode == 0
+        up.kill9()
+        table = up.start()
+        await eventually(lambda: _removed(bus, "eth-2"), timeout=90, what="eth-2's cancel removal resumed by the next sqt up")
 
         # The invariants: no order of a removed instance rests, the position is closed, every
         # record's last revision is on the log, and exactly the live instances have processes.
-        assert await orders_of(bus, "seed-1", BTC) == [] and await orders_of(bus, "eth-1", ETH) == []
+        for instance, symbol in (("seed-1", BTC), ("eth-1", ETH), ("eth-2", ETH)):
+            assert await orders_of(bus, instance, symbol) == [], instance
         assert await venue_position(bus, BTC) == 0
+        await eventually(lambda: _has_orders(bus, "eth-3", ETH), timeout=60, what="eth-3 trading after the restarts")
         records = {r.instance: (r, rev) for r, rev in await Registry(bus).records("grid")}
-        assert {i: r.desired for i, (r, _) in records.items()} == {"eth-1": "removed", "eth-2": "running", "seed-1": "removed"}
+        desired = {i: r.desired for i, (r, _) in records.items()}
+        assert desired == {"eth-1": "removed", "eth-2": "removed", "eth-3": "running", "seed-1": "removed"}, desired
         for instance, (_rec, rev) in records.items():
             changes = await _changes(bus, instance)
             assert changes and changes[-1].revision == rev, (instance, [c.revision for c in changes], rev)
-        assert "grid:eth-2" in table and "grid:eth-1" not in table, table  # seed-1's removal ran in its own
-        await eventually(lambda: not alive(table["grid:seed-1"]), timeout=15, what="seed-1's process gone once removed")
+        assert "grid:eth-3" in table and "grid:seed-1" not in table and "grid:eth-1" not in table, table
+        await eventually(lambda: not alive(table["grid:eth-2"]), timeout=15, what="eth-2's process gone once removed")
     finally:
         up.stop()
 
