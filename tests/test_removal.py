@@ -11,6 +11,7 @@ from msgspec.structs import replace
 from orchestration.registry import grid_record
 from orchestration.removal import FLATTEN_BAND, cancels, flatten_client_id, flatten_order, share
 from schemas.account import OrderUpdate
+from schemas.commands import CancelOrder, PlaceOrder
 from strategies.grid.config import GridConfig
 from strategies.grid.lattice import client_prefix
 from testkit.arbitrage import PERP
@@ -85,3 +86,60 @@ def test_the_closing_order_is_a_reduce_only_ioc_within_the_band_on_the_lot_and_t
     spot = replace(PERP, kind="spot", settle=None)
     on_spot = flatten_order(rec, spot, prefix, Decimal("0.01"), Decimal("60000"), 6, 7)
     assert on_spot is not None and on_spot.reduce_only is False  # a spot order cannot be reduce-only
+
+
+def test_every_field_of_a_cancel_and_of_a_closing_order() -> None:
+    rec = grid_record(GridConfig(instance="a", venue="v2", account="acc", symbol="ETH/USDT:USDT"), "sqt", "t", 1)
+    mine = client_prefix("a")
+    # Someone else's order first: the pass goes on past it.
+    [cancel] = cancels(rec, [_order(client_prefix("b") + "x9"), _order(mine + "x1")], mine, 4, 77)
+    assert cancel == CancelOrder(
+        id=f"cancel:v2:acc:{mine}x1@remove4",
+        venue="v2",
+        account="acc",
+        symbol="ETH/USDT:USDT",
+        client_order_id=mine + "x1",
+        order_id="v-" + mine + "x1",
+        origin="registry/grid/a",
+        reason="grid a removed",
+        ts=77,
+    )
+    contracts = replace(
+        PERP,
+        symbol="ETH/USDT:USDT",
+        contract_size=Decimal("0.1"),
+        lot_size=Decimal("1"),
+        min_amount=Decimal("1"),
+        tick_size=Decimal("0.01"),
+    )
+    order = flatten_order(rec, contracts, mine, Decimal("-3"), Decimal("20"), 2, 88)
+    assert order == PlaceOrder(
+        id=f"place:v2:acc:{mine}rm2",
+        venue="v2",
+        account="acc",
+        symbol="ETH/USDT:USDT",
+        client_order_id=mine + "rm2",
+        side="buy",
+        order_type="limit",
+        price=Decimal("20.20"),
+        amount=Decimal("3"),
+        reduce_only=True,
+        time_in_force="IOC",
+        origin="registry/grid/a",
+        ts=88,
+        ttl_ms=10_000,
+    )
+    # The minimums are the venue's, in its units: at them it is sent, below them it is left.
+    # 3 contracts of 0.1 at 16.54 (1% under 16.7, rounded up to the tick) are worth 4.962: under 5.
+    assert flatten_order(rec, contracts, mine, Decimal("3"), Decimal("16.7"), 2, 88) is None
+    at_min = replace(contracts, min_notional=Decimal("4.953"))  # 16.51 x 3 x 0.1 exactly
+    assert flatten_order(rec, at_min, mine, Decimal("3"), Decimal("16.67"), 2, 88) is not None
+    assert flatten_order(rec, contracts, mine, Decimal("1"), Decimal("200"), 2, 88) is not None  # one lot, the minimum amount
+    assert flatten_order(rec, contracts, mine, Decimal("0.9"), Decimal("200"), 2, 88) is None
+    two_at_least = replace(contracts, min_amount=Decimal("2"))  # a whole lot, still under the minimum amount
+    assert flatten_order(rec, two_at_least, mine, Decimal("1"), Decimal("200"), 2, 88) is None
+
+
+@pytest.mark.parametrize(("venue", "own", "expected"), [("1", "2", "1"), ("2", "1", "1"), ("-1", "-2", "-1")])
+def test_the_share_at_one_unit(venue: str, own: str, expected: str) -> None:
+    assert share(Decimal(venue), Decimal(own)) == Decimal(expected)
