@@ -36,7 +36,7 @@ from schemas.codec import decode
 from schemas.ops import StrategyState
 from schemas.registry import InstanceRecord
 from strategies.grid.config import GridConfig
-from strategies.grid.lattice import check_config
+from strategies.grid.lattice import check_config, client_prefix
 from strategies.grid.runner import GridConfigError, client_ids_fit, market_and_price
 from venues.factory import UnsupportedVenue, open_venue
 
@@ -115,6 +115,15 @@ async def _add(nc: Client, config: Config, registry: Registry, args: argparse.Na
         )
         print(f"sqt: instance: grid {grid.instance!r} is already in the registry and {why}; `sqt grid ls --all`", file=sys.stderr)
         return EXIT_USAGE
+    overlap = prefix_overlap(
+        grid.instance,
+        [r.instance for r, _ in await registry.records("grid")]
+        + [g.instance for g in config.grids]
+        + [a.instance for a in config.arbitrages],
+    )
+    if overlap:
+        print(f"sqt: instance: {overlap}; choose another id", file=sys.stderr)
+        return EXIT_USAGE
     try:
         venue = open_venue(nc, grid.venue, grid.account, config.bus())
     except UnsupportedVenue as exc:
@@ -144,6 +153,17 @@ async def _add(nc: Client, config: Config, registry: Registry, args: argparse.Na
     await registry.create(grid_record(grid, "sqt", by, now_ms()), "add", by)
     print(f"added grid {grid.instance} on {grid.venue}/{grid.account} {grid.symbol}; `sqt up` starts it (`sqt grid ls` shows it)")
     return 0
+
+
+def prefix_overlap(instance: str, others: list[str]) -> str:
+    """Why `instance` cannot be used beside `others`: its client order ids would begin like one of
+    theirs (a removal finds an instance's orders by that prefix, so it would cancel the other's)."""
+    mine = client_prefix(instance)
+    for other in others:
+        theirs = client_prefix(other)
+        if other != instance and (mine.startswith(theirs) or theirs.startswith(mine)):
+            return f"its client order ids ({mine}...) would begin like those of {other!r} ({theirs}...)"
+    return ""
 
 
 async def _desire(registry: Registry, instance: str, desired: str, action: str) -> int:

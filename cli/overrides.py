@@ -12,7 +12,7 @@ from cli.config import ConfigError
 T = TypeVar("T")
 
 
-def with_sets(base: dict[str, Any], overrides: Iterable[str], struct: type[T], fixed: tuple[str, ...] = (), what: str = "a parameter") -> T:
+def with_sets(base: dict[str, Any], overrides: Iterable[str], struct: type[T], fixed: tuple[str, ...] = ()) -> T:
     """`base` (a struct's fields) with each KEY=VALUE applied, converted to `struct`; a
     ConfigError names the key (unknown, fixed, or a value the struct refuses)."""
     fields = dict(base)
@@ -20,7 +20,7 @@ def with_sets(base: dict[str, Any], overrides: Iterable[str], struct: type[T], f
     for item in overrides:
         key, sep, value = item.partition("=")
         if not sep or key not in names:
-            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY {what}: {', '.join(names)}")
+            raise ConfigError(f"--set {item!r}: expected KEY=VALUE with KEY one of {', '.join(names)}")
         fields[key] = value
     try:
         return msgspec.convert(fields, struct, strict=False)

@@ -92,7 +92,7 @@ def parse_time(text: str | None, default: dt.datetime | None = None) -> dt.datet
 
 
 def grid_config(config: Config, instance: str, overrides: list[str]) -> GridConfig:
-    return with_sets(msgspec.to_builtins(config.grid(instance)), overrides, GridConfig, what="a grid parameter")
+    return with_sets(msgspec.to_builtins(config.grid(instance)), overrides, GridConfig)
 
 
 class Progress:

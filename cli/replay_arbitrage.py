@@ -38,10 +38,7 @@ from strategies.decisions import Decision, describe, first_difference
 
 
 def with_overrides(cfg: ArbConfig, overrides: list[str]) -> ArbConfig:
-    fixed = ("instance", "legs", "pair")
-    return with_sets(
-        msgspec.to_builtins(cfg), overrides, ArbConfig, fixed=fixed, what="a parameter of an arbitrage (e.g. naked_ms, entry_apr)"
-    )
+    return with_sets(msgspec.to_builtins(cfg), overrides, ArbConfig, fixed=("instance", "legs", "pair"))
 
 
 async def recorded_markets(nc: Client, cfg: ArbConfig) -> list[Market] | None:

@@ -143,3 +143,12 @@ def test_every_field_of_a_cancel_and_of_a_closing_order() -> None:
 @pytest.mark.parametrize(("venue", "own", "expected"), [("1", "2", "1"), ("2", "1", "1"), ("-1", "-2", "-1")])
 def test_the_share_at_one_unit(venue: str, own: str, expected: str) -> None:
     assert share(Decimal(venue), Decimal(own)) == Decimal(expected)
+
+
+def test_an_id_whose_client_order_ids_would_begin_like_anothers_is_refused() -> None:
+    from cli.grid import prefix_overlap
+
+    taken = client_prefix("ab")  # "ab" + a 4-character tag: an id spelling it out collides
+    assert "would begin like those of 'ab'" in prefix_overlap(taken + "x", ["ab", "eth-1"])
+    assert "would begin like those of" in prefix_overlap("ab", [taken + "x"])  # either way round
+    assert prefix_overlap("eth-2", ["eth-1", "ab", "eth-2"]) == ""  # itself is not another
