@@ -36,6 +36,7 @@ from typing import Any
 
 import msgspec
 
+from cli.config import default_grids
 from schemas import subjects
 from schemas.codec import encode
 from strategies.grid.config import GridConfig
@@ -136,17 +137,8 @@ def sim() -> SimConfig:
 
 
 def grid() -> GridConfig:
-    """The default `sqt up` grid (configs/sqt.toml)."""
-    return GridConfig(
-        instance="btc-neutral",
-        mode="neutral",
-        levels=5,
-        spacing=Decimal("0.0005"),
-        notional=Decimal(200),
-        trail_levels=2,
-        max_open_orders=20,
-        post_only=True,
-    )
+    """The default `sqt up` grid (configs/sqt.toml), without its metrics port."""
+    return msgspec.structs.replace(default_grids()[0], metrics_port=0)
 
 
 def prices(hours: float, seed: int, volatility: float = 0.0002, start: float = 60_000.0) -> Iterable[tuple[str, str]]:
