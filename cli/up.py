@@ -38,6 +38,7 @@ from strategies.grid.config import GridConfig
 log = logging.getLogger("sqt.up")
 
 CLOSE_WITHIN = 1.0  # seconds for sqt up's own connection to close (it may be down)
+MANY_PROCESSES = 20  # grids past which one process each costs more memory than it buys
 
 
 def components(config: Config, config_path: str | None) -> list[tuple[str, list[str], str]]:
@@ -165,6 +166,12 @@ async def _run(config: Config, url: str, supervisor: Supervisor, quiet: bool, fo
             )
     following = None
     if follow is not None:
+        live = [r for r, _ in await registry.records("grid") if not (r.desired == "removed" and r.phase == "done")]
+        if len(live) > MANY_PROCESSES:
+            log.warning(
+                "%d grids, each its own process (about 65 MB each): [hosting] grid_shards = 2 runs them in two (bench/scale.py)",
+                len(live),
+            )
         for record, revision in await registry.records("grid"):
             try:
                 follow.on_record(record, revision, started=False)
