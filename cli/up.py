@@ -29,7 +29,7 @@ from bus.streams import STREAMS, apply, with_retention
 from cli.config import Config
 from cli.run import start_embedded
 from cli.statusline import print_status_lines
-from cli.supervisor import Child, Supervisor
+from cli.supervisor import GIVEN_UP, NOT_SCHEDULED, Child, Supervisor
 from orchestration.registry import Registry, grid_config
 from schemas import subjects
 from schemas.registry import InstanceRecord
@@ -213,6 +213,15 @@ class GridChildren:
             if have:
                 self.supervisor.drop(name)
                 log.info("%s removed from the registry (%s): its process is gone", name, record.policy)
+            return
+        if have and record.desired == "removed":
+            child = next(c for c in self.supervisor.children if c.name == name)
+            if not child.alive and child.next_start == GIVEN_UP:
+                # Given up on (it could not start: a price outside its bounds, say), yet its removal
+                # must run, and runs in it: the host of a removal does not check the market again.
+                child.next_start, child.restarts = NOT_SCHEDULED, child.restarts + 1
+                child.launch()
+                log.warning("%s started again to carry out its removal (pid %s)", name, child.pid)
             return
         if not have:
             child = self.make(grid_config(record))

@@ -25,13 +25,13 @@ from bus.errors import LeaseHeld
 from bus.publisher import Publisher
 from bus.settings import BusSettings
 from orchestration.registry import Registry, grid_config
-from orchestration.workflow import remove_instance
+from orchestration.workflow import drop_input_stream, remove_instance
 from schemas import ids, subjects
 from schemas.codec import decode
 from schemas.ops import ControlCommand
 from schemas.registry import InstanceRecord, RegistryChange
 from strategies.grid.config import GridConfig
-from strategies.grid.runner import GridConfigError, serve_grid
+from strategies.grid.runner import GridConfigError, input_stream, serve_grid
 
 log = logging.getLogger("host")
 
@@ -98,7 +98,7 @@ class Host:
         self.single = False  # a one-instance host ends with its instance (removed, or a bad config)
         self._done = asyncio.Event()
         self._fatal: BaseException | None = None
-        self._background: set[asyncio.Task[None]] = set()
+        self._controls: dict[str, asyncio.Task[None]] = {}
 
     async def run(self, stop: asyncio.Event) -> None:
         self.publisher = await Publisher(self.nc).start()
@@ -118,6 +118,8 @@ class Host:
                 raise self._fatal
         finally:
             follower.cancel()
+            for control in list(self._controls.values()):
+                control.cancel()
             await self._stop_all()
             await self.publisher.close()
 
@@ -154,6 +156,8 @@ class Host:
         if record.desired == "removed":
             if record.phase == "done":
                 await self._stop(h)
+                if h.state != "removed":  # a removal killed after its last write left the stream
+                    await drop_input_stream(self.nc, grid_config(record))
                 h.state = "removed"
                 if self.single:
                     self._done.set()
@@ -169,9 +173,12 @@ class Host:
             h.task = asyncio.create_task(self._serve(h, grid_config(record)), name=f"grid-{record.instance}")
         elif previous.params != record.params:
             log.warning("grid %s: its parameters changed in the registry; they apply at its next start", record.instance)
-        task = asyncio.create_task(self._control(record, revision))
-        self._background.add(task)
-        task.add_done_callback(self._background.discard)
+        # One control at a time per instance: a newer record's supersedes an older one still waiting.
+        older = self._controls.pop(record.instance, None)
+        if older is not None:
+            older.cancel()
+        task = self._controls[record.instance] = asyncio.create_task(self._control(record, revision))
+        task.add_done_callback(self._control_done)
 
     # ------------------------------------------------------------------ instances
 
@@ -248,6 +255,11 @@ class Host:
 
     # ------------------------------------------------------------------ pause and resume
 
+    def _control_done(self, task: asyncio.Task[None]) -> None:
+        for instance, t in list(self._controls.items()):
+            if t is task:
+                del self._controls[instance]
+
     async def _control(self, record: InstanceRecord, revision: int) -> None:
         """A pause or resume in the registry becomes the grid's own operator control, once: not
         if a control was stored after the registry's event (ours, or an operator's since)."""
@@ -273,6 +285,17 @@ class Host:
                 return
         except NotFoundError:
             pass
+        # The grid's input stream sources controls from its creation on: a pause sent before it
+        # exists (an instance paused before its first start) would never reach the grid.
+        name = input_stream(grid_config(record)).name
+        for _ in range(240):
+            try:
+                await js.stream_info(name)
+                break
+            except NotFoundError:
+                await asyncio.sleep(0.5)
+        else:
+            return  # it never started; its next start sees the record again
         fields: dict[str, Any] = dict(
             target_component="grid",
             target_instance=record.instance,

@@ -17,6 +17,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 import msgspec
+import nats.errors
 from msgspec.structs import replace
 from nats.aio.client import Client
 from nats.js.errors import KeyNotFoundError, KeyWrongLastSequenceError, NotFoundError
@@ -26,7 +27,7 @@ from bus.publisher import Publisher
 from bus.streams import REGISTRY, open_bucket
 from schemas import subjects
 from schemas.codec import decode
-from schemas.registry import SEEDED_KEY, Action, InstanceRecord, RegistryChange, key
+from schemas.registry import Action, InstanceRecord, RegistryChange, key
 from strategies.grid.config import GridConfig
 
 log = logging.getLogger("registry")
@@ -125,7 +126,9 @@ class Registry:
                 while True:
                     try:
                         entry = await watcher.updates(timeout=30.0)
-                    except Exception:  # no change for a while (a timeout), or the watch broke
+                    except nats.errors.TimeoutError:
+                        continue  # no change for a while (the watch recovers from a restarted server itself)
+                    except Exception:  # the watch broke: start again, from every record
                         break
                     if entry is None or not entry.value or entry.revision is None:
                         continue
@@ -184,26 +187,21 @@ class Registry:
         return healed
 
     async def seed(self, grids: list[GridConfig], by: str) -> list[str]:
-        """The config's instances, once: on the first start only (afterwards the registry is
-        the truth, and a removed instance stays removed). The instances it added."""
-        kv = await self.bucket()
-        try:
-            await kv.get(SEEDED_KEY)
-            return []
-        except KeyNotFoundError:
-            pass
+        """The config's instances the registry has never had: on the first start all of them,
+        later a `[[grids]]` table added to the file. An instance already there (running, paused
+        or removed) is the registry's: the file no longer changes it, and a removed one stays
+        removed. The instances it added."""
+        have = {r.instance for r, _ in await self.records("grid")}
         added = []
         ts = now_ms()
         for grid in grids:
+            if grid.instance in have:
+                continue
             try:
                 await self.create(grid_record(grid, "config", by, ts), "seed", by)
                 added.append(grid.instance)
             except Conflict:
-                pass  # a seeding that was killed half way, or an instance added by hand first
-        try:
-            await kv.create(SEEDED_KEY, msgspec.json.encode({"by": by, "ts": ts, "instances": added}))
-        except KeyWrongLastSequenceError:
-            pass  # another seeder finished first
+                pass  # another seeder (a shard starting beside us) wrote it first
         return added
 
 

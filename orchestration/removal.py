@@ -26,8 +26,8 @@ def origin(record: InstanceRecord) -> str:
     return f"registry/{record.kind}/{record.instance}"
 
 
-def cancels(record: InstanceRecord, orders: list[OrderUpdate], prefix: str, sweep: int, ts: int) -> list[CancelOrder]:
-    """A cancel for every open order of the instance; `sweep` numbers the pass, so a pass after
+def cancels(record: InstanceRecord, orders: list[OrderUpdate], prefix: str, sweep: str, ts: int) -> list[CancelOrder]:
+    """A cancel for every open order of the instance; `sweep` names the pass, so a pass after
     one the venue ignored is a new command (a repeated id would be dropped as a duplicate)."""
     out = []
     for o in orders:

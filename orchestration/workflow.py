@@ -38,6 +38,7 @@ from strategies.grid.config import GridConfig
 from strategies.grid.core import GridCore
 from strategies.grid.lattice import client_prefix
 from strategies.grid.runner import grid_spec, input_stream
+from venues.errors import OrderNotFound
 from venues.factory import open_venue
 from venues.protocol import Venue
 
@@ -56,10 +57,10 @@ async def remove_instance(
         return
     rec, rev = got
     grid = grid_config(rec)
+    venue = open_venue(nc, rec.venue, rec.account, settings)  # before the lease: a venue gone from the config holds nothing
     lease = Lease(nc, grid_spec(grid).name)
-    await lease.acquire()  # LeaseHeld while another process still runs it: the caller retries
-    venue = open_venue(nc, rec.venue, rec.account, settings)
     try:
+        await lease.acquire()  # LeaseHeld while another process still runs it: the caller retries
         if rec.phase in ("", "stopping"):
             rec, rev = await _write(registry, rec, rev, "progress", phase="canceling", note="its consumer is stopped")
         if rec.phase == "canceling" and not stop.is_set():
@@ -76,10 +77,15 @@ async def remove_instance(
         if stop.is_set():
             return
         left = await _venue_position(venue, rec.symbol)
-        note = "orders canceled" + ("; the position was closed" if rec.policy == "flatten" else "; the position is left as it is")
+        if rec.policy != "flatten":
+            note = "orders canceled; the position is left as it is"
+        elif rec.flatten_attempt >= FLATTEN_ATTEMPTS:
+            note = f"orders canceled; gave up closing the position after {FLATTEN_ATTEMPTS} orders"
+        else:
+            note = "orders canceled; its position closed (what is left is below the venue's minimums, or another's)"
         rec, rev = await _write(registry, rec, rev, "removed", phase="done", left_position=left, note=note)
         log.info("grid %s removed (%s); the venue holds %s of %s", instance, rec.policy, left, rec.symbol)
-        await _drop_input_stream(nc, grid)
+        await drop_input_stream(nc, grid)
     finally:
         await venue.close()
         await lease.release()
@@ -93,12 +99,12 @@ async def _cancel_all(venue: Venue, publisher: Publisher, rec: InstanceRecord, g
     prefix = client_prefix(rec.instance)
     # A place the grid sent before it stopped reaches the venue within its time-to-live or never.
     quiet_after = rec.changed_ts + grid.ttl_ms
-    sweep = 0
+    session, sweep = now_ms(), 0  # a pass after a restart is a new command, not a duplicate
     while not stop.is_set():
         orders = [o for o in await venue.fetch_open_orders(rec.symbol) if o.client_order_id.startswith(prefix)]
         if not orders and now_ms() >= quiet_after:
             return
-        commands = cancels(rec, orders, prefix, sweep, now_ms())
+        commands = cancels(rec, orders, prefix, f"{session}.{sweep}", now_ms())
         if commands:
             await publisher.publish_all(commands)
             log.info("grid %s: %d cancels sent (pass %d)", rec.instance, len(commands), sweep)
@@ -118,7 +124,9 @@ async def _flatten(
         if rec.flatten_attempt > 0:
             await _ended(venue, rec.symbol, flatten_client_id(prefix, rec.flatten_attempt - 1), stop)
             await asyncio.sleep(0.5)  # its order update reaches the grid's input stream (sourced)
-        own = await own_position(nc, grid, market, publisher)
+        # The grid's books do not know the closing orders (their ids are not its own): what they
+        # filled is taken off what it holds, or another's position would be closed in its place.
+        own = await own_position(nc, grid, market, publisher) + await _closed(venue, rec.symbol, prefix, rec.flatten_attempt)
         held = await _venue_position(venue, rec.symbol)
         close = own if market.kind == "spot" else share(held, own)
         candles = await venue.fetch_ohlcv(rec.symbol, limit=1)
@@ -137,6 +145,18 @@ async def _flatten(
     return rec, rev
 
 
+async def _closed(venue: Venue, symbol: str, prefix: str, attempts: int) -> Decimal:
+    """What the removal's closing orders so far have traded, signed (a buy adds)."""
+    out = ZERO
+    for n in range(attempts):
+        try:
+            o = await venue.fetch_order(symbol, client_order_id=flatten_client_id(prefix, n))
+        except OrderNotFound:
+            continue  # it never reached the venue (it expired in the executor, or was never sent)
+        out += o.filled if o.side == "buy" else -o.filled
+    return out
+
+
 async def _ended(venue: Venue, symbol: str, cid: str, stop: asyncio.Event) -> None:
     """Until the order has ended at the venue, or could no longer reach it."""
     deadline = asyncio.get_running_loop().time() + 15.0
@@ -151,9 +171,12 @@ async def _ended(venue: Venue, symbol: str, cid: str, stop: asyncio.Event) -> No
 
 async def own_position(nc: Client, grid: GridConfig, market: Market, publisher: Publisher) -> Decimal:
     """The instance's own position: its state folded over every input stored so far."""
+    try:
+        last = (await nc.jetstream().stream_info(input_stream(grid).name)).state.last_seq
+    except NotFoundError:
+        return ZERO  # it never started: it holds nothing
     runtime = ConsumerRuntime(nc, grid_spec(grid), GridCore(grid, market), publisher)
     await runtime.recover()
-    last = (await nc.jetstream().stream_info(input_stream(grid).name)).state.last_seq
     if last > runtime.seq:
         await runtime.replay(last)
     return GridCore.position(runtime.state)
@@ -167,7 +190,7 @@ async def _venue_position(venue: Venue, symbol: str) -> Decimal:
     return out
 
 
-async def _drop_input_stream(nc: Client, grid: GridConfig) -> None:
+async def drop_input_stream(nc: Client, grid: GridConfig) -> None:
     """A removed instance's sourced copy of the market goes (its orders, fills, commands and
     states stay in ACCOUNT, COMMAND and OPS); the checkpoint stays, a record of where it ended."""
     try:

@@ -60,6 +60,3 @@ class RegistryChange(Message, frozen=True, kw_only=True, tag="registry_change"):
 
 def key(kind: str, instance: str) -> str:
     return f"instance.{kind}.{instance}"
-
-
-SEEDED_KEY = "instance-seeded"  # written once, when the config's instances were first seeded

@@ -7,6 +7,7 @@ from __future__ import annotations
 import os
 import re
 import signal
+from decimal import Decimal
 from pathlib import Path
 
 import pytest
@@ -14,12 +15,15 @@ from nats.aio.client import Client
 
 from bus.embedded import EmbeddedServer
 from bus.reader import read_stream
-from orchestration.registry import Registry
+from orchestration.registry import Registry, grid_record, now_ms
 from schemas import subjects
 from schemas.codec import decode
 from schemas.registry import RegistryChange
+from strategies.grid.config import GridConfig
 from testkit.bus import eventually
 from testkit.registry import Up, alive, child_pid, latest_pid, orders_of, venue_position
+from venues.protocol import OrderRequest
+from venues.sim.client import SimVenue
 
 ETH = "ETH/USDT:USDT"
 BTC = "BTC/USDT:USDT"
@@ -96,6 +100,14 @@ async def test_add_pause_resume_and_remove_at_runtime_while_nothing_else_restart
             assert alive(pids[name]), name
         assert "restarted" not in up.output() and "exited" not in up.output(), up.output()
         assert await _has_orders(bus, "seed-1", BTC)
+
+        # An instance that can no longer start (the price left its bounds since it was added: here
+        # written past `sqt grid add`'s check) is given up on by `sqt up`, and still removable.
+        stuck = GridConfig(instance="btc-x", symbol=BTC, lower=Decimal("900000"), upper=Decimal("1000000"), ttl_ms=3000)
+        await Registry(bus).create(grid_record(stuck, "sqt", "test", now_ms()), "add", "test")
+        up.wait_for(r"grid:btc-x exited with code 2 .*not restarting it", 60)
+        gone = up.sqt("grid", "remove", "btc-x", "--policy", "cancel", "--timeout", "60")
+        assert gone.returncode == 0 and "removed" in gone.stdout, (gone.stdout, gone.stderr)
     finally:
         up.stop()
 
@@ -122,6 +134,11 @@ async def test_sigkill_of_the_host_and_of_sqt_up_during_adds_and_removals_leaves
         # seed-1 holds a position (a long grid with tight levels): flatten it, kill -9 its hosting
         # process in the middle, then `sqt up` itself; a new `sqt up` resumes the removal.
         await eventually(lambda: _long(bus), timeout=120, what="seed-1 to hold a position")
+        # Someone else's position on the same market and account: the flattening must leave it.
+        theirs = await SimVenue(bus, "sim", "main").create_order(
+            OrderRequest(symbol=BTC, client_order_id="manual-1", side="buy", amount=Decimal("0.005"), order_type="market")
+        )
+        assert theirs.filled == Decimal("0.005")
         assert up.sqt("grid", "remove", "seed-1", "--policy", "flatten", "--no-wait").returncode == 0
         os.kill(latest_pid(up, "grid:seed-1"), signal.SIGKILL)
         up.wait_for(r"grid:seed-1 restarted", 30)
@@ -146,7 +163,7 @@ async def test_sigkill_of_the_host_and_of_sqt_up_during_adds_and_removals_leaves
         # record's last revision is on the log, and exactly the live instances have processes.
         for instance, symbol in (("seed-1", BTC), ("eth-1", ETH), ("eth-2", ETH)):
             assert await orders_of(bus, instance, symbol) == [], instance
-        assert await venue_position(bus, BTC) == 0
+        assert await venue_position(bus, BTC) == Decimal("0.005")  # seed-1's closed; the other one's left
         await eventually(lambda: _has_orders(bus, "eth-3", ETH), timeout=60, what="eth-3 trading after the restarts")
         records = {r.instance: (r, rev) for r, rev in await Registry(bus).records("grid")}
         desired = {i: r.desired for i, (r, _) in records.items()}

@@ -91,8 +91,13 @@ async def test_a_flood_of_hostile_inputs_on_one_instance_leaves_the_others_in_th
         # One that cannot start (its market is gone from the venue): written past `sqt grid add`'s check.
         registry = Registry(bus)
         await registry.create(grid_record(GridConfig(instance="d", symbol="GONE/USDT:USDT"), "sqt", "test", now_ms()), "add", "test")
+        # Paused the moment it is added, before its host has started it: it never trades.
+        assert procs.sqt("grid", "add", "--instance", "e", "--symbol", BTC, *WIDE).returncode == 0
+        assert procs.sqt("grid", "pause", "e").returncode == 0
         for instance, symbol in (("a", BTC), ("b", ETH), ("c", BTC)):
             await eventually(lambda i=instance, s=symbol: _has(bus, i, s), timeout=60, what=f"{instance}'s orders")
+        await eventually(lambda: _status(bus, "e", "paused"), timeout=60, what="e paused from its first start")
+        assert await orders_of(bus, "e", BTC) == []
 
         before = {i: await _acked(bus, i) for i in "ac"}
         started = time.monotonic()
@@ -117,6 +122,14 @@ async def test_a_flood_of_hostile_inputs_on_one_instance_leaves_the_others_in_th
         assert "GONE/USDT:USDT" in log, log[-2000:]  # d said why it does not run, and only d
     finally:
         procs.stop()
+
+
+async def _status(bus: Client, instance: str, status: str) -> bool:
+    try:
+        msg = await bus.jetstream().get_last_msg("OPS", subjects.ops("grid", instance, "state"))
+    except Exception:  # noqa: BLE001 - none yet
+        return False
+    return decode(msg.data).status == status
 
 
 async def _has(bus: Client, instance: str, symbol: str) -> bool:

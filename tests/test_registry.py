@@ -1,4 +1,4 @@
-"""The registry on a real nats-server: seeded once, compare-and-set, every write on the log, and
+"""The registry on a real nats-server: seeded from the config, compare-and-set, every write on the log, and
 a killed writer's event healed."""
 
 from __future__ import annotations
@@ -22,7 +22,7 @@ async def _log(bus: Client, instance: str) -> list[RegistryChange]:
     return out
 
 
-async def test_the_config_is_seeded_once_and_a_removed_instance_stays_removed(bus: Client) -> None:
+async def test_the_config_seeds_what_the_registry_never_had_and_a_removed_instance_stays_removed(bus: Client) -> None:
     registry = Registry(bus)
     grids = [GridConfig(instance="a"), GridConfig(instance="b", symbol="ETH/USDT:USDT")]
     assert await registry.seed(grids, "config") == ["a", "b"]
@@ -30,9 +30,13 @@ async def test_the_config_is_seeded_once_and_a_removed_instance_stays_removed(bu
     assert (a.source, a.desired, b.symbol) == ("config", "running", "ETH/USDT:USDT")
     assert grid_config(a) == grids[0]  # the whole config rides in the record
     await registry.update(replace(a, desired="removed", policy="cancel", phase="done"), rev, "removed", "op")
-    # A second start (the same config, or one grid more) seeds nothing: the registry is the truth.
-    assert await registry.seed([*grids, GridConfig(instance="c")], "config") == []
-    assert {r.instance: r.desired for r, _ in await registry.records()} == {"a": "removed", "b": "running"}
+    # A later start: the instances it has are the registry's (a changed table changes nothing, a
+    # removed one stays removed); a table added to the file since is seeded.
+    changed = [GridConfig(instance="a", levels=9), grids[1], GridConfig(instance="c")]
+    assert await registry.seed(changed, "config") == ["c"]
+    assert {r.instance: r.desired for r, _ in await registry.records()} == {"a": "removed", "b": "running", "c": "running"}
+    got = await registry.get("grid", "a")
+    assert got is not None and grid_config(got[0]).levels == grids[0].levels
     assert [c.action for c in await _log(bus, "a")] == ["seed", "removed"]
 
 

@@ -41,10 +41,10 @@ def test_a_removal_cancels_only_the_instances_open_orders_with_a_new_id_each_pas
     rec = grid_record(GridConfig(instance="a"), "sqt", "t", 1)
     mine = client_prefix("a")
     orders = [_order(mine + "x1"), _order(mine + "x2", "unknown"), _order(client_prefix("b") + "x1"), _order(mine + "x3", "canceled")]
-    first = cancels(rec, orders, mine, 0, 5)
+    first = cancels(rec, orders, mine, "7.0", 5)
     assert [c.client_order_id for c in first] == [mine + "x1", mine + "x2"]
     assert first[0].order_id == "v-" + mine + "x1" and first[0].origin == "registry/grid/a"
-    again = cancels(rec, orders, mine, 1, 6)
+    again = cancels(rec, orders, mine, "7.1", 6)
     assert {c.id for c in first}.isdisjoint(c.id for c in again)  # a second pass is not dropped as a duplicate
 
 
@@ -92,9 +92,9 @@ def test_every_field_of_a_cancel_and_of_a_closing_order() -> None:
     rec = grid_record(GridConfig(instance="a", venue="v2", account="acc", symbol="ETH/USDT:USDT"), "sqt", "t", 1)
     mine = client_prefix("a")
     # Someone else's order first: the pass goes on past it.
-    [cancel] = cancels(rec, [_order(client_prefix("b") + "x9"), _order(mine + "x1")], mine, 4, 77)
+    [cancel] = cancels(rec, [_order(client_prefix("b") + "x9"), _order(mine + "x1")], mine, "9.4", 77)
     assert cancel == CancelOrder(
-        id=f"cancel:v2:acc:{mine}x1@remove4",
+        id=f"cancel:v2:acc:{mine}x1@remove9.4",
         venue="v2",
         account="acc",
         symbol="ETH/USDT:USDT",
