@@ -21,7 +21,6 @@ import time
 from typing import Any
 
 import msgspec
-from msgspec.structs import replace
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
@@ -30,18 +29,15 @@ from bus.streams import STREAMS, apply, with_retention
 from cli.config import Config, ConfigError
 from cli.overrides import with_sets
 from cli.risk import operator_name
-from orchestration.registry import Conflict, Registry, grid_record, now_ms
+from orchestration.operations import Refused, add_grid, request_removal, set_desired
+from orchestration.registry import Registry
 from schemas import subjects
 from schemas.codec import decode
 from schemas.ops import StrategyState
 from schemas.registry import InstanceRecord
 from strategies.grid.config import GridConfig
-from strategies.grid.lattice import check_config, client_prefix
-from strategies.grid.runner import GridConfigError, client_ids_fit, market_and_price
-from venues.factory import UnsupportedVenue, open_venue
 
 EXIT_USAGE = 2
-VENUE_WAIT = 10.0  # seconds a venue gets to answer the market-rules check of an add
 
 
 def add_parser(sub: Any) -> None:
@@ -75,138 +71,43 @@ async def _grid(config: Config, args: argparse.Namespace) -> int:
     except Unreachable as exc:
         print(f"sqt: {exc}", file=sys.stderr)
         return 1
+    registry = Registry(nc)
     try:
         await apply(nc.jetstream(), with_retention(STREAMS, config.retention()))
-        registry = Registry(nc)
+        by = operator_name()
         match args.action:
             case "add":
-                return await _add(nc, config, registry, args)
+                fields = dict(instance=args.instance, venue=args.venue, account=args.account, symbol=args.symbol)
+                grid = with_sets(msgspec.to_builtins(GridConfig(instance="x")) | fields, args.set, GridConfig, fixed=tuple(fields))
+                taken = [g.instance for g in config.grids] + [a.instance for a in config.arbitrages]
+                await add_grid(nc, config.bus(), registry, grid, taken, by)
+                print(
+                    f"added grid {grid.instance} on {grid.venue}/{grid.account} {grid.symbol}; `sqt up` starts it (`sqt grid ls` shows it)"
+                )
+                return 0
             case "ls":
                 return await _ls(nc, config, registry, args.all)
             case "pause" | "resume":
-                return await _desire(registry, args.instance, "paused" if args.action == "pause" else "running", args.action)
+                print(await set_desired(registry, args.instance, "paused" if args.action == "pause" else "running", by))
+                return 0
             case "remove":
-                return await _remove(registry, args)
+                print(await request_removal(registry, args.instance, args.policy, by))
+                return 0 if args.no_wait else await _wait_removed(registry, args.instance, args.timeout)
         return EXIT_USAGE
-    except Conflict as exc:
+    except (Refused, ConfigError) as exc:
         print(f"sqt: {exc}", file=sys.stderr)
-        return EXIT_USAGE
+        return EXIT_USAGE if getattr(exc, "usage", True) else 1
     finally:
         if registry._publisher is not None:
             await registry._publisher.close()
         await nc.close()
 
 
-async def _add(nc: Client, config: Config, registry: Registry, args: argparse.Namespace) -> int:
-    fields = dict(instance=args.instance, venue=args.venue, account=args.account, symbol=args.symbol)
-    try:
-        grid = with_sets(msgspec.to_builtins(GridConfig(instance="x")) | fields, args.set, GridConfig, fixed=tuple(fields))
-    except ConfigError as exc:
-        print(f"sqt: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    if any(a.instance == grid.instance for a in config.arbitrages):
-        print(f"sqt: instance: {grid.instance!r} is an arbitrage instance in the config; choose another id", file=sys.stderr)
-        return EXIT_USAGE
-    got = await registry.get("grid", grid.instance)
-    if got is not None:
-        rec = got[0]
-        why = (
-            "was removed; an id is not used again (its client order ids would repeat)" if rec.desired == "removed" else f"is {rec.desired}"
-        )
-        print(f"sqt: instance: grid {grid.instance!r} is already in the registry and {why}; `sqt grid ls --all`", file=sys.stderr)
-        return EXIT_USAGE
-    overlap = prefix_overlap(
-        grid.instance,
-        [r.instance for r, _ in await registry.records("grid")]
-        + [g.instance for g in config.grids]
-        + [a.instance for a in config.arbitrages],
-    )
-    if overlap:
-        print(f"sqt: instance: {overlap}; choose another id", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        venue = open_venue(nc, grid.venue, grid.account, config.bus())
-    except UnsupportedVenue as exc:
-        print(f"sqt: venue: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    try:
-        stop = asyncio.Event()
-        found = await asyncio.wait_for(market_and_price(venue, grid, stop), VENUE_WAIT)
-    except GridConfigError as exc:
-        print(f"sqt: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except asyncio.TimeoutError:
-        print(
-            f"sqt: venue {grid.venue} did not answer within {VENUE_WAIT:g}s, so the parameters cannot be checked; is it running?",
-            file=sys.stderr,
-        )
-        return 1
-    finally:
-        await venue.close()
-    assert found is not None
-    market, price = found
-    problems = check_config(grid, market, price) + client_ids_fit(grid, getattr(venue, "client_id_max", 32))
-    if problems:
-        print(f"sqt: grid {grid.instance}: " + "; ".join(problems), file=sys.stderr)
-        return EXIT_USAGE
-    by = operator_name()
-    await registry.create(grid_record(grid, "sqt", by, now_ms()), "add", by)
-    print(f"added grid {grid.instance} on {grid.venue}/{grid.account} {grid.symbol}; `sqt up` starts it (`sqt grid ls` shows it)")
-    return 0
-
-
-def prefix_overlap(instance: str, others: list[str]) -> str:
-    """Why `instance` cannot be used beside `others`: its client order ids would begin like one of
-    theirs (a removal finds an instance's orders by that prefix, so it would cancel the other's)."""
-    mine = client_prefix(instance)
-    for other in others:
-        theirs = client_prefix(other)
-        if other != instance and (mine.startswith(theirs) or theirs.startswith(mine)):
-            return f"its client order ids ({mine}...) would begin like those of {other!r} ({theirs}...)"
-    return ""
-
-
-async def _desire(registry: Registry, instance: str, desired: str, action: str) -> int:
-    for _ in range(5):  # a concurrent writer: read again
-        got = await registry.get("grid", instance)
-        if got is None:
-            print(f"sqt: no grid {instance!r} in the registry (`sqt grid ls`)", file=sys.stderr)
-            return EXIT_USAGE
-        rec, rev = got
-        if rec.desired == "removed":
-            print(f"sqt: grid {instance} is removed ({rec.phase or 'starting'})", file=sys.stderr)
-            return EXIT_USAGE
-        if rec.desired == desired:
-            print(f"grid {instance} is already {desired}")
-            return 0
-        try:
-            await registry.update(replace(rec, desired=desired), rev, action, operator_name())  # type: ignore[arg-type]
-        except Conflict:
-            continue
-        print(f"grid {instance}: {desired}")
-        return 0
-    raise Conflict(f"grid {instance} kept changing while it was written; try again")
-
-
-async def _remove(registry: Registry, args: argparse.Namespace) -> int:
-    got = await registry.get("grid", args.instance)
-    if got is None:
-        print(f"sqt: no grid {args.instance!r} in the registry (`sqt grid ls`)", file=sys.stderr)
-        return EXIT_USAGE
-    rec, rev = got
-    if rec.desired != "removed":
-        rec, rev = await registry.update(
-            replace(rec, desired="removed", policy=args.policy, phase="stopping"), rev, "remove", operator_name()
-        )
-        print(f"grid {args.instance}: removing ({args.policy})")
-    elif rec.policy != args.policy:
-        print(f"grid {args.instance} is already being removed with --policy {rec.policy}")
-    if args.no_wait:
-        return 0
-    deadline = time.monotonic() + args.timeout
+async def _wait_removed(registry: Registry, instance: str, timeout: float) -> int:
+    deadline = time.monotonic() + timeout
     said = ""
     while True:
-        got = await registry.get("grid", args.instance)
+        got = await registry.get("grid", instance)
         assert got is not None
         rec = got[0]
         line = f"  {rec.phase or 'stopping'}" + (f": {rec.note}" if rec.note else "")
@@ -214,10 +115,10 @@ async def _remove(registry: Registry, args: argparse.Namespace) -> int:
             print(line, flush=True)
             said = line
         if rec.phase == "done":
-            print(f"grid {args.instance} removed; the venue holds {rec.left_position} of {rec.symbol} on {rec.venue}/{rec.account}")
+            print(f"grid {instance} removed; the venue holds {rec.left_position} of {rec.symbol} on {rec.venue}/{rec.account}")
             return 0
         if time.monotonic() > deadline:
-            print(f"sqt: grid {args.instance} is still being removed ({rec.phase}); it goes on: `sqt grid ls --all`", file=sys.stderr)
+            print(f"sqt: grid {instance} is still being removed ({rec.phase}); it goes on: `sqt grid ls --all`", file=sys.stderr)
             return 1
         await asyncio.sleep(0.5)
 

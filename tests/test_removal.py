@@ -146,7 +146,7 @@ def test_the_share_at_one_unit(venue: str, own: str, expected: str) -> None:
 
 
 def test_an_id_whose_client_order_ids_would_begin_like_anothers_is_refused() -> None:
-    from cli.grid import prefix_overlap
+    from orchestration.operations import prefix_overlap
 
     taken = client_prefix("ab")  # "ab" + a 4-character tag: an id spelling it out collides
     assert "would begin like those of 'ab'" in prefix_overlap(taken + "x", ["ab", "eth-1"])
