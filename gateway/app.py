@@ -20,14 +20,15 @@ from nats.aio.client import Client as Nats
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from bus.settings import BusSettings
 from gateway import frames, rest
 from gateway.auth import Auth, Identity
 from gateway.config import GatewayConfig
-from gateway.control import apply_control
+from gateway.control import apply_control, apply_registry
 from gateway.feed import Feed
 from gateway.frames import Frame, Market, encode
 from gateway.hub import Client, Hub
-from gateway.inbound import ClientFrame, Control, PlaybackControl, RateLimit, Resume, Subscribe, parse
+from gateway.inbound import ClientFrame, Control, PlaybackControl, RateLimit, RegistryOp, Resume, Subscribe, parse
 from gateway.metrics import GatewayMetrics
 from gateway.playback import BadWindow, Playback, Recorded, from_bus, window
 from gateway.view import STREAMS, View
@@ -42,14 +43,18 @@ FEED = web.AppKey("feed", Feed)
 NC = web.AppKey("nc", Nats)
 STARTED = web.AppKey("started", float)
 AUTH = web.AppKey("auth", Auth)
+SETTINGS = web.AppKey("settings", BusSettings)  # the venues a registry add checks its market against
 RECORD = web.AppKey("record", list[Recorded])  # `sqt run gateway --from-file`: playback plays this
 WHO = web.RequestKey("identity", Identity)  # set by the auth middleware
 OPEN = ("/", "/health")  # and /static/: the page itself holds nothing; its data needs a token
 
 
-def make_app(nc: Nats, config: GatewayConfig, auth: Auth | None = None, record: list[Recorded] | None = None) -> web.Application:
+def make_app(
+    nc: Nats, config: GatewayConfig, auth: Auth | None = None, record: list[Recorded] | None = None, settings: BusSettings | None = None
+) -> web.Application:
     app = web.Application(middlewares=[_authenticate])
     app[AUTH] = auth or Auth("off")
+    app[SETTINGS] = settings or BusSettings(nats_url="")
     if record is not None:
         app[RECORD] = record
     view = View(candles=config.candle_minutes, resume_frames=config.resume_frames, fills=config.fills_kept)
@@ -180,7 +185,7 @@ async def websocket(request: web.Request) -> web.WebSocketResponse:
             _subscribe(client, hub, view, first)
         async for msg in ws:
             if msg.type in (WSMsgType.TEXT, WSMsgType.BINARY):
-                _answer(client, hub, view, config, limit, msg.data, who, app[NC], controls)
+                _answer(client, hub, view, config, limit, msg.data, who, app[NC], controls, app[SETTINGS])
             elif msg.type == WSMsgType.ERROR:
                 break
     except asyncio.TimeoutError:
@@ -264,6 +269,7 @@ def _answer(
     who: Identity,
     nc: Nats,
     controls: set[asyncio.Task[None]],
+    settings: BusSettings,
 ) -> None:
     frame = _checked(client, hub, config, limit, data)
     match frame:
@@ -293,6 +299,12 @@ def _answer(
             task = asyncio.create_task(_control(client, nc, view, who, frame, config.control_wait))
             controls.add(task)
             task.add_done_callback(controls.discard)
+        case RegistryOp():
+            if who.role != "operator":
+                return _refuse(client, hub, "forbidden", f"{who.name} is a {who.role}: the registry needs an operator's token")
+            task = asyncio.create_task(_registry(client, nc, settings, who, frame))
+            controls.add(task)
+            task.add_done_callback(controls.discard)
         case PlaybackControl():
             return _refuse(client, hub, "bad_frame", "not a playback: open /ws?from=...&to=... to play a window")
         case _:  # ping
@@ -307,6 +319,14 @@ async def _control(client: Client, nc: Nats, view: View, who: Identity, ctl: Con
             action=ctl.action, venue=ctl.venue, symbol=ctl.symbol, ok=False, message=f"not stored: {exc or type(exc).__name__}"
         )
     client.offer("control_result", encode(Frame(type="control_result", data=result)))
+
+
+async def _registry(client: Client, nc: Nats, settings: BusSettings, who: Identity, op: RegistryOp) -> None:
+    try:
+        result = await apply_registry(nc, settings, who, op)
+    except Exception as exc:  # noqa: BLE001 - NATS unreachable: say so, keep the connection
+        result = frames.RegistryResult(op=op.op, instance=op.instance, ok=False, message=f"not written: {exc or type(exc).__name__}")
+    client.offer("registry_result", encode(Frame(type="registry_result", data=result)))
 
 
 def _checked(client: Client, hub: Hub, config: GatewayConfig, limit: RateLimit, data: str | bytes) -> ClientFrame | None:

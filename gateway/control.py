@@ -1,5 +1,6 @@
 """An operator's control from the page: published on ops.control.* with who sent it, then
-answered with what the strategies reported.
+answered with what the strategies reported; and an operator's change to the instance registry,
+through the same operations as `sqt grid` (orchestration/operations.py).
 
 `pause` and `resume` map to the grid's own actions; `cancel_all` halts the grids of the market
 (a halted grid takes every order off, closing orders too, and places nothing until reset), so
@@ -13,10 +14,13 @@ import time
 
 from nats.aio.client import Client as Nats
 
+from bus.settings import BusSettings
 from gateway.auth import Identity
-from gateway.frames import ControlResult, GridStateData, Market
-from gateway.inbound import Control
+from gateway.frames import ControlResult, GridStateData, Market, RegistryResult
+from gateway.inbound import Control, RegistryOp
 from gateway.view import View
+from orchestration.operations import Refused, add_grid, grid_from, request_removal, set_desired
+from orchestration.registry import Registry
 from schemas import ids
 from schemas.codec import encode
 from schemas.ops import ControlAction, ControlCommand
@@ -67,3 +71,25 @@ async def apply_control(nc: Nats, view: View, who: Identity, ctl: Control, wait:
         await asyncio.sleep(0.05)
     message = "done" if done else f"stored, but not every grid reported {' or '.join(REPORTS[ctl.action])} within {wait:g}s"
     return ControlResult(action=ctl.action, venue=ctl.venue, symbol=ctl.symbol, ok=done, message=message, stored=stored, statuses=statuses)
+
+
+async def apply_registry(nc: Nats, settings: BusSettings, who: Identity, op: RegistryOp) -> RegistryResult:
+    """Add, pause, resume or remove a grid, written by `who`; what happened, or why not."""
+    registry = Registry(nc)
+    try:
+        match op.op:
+            case "add":
+                grid = grid_from({**op.params, "instance": op.instance, "venue": op.venue, "account": op.account, "symbol": op.symbol})
+                await add_grid(nc, settings, registry, grid, [], who.name)
+                message = f"added grid {grid.instance} on {grid.venue}/{grid.account} {grid.symbol}"
+            case "pause" | "resume":
+                message = await set_desired(registry, op.instance, "paused" if op.op == "pause" else "running", who.name)
+            case _:
+                assert op.policy is not None  # the frame's own check
+                message = await request_removal(registry, op.instance, op.policy, who.name)
+    except Refused as exc:
+        return RegistryResult(op=op.op, instance=op.instance, ok=False, message=str(exc))
+    finally:
+        if registry._publisher is not None:
+            await registry._publisher.close()
+    return RegistryResult(op=op.op, instance=op.instance, ok=True, message=message)

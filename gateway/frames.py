@@ -162,6 +162,15 @@ class ControlResult(msgspec.Struct, frozen=True, kw_only=True):
     statuses: dict[str, str] = {}
 
 
+class RegistryResult(msgspec.Struct, frozen=True, kw_only=True):
+    """What became of an operator's registry change: written (ok) and what it did, or why not."""
+
+    op: str
+    instance: str
+    ok: bool
+    message: str
+
+
 FrameType = Literal[
     "hello",
     "history",
@@ -175,6 +184,7 @@ FrameType = Literal[
     "reconciliation",
     "pong",
     "control_result",
+    "registry_result",
     "playback",
     "error",
 ]

@@ -41,23 +41,50 @@ class Control(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     instance: Name | None = None
 
 
+Param = Annotated[str, msgspec.Meta(min_length=1, max_length=32)]
+Value = Annotated[str, msgspec.Meta(max_length=64)]
+
+
+class RegistryOp(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
+    """An operator's change to the instance registry, as `sqt grid` makes it: `add` a grid (its
+    parameters as `sqt grid add --set` takes them), `pause`, `resume`, or `remove` with a policy."""
+
+    op: Literal["add", "pause", "resume", "remove"]
+    instance: Name
+    symbol: Name | None = None
+    venue: Name = "sim"
+    account: Name = "main"
+    params: Annotated[dict[Param, Value], msgspec.Meta(max_length=32)] = {}
+    policy: Literal["cancel", "flatten"] | None = None
+
+    def __post_init__(self) -> None:
+        if self.op == "add" and self.symbol is None:
+            raise ValueError("`symbol` is needed to add a grid")
+        if self.op == "remove" and self.policy is None:
+            raise ValueError("`policy` (cancel or flatten) is needed to remove a grid")
+        fixed = {"instance", "venue", "account", "symbol"} & set(self.params)
+        if fixed:
+            raise ValueError(f"`params` may not set {', '.join(sorted(fixed))}: they are fields of the frame")
+
+
 class PlaybackControl(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
     action: Literal["pause", "resume", "step"]
 
 
-ClientFrame = Subscribe | Resume | Ping | Control | PlaybackControl
+ClientFrame = Subscribe | Resume | Ping | Control | RegistryOp | PlaybackControl
 
 
 class _Envelope(msgspec.Struct, frozen=True, forbid_unknown_fields=True):
-    type: Literal["subscribe", "resume", "ping", "control", "playback"]
+    type: Literal["subscribe", "resume", "ping", "control", "registry", "playback"]
     data: msgspec.Raw = msgspec.Raw(b"null")
 
 
 _envelope = msgspec.json.Decoder(_Envelope)
-_BODIES: dict[str, type[Subscribe] | type[Resume] | type[Control] | type[PlaybackControl]] = {
+_BODIES: dict[str, type[Subscribe] | type[Resume] | type[Control] | type[RegistryOp] | type[PlaybackControl]] = {
     "subscribe": Subscribe,
     "resume": Resume,
     "control": Control,
+    "registry": RegistryOp,
     "playback": PlaybackControl,
 }
 

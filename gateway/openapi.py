@@ -12,7 +12,7 @@ from typing import Any
 import msgspec
 
 from gateway import frames
-from gateway.inbound import Control, PlaybackControl, Resume, Subscribe
+from gateway.inbound import Control, PlaybackControl, RegistryOp, Resume, Subscribe
 from gateway.rest import TIMEFRAMES_MS
 
 FRAME_DATA: dict[str, Any] = {
@@ -28,10 +28,18 @@ FRAME_DATA: dict[str, Any] = {
     "reconciliation": frames.ReconciliationFinding,
     "pong": frames.Pong,
     "control_result": frames.ControlResult,
+    "registry_result": frames.RegistryResult,
     "playback": frames.PlaybackData,
     "error": frames.ErrorData,
 }
-CLIENT_DATA: dict[str, Any] = {"subscribe": Subscribe, "resume": Resume, "control": Control, "playback": PlaybackControl, "ping": None}
+CLIENT_DATA: dict[str, Any] = {
+    "subscribe": Subscribe,
+    "resume": Resume,
+    "control": Control,
+    "registry": RegistryOp,
+    "playback": PlaybackControl,
+    "ping": None,
+}
 
 _MARKET = [
     {"name": "venue", "in": "query", "required": True, "schema": {"type": "string", "minLength": 1, "maxLength": 64}},

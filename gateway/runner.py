@@ -27,7 +27,7 @@ async def run_gateway(bus: BusSettings, config: GatewayConfig, stop: asyncio.Eve
     nc = await connect(bus.nats_url, name="sqt-gateway")
     try:
         await apply(nc.jetstream(), bus.streams())
-        app = make_app(nc, config, auth, record)
+        app = make_app(nc, config, auth, record, bus)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()
         try:
