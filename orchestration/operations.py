@@ -6,6 +6,7 @@ happened in one sentence or raises `Refused` naming what is wrong; nothing is wr
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -96,39 +97,49 @@ async def add_grid(nc: Client, settings: BusSettings, registry: Registry, grid: 
     return record
 
 
-async def set_desired(registry: Registry, instance: str, desired: Desired, by: str) -> str:
-    """Pause (`paused`) or resume (`running`) an instance; what happened."""
-    action: Action = "pause" if desired == "paused" else "resume"
+Change = Callable[[InstanceRecord], tuple[InstanceRecord | None, Action, str]]
+
+
+async def _change(registry: Registry, instance: str, by: str, change: Change) -> str:
+    """Apply `change` to the instance's record (compare-and-set, read again after another
+    writer); its message. A change that returns no record writes nothing."""
     for _ in range(WRITE_TRIES):
         got = await registry.get("grid", instance)
         if got is None:
             raise Refused(f"instance: no grid {instance!r} in the registry")
         rec, rev = got
+        new, action, message = change(rec)
+        if new is None:
+            return message
+        try:
+            await registry.update(new, rev, action, by)
+        except Conflict:
+            continue
+        return message
+    raise Refused(f"grid {instance} kept changing while it was written; try again", usage=False)
+
+
+async def set_desired(registry: Registry, instance: str, desired: Desired, by: str) -> str:
+    """Pause (`paused`) or resume (`running`) an instance; what happened."""
+    action: Action = "pause" if desired == "paused" else "resume"
+
+    def change(rec: InstanceRecord) -> tuple[InstanceRecord | None, Action, str]:
         if rec.desired == "removed":
             raise Refused(f"instance: grid {instance} is removed ({rec.phase or 'stopping'})")
         if rec.desired == desired:
-            return f"grid {instance} is already {desired}"
-        try:
-            await registry.update(replace(rec, desired=desired), rev, action, by)
-        except Conflict:
-            continue
-        return f"grid {instance}: {desired}"
-    raise Refused(f"grid {instance} kept changing while it was written; try again", usage=False)
+            return None, action, f"grid {instance} is already {desired}"
+        return replace(rec, desired=desired), action, f"grid {instance}: {desired}"
+
+    return await _change(registry, instance, by, change)
 
 
 async def request_removal(registry: Registry, instance: str, policy: RemovePolicy, by: str) -> str:
     """Mark an instance removed with `policy` (its host carries the removal out); what happened."""
-    for _ in range(WRITE_TRIES):
-        got = await registry.get("grid", instance)
-        if got is None:
-            raise Refused(f"instance: no grid {instance!r} in the registry")
-        rec, rev = got
+
+    def change(rec: InstanceRecord) -> tuple[InstanceRecord | None, Action, str]:
         if rec.desired == "removed":
             done = "removed" if rec.phase == "done" else f"being removed ({rec.phase or 'stopping'})"
-            return f"grid {instance} is already {done} with policy {rec.policy}"
-        try:
-            await registry.update(replace(rec, desired="removed", policy=policy, phase="stopping"), rev, "remove", by)
-        except Conflict:
-            continue
-        return f"grid {instance}: removing ({policy})"
-    raise Refused(f"grid {instance} kept changing while it was written; try again", usage=False)
+            return None, "remove", f"grid {instance} is already {done} with policy {rec.policy}"
+        return replace(rec, desired="removed", policy=policy, phase="stopping"), "remove", f"grid {instance}: removing ({policy})"
+
+    return await _change(registry, instance, by, change)
