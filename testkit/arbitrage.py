@@ -186,11 +186,12 @@ class ArbHarness:
         price: Decimal | None = None,
     ) -> list[Any]:
         """The venue answers the `which`-th unanswered place: `fill` of it executes (a share),
-        and the IOC ends (closed when fully filled, else canceled), or it is refused (`status`)."""
+        and the IOC ends (closed when fully filled, else canceled, or `expired` as the simulated
+        exchange ends a limit IOC's remainder), or it is refused (`rejected`, nothing executed)."""
         cmd = self.pending.pop(which)
         leg = next(i for i, c in enumerate(self.cfg.legs) if (c.venue, c.symbol) == (cmd.venue, cmd.symbol))
         market = self.core.markets[leg]
-        if status in ("rejected", "expired"):
+        if status == "rejected":
             return self.feed(self.update(cmd, ZERO, status, reason=reason or "upstream_rejected"))
         share = Decimal(fill)
         filled = (cmd.amount * share / market.lot_size).to_integral_value(rounding="ROUND_FLOOR") * market.lot_size
@@ -199,7 +200,8 @@ class ArbHarness:
         base = filled * market.contract_size
         self.venue_held[leg] += base if cmd.side == "buy" else -base
         end = status or ("closed" if filled == cmd.amount else "canceled")
-        return self.feed(self.update(cmd, filled, end, average=at if filled else None))
+        extra = {"reason": reason} if reason else {}
+        return self.feed(self.update(cmd, filled, end, average=at if filled else None, **extra))
 
     def update(self, cmd: PlaceOrder, filled: Decimal, status: str, **kw: Any) -> OrderUpdate:
         self._order_ids += 1

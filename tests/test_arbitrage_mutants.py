@@ -18,8 +18,8 @@ from schemas.commands import PlaceOrder
 from schemas.ops import FundingSpread, StrategyState
 from strategies.arbitrage import legs as L
 from strategies.arbitrage.config import ArbLeg
+from strategies.arbitrage.core import HEDGE_RETRY_MS, ArbCore
 from strategies.arbitrage.core import PUBLISH_EVERY_MS as PUBLISH
-from strategies.arbitrage.core import ArbCore
 from strategies.arbitrage.state import LegBook
 from testkit.arbitrage import PERP, SPOT, T0, ArbHarness, arb_config
 from tests.test_arbitrage_core import HOLD, NAKED, cancels, enter, fresh, places, start_entry
@@ -211,14 +211,26 @@ def test_a_refused_hedge_unwinds_at_once_saying_what_the_venue_said(reason: str 
     assert h.state.saga is not None and h.state.saga.reason == f"the hedge was refused: {why}"
 
 
-def test_an_expired_hedge_is_a_refusal_unwound_at_once() -> None:
+def test_an_expired_hedge_is_tried_again_for_what_is_missing_until_the_naked_deadline() -> None:
+    """An IOC hedge that found only part of its amount within the band expires: the rest is sent
+    again at once; one that found nothing is sent again after a pause; neither is a refusal."""
     h = ArbHarness()
     start_entry(h)
     h.answer("1")
-    out = h.answer(status="expired", reason="upstream_rejected")
-    [unwind] = places(out)
-    assert (unwind.symbol, unwind.side, unwind.amount) == (SPOT.symbol, "sell", D("0.01"))
-    assert h.state.saga is not None and h.state.saga.reason == "the hedge was refused: upstream_rejected"
+    out = h.answer("0.5", status="expired")
+    [again] = places(out)
+    assert (again.symbol, again.side, again.amount) == (PERP.symbol, "sell", D("0.005"))
+    assert h.state.saga is not None and h.state.saga.step == "leg2" and h.state.saga.refused == ""
+    out = h.answer("0", status="expired")
+    assert places(out) == []  # nothing found: a pause before the next try
+    h.tick(HEDGE_RETRY_MS)
+    [third] = h.pending
+    assert third.amount == D("0.005") and h.state.saga.step == "leg2"
+    # The naked deadline still ends it: an unwind of what leg 2 does not cover.
+    h.answer("0", status="expired")
+    h.tick(h.cfg.naked_ms)
+    assert h.state.saga is not None and h.state.saga.step == "unwind"
+    assert h.state.saga.reason == f"the hedge did not complete within {h.cfg.naked_ms} ms"
 
 
 def test_leg_1_below_one_lot_of_leg_2_says_so_when_it_unwinds() -> None:

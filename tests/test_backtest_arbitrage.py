@@ -239,19 +239,22 @@ def test_a_refused_hedge_is_unwound_and_the_failure_budget_stops_the_next_entrie
     assert not watch.disagreements
 
 
-def test_a_hedge_the_book_cannot_fill_is_unwound_to_what_both_legs_hold() -> None:
-    # The perpetual's book holds 0.02 BTC within reach until the next print: the hedge of 0.05
-    # fills 0.02, and the rest of the spot leg is sold back before anything else happens.
+def test_a_hedge_the_book_cannot_fill_is_tried_again_then_unwound_to_what_both_legs_hold() -> None:
+    # The perpetual's book is thin (0.02 BTC within reach): the hedge of 0.05 fills part and its
+    # IOC remainder expires; what is missing is tried again every clock step until the naked
+    # deadline, then the spot leg is sold back to what the perpetual covers.
     thin = [msgspec.structs.replace(m, book_depth=D("0.01"), book_levels=2) if m.symbol == PERP else m for m in sim().markets]
     _, s, watch = run(30, rates("0.0003"), arb(), msgspec.structs.replace(sim(), markets=thin))
     places = [c for c in s.decided if isinstance(c, PlaceOrder)]
-    assert [(c.symbol, c.side, c.amount) for c in places] == [
-        (SPOT, "buy", D("0.05")),
-        (PERP, "sell", D("0.05")),
-        (SPOT, "sell", D("0.03")),
-    ]
-    assert places[2].ts - places[0].ts <= arb().naked_ms and len(s.ast.unwinds) == 1
-    assert s.held() == {SPOT: D("0.02"), PERP: D("-0.02")} == s.venue_held()
+    said = [(c.symbol, c.side, c.amount) for c in places]
+    assert said[:2] == [(SPOT, "buy", D("0.05")), (PERP, "sell", D("0.05"))]
+    retries, unwind = said[2:-1], said[-1]
+    assert retries and all(r[:2] == (PERP, "sell") and r[2] <= D("0.03") for r in retries), said
+    assert [r[2] for r in retries] == sorted((r[2] for r in retries), reverse=True)  # each for what is still missing
+    assert places[-2].ts - places[0].ts < arb().naked_ms <= places[-1].ts - places[0].ts and len(s.ast.unwinds) == 1
+    held = s.held()
+    assert unwind == (SPOT, "sell", D("0.05") - held[SPOT]) and held[SPOT] == -held[PERP] == s.venue_held()[SPOT]
+    assert held[SPOT] > D("0.02")  # the tries found more than the first IOC did
     assert not watch.disagreements and wallet_pnl(s, D(50_000)) == s.pnl()
 
 

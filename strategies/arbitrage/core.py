@@ -212,7 +212,9 @@ class ArbCore:
             st = replace(st, blocked=ev.reason, blocked_long=direction)
         if saga is None:
             return st
-        if order.purpose == "hedge" and refused:
+        # A hedge the venue refused unwinds at once; one that expired (an IOC that found too
+        # little within the band) is tried again for what is missing, until the naked deadline.
+        if order.purpose == "hedge" and ev.status == "rejected":
             return replace(st, saga=replace(saga, refused=f"the hedge was refused: {ev.reason or ev.status} {ev.message or ''}".strip()))
         if order.purpose == "hedge":
             return replace(st, saga=replace(saga, retry_at=st.ts if filled > order.filled else st.ts + HEDGE_RETRY_MS))
