@@ -17,6 +17,7 @@ from nats.aio.msg import Msg
 
 from bus import checkpoints
 from bus.embedded import EmbeddedServer
+from bus.errors import PublishTimeout
 from bus.reader import read_stream
 from schemas.codec import decode
 from testkit.bus import eventually
@@ -139,6 +140,21 @@ async def test_the_exchange_answers_nothing_while_it_rebuilds_from_its_journal(e
         await sim.fetch_open_orders(SYMBOL)
     exchange.runtime.caught_up.set()
     assert await sim.fetch_open_orders(SYMBOL) == []
+
+
+async def test_a_journal_the_bus_does_not_acknowledge_is_a_transient_answer_without_a_traceback(
+    exchange: SimService, sim: SimVenue, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A nats-server restarting while a create is journaled: retryable, never a refusal, one line."""
+    price = await last_price(sim)
+
+    async def unacknowledged(entry: object) -> tuple[int, bool]:
+        raise PublishTimeout("no ack within 5.0s")
+
+    monkeypatch.setattr(exchange, "append", unacknowledged)
+    with pytest.raises(Transient, match="journal is unreachable"):
+        await sim.create_order(limit("t-outage", price - 100))
+    assert "journal is unreachable" in caplog.text and "Traceback" not in caplog.text
 
 
 async def test_an_absent_exchange_is_a_transient_error(bus: Client) -> None:

@@ -23,12 +23,14 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 import msgspec
+import nats.errors
 from aiohttp import web
 from nats.aio.client import Client
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import Service
 
+from bus.errors import PublishError
 from bus.http import address, maybe_serve
 from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
@@ -354,6 +356,14 @@ class SimService:
             except msgspec.DecodeError as exc:
                 await request.respond_error(str(api.BAD_REQUEST), f"invalid: {exc}")
                 return str(api.BAD_REQUEST)
+            except (PublishError, nats.errors.Error, asyncio.TimeoutError) as exc:
+                # The bus went away while the request was journaled (a restarting nats-server):
+                # expected, retryable, and the journal says later whether it was written.
+                log.warning("%s: the journal is unreachable (%s: %s); answered as unavailable", request.subject, type(exc).__name__, exc)
+                await request.respond_error(
+                    str(api.UNAVAILABLE), f"venue_error: the exchange's journal is unreachable: {type(exc).__name__}"
+                )
+                return str(api.UNAVAILABLE)
             except Exception as exc:  # noqa: BLE001 - a failed handler is our fault, not the request's
                 # Retryable, never a rejection: the request may well succeed once we recover,
                 # and a create we cannot vouch for must not be reported as refused.
