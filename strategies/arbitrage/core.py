@@ -206,15 +206,16 @@ class ArbCore:
     def _ended(self, st: ArbState, order: ArbOrder, ev: OrderUpdate, filled: Decimal) -> ArbState:
         """What the end of one of the saga's orders means for the saga and for new entries."""
         saga = st.saga
-        refused = ev.status in ("rejected", "expired")
+        # Refused: the executor or the venue said no. An IOC that expired found too little within
+        # its band: what it filled counts, and what is missing is tried again.
+        refused = ev.status == "rejected"
         if refused and ev.reason in MARGIN_REASONS and st.blocked is None:
             direction = saga.long_leg if saga is not None else -1
             st = replace(st, blocked=ev.reason, blocked_long=direction)
         if saga is None:
             return st
-        # A hedge the venue refused unwinds at once; one that expired (an IOC that found too
-        # little within the band) is tried again for what is missing, until the naked deadline.
-        if order.purpose == "hedge" and ev.status == "rejected":
+        # A refused hedge unwinds at once; an expired one is tried again until the naked deadline.
+        if order.purpose == "hedge" and refused:
             return replace(st, saga=replace(saga, refused=f"the hedge was refused: {ev.reason or ev.status} {ev.message or ''}".strip()))
         if order.purpose == "hedge":
             return replace(st, saga=replace(saga, retry_at=st.ts if filled > order.filled else st.ts + HEDGE_RETRY_MS))
