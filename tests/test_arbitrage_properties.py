@@ -39,7 +39,6 @@ from msgspec.structs import replace
 
 from schemas.account import OrderUpdate
 from schemas.base import RejectReason
-from schemas.market import Market
 from strategies.arbitrage import legs as L
 from strategies.arbitrage.config import ArbConfig, ArbLeg
 from strategies.arbitrage.core import ArbCore
@@ -460,36 +459,7 @@ FOUND: dict[str, Any] = dict(
             use_margin=True,
             metrics_port=0,
         ),
-        [
-            Market(
-                symbol="BTC/USDT:USDT",
-                kind="swap",
-                base="BTC",
-                quote="USDT",
-                settle="USDT",
-                tick_size=Decimal("0.1"),
-                lot_size=Decimal("0.001"),
-                min_amount=Decimal("0.001"),
-                min_notional=Decimal("5"),
-                contract_size=Decimal("1"),
-                maker_fee=Decimal("0.0002"),
-                taker_fee=Decimal("0.0005"),
-            ),
-            Market(
-                symbol="BTC/USDT",
-                kind="spot",
-                base="BTC",
-                quote="USDT",
-                settle=None,
-                tick_size=Decimal("0.01"),
-                lot_size=Decimal("0.00001"),
-                min_amount=Decimal("0.00001"),
-                min_notional=Decimal("5"),
-                contract_size=Decimal("1"),
-                maker_fee=Decimal("0.001"),
-                taker_fee=Decimal("0.001"),
-            ),
-        ],
+        [PERP, SPOT],  # testkit's markets, as hypothesis drew them
     ),
     script=[
         (
