@@ -98,8 +98,7 @@ async def _grid(config: Config, args: argparse.Namespace) -> int:
         print(f"sqt: {exc}", file=sys.stderr)
         return EXIT_USAGE if getattr(exc, "usage", True) else 1
     finally:
-        if registry._publisher is not None:
-            await registry._publisher.close()
+        await registry.close()
         await nc.close()
 
 

@@ -90,6 +90,5 @@ async def apply_registry(nc: Nats, settings: BusSettings, who: Identity, op: Reg
     except Refused as exc:
         return RegistryResult(op=op.op, instance=op.instance, ok=False, message=str(exc))
     finally:
-        if registry._publisher is not None:
-            await registry._publisher.close()
+        await registry.close()
     return RegistryResult(op=op.op, instance=op.instance, ok=True, message=message)

@@ -68,6 +68,7 @@ class Registry:
     def __init__(self, nc: Client, publisher: Publisher | None = None) -> None:
         self.nc = nc
         self._publisher = publisher
+        self._own_publisher = publisher is None
         self._kv: KeyValue | None = None
 
     async def bucket(self) -> KeyValue:
@@ -79,6 +80,11 @@ class Registry:
         if self._publisher is None:
             self._publisher = await Publisher(self.nc).start()
         return self._publisher
+
+    async def close(self) -> None:
+        """Close the publisher it started itself (one it was given belongs to its caller)."""
+        if self._publisher is not None and self._own_publisher:
+            await self._publisher.close()
 
     # ------------------------------------------------------------------ reads
 
