@@ -24,6 +24,7 @@ import nats
 from nats.aio.client import Client, Server
 
 from bus import metrics
+from bus.auth import client_auth
 from bus.embedded import DEFAULT_PORT
 from bus.errors import Unreachable
 
@@ -31,7 +32,14 @@ log = logging.getLogger("bus.connection")
 
 
 class Connection(Client):
-    """nats-py's client whose `close()` also works while it is reconnecting."""
+    """nats-py's client whose `close()` also works while it is reconnecting; it knows its user."""
+
+    user: str | None = None  # the NATS user it offered (bus/auth.py), None without one
+
+    @property
+    def logged_in_as(self) -> str | None:
+        """The user the server knows it as; None on a server without users (it ignores logins)."""
+        return self.user if self._server_info.get("auth_required") else None
 
     async def close(self) -> None:
         try:
@@ -83,14 +91,18 @@ async def connect(
     attempts: int | None = None,
     pending_size: int = 64 * 1024 * 1024,
     outage_level: int = logging.WARNING,
+    role: str | None = None,
 ) -> Client:
     """Connect, retrying with capped exponential backoff and jitter.
 
     `attempts=None` retries forever (components); CLI commands pass a small number and get
     `Unreachable` with a clear message instead of a traceback. `outage_level` is the level of
     the disconnect / still unreachable / reconnect lines (a supervisor that restarts the
-    server itself reports the outage once, in its own words, and passes DEBUG).
+    server itself reports the outage once, in its own words, and passes DEBUG). `role` is the
+    NATS user to log in as (bus/auth.py); its password comes from the environment or the
+    credentials file, and a URL with `user:password@` in it wins over both.
     """
+    login = client_auth(role)
     target = url or default_url()
     tried = 0
     client: list[Client] = []
@@ -111,7 +123,11 @@ async def connect(
         tried += 1
         try:
             nc = Connection()
+            nc.user = login.user
             await nc.connect(
+                user=login.user,
+                password=login.password,
+                inbox_prefix=login.inbox_prefix,
                 servers=[s.strip() for s in target.split(",")],
                 name=name,
                 connect_timeout=2,

@@ -23,6 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
+from bus.auth import authorization_block, read_credentials
 from bus.errors import PortInUse, ServerFailed
 
 DEFAULT_PORT = 4222
@@ -83,11 +84,20 @@ def server_config(
     monitor_port: int = DEFAULT_MONITOR_PORT,
     server_name: str = "sqt",
     ports_file_dir: str | None = None,
+    auth: bool = True,
 ) -> str:
-    """The config file; port 0 renders as -1, nats-server's "any free port"."""
+    """The config file; port 0 renders as -1, nats-server's "any free port".
+
+    With `auth`, one user per role (bus/auth.py) whose passwords the server reads from its
+    environment; without, any client may do anything (local experiments only)."""
     client = _RANDOM_PORT if port == ANY_PORT else port
     monitor = _RANDOM_PORT if monitor_port == ANY_PORT else monitor_port
     ports_file = f'ports_file_dir: "{ports_file_dir}"\n' if ports_file_dir else ""
+    users = (
+        f"\n# Users and their rights: bus/auth.py. The passwords come from the environment (`sqt auth init`).\n{authorization_block()}"
+        if auth
+        else ""
+    )
     return f"""# nats-server settings for OpenSQT; rendered by bus/embedded.py server_config()
 # (a test keeps this file equal to it). Run by hand: nats-server -c nats.conf
 server_name: {server_name}
@@ -101,7 +111,7 @@ jetstream {{
   max_memory_store: 1GB
   max_file_store: 50GB
 }}
-"""
+{users}"""
 
 
 @dataclass
@@ -112,6 +122,7 @@ class EmbeddedServer:
     monitor_port: int = DEFAULT_MONITOR_PORT
     log_file: Path | None = None
     process: subprocess.Popen[bytes] | None = None
+    credentials: Path | None = None  # users on, with these passwords (bus/auth.py); None: no users
 
     @property
     def url(self) -> str:
@@ -165,12 +176,15 @@ class EmbeddedServer:
                 port=self.port,
                 monitor_port=self.monitor_port,
                 ports_file_dir=str(self.ports_dir.resolve()),
+                auth=self.credentials is not None,
             )
         )
+        env = {**os.environ, **read_credentials(self.credentials)} if self.credentials else None
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(
                 [server_binary(), "-c", str(conf)],
+                env=env,
                 stdout=out,
                 stderr=subprocess.STDOUT if self.log_file else subprocess.DEVNULL,
                 start_new_session=True,  # Ctrl-C goes to `sqt up`, which stops the server last

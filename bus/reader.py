@@ -27,6 +27,7 @@ from nats.aio.client import Client
 from nats.js.api import AckPolicy, ConsumerConfig, DeliverPolicy, ReplayPolicy
 from nats.nuid import NUID
 
+from bus.auth import may_publish
 from bus.connection import default_url
 from bus.contiguity import Contiguity
 from bus.contract import StoredMsg, parse_headers
@@ -64,7 +65,9 @@ class _Wire:
         self.writer = writer
 
     @classmethod
-    async def open(cls, url: str) -> _Wire:
+    async def open(cls, url: str, login: tuple[str, str] | None = None) -> _Wire:
+        """`login`: the user and password of the client it reads for (bus/auth.py), which a
+        `user:password@` in the URL overrides."""
         first = url.split(",")[0].strip()
         parsed = urlparse(first if "://" in first else f"nats://{first}")
         host, port = parsed.hostname or "127.0.0.1", parsed.port or 4222
@@ -90,6 +93,8 @@ class _Wire:
             connect["user"], connect["pass"] = unquote(parsed.username), unquote(parsed.password)
         elif parsed.username:
             connect["auth_token"] = unquote(parsed.username)
+        elif login is not None:
+            connect["user"], connect["pass"] = login
         writer.write(b"CONNECT " + json.dumps(connect).encode() + b"\r\nPING\r\n")
         await writer.drain()
         while True:
@@ -172,7 +177,9 @@ async def _read_once(
 ) -> AsyncIterator[list[StoredMsg]]:
     if end_seq is not None and start_seq is not None and start_seq > end_seq:
         return
-    wire = await _Wire.open(url or (nc.connected_url.geturl() if nc.connected_url else default_url()))
+    user, password = nc.options.get("user"), nc.options.get("password")
+    login = (user, password) if isinstance(user, str) and isinstance(password, str) else None
+    wire = await _Wire.open(url or (nc.connected_url.geturl() if nc.connected_url else default_url()), login)
     try:
         async for batch in _deliveries(nc, wire, stream, start_seq, start_time, end_seq, subjects, follow):
             yield batch
@@ -190,7 +197,8 @@ async def _deliveries(
     subjects: tuple[str, ...],
     follow: bool,
 ) -> AsyncIterator[list[StoredMsg]]:
-    inbox = f"_SQT_READ.{NUID().next().decode()}"
+    # Under the client's own inbox prefix: its NATS user may subscribe to nothing else (bus/auth.py).
+    inbox = f"{bytes(getattr(nc, '_inbox_prefix', b'_INBOX')).decode()}.read.{NUID().next().decode()}"
     wire.writer.write(f"SUB {inbox} 1\r\n".encode())
     await wire.writer.drain()
     js = nc.jetstream()
@@ -224,10 +232,13 @@ async def _deliveries(
         async for batch in _frames(wire, end_seq, follow):
             yield batch
     finally:
-        try:
-            await js.delete_consumer(stream, info.name)
-        except Exception:  # noqa: BLE001 - it expires on its own (inactive_threshold)
-            pass
+        # A read-only user may not delete consumers (bus/auth.py); the consumer expires on its
+        # own (inactive_threshold), so only who may is asked to clean up now.
+        if may_publish(getattr(nc, "logged_in_as", None), f"$JS.API.CONSUMER.DELETE.{stream}.{info.name}"):
+            try:
+                await js.delete_consumer(stream, info.name)
+            except Exception:  # noqa: BLE001 - it expires on its own (inactive_threshold)
+                pass
 
 
 async def _frames(wire: _Wire, end_seq: int | None, follow: bool) -> AsyncIterator[list[StoredMsg]]:

@@ -6,10 +6,15 @@ from __future__ import annotations
 
 GATEWAY = ("SQT_GATEWAY_TOKENS", "SQT_GATEWAY_JWT_SECRET")  # gateway/auth.py
 ALERTS = ("SQT_SLACK_WEBHOOK_URL", "SQT_TELEGRAM_BOT_TOKEN", "SQT_TELEGRAM_CHAT_ID")  # monitors/alerts/channels.py
-SECRET_VARIABLES: tuple[str, ...] = GATEWAY + ALERTS
+NATS = ("SQT_NATS_PASSWORD",)  # bus/auth.py; and SQT_NATS_PASSWORD_<ROLE> (the server's, from `sqt auth init`)
+SECRET_VARIABLES: tuple[str, ...] = GATEWAY + ALERTS + NATS
 # Venue keys (venues/ccxt/exchange.py): SQT_<VENUE>[_<ACCOUNT>]_API_KEY, _SECRET, _PASSWORD.
 CREDENTIAL_SUFFIXES = ("_API_KEY", "_SECRET", "_PASSWORD")
 
 
 def is_secret_variable(name: str) -> bool:
-    return name in SECRET_VARIABLES or (name.startswith("SQT_") and name.endswith(CREDENTIAL_SUFFIXES))
+    return (
+        name in SECRET_VARIABLES
+        or name.startswith("SQT_NATS_PASSWORD_")
+        or (name.startswith("SQT_") and name.endswith(CREDENTIAL_SUFFIXES))
+    )

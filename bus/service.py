@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 from collections.abc import Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
@@ -14,6 +15,19 @@ from nats.micro.service import EndpointStats, Service
 
 from bus import metrics
 from schemas.subjects import status as status_subject
+
+log = logging.getLogger("bus.service")
+
+
+def answerable(request: Request) -> bool:
+    """Whether a request's reply address is an inbox. A request that names a stream's subject as
+    its reply address would make us, who may publish there, write into that stream (bus/auth.py):
+    such a request is logged and not answered."""
+    reply: str = request._msg.reply  # nats micro keeps the message private
+    if reply.startswith("_INBOX"):
+        return True
+    log.warning("%s: not answered: the reply address %r is not an inbox", request.subject, reply[:80])
+    return False
 
 
 def package_version() -> str:
@@ -50,6 +64,8 @@ async def register(
     )
 
     async def handle(request: Request) -> None:
+        if not answerable(request):
+            return
         await request.respond(json.dumps(status(), default=str).encode())
 
     await service.add_endpoint(name="status", subject=status_subject(component, instance), handler=handle)

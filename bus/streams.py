@@ -1,18 +1,26 @@
 """Streams and key-value buckets, declared once as data and applied idempotently.
 
 `apply()` creates what is missing, updates what differs in the fields we manage, and says
-what it did; running it twice changes nothing the second time.
+what it did; running it twice changes nothing the second time. Components call `prepare()`,
+which applies only when their NATS user may (bus/auth.py) and otherwise waits for the streams.
 """
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from dataclasses import dataclass, field, replace
 from typing import Any
 
+from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamSource
 from nats.js.errors import BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
+
+from bus.auth import may_administer
+
+log = logging.getLogger("bus.streams")
 
 DAY = 86_400.0
 MINUTE = 60.0
@@ -221,3 +229,30 @@ async def apply(
     changes = [await apply_stream(js, s) for s in streams]
     changes += [await apply_bucket(js, b) for b in buckets]
     return changes
+
+
+async def prepare(
+    nc: Client,
+    streams: tuple[StreamSpec, ...] = STREAMS,
+    buckets: tuple[BucketSpec, ...] = BUCKETS,
+    *,
+    poll_s: float = 1.0,
+) -> None:
+    """What a component does at start: apply the declarations when its user may (the admin, or
+    any client of a server without users); otherwise wait until they exist, saying once what
+    is missing, since creating streams is the admin's (`sqt streams apply`, bus/auth.py)."""
+    if may_administer(getattr(nc, "logged_in_as", None)):
+        await apply(nc.jetstream(), streams, buckets)
+        return
+    js = nc.jetstream()
+    said = False
+    for name in [s.name for s in streams] + [f"KV_{b.name}" for b in buckets]:
+        while True:
+            try:
+                await js.stream_info(name)
+                break
+            except NotFoundError:
+                if not said:
+                    log.warning("waiting for stream %s: run `sqt streams apply` (as the admin) to create the streams", name)
+                    said = True
+                await asyncio.sleep(poll_s)

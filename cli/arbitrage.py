@@ -43,7 +43,7 @@ async def _arbitrage(config: Config, args: argparse.Namespace) -> int:
     if not config.arbitrages:
         raise ConfigError("no [[arbitrages]] in the config")
     try:
-        nc = await connect(config.nats_url, name="sqt-arbitrage-cli", attempts=3)
+        nc = await connect(config.nats_url, name="sqt-arbitrage-cli", attempts=3, role="operator")
     except Unreachable as exc:
         print(f"sqt: {exc}", file=sys.stderr)
         return 1

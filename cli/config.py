@@ -19,10 +19,11 @@ from typing import Any
 
 import msgspec
 
+from bus.auth import CREDENTIALS_ENV
 from bus.embedded import DEFAULT_MONITOR_PORT, DEFAULT_PORT
 from bus.secrets import is_secret_variable
 from bus.settings import BusSettings
-from bus.streams import STREAMS, Retention
+from bus.streams import STREAMS, Retention, StreamSpec, with_retention
 from executors.config import ExecutorConfig
 from gateway.config import GatewayConfig
 from monitors.alerts.config import AlertsConfig
@@ -49,6 +50,9 @@ class NatsSettings(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fie
     host: str = "127.0.0.1"
     port: int = DEFAULT_PORT
     monitor_port: int = DEFAULT_MONITOR_PORT
+    # One user per role with only its rights (bus/auth.py); false lets any client do anything.
+    auth: bool = True
+    credentials: str | None = None  # the passwords' file; default <data_dir>/nats-auth.env
 
     def __post_init__(self) -> None:
         for name in ("port", "monitor_port"):
@@ -87,6 +91,7 @@ def default_grids() -> list[GridConfig]:
 class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=True):
     data_dir: str = "data"
     log_level: str = "INFO"
+    log_format: str = "text"  # or "json": one JSON object per line (bus/log.py)
     nats: NatsSettings = NatsSettings()
     streams: dict[str, StreamSettings] = msgspec.field(default_factory=dict)
     sim: SimConfig = SimConfig()
@@ -112,6 +117,8 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
                 raise ValueError(f"unknown stream {name!r} in `streams` (known: {', '.join(sorted(known))})")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("`log_level` must be DEBUG, INFO, WARNING or ERROR")
+        if self.log_format not in ("text", "json"):
+            raise ValueError("`log_format` must be text or json")
         for name in self.venues:
             if name == self.sim.venue:
                 raise ValueError(f"`venues.{name}`: {name!r} is the simulated exchange's name (`sim.venue`); pick another")
@@ -160,6 +167,11 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
     def embedded(self) -> bool:
         return not self.nats.url
 
+    @property
+    def credentials_path(self) -> Path:
+        """The NATS passwords' file (`nats.credentials`; SQT_NATS_CREDENTIALS wins, bus/auth.py)."""
+        return Path(os.environ.get(CREDENTIALS_ENV) or self.nats.credentials or Path(self.data_dir) / "nats-auth.env")
+
     def bus(self) -> BusSettings:
         """What the component runners need of this configuration."""
         return BusSettings(
@@ -169,6 +181,14 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
             venues=self.venues,
             sim_venues=tuple(s.venue for s in self.sims),
         )
+
+    def declared_streams(self) -> tuple[StreamSpec, ...]:
+        """Every stream the admin declares: the bus's, with the operator's retention, and each
+        simulated exchange's journal (the exchange's own user may not create streams)."""
+        from venues.sim.journal import journal_stream
+
+        venues = [self.sim.venue] + [s.venue for s in self.sims]
+        return with_retention(STREAMS, self.retention()) + tuple(journal_stream(v) for v in venues)
 
     def retention(self) -> dict[str, Retention]:
         out = {}
@@ -278,10 +298,15 @@ def env_overrides(raw: dict[str, Any], environ: dict[str, str], origin: dict[str
         raw.setdefault("nats", {})["url"] = environ["NATS_URL"]
         origin["nats.url"] = "NATS_URL"
     for var, value in sorted(environ.items()):
-        if not var.startswith("SQT_") or var in ("SQT_CONFIG", "SQT_LOG_LEVEL") or is_secret_variable(var):
-            if var == "SQT_LOG_LEVEL":
-                raw["log_level"] = value
-                origin["log_level"] = var
+        # SQT_NATS_USER goes with its password to the NATS client (bus/auth.py), not the config.
+        if (
+            not var.startswith("SQT_")
+            or var in ("SQT_CONFIG", "SQT_LOG_LEVEL", "SQT_LOG_FORMAT", "SQT_NATS_USER")
+            or is_secret_variable(var)
+        ):
+            if var in ("SQT_LOG_LEVEL", "SQT_LOG_FORMAT"):
+                raw[var[4:].lower()] = value
+                origin[var[4:].lower()] = var
             continue
         path = var[4:].lower()
         placed = False

@@ -25,7 +25,7 @@ from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
 from bus.connection import Unreachable, connect
-from bus.streams import STREAMS, apply, with_retention
+from bus.streams import STREAMS, prepare, with_retention
 from cli.config import Config, ConfigError
 from cli.overrides import with_sets
 from cli.risk import operator_name
@@ -67,13 +67,13 @@ def grid_command(config: Config, args: argparse.Namespace) -> int:
 
 async def _grid(config: Config, args: argparse.Namespace) -> int:
     try:
-        nc = await connect(config.nats_url, name="sqt-grid-cli", attempts=3)
+        nc = await connect(config.nats_url, name="sqt-grid-cli", attempts=3, role="operator")
     except Unreachable as exc:
         print(f"sqt: {exc}", file=sys.stderr)
         return 1
     registry = Registry(nc)
     try:
-        await apply(nc.jetstream(), with_retention(STREAMS, config.retention()))
+        await prepare(nc, with_retention(STREAMS, config.retention()))
         by = operator_name()
         match args.action:
             case "add":

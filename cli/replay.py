@@ -213,7 +213,7 @@ async def _replay_grid(config: Config, grid: GridConfig, args: argparse.Namespac
         source: Recorded = FromFile(args.from_file)
     else:
         try:
-            nc = await connect(config.nats_url, name="sqt-replay", attempts=3)
+            nc = await connect(config.nats_url, name="sqt-replay", attempts=3, role="operator")
         except Unreachable as exc:
             print(f"sqt: {exc}", file=sys.stderr)
             return 1
@@ -319,7 +319,7 @@ def decided_between(prefix: str, start: GridState | None, end: GridState, first_
 async def _export(config: Config, args: argparse.Namespace) -> int:
     since, until = parse_time(args.since), parse_time(args.until)
     try:
-        nc = await connect(config.nats_url, name="sqt-export", attempts=3)
+        nc = await connect(config.nats_url, name="sqt-export", attempts=3, role="operator")
     except Unreachable as exc:
         print(f"sqt: {exc}", file=sys.stderr)
         return 1

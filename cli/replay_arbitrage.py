@@ -58,7 +58,7 @@ async def replay_arbitrage(config: Config, args: argparse.Namespace) -> int:
     since = parse_time(args.since, default=dt.datetime.fromtimestamp(0, dt.timezone.utc))
     first_ms, last_ms = int(since.timestamp() * 1000), int(until.timestamp() * 1000)
     try:
-        nc = await connect(config.nats_url, name="sqt-replay-arbitrage", attempts=3)
+        nc = await connect(config.nats_url, name="sqt-replay-arbitrage", attempts=3, role="operator")
     except Unreachable as exc:
         print(f"sqt: {exc}", file=sys.stderr)
         return 1

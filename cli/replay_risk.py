@@ -43,7 +43,7 @@ async def replay_risk(config: Config, args: argparse.Namespace) -> int:
     until = parse_time(args.until)
     since = parse_time(args.since, default=dt.datetime.fromtimestamp(0, dt.timezone.utc))
     try:
-        nc = await connect(config.nats_url, name="sqt-replay-risk", attempts=3)
+        nc = await connect(config.nats_url, name="sqt-replay-risk", attempts=3, role="operator")
     except Unreachable as exc:
         print(f"sqt: {exc}", file=sys.stderr)
         return 1

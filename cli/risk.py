@@ -45,7 +45,7 @@ def risk_command(config: Config, args: argparse.Namespace) -> int:
 
 async def _risk(config: Config, args: argparse.Namespace) -> int:
     try:
-        nc = await connect(config.nats_url, name="sqt-risk-cli", attempts=3)
+        nc = await connect(config.nats_url, name="sqt-risk-cli", attempts=3, role="operator")
     except Unreachable as exc:
         print(f"sqt: {exc}", file=sys.stderr)
         return 1

@@ -10,18 +10,19 @@ import time
 from pathlib import Path
 
 from bus import process
+from bus.auth import init_credentials
 from bus.connection import connect
 from bus.embedded import EmbeddedServer, PortInUse, ServerFailed
-from bus.streams import STREAMS, apply, with_retention
+from bus.streams import STREAMS, prepare, with_retention
 from cli.config import Config, ConfigError
 from venues.sim.config import SimConfig
 
 log = logging.getLogger("sqt")
 
 
-async def connect_and_apply(config: Config, name: str):
-    nc = await connect(config.nats_url, name=name)
-    await apply(nc.jetstream(), with_retention(STREAMS, config.retention()))
+async def connect_and_apply(config: Config, name: str, role: str):
+    nc = await connect(config.nats_url, name=name, role=role)
+    await prepare(nc, with_retention(STREAMS, config.retention()))
     return nc
 
 
@@ -154,7 +155,7 @@ def _grid_host(config: Config, instance: str | None) -> int:
     name = instance
 
     async def main(stop: asyncio.Event) -> None:
-        nc = await connect_and_apply(config, f"sqt-grid-{name}")
+        nc = await connect_and_apply(config, f"sqt-grid-{name}", "strategy")
         try:
             if fallback is None and await Registry(nc).get("grid", name) is None:
                 known = ", ".join(g.instance for g in config.grids) or "none configured"
@@ -186,7 +187,7 @@ def _grids_host(config: Config, shard: str) -> int:
         raise ConfigError(str(exc)) from None
 
     async def main(stop: asyncio.Event) -> None:
-        nc = await connect_and_apply(config, f"sqt-grids-{n}-of-{m}")
+        nc = await connect_and_apply(config, f"sqt-grids-{n}-of-{m}", "strategy")
         try:
             await Registry(nc).seed(config.grids, "config")
             host = Host(nc, config.bus(), lambda r: shard_of(r.instance, m) == n, name=f"grids:{n}/{m}")
@@ -204,7 +205,7 @@ def _grids_host(config: Config, shard: str) -> int:
 async def _sim(config: Config, sim: SimConfig, stop: asyncio.Event) -> None:
     from venues.sim.service import SimService
 
-    nc = await connect_and_apply(config, f"sqt-sim-{sim.venue}")
+    nc = await connect_and_apply(config, f"sqt-sim-{sim.venue}", "exchange")
     try:
         await SimService(nc, sim).run(stop)
     finally:
@@ -220,7 +221,23 @@ def embedded_server(config: Config) -> EmbeddedServer:
         port=config.nats.port,
         monitor_port=config.nats.monitor_port,
         log_file=data / "logs" / "nats.log",
+        credentials=credentials(config),
     )
+
+
+def credentials(config: Config) -> Path | None:
+    """The passwords' file for the embedded server's users, written on first start; None when
+    `nats.auth` is off, which is said loudly: then any local process may place orders."""
+    if not config.nats.auth:
+        log.warning(
+            "NATS authorization is OFF (nats.auth = false): any client of the server may publish commands and place "
+            "orders. For local experiments only."
+        )
+        return None
+    path = config.credentials_path
+    if init_credentials(path):
+        log.info("wrote NATS passwords for every role to %s (sqt auth init; never commit it)", path)
+    return path
 
 
 def start_embedded(config: Config) -> EmbeddedServer:

@@ -16,7 +16,7 @@ from nats.aio.client import Client
 
 from bus import checkpoints
 from bus.connection import Unreachable, connect
-from bus.streams import BUCKETS, STREAMS, apply, with_retention
+from bus.streams import BUCKETS, apply
 from cli.config import Config
 
 
@@ -27,9 +27,9 @@ def _table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     return "\n".join(lines)
 
 
-async def _connected(config: Config) -> Client:
+async def _connected(config: Config, role: str = "operator") -> Client:
     try:
-        return await connect(config.nats_url, name="sqt-status", attempts=3)
+        return await connect(config.nats_url, name="sqt-status", attempts=3, role=role)
     except Unreachable as exc:
         print(f"sqt: {exc}", file=sys.stderr)
         raise SystemExit(1) from None
@@ -180,11 +180,11 @@ def status(config: Config) -> int:
 
 
 async def _streams(config: Config, action: str) -> int:
-    nc = await _connected(config)
+    nc = await _connected(config, "admin" if action == "apply" else "operator")
     js = nc.jetstream()
     try:
         if action == "apply":
-            for change in await apply(js, with_retention(STREAMS, config.retention()), BUCKETS):
+            for change in await apply(js, config.declared_streams(), BUCKETS):
                 print(change)
             return 0
         rows = []

@@ -41,7 +41,7 @@ def _short(value: Any) -> str:
 def tail(config: Config, args: argparse.Namespace) -> int:
     async def main(stop: asyncio.Event) -> None:
         try:
-            nc = await connect(config.nats_url, name="sqt-tail", attempts=3)
+            nc = await connect(config.nats_url, name="sqt-tail", attempts=3, role="operator")
         except Unreachable as exc:
             print(f"sqt: {exc}", file=sys.stderr)
             raise SystemExit(1) from None

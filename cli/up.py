@@ -25,7 +25,7 @@ from bus import log as buslog
 from bus.connection import Unreachable, connect, redact
 from bus.embedded import EmbeddedServer
 from bus.errors import BusError
-from bus.streams import STREAMS, apply, with_retention
+from bus.streams import apply
 from cli.config import Config
 from cli.run import start_embedded
 from cli.statusline import print_status_lines
@@ -138,8 +138,8 @@ async def _run(config: Config, url: str, supervisor: Supervisor, quiet: bool, fo
     try:
         # The supervisor reports an embedded server's outages itself; its client need not.
         level = logging.DEBUG if supervisor.server is not None else logging.WARNING
-        nc = await connect(url, name="sqt-up", attempts=10, outage_level=level)
-        changes = await apply(nc.jetstream(), with_retention(STREAMS, config.retention()))
+        nc = await connect(url, name="sqt-up", attempts=10, outage_level=level, role="admin")
+        changes = await apply(nc.jetstream(), config.declared_streams())
     except Unreachable as exc:
         print(f"sqt: {exc}", file=sys.stderr)
         await supervisor.stop()

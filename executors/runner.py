@@ -18,7 +18,7 @@ from bus.handler import HandlerRuntime
 from bus.http import address, maybe_serve
 from bus.service import register
 from bus.settings import BusSettings
-from bus.streams import apply
+from bus.streams import prepare
 from executors import metrics
 from executors.breakers import BreakerView
 from executors.config import ExecutorConfig
@@ -100,8 +100,8 @@ def build_executor(nc: Client, cfg: ExecutorConfig, venue: Venue, breakers: Brea
 
 
 async def run_executor(settings: BusSettings, cfg: ExecutorConfig, stop: asyncio.Event) -> None:
-    nc = await connect(settings.nats_url, name=f"sqt-executor-{cfg.venue}-{cfg.account}")
-    await apply(nc.jetstream(), settings.streams())
+    nc = await connect(settings.nats_url, name=f"sqt-executor-{cfg.venue}-{cfg.account}", role="executor")
+    await prepare(nc, settings.streams())
     venue = open_venue(nc, cfg.venue, cfg.account, settings, timeout=cfg.request_timeout)
     breakers = await BreakerView(nc, heartbeat_ms=cfg.risk_heartbeat_ms).start()
     runtime = build_executor(nc, cfg, venue, breakers)

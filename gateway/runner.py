@@ -12,7 +12,7 @@ from aiohttp import web
 from bus.connection import connect
 from bus.service import register
 from bus.settings import BusSettings
-from bus.streams import apply
+from bus.streams import prepare
 from gateway.app import make_app, state_of
 from gateway.auth import Auth
 from gateway.config import GatewayConfig
@@ -24,9 +24,9 @@ log = logging.getLogger("gateway")
 async def run_gateway(bus: BusSettings, config: GatewayConfig, stop: asyncio.Event, from_file: Path | None = None) -> None:
     record = from_file_records(from_file) if from_file is not None else None  # a bad file stops the start, naming the line
     auth = Auth.from_env(config.auth, os.environ)  # a bad token list stops the start, naming the entry
-    nc = await connect(bus.nats_url, name="sqt-gateway")
+    nc = await connect(bus.nats_url, name="sqt-gateway", role="gateway")
     try:
-        await apply(nc.jetstream(), bus.streams())
+        await prepare(nc, bus.streams())
         app = make_app(nc, config, auth, record, bus)
         runner = web.AppRunner(app, access_log=None, shutdown_timeout=2.0)
         await runner.setup()

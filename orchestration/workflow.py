@@ -25,6 +25,7 @@ from msgspec.structs import replace
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
+from bus.auth import may_administer
 from bus.lease import Lease
 from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime
@@ -192,7 +193,12 @@ async def _venue_position(venue: Venue, symbol: str) -> Decimal:
 
 async def drop_input_stream(nc: Client, grid: GridConfig) -> None:
     """A removed instance's sourced copy of the market goes (its orders, fills, commands and
-    states stay in ACCOUNT, COMMAND and OPS); the checkpoint stays, a record of where it ended."""
+    states stay in ACCOUNT, COMMAND and OPS); the checkpoint stays, a record of where it ended.
+    A user that may not delete streams (every one but the admin, bus/auth.py) leaves it, to age
+    out under its retention or be deleted by the admin."""
+    if not may_administer(getattr(nc, "logged_in_as", None)):
+        log.info("%s: input stream %s kept: deleting streams is the admin's", grid.instance, input_stream(grid).name)
+        return
     try:
         await nc.jetstream().delete_stream(input_stream(grid).name)
     except NotFoundError:

@@ -36,7 +36,7 @@ def nats_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
 
 @pytest.fixture
 async def nc(nats_server: EmbeddedServer) -> AsyncIterator[Client]:
-    client = await connect(nats_server.url, name="pytest", attempts=3)
+    client = await connect(nats_server.url, name="pytest", attempts=3, role="admin")
     yield client
     await client.close()
 

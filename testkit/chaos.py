@@ -310,7 +310,7 @@ async def run(
         grid = load(cluster.config, environ={}).grid(INSTANCE)
         for name in COMPONENTS:
             cluster.start(name)
-        nc = await connect(cluster.server.url, name="chaos-driver", attempts=10)
+        nc = await connect(cluster.server.url, name="chaos-driver", attempts=10, role="admin")
         try:
             kills_done = await drive(cluster, nc, grid, steps, kill_at, rng, on_kill)
             cluster.stop("grid")  # a graceful stop writes the final checkpoint

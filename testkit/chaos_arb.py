@@ -157,7 +157,7 @@ async def run(workdir: Path, seed: int, kills: int, swing_s: float = 2.5) -> Arb
         arb = load(cluster.config, environ={}).arbitrage(INSTANCE)
         for name in ("sim", "executor", "funding", "arbitrage"):
             cluster.start(name)
-        nc = await connect(cluster.server.url, name="chaos-arb-driver", attempts=10)
+        nc = await connect(cluster.server.url, name="chaos-arb-driver", attempts=10, role="admin")
         outcome_kills = {v: 0 for v in VICTIMS}
         kill_times: list[float] = []
         try:

@@ -796,7 +796,7 @@ async def start(target: Target, workdir: Path, stack: AsyncExitStack, stop: asyn
     """A nats-server, the streams, and the target's consumer running against them."""
     server = start_server(workdir)
     stack.callback(server.stop)
-    nc = await connect(server.url, name=f"hostile-{target.name}", attempts=5)
+    nc = await connect(server.url, name=f"hostile-{target.name}", attempts=5, role="admin")
     stack.push_async_callback(nc.close)
     await streams.apply(nc.jetstream())
     return await target.start(nc, stack, stop)

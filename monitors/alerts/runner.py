@@ -21,7 +21,7 @@ from bus.http import address, maybe_serve
 from bus.publisher import Publisher
 from bus.service import register
 from bus.settings import BusSettings
-from bus.streams import apply
+from bus.streams import prepare
 from monitors.alerts import metrics
 from monitors.alerts.channels import SECRET_VARIABLES, Channel, from_env
 from monitors.alerts.config import AlertsConfig
@@ -104,9 +104,9 @@ async def run_alerts(settings: BusSettings, cfg: AlertsConfig, stop: asyncio.Eve
             *SECRET_VARIABLES,
         )
     async with AsyncExitStack() as stack:
-        nc = await connect(settings.nats_url, name=f"sqt-alerts-{cfg.instance}")
+        nc = await connect(settings.nats_url, name=f"sqt-alerts-{cfg.instance}", role="alerts")
         stack.push_async_callback(nc.close)
-        await apply(nc.jetstream(), settings.streams())
+        await prepare(nc, settings.streams())
         publisher = await Publisher(nc).start()
         stack.push_async_callback(publisher.close)
         store = await Store(nc, publisher, cfg.confirm_ttl_s).open()

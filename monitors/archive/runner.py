@@ -19,7 +19,7 @@ from bus.connection import connect
 from bus.http import address, maybe_serve
 from bus.service import register
 from bus.settings import BusSettings
-from bus.streams import apply
+from bus.streams import prepare
 from monitors.archive import metrics
 from monitors.archive.config import ArchiveConfig
 from monitors.archive.consumer import ArchiveConsumer
@@ -66,9 +66,9 @@ async def run_consumers(consumers: list[ArchiveConsumer], stop: asyncio.Event) -
 
 async def run_archive(settings: BusSettings, cfg: ArchiveConfig, root: Path, stop: asyncio.Event) -> None:
     async with AsyncExitStack() as owned:
-        nc = await connect(settings.nats_url, name="sqt-archive")
+        nc = await connect(settings.nats_url, name="sqt-archive", role="archive")
         owned.push_async_callback(nc.close)
-        await apply(nc.jetstream(), settings.streams())
+        await prepare(nc, settings.streams())
         root.mkdir(parents=True, exist_ok=True)
         consumers = build_archive(nc, cfg, root)
         started = time.time()

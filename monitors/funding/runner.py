@@ -24,7 +24,7 @@ from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import register
 from bus.settings import BusSettings
-from bus.streams import DAY, MINUTE, Source, StreamSpec, apply, apply_stream
+from bus.streams import DAY, MINUTE, Source, StreamSpec, apply_stream, prepare
 from monitors.funding.config import FundingConfig
 from monitors.funding.core import FundingCore
 from monitors.funding.metrics import FundingMetrics
@@ -142,9 +142,9 @@ def status_of(runtime: ConsumerRuntime[FundingState, Any], cfg: FundingConfig) -
 
 
 async def run_funding(settings: BusSettings, cfg: FundingConfig, stop: asyncio.Event) -> None:
-    nc = await connect(settings.nats_url, name=f"sqt-funding-{cfg.instance}")
+    nc = await connect(settings.nats_url, name=f"sqt-funding-{cfg.instance}", role="strategy")
     try:
-        await apply(nc.jetstream(), settings.streams())
+        await prepare(nc, settings.streams())
         markets = await market_rules(nc, cfg, settings, stop)
         if markets is None:
             return

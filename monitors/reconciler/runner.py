@@ -30,7 +30,7 @@ from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime
 from bus.service import register
 from bus.settings import BusSettings
-from bus.streams import apply
+from bus.streams import prepare
 from monitors.reconciler import metrics
 from monitors.reconciler.config import ReconcilerConfig
 from monitors.reconciler.reconciler import Reconciler
@@ -159,9 +159,9 @@ async def run_parts(parts: Parts, stop: asyncio.Event) -> None:
 
 async def run_reconciler(settings: BusSettings, cfg: ReconcilerConfig, stop: asyncio.Event) -> None:
     async with AsyncExitStack() as owned:
-        nc = await connect(settings.nats_url, name=f"sqt-reconciler-{cfg.name}")
+        nc = await connect(settings.nats_url, name=f"sqt-reconciler-{cfg.name}", role="reconciler")
         owned.push_async_callback(nc.close)
-        await apply(nc.jetstream(), settings.streams())
+        await prepare(nc, settings.streams())
         venue = open_venue(nc, cfg.venue, cfg.account, settings, timeout=cfg.request_timeout)
         owned.push_async_callback(venue.close)
         publisher = await Publisher(nc).start()

@@ -36,7 +36,7 @@ from bus.publisher import PubAck, Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import register
 from bus.settings import BusSettings
-from bus.streams import BREAKERS, DAY, MINUTE, Source, StreamSpec, apply, apply_stream
+from bus.streams import BREAKERS, DAY, MINUTE, Source, StreamSpec, apply_stream, prepare
 from monitors.risk.config import RiskConfig
 from monitors.risk.core import RiskCore
 from monitors.risk.metrics import RiskMetrics
@@ -191,9 +191,9 @@ async def build_risk(nc: Client, cfg: RiskConfig, markets: dict[str, Market], pu
 
 
 async def run_risk(settings: BusSettings, cfg: RiskConfig, stop: asyncio.Event) -> None:
-    nc = await connect(settings.nats_url, name=f"sqt-risk-{cfg.instance}")
+    nc = await connect(settings.nats_url, name=f"sqt-risk-{cfg.instance}", role="risk")
     try:
-        await apply(nc.jetstream(), settings.streams())
+        await prepare(nc, settings.streams())
         markets = await market_rules(nc, cfg, settings, stop)
         if markets is None:
             return

@@ -28,7 +28,7 @@ from bus.lease import Lease
 from bus.publisher import Publisher
 from bus.service import register
 from bus.settings import BusSettings
-from bus.streams import apply
+from bus.streams import prepare
 from publishers.ccxt import metrics
 from publishers.ccxt.account import AccountSync, BalancesFeed, FillsFeed, OrdersFeed, PositionsFeed
 from publishers.ccxt.config import PublisherConfig
@@ -212,10 +212,10 @@ async def markets_loaded(exchange: Any, venue: str, stop: asyncio.Event) -> bool
 async def run_publisher(settings: BusSettings, venue_cfg: CcxtVenueConfig, cfg: PublisherConfig, stop: asyncio.Event | None = None) -> None:
     stop = stop or asyncio.Event()
     async with AsyncExitStack() as owned:
-        nc = await connect(settings.nats_url, name=f"sqt-publisher-{cfg.name}")
+        nc = await connect(settings.nats_url, name=f"sqt-publisher-{cfg.name}", role="exchange")
         owned.push_async_callback(nc.close)
         js = nc.jetstream()
-        await apply(js, settings.streams())
+        await prepare(nc, settings.streams())
         lease = Lease(nc, f"publisher-{cfg.name}")
         await lease.acquire()
         owned.push_async_callback(lease.release)

@@ -26,7 +26,7 @@ from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import register
 from bus.settings import BusSettings
-from bus.streams import DAY, MINUTE, Source, StreamSpec, apply, apply_stream
+from bus.streams import DAY, MINUTE, Source, StreamSpec, apply_stream, prepare
 from schemas import subjects
 from schemas.account import BorrowInterest, FundingPayment, OrderUpdate
 from schemas.market import Market, Ticker
@@ -168,9 +168,9 @@ async def build_arbitrage(
 
 
 async def run_arbitrage(settings: BusSettings, cfg: ArbConfig, stop: asyncio.Event) -> None:
-    nc = await connect(settings.nats_url, name=f"sqt-arbitrage-{cfg.instance}")
+    nc = await connect(settings.nats_url, name=f"sqt-arbitrage-{cfg.instance}", role="strategy")
     try:
-        await apply(nc.jetstream(), settings.streams())
+        await prepare(nc, settings.streams())
         # The venues are asked for their market rules only: one per venue (a spot-perp pair is one
         # venue), closed once the rules are known (a ccxt venue holds an HTTP session).
         opened = {name: open_venue(nc, name, cfg.account, settings) for name in dict.fromkeys(leg.venue for leg in cfg.legs)}

@@ -27,7 +27,7 @@ from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import register
 from bus.settings import BusSettings
-from bus.streams import BREAKERS, DAY, MINUTE, Source, StreamSpec, apply, apply_stream
+from bus.streams import BREAKERS, DAY, MINUTE, Source, StreamSpec, apply_stream, prepare
 from schemas import ids, subjects
 from schemas.account import Liquidation, OrderUpdate
 from schemas.market import Market, Ticker
@@ -243,9 +243,9 @@ async def build_grid(
 
 
 async def run_grid(settings: BusSettings, grid: GridConfig, stop: asyncio.Event) -> None:
-    nc = await connect(settings.nats_url, name=f"sqt-grid-{grid.instance}")
+    nc = await connect(settings.nats_url, name=f"sqt-grid-{grid.instance}", role="strategy")
     try:
-        await apply(nc.jetstream(), settings.streams())
+        await prepare(nc, settings.streams())
         await serve_grid(nc, settings, grid, stop)
     finally:
         await nc.close()

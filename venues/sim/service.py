@@ -34,8 +34,8 @@ from bus.errors import PublishError
 from bus.http import address, maybe_serve
 from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
-from bus.service import package_version
-from bus.streams import apply_stream
+from bus.service import answerable, package_version
+from bus.streams import prepare
 from schemas import subjects
 from schemas.account import OrderUpdate
 from schemas.codec import encode
@@ -120,7 +120,7 @@ class SimService:
             self.runtime.publisher = self.publisher
             if self.feed is not None:
                 self.feed.publisher = self.publisher
-        await apply_stream(self.nc.jetstream(), self.journal)
+        await prepare(self.nc, (self.journal,), ())
         http = self.http = await maybe_serve(self.config.metrics_port, self.metrics.registry, self.status)
         runtime_task = asyncio.create_task(self.runtime.run(stop), name="sim-engine")
         try:
@@ -332,6 +332,8 @@ class SimService:
 
     def _endpoint(self, handler: Callable[[bytes], Awaitable[msgspec.Struct]]) -> Callable[[Request], Awaitable[None]]:
         async def handle(request: Request) -> None:
+            if not answerable(request):
+                return
             began = time.perf_counter()
             code = await answer(request)
             self.metrics.answered(request.subject.rsplit(".", 1)[-1], code, time.perf_counter() - began)

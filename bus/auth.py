@@ -1,0 +1,273 @@
+"""Who may do what on the bus: one NATS user per role, each with only the subjects it needs.
+
+The roles and their rights are data here, rendered into the server's config (`nats.conf`,
+the embedded server's and the cluster nodes' config, by `bus.embedded.server_config`). The
+config names each password as an environment variable (`$SQT_NATS_PASSWORD_<ROLE>`), so no
+password is ever in a config file: `sqt auth init` writes them into a credentials file
+(KEY=VALUE lines, mode 0600, under data/, never committed) that the server's environment and
+the clients read.
+
+A client finds its password by its role (`connect(..., role="executor")`): from
+`SQT_NATS_USER`/`SQT_NATS_PASSWORD` when set (docker-compose gives each service only its own),
+else from the credentials file (`SQT_NATS_CREDENTIALS`, default `data/nats-auth.env`).
+
+Every role gets its own inbox prefix (`_INBOX_<role>`) and may subscribe only to its own, so
+no role reads another's replies; components answer requests through `allow_responses`, which
+lets them publish a reply only to a request they received. What one account cannot confine
+(the server's own JetStream API answers to any reply subject) is in docs/adr/0026.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from schemas.subjects import matches
+
+CREDENTIALS_ENV = "SQT_NATS_CREDENTIALS"
+USER_ENV = "SQT_NATS_USER"
+PASSWORD_ENV = "SQT_NATS_PASSWORD"
+DEFAULT_CREDENTIALS = Path("data") / "nats-auth.env"
+
+# Reading the streams: stream info, message get, consumers (create, look up, pull, ack, flow
+# control). Never create, update, delete or purge a stream: that is the admin's.
+_JS_READ = (
+    "$JS.API.INFO",
+    "$JS.API.STREAM.INFO.*",
+    "$JS.API.STREAM.NAMES",
+    "$JS.API.STREAM.LIST",
+    "$JS.API.STREAM.MSG.GET.*",
+    "$JS.API.DIRECT.GET.>",
+    "$JS.API.CONSUMER.CREATE.>",
+    "$JS.API.CONSUMER.INFO.>",
+    "$JS.API.CONSUMER.NAMES.*",
+    "$JS.API.CONSUMER.LIST.*",
+    "$JS.API.CONSUMER.MSG.NEXT.>",
+    "$JS.ACK.>",
+    "$JS.FC.>",
+)
+# A consumer with a durable name and a lease (bus/consumer.py, bus/lease.py): it recreates its
+# durable consumer at the position it knows, and holds its lease in the registry bucket.
+_CONSUMER = (
+    *_JS_READ,
+    "$JS.API.CONSUMER.DURABLE.CREATE.>",
+    "$JS.API.CONSUMER.DELETE.>",
+    "$KV.registry.lease.>",
+    "$KV.checkpoints.>",
+    "dlq.>",
+)
+# Asking a component for its status (`sqt status`, the alerts' pinger): NATS micro's subjects.
+_ASK_STATUS = ("$SRV.>", "sqt.status.>")
+_VENUE_API = ("venue.*.api.>",)
+# A strategy's or monitor's own input stream (IN_GRID_<id>, IN_RISK_<id>...), sourced from the
+# bus's streams. NATS wildcards match whole tokens, and a stream name is one token, so "streams
+# named IN_GRID_..." cannot be said: the role may create any stream, but never update, purge or
+# delete one, so what exists cannot be touched (docs/adr/0026).
+_INPUT_STREAM = ("$JS.API.STREAM.CREATE.*",)
+# The archive's leases, one per stream (monitors/archive/runner.py); keys, not a wildcard.
+_ARCHIVE_LEASES = tuple(f"$KV.registry.lease.archive-{name.lower()}" for name in ("MARKET", "ACCOUNT", "COMMAND", "OPS", "DLQ"))
+
+
+@dataclass(frozen=True)
+class Role:
+    name: str
+    purpose: str
+    publish: tuple[str, ...]
+    subscribe: tuple[str, ...] = ()
+    everything: bool = False  # the admin: streams, buckets, backups
+
+    @property
+    def inbox_prefix(self) -> str:
+        return f"_INBOX_{self.name}"
+
+    @property
+    def password_variable(self) -> str:
+        return f"SQT_NATS_PASSWORD_{self.name.upper()}"
+
+    def subscribe_allow(self) -> tuple[str, ...]:
+        # Every component serves its own status (NATS micro: $SRV.* and sqt.status.<component>).
+        return (f"{self.inbox_prefix}.>", "$SRV.>", "sqt.status.>", *self.subscribe)
+
+
+ROLES: Mapping[str, Role] = {
+    r.name: r
+    for r in (
+        Role(
+            "exchange",
+            "the simulated exchange and the ccxt publishers: market data and the account's events",
+            ("md.>", "acct.>", "venue.*.journal.>", "ops.sim.>", "ops.publisher.>", *_CONSUMER),
+            ("venue.*.api.>",),
+        ),
+        Role(
+            "executor",
+            "places and cancels orders at a venue; publishes what the venue says",
+            ("acct.>", "ops.executor.>", *_VENUE_API, *_CONSUMER),
+        ),
+        Role(
+            "strategy",
+            "grids, arbitrage and the funding monitor: commands and their own state",
+            (
+                "cmd.*.*.*.place",
+                "cmd.*.*.*.cancel",
+                "cmd.*.*.*.cancel_all",
+                "ops.grid.>",
+                "ops.arbitrage.>",
+                "ops.funding.>",
+                "ops.funding-monitor.>",
+                "ops.registry.>",
+                "$KV.registry.>",  # the grid registry's records (orchestration/registry.py)
+                *_VENUE_API,  # a removal lists the instance's open orders (orchestration/workflow.py)
+                *_INPUT_STREAM,
+                *_CONSUMER,
+            ),
+        ),
+        Role(
+            "risk",
+            "breakers: writes the breakers bucket and may cancel everything",
+            ("ops.risk.>", "cmd.*.*.*.cancel_all", "$KV.breakers.>", "venue.*.api.markets", *_INPUT_STREAM, *_CONSUMER),
+        ),
+        Role("reconciler", "compares the venue with the ACCOUNT stream", ("ops.reconciler.>", *_VENUE_API, *_CONSUMER)),
+        Role(
+            "alerts",
+            "sends alerts; asks components whether they live",
+            ("ops.alerts.>", "$KV.alerts.>", *_ASK_STATUS, *_INPUT_STREAM, *_CONSUMER),
+        ),
+        Role("archive", "reads every stream into Parquet; publishes nothing", (*_JS_READ, *_ARCHIVE_LEASES)),
+        Role("gateway", "the web page's server: reads, and publishes controls only", (*_JS_READ, "ops.control.>")),
+        Role(
+            "operator",
+            "sqt commands: controls, the registry, breaker resets, status; no stream admin",
+            ("cmd.>", "ops.>", "$KV.>", *_ASK_STATUS, *_VENUE_API, *_CONSUMER),
+            ("md.>", "acct.>", "cmd.>", "ops.>", "dlq.>", "venue.>"),
+        ),
+        Role("admin", "streams, buckets, backups and restores", (">",), (">",), everything=True),
+    )
+}
+
+# What each component runs as (sqt up's children, docker-compose's services).
+COMPONENT_ROLES: Mapping[str, str] = {
+    "sim": "exchange",
+    "publisher": "exchange",
+    "executor": "executor",
+    "grid": "strategy",
+    "grids": "strategy",
+    "arbitrage": "strategy",
+    "funding": "strategy",
+    "risk": "risk",
+    "reconciler": "reconciler",
+    "alerts": "alerts",
+    "archive": "archive",
+    "gateway": "gateway",
+}
+
+
+class AuthError(Exception):
+    """Credentials missing or unreadable, phrased for the operator."""
+
+
+def _quoted(subjects: tuple[str, ...]) -> str:
+    return ", ".join(f'"{s}"' for s in subjects)
+
+
+def authorization_block(roles: Mapping[str, Role] = ROLES) -> str:
+    """The `authorization { users = [...] }` section of a nats-server config."""
+    lines = ["authorization {", "  users = ["]
+    for role in roles.values():
+        lines.append(f"    # {role.name}: {role.purpose}")
+        if role.everything:
+            lines.append(f"    {{ user: {role.name}, password: ${role.password_variable} }}")
+            continue
+        lines += [
+            f"    {{ user: {role.name}, password: ${role.password_variable}, permissions: {{",
+            f"        publish: {{ allow: [{_quoted(role.publish)}] }}",
+            f"        subscribe: {{ allow: [{_quoted(role.subscribe_allow())}] }}",
+            "        allow_responses: true",
+            "    } }",
+        ]
+    lines += ["  ]", "}"]
+    return "\n".join(lines) + "\n"
+
+
+def credentials_path(environ: Mapping[str, str] | None = None) -> Path:
+    env = os.environ if environ is None else environ
+    return Path(env.get(CREDENTIALS_ENV) or DEFAULT_CREDENTIALS)
+
+
+def read_credentials(path: Path) -> dict[str, str]:
+    """The file's `SQT_NATS_PASSWORD_<ROLE>=...` lines, as {variable: password}."""
+    try:
+        text = path.read_text()
+    except OSError as exc:
+        raise AuthError(f"cannot read the NATS credentials file {path}: {exc.strerror}; create it with `sqt auth init`") from None
+    out: dict[str, str] = {}
+    for number, line in enumerate(text.splitlines(), 1):
+        line = line.strip()
+        if not line or line.startswith("#"):
+            continue
+        key, sep, value = line.partition("=")
+        if not sep or not value.strip():
+            raise AuthError(f"{path} line {number}: expected NAME=value")
+        out[key.strip()] = value.strip()
+    missing = [r.password_variable for r in ROLES.values() if r.password_variable not in out]
+    if missing:
+        raise AuthError(f"{path} has no {', '.join(missing)}; run `sqt auth init --force` to write every role's password")
+    return out
+
+
+def init_credentials(path: Path, *, force: bool = False) -> bool:
+    """Write a new password for every role; False when the file exists and `force` is not set."""
+    if path.exists() and not force:
+        return False
+    path.parent.mkdir(parents=True, exist_ok=True)
+    # A leading letter: nats-server parses an environment variable's value as a config value.
+    body = "".join(f"{r.password_variable}=p{secrets.token_hex(24)}\n" for r in ROLES.values())
+    tmp = path.with_name(path.name + ".tmp")
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as out:
+        out.write("# NATS passwords, one per role (bus/auth.py); written by `sqt auth init`. Never commit this file.\n" + body)
+    os.replace(tmp, path)
+    return True
+
+
+@dataclass(frozen=True)
+class ClientAuth:
+    user: str | None = None
+    password: str | None = None
+    inbox_prefix: str = "_INBOX"
+
+
+def client_auth(role: str | None, environ: Mapping[str, str] | None = None) -> ClientAuth:
+    """How a client of `role` logs in: the environment's user first, then the credentials file.
+
+    No credentials anywhere means no login (a server without authorization accepts that, and
+    one with it refuses the connection with "Authorization Violation")."""
+    env = os.environ if environ is None else environ
+    user, password = env.get(USER_ENV), env.get(PASSWORD_ENV)
+    if user and password:
+        known = ROLES.get(user)
+        return ClientAuth(user, password, known.inbox_prefix if known else "_INBOX")
+    if role is None:
+        return ClientAuth()
+    if role not in ROLES:
+        raise AuthError(f"unknown NATS role {role!r} (known: {', '.join(ROLES)})")
+    path = credentials_path(env)
+    if not path.exists():
+        return ClientAuth()
+    r = ROLES[role]
+    return ClientAuth(role, read_credentials(path)[r.password_variable], r.inbox_prefix)
+
+
+def may_publish(user: str | None, subject: str) -> bool:
+    """Whether `user` may publish to `subject` (None: a server without users, where anyone may)."""
+    if user is None:
+        return True
+    role = ROLES.get(user)
+    return role is not None and (role.everything or any(matches(subject, pattern) for pattern in role.publish))
+
+
+def may_administer(user: str | None) -> bool:
+    """Creating and updating streams: the admin, or anyone on a server without users."""
+    return user is None or (user in ROLES and ROLES[user].everything)
