@@ -18,11 +18,14 @@ from bus.connection import connect
 from bus.embedded import ANY_PORT, EmbeddedServer
 
 
-def start_server(workdir: Path) -> EmbeddedServer:
+def start_server(workdir: Path, credentials: Path | None = None) -> EmbeddedServer:
     """A nats-server on ports it chose itself (read back before `url` is used), so no other
     process can take a port between our choosing it and the server binding it. Stopped and
-    started again, it keeps those ports: clients reconnect to the same URL."""
-    server = EmbeddedServer(store_dir=workdir / "nats", port=ANY_PORT, monitor_port=ANY_PORT, log_file=workdir / "nats.log")
+    started again, it keeps those ports: clients reconnect to the same URL. With `credentials`
+    (bus/auth.py), its users are on."""
+    server = EmbeddedServer(
+        store_dir=workdir / "nats", port=ANY_PORT, monitor_port=ANY_PORT, log_file=workdir / "nats.log", credentials=credentials
+    )
     server.start()
     return server
 
