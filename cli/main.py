@@ -81,6 +81,7 @@ def _parser() -> argparse.ArgumentParser:
 
     from cli.arbitrage import add_parser as add_arbitrage
     from cli.backtest import add_parser as add_backtest
+    from cli.backup import add_parser as add_backup
     from cli.data import add_parser as add_data
     from cli.grid import add_parser as add_grid
     from cli.query import add_parser as add_query
@@ -94,6 +95,7 @@ def _parser() -> argparse.ArgumentParser:
     add_backtest(sub)
     add_data(sub)
     add_grid(sub)
+    add_backup(sub)
     return p
 
 
@@ -165,6 +167,10 @@ def main(argv: list[str] | None = None) -> int:
                 from cli.query import query_command
 
                 return query_command(config, args)
+            case "backup" | "restore":
+                from cli.backup import backup_command
+
+                return backup_command(config, args)
             case "schemas":
                 import json
 
