@@ -191,9 +191,19 @@ def authorization_block(roles: Mapping[str, Role] = ROLES) -> str:
     return "\n".join(lines) + "\n"
 
 
+_configured: Path | None = None
+
+
+def use_credentials(path: Path) -> None:
+    """The config's credentials file for this process (`nats.credentials`, cli/main.py); the
+    environment's SQT_NATS_CREDENTIALS still wins."""
+    global _configured
+    _configured = path
+
+
 def credentials_path(environ: Mapping[str, str] | None = None) -> Path:
     env = os.environ if environ is None else environ
-    return Path(env.get(CREDENTIALS_ENV) or DEFAULT_CREDENTIALS)
+    return Path(env.get(CREDENTIALS_ENV) or _configured or DEFAULT_CREDENTIALS)
 
 
 def read_credentials(path: Path) -> dict[str, str]:

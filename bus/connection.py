@@ -39,7 +39,10 @@ class Connection(Client):
     @property
     def logged_in_as(self) -> str | None:
         """The user the server knows it as; None on a server without users (it ignores logins)."""
-        return self.user if self._server_info.get("auth_required") else None
+        if not self._server_info.get("auth_required"):
+            return None
+        url = self.connected_url
+        return (url.username if url is not None else None) or self.user  # a login in the URL wins (nats-py)
 
     async def close(self) -> None:
         try:

@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import json
 import logging
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -90,14 +91,16 @@ async def maybe_serve(
     port: int,
     registry: CollectorRegistry,
     status: Callable[[], dict[str, Any]],
-    host: str = "127.0.0.1",
+    host: str | None = None,
     *,
     health: Health | None = None,
 ) -> web.AppRunner | None:
     """`serve`, unless `port` is 0 (off); a port that cannot be bound is logged, not fatal: a
-    component keeps trading without its metrics rather than stop over them."""
+    component keeps trading without its metrics rather than stop over them. The host is
+    SQT_METRICS_HOST, else loopback: in a container, 0.0.0.0 lets Prometheus scrape it."""
     if not port:
         return None
+    host = host or os.environ.get("SQT_METRICS_HOST") or "127.0.0.1"
     try:
         return await serve(port, registry, status, host, health=health)
     except OSError as exc:

@@ -298,10 +298,11 @@ def env_overrides(raw: dict[str, Any], environ: dict[str, str], origin: dict[str
         raw.setdefault("nats", {})["url"] = environ["NATS_URL"]
         origin["nats.url"] = "NATS_URL"
     for var, value in sorted(environ.items()):
-        # SQT_NATS_USER goes with its password to the NATS client (bus/auth.py), not the config.
+        # SQT_NATS_USER goes with its password to the NATS client (bus/auth.py), SQT_METRICS_HOST
+        # to every component's /metrics (bus/http.py): the process's, not the config's.
         if (
             not var.startswith("SQT_")
-            or var in ("SQT_CONFIG", "SQT_LOG_LEVEL", "SQT_LOG_FORMAT", "SQT_NATS_USER")
+            or var in ("SQT_CONFIG", "SQT_LOG_LEVEL", "SQT_LOG_FORMAT", "SQT_NATS_USER", "SQT_METRICS_HOST")
             or is_secret_variable(var)
         ):
             if var in ("SQT_LOG_LEVEL", "SQT_LOG_FORMAT"):

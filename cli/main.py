@@ -14,9 +14,11 @@ sqt risk ... / sqt arbitrage ... operators' controls
 from __future__ import annotations
 
 import argparse
+import os
 import sys
 from pathlib import Path
 
+from bus.auth import use_credentials
 from cli.config import ConfigError
 
 EXIT_USAGE = 2
@@ -80,6 +82,7 @@ def _parser() -> argparse.ArgumentParser:
     sub.add_parser("schemas", help="print the JSON Schema of every message type")
 
     from cli.arbitrage import add_parser as add_arbitrage
+    from cli.auth import add_parser as add_auth
     from cli.backtest import add_parser as add_backtest
     from cli.backup import add_parser as add_backup
     from cli.data import add_parser as add_data
@@ -96,6 +99,7 @@ def _parser() -> argparse.ArgumentParser:
     add_data(sub)
     add_grid(sub)
     add_backup(sub)
+    add_auth(sub)
     return p
 
 
@@ -105,6 +109,9 @@ def main(argv: list[str] | None = None) -> int:
         from cli import config as cfgmod
 
         config = cfgmod.load(args.config)
+        use_credentials(config.credentials_path)  # where this process finds its NATS password
+        if args.command == "run":  # the component's logging is set up from the environment (bus/process.py)
+            os.environ.setdefault("SQT_LOG_FORMAT", config.log_format)
         if getattr(args, "nats_port", None) or getattr(args, "nats_monitor_port", None):
             import msgspec
 
@@ -171,6 +178,10 @@ def main(argv: list[str] | None = None) -> int:
                 from cli.backup import backup_command
 
                 return backup_command(config, args)
+            case "auth":
+                from cli.auth import auth_command
+
+                return auth_command(config, args)
             case "schemas":
                 import json
 

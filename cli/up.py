@@ -22,6 +22,7 @@ from pathlib import Path
 import nats.errors
 
 from bus import log as buslog
+from bus.auth import CREDENTIALS_ENV
 from bus.connection import Unreachable, connect, redact
 from bus.embedded import EmbeddedServer
 from bus.errors import BusError
@@ -108,12 +109,13 @@ def grid_child(base: list[str], grid: GridConfig) -> tuple[str, list[str], str]:
 
 
 def up(config: Config, args: argparse.Namespace) -> int:
-    buslog.setup("sqt-up", config.log_level)
+    buslog.setup("sqt-up", config.log_level, config.log_format)
     data = Path(config.data_dir)
     (data / "logs").mkdir(parents=True, exist_ok=True)
     server = start_embedded(config) if config.embedded else None
     url = server.url if server else config.nats_url
-    env = dict(os.environ, NATS_URL=url, PYTHONUNBUFFERED="1")
+    env = dict(os.environ, NATS_URL=url, PYTHONUNBUFFERED="1", SQT_LOG_FORMAT=config.log_format)
+    env[CREDENTIALS_ENV] = str(config.credentials_path)  # each child logs in as its own role (bus/auth.py)
 
     def child(name: str, argv: list[str], what: str) -> Child:
         return Child(name, argv, data / "logs" / f"{name.replace(':', '-')}.log", what, env=env)

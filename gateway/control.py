@@ -14,14 +14,16 @@ import time
 
 from nats.aio.client import Client as Nats
 
+from bus.auth import may_publish
 from bus.settings import BusSettings
+from bus.streams import REGISTRY
 from gateway.auth import Identity
 from gateway.frames import ControlResult, GridStateData, Market, RegistryResult
 from gateway.inbound import Control, RegistryOp
 from gateway.view import View
 from orchestration.operations import Refused, add_grid, grid_from, request_removal, set_desired
 from orchestration.registry import Registry
-from schemas import ids
+from schemas import ids, subjects
 from schemas.codec import encode
 from schemas.ops import ControlAction, ControlCommand
 from schemas.subjects import subject_of
@@ -75,6 +77,12 @@ async def apply_control(nc: Nats, view: View, who: Identity, ctl: Control, wait:
 
 async def apply_registry(nc: Nats, settings: BusSettings, who: Identity, op: RegistryOp) -> RegistryResult:
     """Add, pause, resume or remove a grid, written by `who`; what happened, or why not."""
+    if not may_publish(getattr(nc, "logged_in_as", None), subjects.kv(REGISTRY.name, f"instance.grid.{op.instance}")):
+        # Under least privilege the gateway writes no bucket (docs/adr/0026): refused at once,
+        # rather than after the server's silent refusal times the write out.
+        return RegistryResult(
+            op=op.op, instance=op.instance, ok=False, message="the gateway's NATS user may not write the registry: use `sqt grid`"
+        )
     registry = Registry(nc)
     try:
         match op.op:

@@ -30,6 +30,16 @@ def start_server(workdir: Path, credentials: Path | None = None) -> EmbeddedServ
     return server
 
 
+def login_url(url: str, credentials: Path, role: str = "admin") -> str:
+    """`url` with `role`'s user and password in it (bus/auth.py), for a server `sqt up` started
+    with its users on: the password from its credentials file, `<data_dir>/nats-auth.env`."""
+    from bus.auth import ROLES, read_credentials
+
+    password = read_credentials(credentials)[ROLES[role].password_variable]
+    scheme, rest = url.split("://", 1)
+    return f"{scheme}://{role}:{password}@{rest}"
+
+
 @pytest.fixture
 def nats_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
     server = start_server(tmp_path)

@@ -19,7 +19,7 @@ from nats.aio.client import Client
 
 from bus.embedded import ANY_PORT, EmbeddedServer, free_port
 from cli.supervisor import GIVEN_UP, Child, Supervisor, keep_alive
-from testkit.bus import eventually
+from testkit.bus import eventually, login_url
 from venues.sim.config import SimConfig
 from venues.sim.service import SimService
 
@@ -64,7 +64,7 @@ def test_sqt_up_runs_everything_shows_market_data_restarts_the_dead_and_stops_cl
         assert {"nats", "sim", "executor", "grid:btc-neutral"} <= set(pids), output()
 
         async def first_ticker() -> dict:
-            nc = await nats.connect(f"nats://127.0.0.1:{port}")
+            nc = await nats.connect(login_url(f"nats://127.0.0.1:{port}", tmp_path / "data" / "nats-auth.env", "operator"))
             sub = await nc.subscribe("md.sim.BTC-USDT-USDT.ticker")
             msg = await sub.next_msg(timeout=15)
             await nc.close()
@@ -74,7 +74,7 @@ def test_sqt_up_runs_everything_shows_market_data_restarts_the_dead_and_stops_cl
         assert tick["type"] == "ticker" and tick["symbol"] == "BTC/USDT:USDT" and float(tick["last"]) > 0
 
         async def grid_trading() -> dict:
-            nc = await nats.connect(f"nats://127.0.0.1:{port}")
+            nc = await nats.connect(login_url(f"nats://127.0.0.1:{port}", tmp_path / "data" / "nats-auth.env", "operator"))
             sub = await nc.subscribe("ops.grid.btc-neutral.state")
             try:
                 full, resting = None, False

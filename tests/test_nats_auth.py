@@ -274,3 +274,29 @@ def test_rendering_names_every_role_once() -> None:
     block = authorization_block()
     for role in ROLES.values():
         assert block.count(f"user: {role.name},") == 1
+
+
+async def test_the_gateway_refuses_registry_changes_under_users(secured: EmbeddedServer, creds: Path, admin: Client) -> None:
+    """The page's registry frame needs a bucket write the gateway's user does not have: it is
+    refused at once with the way that works, and nothing is written."""
+    from bus.connection import connect
+    from bus.settings import BusSettings
+    from gateway.auth import Identity
+    from gateway.control import apply_registry
+    from gateway.inbound import RegistryOp
+
+    gw = await connect(login_url_for(secured, creds, "gateway"), name="pytest-gateway", attempts=3, role="gateway")
+    try:
+        result = await apply_registry(
+            gw, BusSettings(nats_url=secured.url), Identity("ops", "operator"), RegistryOp(op="pause", instance="btc")
+        )
+        assert not result.ok and "sqt grid" in result.message
+        assert await messages(admin, "KV_registry") == 0
+    finally:
+        await gw.close()
+
+
+def login_url_for(server: EmbeddedServer, creds: Path, role: str) -> str:
+    from testkit.bus import login_url
+
+    return login_url(server.url, creds, role)

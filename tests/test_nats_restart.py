@@ -29,7 +29,7 @@ from bus.embedded import EmbeddedServer, free_port
 from bus.reader import read_stream
 from schemas import subjects
 from schemas.codec import encode
-from testkit.bus import eventually
+from testkit.bus import eventually, login_url
 from testkit.events import place, ticker
 
 ROOT = Path(__file__).resolve().parent.parent
@@ -159,7 +159,10 @@ class SqtUp:
 
     @property
     def url(self) -> str:
-        return f"nats://127.0.0.1:{self.port}"
+        """With the admin's login once `sqt up` has written the passwords (its users are on)."""
+        plain = f"nats://127.0.0.1:{self.port}"
+        credentials = self.workdir / "data" / "nats-auth.env"
+        return login_url(plain, credentials) if credentials.exists() else plain
 
     def start(self, *flags: str) -> None:
         config = self.workdir / "sqt.toml"
