@@ -26,7 +26,7 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-import yaml  # type: ignore[import-untyped]
+import yaml
 
 from bus.embedded import server_binary
 from bus.secrets import is_secret_variable
