@@ -128,7 +128,7 @@ def ids_in(message: str) -> dict[str, str]:
         if value[:1] in "\"'" and len(value) >= 2:
             value = value[1:-1]
         else:
-            value = value.rstrip(".")
+            value = value.rstrip(".:")  # the end of a sentence or of "client_id=x: why"
         ids.setdefault(key, value)
     return ids
 

@@ -9,6 +9,10 @@ sqt schemas                    JSON Schema of every message type
 sqt replay ...                 reproduce a strategy's decisions from the recorded streams
 sqt query "SQL"                SQL over the archive's Parquet files (views: candles, fills, commands, ...)
 sqt risk ... / sqt arbitrage ... operators' controls
+sqt grid add|ls|pause|resume|remove   grids at runtime (the registry)
+sqt auth init|roles            the NATS users' passwords; who may do what
+sqt backup DIR / restore DIR   every stream and bucket, through JetStream's snapshot API
+sqt cluster up|status          a local 3-node JetStream cluster
 """
 
 from __future__ import annotations
@@ -85,6 +89,7 @@ def _parser() -> argparse.ArgumentParser:
     from cli.auth import add_parser as add_auth
     from cli.backtest import add_parser as add_backtest
     from cli.backup import add_parser as add_backup
+    from cli.cluster import add_parser as add_cluster
     from cli.data import add_parser as add_data
     from cli.grid import add_parser as add_grid
     from cli.query import add_parser as add_query
@@ -100,6 +105,7 @@ def _parser() -> argparse.ArgumentParser:
     add_grid(sub)
     add_backup(sub)
     add_auth(sub)
+    add_cluster(sub)
     return p
 
 
@@ -182,6 +188,10 @@ def main(argv: list[str] | None = None) -> int:
                 from cli.auth import auth_command
 
                 return auth_command(config, args)
+            case "cluster":
+                from cli.cluster import cluster_command
+
+                return cluster_command(config, args)
             case "schemas":
                 import json
 

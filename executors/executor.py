@@ -123,7 +123,7 @@ class Executor:
             except OrderNotFound:
                 # It never reached the venue (its place was refused or expired): that place's
                 # own outcome is what its sender hears about.
-                log.info("cancel of %s: no such order at the venue", cmd.client_order_id or cmd.order_id)  # pragma: no mutate
+                log.info("cancel of client_id=%s: no such order at the venue", cmd.client_order_id or cmd.order_id)  # pragma: no mutate
                 return [], "not_found"
         return [order], order.status  # canceled, or how it ended before the cancel
 
@@ -132,7 +132,7 @@ class Executor:
         # old one would take today's orders off. It expires like a place.
         age = self.clock() * 1000 - stored_ns / 1e6
         if stored_ns and age > cmd.ttl_ms:
-            log.warning("refusing cancel-all on %s: %.0f ms old (time-to-live %d ms)", cmd.symbol, age, cmd.ttl_ms)  # pragma: no mutate
+            log.warning("refusing cancel-all symbol=%s: %.0f ms old (time-to-live %d ms)", cmd.symbol, age, cmd.ttl_ms)  # pragma: no mutate
             metrics.FAILURES.labels("cancel_all", "expired").inc()
             return [], "expired"
         orders = await self._call("cancel_all", lambda: self.venue.cancel_all_orders(cmd.symbol), limited=True)
@@ -271,7 +271,7 @@ class Placement:
                 f"{self.cmd.client_order_id} is not at the venue yet, but the venue's clock {venue_now} "
                 f"has not passed its deadline {self.deadline} (+{x.config.deadline_margin_ms} ms): an attempt may still land"
             )
-        log.warning("refusing %s: %s", self.cmd.client_order_id, why)  # pragma: no mutate
+        log.warning("refusing client_id=%s: %s", self.cmd.client_order_id, why)  # pragma: no mutate
         return [self._reject("expired", why)], "expired"
 
     def _unsettled(self, evidence: str) -> tuple[list[OrderUpdate], str]:
@@ -285,7 +285,7 @@ class Placement:
             raise RetryLater(evidence)
         if not self.maybe_attempted:
             return [self._reject("venue_error", f"not sent in {waited_ms:.0f} ms: {evidence}")], "venue_error"
-        log.error("%s: outcome unknown after %.0f ms: %s", cmd.client_order_id, waited_ms, evidence)  # pragma: no mutate
+        log.error("client_id=%s: outcome unknown after %.0f ms: %s", cmd.client_order_id, waited_ms, evidence)  # pragma: no mutate
         metrics.FAILURES.labels("place", "unknown").inc()
         event = order_event(cmd, "unknown", "venue_error", f"outcome unknown after {waited_ms:.0f} ms: {evidence}", x.clock())
         return [event], "unknown"

@@ -155,7 +155,7 @@ async def test_components_log_json_lines_and_never_a_secret(bus: Client, nats_se
         await send(bus, "market1", now, order_type="market", price=None, amount="0.001", ttl_ms=120_000)  # fills on arrival
         await send(bus, NATS_PASSWORD, 1_700_000_000_000)  # long expired: the executor logs its client order id
         await eventually(lambda: stored(bus, "ACCOUNT", FILLS), 60, 0.1, "a fill")
-        await eventually(lambda: logs.logged("executor", "refusing ***: "), 30, 0.1, "the executor's refusal, masked")
+        await eventually(lambda: logs.logged("executor", "refusing client_id=***: "), 30, 0.1, "the executor's refusal, masked")
         await eventually(lambda: logs.logged("gateway", "gateway: serving"), 30, 0.1, "the gateway")
         async with aiohttp.ClientSession(f"http://127.0.0.1:{gateway}") as http:
             for token in (OPERATOR, VIEWER, "not-a-token-at-all-0000"):
@@ -184,3 +184,5 @@ async def test_components_log_json_lines_and_never_a_secret(bus: Client, nats_se
         for leak in LEAKS:
             assert leak.encode() not in raw, f"{name}'s stderr holds a secret"
             assert leak.encode() not in logs.out(name), f"{name}'s stdout holds a secret"
+    refusal = next(json.loads(line) for line in logs.err("executor").splitlines() if b"refusing client_id=" in line)
+    assert refusal["ids"] == {"client_id": "***"}  # the id the line is about, masked like the rest
