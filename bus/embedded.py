@@ -20,6 +20,7 @@ import socket
 import subprocess
 import sys
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -28,6 +29,7 @@ from bus.errors import PortInUse, ServerFailed
 
 DEFAULT_PORT = 4222
 DEFAULT_MONITOR_PORT = 8222
+DEFAULT_CLUSTER_PORT = 6222
 MAX_PAYLOAD = 8 * 1024 * 1024  # checkpoints of large states; nats-server warns above 8 MiB
 
 
@@ -76,6 +78,107 @@ ANY_PORT = 0  # the server picks a free port and reports it in its ports file
 _RANDOM_PORT = -1  # how nats-server's config says "pick one"
 
 
+ROUTE_USER = "route"  # how the nodes of a cluster log in to each other
+ROUTE_PASSWORD = "SQT_NATS_ROUTE_PASSWORD"
+SYS_USER = "sys"  # the system account's user: removing a lost node (`sqt cluster peer-remove`)
+SYS_PASSWORD = "SQT_NATS_SYS_PASSWORD"
+SYS_ACCOUNT = "SYS"
+
+
+@dataclass(frozen=True)
+class Route:
+    """Another node of the cluster, as a node's config names it."""
+
+    name: str  # its server_name
+    host: str
+    port: int  # its cluster (route) port
+
+    @property
+    def variable(self) -> str:
+        """The environment variable that holds this route's whole URL, password included."""
+        return "SQT_NATS_ROUTE_" + "".join(c if c.isalnum() else "_" for c in self.name.upper())
+
+    def url(self, password: str | None) -> str:
+        login = f"{ROUTE_USER}:{password}@" if password else ""
+        return f"nats-route://{login}{self.host}:{self.port}"
+
+
+@dataclass(frozen=True)
+class ClusterSettings:
+    """What makes a server one node of a JetStream cluster (bus/cluster.py)."""
+
+    routes: tuple[Route, ...]
+    name: str = "sqt"
+    port: int = DEFAULT_CLUSTER_PORT  # where this node listens for the others' routes
+
+
+def route_environment(cluster: ClusterSettings, secrets: Mapping[str, str]) -> dict[str, str]:
+    """The route URLs a node's config takes from its environment (`$SQT_NATS_ROUTE_<NAME>`)."""
+    password = secrets.get(ROUTE_PASSWORD)
+    if not password:
+        raise ServerFailed(f"no {ROUTE_PASSWORD} in the credentials: `sqt cluster up` writes it (bus/cluster.py)")
+    return {r.variable: r.url(password) for r in cluster.routes}
+
+
+def _cluster_config(
+    *,
+    store_dir: str,
+    host: str,
+    client: int,
+    monitor: int,
+    server_name: str,
+    ports_file: str,
+    users: str,
+    cluster: ClusterSettings,
+    auth: bool,
+) -> str:
+    if auth:
+        routes = "\n".join(f"    ${r.variable}  # {r.name} at {r.host}:{r.port}" for r in cluster.routes)
+        example = cluster.routes[0] if cluster.routes else Route("n2", host, DEFAULT_CLUSTER_PORT + 1)
+        route_auth = f"""  # The nodes log in to each other as `{ROUTE_USER}`. nats-server puts no variable inside a
+  # string, so each route's URL comes whole from the environment, password included, e.g.
+  #   {example.variable}=nats-route://{ROUTE_USER}:<${ROUTE_PASSWORD}>@{example.host}:{example.port}
+  # (`sqt cluster up` sets them from the credentials file; on other machines set them with
+  # those machines' hosts). Off loopback, also add `tls {{ cert_file, key_file, ca_file,
+  # verify: true }}` here, so that the password and the messages travel encrypted.
+  authorization {{ user: {ROUTE_USER}, password: ${ROUTE_PASSWORD} }}
+"""
+        system = f"""
+# The system account: only its user may remove a lost node (`sqt cluster peer-remove`).
+system_account: {SYS_ACCOUNT}
+accounts {{
+  {SYS_ACCOUNT} {{ users = [ {{ user: {SYS_USER}, password: ${SYS_PASSWORD} }} ] }}
+}}
+"""
+    else:
+        routes = "\n".join(f"    {r.url(None)}  # {r.name}" for r in cluster.routes)
+        route_auth = "  # No users (nats.auth = false): any process that reaches the route port joins the cluster.\n"
+        system = ""
+    return f"""# nats-server settings for node {server_name} of the OpenSQT JetStream cluster `{cluster.name}`;
+# rendered by bus/cluster.py node_config() (a test keeps configs/cluster/ equal to it).
+# `sqt cluster up` runs the three nodes; README "A three-node cluster" runs one by hand.
+server_name: {server_name}
+host: {host}
+port: {client}
+http: "{host}:{monitor}"
+max_payload: {MAX_PAYLOAD}
+{ports_file}
+jetstream {{
+  store_dir: "{store_dir}"
+  max_memory_store: 1GB
+  max_file_store: 50GB
+}}
+
+cluster {{
+  name: {cluster.name}
+  listen: "{host}:{cluster.port}"
+{route_auth}  routes = [
+{routes}
+  ]
+}}
+{system}{users}"""
+
+
 def server_config(
     *,
     store_dir: str = "data/nats",
@@ -85,11 +188,14 @@ def server_config(
     server_name: str = "sqt",
     ports_file_dir: str | None = None,
     auth: bool = True,
+    cluster: ClusterSettings | None = None,
 ) -> str:
     """The config file; port 0 renders as -1, nats-server's "any free port".
 
     With `auth`, one user per role (bus/auth.py) whose passwords the server reads from its
-    environment; without, any client may do anything (local experiments only)."""
+    environment; without, any client may do anything (local experiments only). With `cluster`,
+    a node of a JetStream cluster (bus/cluster.py): its routes and, with `auth`, the routes'
+    user and the system account (for `sqt cluster peer-remove`)."""
     client = _RANDOM_PORT if port == ANY_PORT else port
     monitor = _RANDOM_PORT if monitor_port == ANY_PORT else monitor_port
     ports_file = f'ports_file_dir: "{ports_file_dir}"\n' if ports_file_dir else ""
@@ -98,6 +204,18 @@ def server_config(
         if auth
         else ""
     )
+    if cluster is not None:
+        return _cluster_config(
+            store_dir=store_dir,
+            host=host,
+            client=client,
+            monitor=monitor,
+            server_name=server_name,
+            ports_file=ports_file,
+            users=users,
+            cluster=cluster,
+            auth=auth,
+        )
     return f"""# nats-server settings for OpenSQT; rendered by bus/embedded.py server_config()
 # (a test keeps this file equal to it). Run by hand: nats-server -c nats.conf
 server_name: {server_name}
@@ -123,6 +241,8 @@ class EmbeddedServer:
     log_file: Path | None = None
     process: subprocess.Popen[bytes] | None = None
     credentials: Path | None = None  # users on, with these passwords (bus/auth.py); None: no users
+    name: str = "sqt"  # server_name: a cluster's nodes need distinct ones
+    cluster: ClusterSettings | None = None  # one node of a cluster (bus/cluster.py)
 
     @property
     def url(self) -> str:
@@ -155,10 +275,13 @@ class EmbeddedServer:
 
         Raises PortInUse for a configured port that is taken: nats-server would only say so in
         its log and exit, and the operator needs to know which knob to turn."""
-        for what, port, knob in (
+        ports = [
             ("client", self.port, "--nats-port / SQT_NATS_PORT"),
             ("monitoring", self.monitor_port, "--nats-monitor-port / SQT_NATS_MONITOR_PORT"),
-        ):
+        ]
+        if self.cluster is not None:
+            ports.append(("cluster", self.cluster.port, "the cluster's node table (bus/cluster.py)"))
+        for what, port, knob in ports:
             if port != ANY_PORT and not port_free(self.host, port):
                 raise PortInUse(
                     f"port {port} ({what} port of the embedded nats-server) on {self.host} is already in use; "
@@ -177,9 +300,13 @@ class EmbeddedServer:
                 monitor_port=self.monitor_port,
                 ports_file_dir=str(self.ports_dir.resolve()),
                 auth=self.credentials is not None,
+                server_name=self.name,
+                cluster=self.cluster,
             )
         )
         env = {**os.environ, **read_credentials(self.credentials)} if self.credentials else None
+        if env is not None and self.cluster is not None:
+            env.update(route_environment(self.cluster, env))
         out = open(self.log_file, "ab") if self.log_file else subprocess.DEVNULL
         try:
             self.process = subprocess.Popen(

@@ -3,14 +3,22 @@
 `apply()` creates what is missing, updates what differs in the fields we manage, and says
 what it did; running it twice changes nothing the second time. Components call `prepare()`,
 which applies only when their NATS user may (bus/auth.py) and otherwise waits for the streams.
+
+Replicas: a declaration says AUTO unless the config names a count (`[streams.<NAME>]
+replicas`, through `with_retention`, or `with_replicas`): one replica per node of the
+server's JetStream cluster (bus/cluster.py), 1 on a single server, never fewer than an existing
+stream of the cluster has. A stream sourced from others (a strategy's own input stream) gets
+its origins' count when it is created, and keeps it: it is as durable as what it copies, and
+its owner may create a stream but never update one (bus/auth.py).
 """
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any
+from typing import Any, TypeVar
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -24,6 +32,7 @@ log = logging.getLogger("bus.streams")
 
 DAY = 86_400.0
 MINUTE = 60.0
+AUTO = 0  # replicas: one per node of the cluster (module docstring)
 
 
 @dataclass(frozen=True)
@@ -42,7 +51,7 @@ class StreamSpec:
     max_age: float  # seconds
     duplicate_window: float  # seconds
     max_bytes: int = -1
-    replicas: int = 1
+    replicas: int = AUTO
     sources: tuple[Source, ...] = ()
     # Source only what is stored after the stream is created (else: the sources' whole history).
     # The start is a sequence per source, read when the stream is created: nats-server 2.15
@@ -67,7 +76,7 @@ class StreamSpec:
             max_age=self.max_age,
             max_bytes=self.max_bytes,
             duplicate_window=self.duplicate_window,
-            num_replicas=self.replicas,
+            num_replicas=self.replicas or 1,
             allow_direct=True,
         )
 
@@ -78,7 +87,7 @@ class BucketSpec:
     description: str
     history: int = 1
     max_value_size: int = 8 * 1024 * 1024
-    replicas: int = 1
+    replicas: int = AUTO
 
 
 MARKET = StreamSpec("MARKET", ("md.>",), "candles, tickers, trades, funding, gaps", 7 * DAY, 2 * MINUTE)
@@ -117,6 +126,25 @@ def with_retention(specs: tuple[StreamSpec, ...], overrides: dict[str, Retention
     return tuple(out)
 
 
+Spec = TypeVar("Spec", StreamSpec, BucketSpec)
+
+
+def with_replicas(specs: tuple[Spec, ...], n: int, overrides: Mapping[str, int | None] | None = None) -> tuple[Spec, ...]:
+    """Every stream (or bucket) with `n` replicas (the cluster's size: 1 on a single server),
+    except those `overrides` names ({name: replicas}, from the config), which keep theirs; none
+    above `n`, which the server would refuse (a config written for a cluster also runs on one
+    server)."""
+    n = max(1, n)
+    out = []
+    for spec in specs:
+        wanted = (overrides or {}).get(spec.name)
+        count = n if wanted is None else max(1, min(wanted, n))
+        if wanted is not None and wanted > n:
+            log.warning("%s: %d replicas asked for, but the server has %d node(s): %d", spec.name, wanted, n, count)
+        out.append(spec if spec.replicas == count else replace(spec, replicas=count))
+    return tuple(out)
+
+
 @dataclass
 class Change:
     kind: str  # created | updated | unchanged
@@ -150,7 +178,35 @@ def _managed(config: StreamConfig) -> dict[str, Any]:
     }
 
 
-async def apply_stream(js: JetStreamContext, spec: StreamSpec) -> Change:
+async def cluster_nodes(js: JetStreamContext) -> int:
+    """What AUTO replicas means on the server `js` talks to: its cluster's size, 1 alone."""
+    nc = getattr(js, "_nc", None)
+    if nc is None or not (getattr(nc, "_server_info", None) or {}).get("cluster"):
+        return 1
+    from bus.cluster import cluster_size
+
+    return await cluster_size(nc)
+
+
+def _follows_sources(spec: StreamSpec) -> bool:
+    """A sourced stream with AUTO replicas takes its origins' count (module docstring)."""
+    return bool(spec.sources) and spec.replicas == AUTO
+
+
+async def _sources_replicas(js: JetStreamContext, spec: StreamSpec) -> int:
+    counts = [1]
+    for origin in {s.stream for s in spec.sources}:
+        try:
+            counts.append((await js.stream_info(origin)).config.num_replicas or 1)
+        except NotFoundError:
+            pass
+    return max(counts)
+
+
+async def apply_stream(js: JetStreamContext, spec: StreamSpec, *, nodes: int | None = None) -> Change:
+    """Create or update one stream; `nodes` is what AUTO replicas means (asked if None)."""
+    if spec.replicas == AUTO and not spec.sources:
+        spec = replace(spec, replicas=nodes if nodes is not None else await cluster_nodes(js))
     wanted = spec.config()
     try:
         info = await js.stream_info(spec.name)
@@ -158,10 +214,16 @@ async def apply_stream(js: JetStreamContext, spec: StreamSpec) -> Change:
         if spec.sources_from_now:
             starts = {s.stream: (await js.stream_info(s.stream)).state.last_seq + 1 for s in spec.sources}
             wanted = spec.config(starts)
+        if _follows_sources(spec):
+            wanted.num_replicas = await _sources_replicas(js, spec)
         await js.add_stream(wanted)
         m = _managed(wanted)
         what = m["subjects"] or m["sources"]
-        return Change("created", spec.name, [f"{', '.join(what)}; max_age {m['max_age']}; dedupe {m['dedupe']}"])
+        copies = f"; {m['replicas']} replicas" if m["replicas"] > 1 else ""
+        return Change("created", spec.name, [f"{', '.join(what)}; max_age {m['max_age']}; dedupe {m['dedupe']}{copies}"])
+    if _follows_sources(spec):
+        # Kept as created: its owner may create streams but never update one (bus/auth.py).
+        wanted.num_replicas = info.config.num_replicas
     have, want = _managed(info.config), _managed(wanted)
     diffs = [f"{k} {have[k]} -> {want[k]}" for k in want if have[k] != want[k]]
     if not diffs:
@@ -189,9 +251,11 @@ async def open_bucket(js: JetStreamContext, spec: BucketSpec) -> KeyValue:
         return await js.key_value(spec.name)
 
 
-async def apply_bucket(js: JetStreamContext, spec: BucketSpec) -> Change:
+async def apply_bucket(js: JetStreamContext, spec: BucketSpec, *, nodes: int | None = None) -> Change:
     from nats.js.api import KeyValueConfig
 
+    if spec.replicas == AUTO:
+        spec = replace(spec, replicas=nodes if nodes is not None else await cluster_nodes(js))
     stream = f"KV_{spec.name}"
     try:
         info = await js.stream_info(stream)
@@ -206,7 +270,8 @@ async def apply_bucket(js: JetStreamContext, spec: BucketSpec) -> Change:
                 storage=StorageType.FILE,
             )
         )
-        return Change("created", f"kv:{spec.name}", [f"history {spec.history}"])
+        copies = f"; {spec.replicas} replicas" if spec.replicas > 1 else ""
+        return Change("created", f"kv:{spec.name}", [f"history {spec.history}{copies}"])
     cfg = info.config
     diffs = []
     if (cfg.max_msgs_per_subject or 1) != spec.history:
@@ -215,6 +280,9 @@ async def apply_bucket(js: JetStreamContext, spec: BucketSpec) -> Change:
     if (cfg.max_msg_size or -1) != spec.max_value_size:
         diffs.append(f"max_value_size {cfg.max_msg_size} -> {spec.max_value_size}")
         cfg.max_msg_size = spec.max_value_size
+    if (cfg.num_replicas or 1) != spec.replicas:
+        diffs.append(f"replicas {cfg.num_replicas or 1} -> {spec.replicas}")
+        cfg.num_replicas = spec.replicas
     if not diffs:
         return Change("unchanged", f"kv:{spec.name}")
     await js.update_stream(cfg)
@@ -226,8 +294,10 @@ async def apply(
     streams: tuple[StreamSpec, ...] = STREAMS,
     buckets: tuple[BucketSpec, ...] = BUCKETS,
 ) -> list[Change]:
-    changes = [await apply_stream(js, s) for s in streams]
-    changes += [await apply_bucket(js, b) for b in buckets]
+    auto = any(s.replicas == AUTO for s in streams) or any(b.replicas == AUTO for b in buckets)
+    nodes = await cluster_nodes(js) if auto else 1
+    changes = [await apply_stream(js, s, nodes=nodes) for s in streams]
+    changes += [await apply_bucket(js, b, nodes=nodes) for b in buckets]
     return changes
 
 
