@@ -24,6 +24,7 @@ import secrets
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import urlparse
 
 from schemas.subjects import matches
 
@@ -32,41 +33,44 @@ USER_ENV = "SQT_NATS_USER"
 PASSWORD_ENV = "SQT_NATS_PASSWORD"
 DEFAULT_CREDENTIALS = Path("data") / "nats-auth.env"
 
-# Reading the streams: stream info, message get, consumers (create, look up, pull, ack, flow
-# control). Never create, update, delete or purge a stream: that is the admin's.
-_JS_READ = (
+# Reading a stream through a consumer of its own, as bus/reader.py does (the gateway, the
+# archive): stream info, message get, an ephemeral push consumer (`CONSUMER.CREATE.<stream>`,
+# one token: never a named one, which would reach a durable), its flow control. No pull, no ack:
+# a reader cannot take or acknowledge another's messages.
+_READ = (
     "$JS.API.INFO",
     "$JS.API.STREAM.INFO.*",
     "$JS.API.STREAM.NAMES",
     "$JS.API.STREAM.LIST",
     "$JS.API.STREAM.MSG.GET.*",
     "$JS.API.DIRECT.GET.>",
+    "$JS.API.CONSUMER.CREATE.*",
+    "$JS.API.CONSUMER.INFO.*.*",
+    "$JS.FC.>",
+)
+# A consumer with a durable name and a lease (bus/consumer.py, bus/lease.py): it recreates its
+# durable consumer at the position it knows, pulls and acks, holds its lease in the registry
+# bucket, keeps its checkpoint and dead-letters. Never create, update, purge or delete a stream.
+_CONSUMER = (
+    *_READ,
     "$JS.API.CONSUMER.CREATE.>",
-    "$JS.API.CONSUMER.INFO.>",
+    "$JS.API.CONSUMER.DURABLE.CREATE.>",
+    "$JS.API.CONSUMER.DELETE.>",
     "$JS.API.CONSUMER.NAMES.*",
     "$JS.API.CONSUMER.LIST.*",
     "$JS.API.CONSUMER.MSG.NEXT.>",
     "$JS.ACK.>",
-    "$JS.FC.>",
-)
-# A consumer with a durable name and a lease (bus/consumer.py, bus/lease.py): it recreates its
-# durable consumer at the position it knows, and holds its lease in the registry bucket.
-_CONSUMER = (
-    *_JS_READ,
-    "$JS.API.CONSUMER.DURABLE.CREATE.>",
-    "$JS.API.CONSUMER.DELETE.>",
     "$KV.registry.lease.>",
     "$KV.checkpoints.>",
     "dlq.>",
 )
 # Asking a component for its status (`sqt status`, the alerts' pinger): NATS micro's subjects.
 _ASK_STATUS = ("$SRV.>", "sqt.status.>")
-_VENUE_API = ("venue.*.api.>",)
-# A strategy's or monitor's own input stream (IN_GRID_<id>, IN_RISK_<id>...), sourced from the
-# bus's streams. NATS wildcards match whole tokens, and a stream name is one token, so "streams
-# named IN_GRID_..." cannot be said: the role may create any stream, but never update, purge or
-# delete one, so what exists cannot be touched (docs/adr/0026).
-_INPUT_STREAM = ("$JS.API.STREAM.CREATE.*",)
+# The simulated exchange's API (venues/sim/service.py): what reads, and what changes orders.
+_VENUE_READ = tuple(
+    f"venue.*.api.{method}" for method in ("fetch_order", "open_orders", "positions", "balance", "ohlcv", "funding", "markets", "time")
+)
+_VENUE_ORDERS = tuple(f"venue.*.api.{method}" for method in ("create_order", "cancel_order", "cancel_all"))
 # The archive's leases, one per stream (monitors/archive/runner.py); keys, not a wildcard.
 _ARCHIVE_LEASES = tuple(f"$KV.registry.lease.archive-{name.lower()}" for name in ("MARKET", "ACCOUNT", "COMMAND", "OPS", "DLQ"))
 
@@ -104,7 +108,7 @@ ROLES: Mapping[str, Role] = {
         Role(
             "executor",
             "places and cancels orders at a venue; publishes what the venue says",
-            ("acct.>", "ops.executor.>", *_VENUE_API, *_CONSUMER),
+            ("acct.>", "ops.executor.>", *_VENUE_READ, *_VENUE_ORDERS, *_CONSUMER),
         ),
         Role(
             "strategy",
@@ -118,29 +122,31 @@ ROLES: Mapping[str, Role] = {
                 "ops.funding.>",
                 "ops.funding-monitor.>",
                 "ops.registry.>",
+                "ops.control.grid.>",  # a host's pause and resume of its grids (orchestration/host.py)
                 "$KV.registry.>",  # the grid registry's records (orchestration/registry.py)
-                *_VENUE_API,  # a removal lists the instance's open orders (orchestration/workflow.py)
-                *_INPUT_STREAM,
+                *_VENUE_READ,  # a removal lists the instance's open orders (orchestration/workflow.py)
                 *_CONSUMER,
             ),
         ),
         Role(
             "risk",
             "breakers: writes the breakers bucket and may cancel everything",
-            ("ops.risk.>", "cmd.*.*.*.cancel_all", "$KV.breakers.>", "venue.*.api.markets", *_INPUT_STREAM, *_CONSUMER),
+            ("ops.risk.>", "cmd.*.*.*.cancel_all", "$KV.breakers.>", "venue.*.api.markets", *_CONSUMER),
         ),
-        Role("reconciler", "compares the venue with the ACCOUNT stream", ("ops.reconciler.>", *_VENUE_API, *_CONSUMER)),
+        Role("reconciler", "compares the venue with the ACCOUNT stream", ("ops.reconciler.>", *_VENUE_READ, *_CONSUMER)),
         Role(
             "alerts",
             "sends alerts; asks components whether they live",
-            ("ops.alerts.>", "$KV.alerts.>", *_ASK_STATUS, *_INPUT_STREAM, *_CONSUMER),
+            # its own bucket (monitors/alerts/store.py), by its exact name
+            ("ops.alerts.>", "$KV.alerts.>", "$JS.API.STREAM.CREATE.KV_alerts", *_ASK_STATUS, *_CONSUMER),
         ),
-        Role("archive", "reads every stream into Parquet; publishes nothing", (*_JS_READ, *_ARCHIVE_LEASES)),
-        Role("gateway", "the web page's server: reads, and publishes controls only", (*_JS_READ, "ops.control.>")),
+        Role("archive", "reads every stream into Parquet; publishes nothing", (*_READ, *_ARCHIVE_LEASES)),
+        # the page's controls reach grids only (gateway/control.py): never risk's reset or halt
+        Role("gateway", "the web page's server: reads, and publishes grid controls only", (*_READ, "ops.control.grid.>")),
         Role(
             "operator",
             "sqt commands: controls, the registry, breaker resets, status; no stream admin",
-            ("cmd.>", "ops.>", "$KV.>", *_ASK_STATUS, *_VENUE_API, *_CONSUMER),
+            ("cmd.>", "ops.>", "$KV.>", *_ASK_STATUS, *_VENUE_READ, *_CONSUMER),
             ("md.>", "acct.>", "cmd.>", "ops.>", "dlq.>", "venue.>"),
         ),
         Role("admin", "streams, buckets, backups and restores", (">",), (">",), everything=True),
@@ -206,8 +212,9 @@ def credentials_path(environ: Mapping[str, str] | None = None) -> Path:
     return Path(env.get(CREDENTIALS_ENV) or _configured or DEFAULT_CREDENTIALS)
 
 
-def read_credentials(path: Path) -> dict[str, str]:
-    """The file's `SQT_NATS_PASSWORD_<ROLE>=...` lines, as {variable: password}."""
+def read_credentials(path: Path, roles: tuple[str, ...] | None = None) -> dict[str, str]:
+    """The file's `SQT_NATS_PASSWORD_<ROLE>=...` lines, as {variable: password}; each of
+    `roles` (default: every role, as the server needs) must be there."""
     try:
         text = path.read_text()
     except OSError as exc:
@@ -221,7 +228,8 @@ def read_credentials(path: Path) -> dict[str, str]:
         if not sep or not value.strip():
             raise AuthError(f"{path} line {number}: expected NAME=value")
         out[key.strip()] = value.strip()
-    missing = [r.password_variable for r in ROLES.values() if r.password_variable not in out]
+    wanted = [ROLES[name] for name in roles] if roles is not None else list(ROLES.values())
+    missing = [r.password_variable for r in wanted if r.password_variable not in out]
     if missing:
         raise AuthError(f"{path} has no {', '.join(missing)}; run `sqt auth init --force` to write every role's password")
     return out
@@ -247,14 +255,21 @@ class ClientAuth:
     user: str | None = None
     password: str | None = None
     inbox_prefix: str = "_INBOX"
+    in_url: bool = False  # the login is the URL's own (nats-py would prefer user= and password=)
 
 
-def client_auth(role: str | None, environ: Mapping[str, str] | None = None) -> ClientAuth:
-    """How a client of `role` logs in: the environment's user first, then the credentials file.
+def client_auth(role: str | None, environ: Mapping[str, str] | None = None, url: str | None = None) -> ClientAuth:
+    """How a client of `role` logs in: a `user:password@` in the URL first, then the
+    environment's user, then the credentials file.
 
     No credentials anywhere means no login (a server without authorization accepts that, and
     one with it refuses the connection with "Authorization Violation")."""
     env = os.environ if environ is None else environ
+    for server in (url or "").split(","):
+        named = urlparse(server.strip()).username
+        if named:
+            known = ROLES.get(named)
+            return ClientAuth(named, None, known.inbox_prefix if known else "_INBOX", in_url=True)
     user, password = env.get(USER_ENV), env.get(PASSWORD_ENV)
     if user and password:
         known = ROLES.get(user)
@@ -267,7 +282,7 @@ def client_auth(role: str | None, environ: Mapping[str, str] | None = None) -> C
     if not path.exists():
         return ClientAuth()
     r = ROLES[role]
-    return ClientAuth(role, read_credentials(path)[r.password_variable], r.inbox_prefix)
+    return ClientAuth(role, read_credentials(path, (role,))[r.password_variable], r.inbox_prefix)
 
 
 def may_publish(user: str | None, subject: str) -> bool:

@@ -24,7 +24,7 @@ import nats
 from nats.aio.client import Client, Server
 
 from bus import metrics
-from bus.auth import client_auth
+from bus.auth import CREDENTIALS_ENV, client_auth
 from bus.embedded import DEFAULT_PORT
 from bus.errors import Unreachable
 
@@ -41,8 +41,7 @@ class Connection(Client):
         """The user the server knows it as; None on a server without users (it ignores logins)."""
         if not self._server_info.get("auth_required"):
             return None
-        url = self.connected_url
-        return (url.username if url is not None else None) or self.user  # a login in the URL wins (nats-py)
+        return self.user
 
     async def close(self) -> None:
         try:
@@ -105,8 +104,8 @@ async def connect(
     NATS user to log in as (bus/auth.py); its password comes from the environment or the
     credentials file, and a URL with `user:password@` in it wins over both.
     """
-    login = client_auth(role)
     target = url or default_url()
+    login = client_auth(role, url=target)
     tried = 0
     client: list[Client] = []
 
@@ -128,8 +127,8 @@ async def connect(
             nc = Connection()
             nc.user = login.user
             await nc.connect(
-                user=login.user,
-                password=login.password,
+                user=None if login.in_url else login.user,
+                password=None if login.in_url else login.password,
                 inbox_prefix=login.inbox_prefix,
                 servers=[s.strip() for s in target.split(",")],
                 name=name,
@@ -152,10 +151,16 @@ async def connect(
             metrics.track_client(nc, name)
             return nc
         except (nats.errors.NoServersError, OSError, asyncio.TimeoutError, nats.errors.Error) as exc:
+            reason: object = exc or type(exc).__name__
+            if isinstance(exc, nats.errors.AuthorizationError) or "authorization violation" in str(exc).lower():
+                who = f"as {login.user}" if login.user else "without a user (no credentials found)"
+                reason = f"it refused the login {who}: see `sqt auth init` and {CREDENTIALS_ENV}"
+                if attempts is not None and tried >= attempts:
+                    raise Unreachable(f"NATS at {redact(target)}: {reason}") from None
             if attempts is not None and tried >= attempts:
                 raise Unreachable(
                     f"NATS is not reachable at {redact(target)} ({exc or type(exc).__name__}); start it with `sqt up` or set NATS_URL"
                 ) from None
             delay = reconnect_delay(tried + 1, random.random())
-            log.warning("NATS not reachable at %s (%s); retrying in %.1fs", redact(target), exc or type(exc).__name__, delay)
+            log.warning("NATS not reachable at %s (%s); retrying in %.1fs", redact(target), reason, delay)
             await asyncio.sleep(delay)

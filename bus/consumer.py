@@ -34,7 +34,7 @@ from bus.lease import Lease
 from bus.publisher import PubAck, Publisher
 from bus.pull import PullFeed
 from bus.reader import ack_tokens
-from bus.streams import StreamSpec, apply_stream
+from bus.streams import StreamSpec, prepare
 from schemas.subjects import subject_of
 
 log = logging.getLogger("bus.consumer")
@@ -206,9 +206,9 @@ class Consumer:
         """Run until `stop` is set; rebuild the session from the log after any failure."""
         await self.ensure_publisher()
         if self.spec.input_stream is not None:
-            change = await apply_stream(self.js, self.spec.input_stream)
-            if change.kind != "unchanged":
-                log.info("%s: input stream %s", self.spec.name, change)
+            for change in await prepare(self.nc, (self.spec.input_stream,), ()):  # the admin's to create (ADR 0026)
+                if change.kind != "unchanged":
+                    log.info("%s: input stream %s", self.spec.name, change)
         # One process per consumer: a second one exits here, naming the holder (LeaseHeld).
         self.lease = lease = Lease(self.nc, self.spec.name)
         await lease.acquire()

@@ -27,6 +27,7 @@ from typing import Any
 import uvloop
 
 from bus import log as buslog
+from bus.auth import AuthError
 from bus.errors import LeaseHeld
 
 Main = Callable[[asyncio.Event], Coroutine[Any, Any, None]]
@@ -37,7 +38,7 @@ EXIT_DO_NOT_RESTART = 2
 STOP_WITHIN = 2.0  # seconds; below `sqt up`'s grace period, so a stop never ends in SIGKILL
 
 # Errors that a restart cannot fix; their message is the whole story.
-DO_NOT_RESTART: tuple[type[BaseException], ...] = (LeaseHeld,)
+DO_NOT_RESTART: tuple[type[BaseException], ...] = (LeaseHeld, AuthError)  # AuthError: a credentials file to fix first
 
 
 def tune_gc() -> None:

@@ -18,3 +18,16 @@ def is_secret_variable(name: str) -> bool:
         or name.startswith("SQT_NATS_PASSWORD_")
         or (name.startswith("SQT_") and name.endswith(CREDENTIAL_SUFFIXES))
     )
+
+
+def uses_secret(component: str, name: str) -> bool:
+    """Whether `component` (sim, executor, gateway...) reads the secret variable `name`: `sqt up`
+    gives each child only its own (venue keys to executors and publishers, channel tokens to
+    the alerts, tokens to the gateway; NATS passwords to nobody, it gets its own login)."""
+    if name in GATEWAY:
+        return component == "gateway"
+    if name in ALERTS:
+        return component == "alerts"
+    if name in NATS or name.startswith("SQT_NATS_PASSWORD_"):
+        return False
+    return component in ("executor", "publisher", "reconciler")  # a venue's keys

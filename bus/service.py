@@ -4,11 +4,12 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from importlib.metadata import PackageNotFoundError, version
 from typing import Any
 
 from nats.aio.client import Client
+from nats.aio.msg import Msg
 from nats.micro import add_service
 from nats.micro.request import Request
 from nats.micro.service import EndpointStats, Service
@@ -19,15 +20,30 @@ from schemas.subjects import status as status_subject
 log = logging.getLogger("bus.service")
 
 
-def answerable(request: Request) -> bool:
+def answerable(request: Request | Msg) -> bool:
     """Whether a request's reply address is an inbox. A request that names a stream's subject as
     its reply address would make us, who may publish there, write into that stream (bus/auth.py):
     such a request is logged and not answered."""
-    reply: str = request._msg.reply  # nats micro keeps the message private
-    if reply.startswith("_INBOX"):
+    msg: Msg = request if isinstance(request, Msg) else request._msg  # nats micro keeps it private
+    if msg.reply.startswith("_INBOX"):
         return True
-    log.warning("%s: not answered: the reply address %r is not an inbox", request.subject, reply[:80])
+    log.warning("%s: not answered: the reply address %r is not an inbox", msg.subject, msg.reply[:80])
     return False
+
+
+def guard_verbs(service: Service) -> Service:
+    """NATS micro answers `$SRV.PING`, `$SRV.INFO` and `$SRV.STATS` itself, to whatever reply
+    address a request names: the same guard in front of each (its subscriptions are private)."""
+    for sub in service._subscriptions.values():
+        answer = sub._cb
+        assert answer is not None
+
+        async def guarded(msg: Msg, answer: Callable[[Msg], Awaitable[None]] = answer) -> None:
+            if answerable(msg):
+                await answer(msg)
+
+        sub._cb = guarded
+    return service
 
 
 def package_version() -> str:
@@ -62,6 +78,7 @@ async def register(
         metadata={"instance": instance, "component": component, **({"http": http} if http else {})},
         stats_handler=stats,
     )
+    guard_verbs(service)
 
     async def handle(request: Request) -> None:
         if not answerable(request):

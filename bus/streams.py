@@ -271,9 +271,13 @@ async def apply_bucket(js: JetStreamContext, spec: BucketSpec, *, nodes: int | N
             )
         )
         copies = f"; {spec.replicas} replicas" if spec.replicas > 1 else ""
+        await _refuse_rollups(js, stream)
         return Change("created", f"kv:{spec.name}", [f"history {spec.history}{copies}"])
     cfg = info.config
     diffs = []
+    if cfg.allow_rollup_hdrs:
+        diffs.append("rollups refused")
+        cfg.allow_rollup_hdrs = False
     if (cfg.max_msgs_per_subject or 1) != spec.history:
         diffs.append(f"history {cfg.max_msgs_per_subject} -> {spec.history}")
         cfg.max_msgs_per_subject = spec.history
@@ -287,6 +291,15 @@ async def apply_bucket(js: JetStreamContext, spec: BucketSpec, *, nodes: int | N
         return Change("unchanged", f"kv:{spec.name}")
     await js.update_stream(cfg)
     return Change("updated", f"kv:{spec.name}", diffs)
+
+
+async def _refuse_rollups(js: JetStreamContext, stream: str) -> None:
+    """A bucket refuses `Nats-Rollup`: with it, whoever may write one key could wipe the whole
+    bucket (every lease, checkpoint or breaker). Nothing of ours purges a key (a purge is a
+    rollup); a key is deleted instead (docs/adr/0026)."""
+    cfg = (await js.stream_info(stream)).config
+    cfg.allow_rollup_hdrs = False
+    await js.update_stream(cfg)
 
 
 async def apply(
@@ -307,13 +320,14 @@ async def prepare(
     buckets: tuple[BucketSpec, ...] = BUCKETS,
     *,
     poll_s: float = 1.0,
-) -> None:
+    wait: bool = True,
+) -> list[Change]:
     """What a component does at start: apply the declarations when its user may (the admin, or
     any client of a server without users); otherwise wait until they exist, saying once what
-    is missing, since creating streams is the admin's (`sqt streams apply`, bus/auth.py)."""
+    is missing, since creating streams is the admin's (`sqt streams apply`, docs/adr/0026).
+    `wait=False` (a command a person waits on) raises StreamsMissing at once instead."""
     if may_administer(getattr(nc, "logged_in_as", None)):
-        await apply(nc.jetstream(), streams, buckets)
-        return
+        return await apply(nc.jetstream(), streams, buckets)
     js = nc.jetstream()
     said = False
     for name in [s.name for s in streams] + [f"KV_{b.name}" for b in buckets]:
@@ -322,7 +336,14 @@ async def prepare(
                 await js.stream_info(name)
                 break
             except NotFoundError:
+                if not wait:
+                    raise StreamsMissing(f"stream {name} does not exist: run `sqt streams apply` (as the admin) first") from None
                 if not said:
-                    log.warning("waiting for stream %s: run `sqt streams apply` (as the admin) to create the streams", name)
+                    log.warning("waiting for stream %s: run `sqt streams apply` (as the admin) to create it", name)
                     said = True
                 await asyncio.sleep(poll_s)
+    return []
+
+
+class StreamsMissing(Exception):
+    """A stream the caller needs is not there, and its user may not create it."""

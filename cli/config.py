@@ -183,12 +183,22 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
         )
 
     def declared_streams(self) -> tuple[StreamSpec, ...]:
-        """Every stream the admin declares: the bus's, with the operator's retention, and each
-        simulated exchange's journal (the exchange's own user may not create streams)."""
+        """Every stream the admin declares (a component's own user may not create streams,
+        docs/adr/0026): the bus's, with the operator's retention; each simulated exchange's
+        journal; and the input stream of every configured monitor, arbitrage and grid (the
+        registry's grids: orchestration/provision.py)."""
+        from monitors.alerts.consumer import input_stream as alerts_input
+        from monitors.funding.runner import input_stream as funding_input
+        from monitors.risk.runner import input_stream as risk_input
+        from strategies.arbitrage.runner import input_stream as arbitrage_input
+        from strategies.grid.runner import input_stream as grid_input
         from venues.sim.journal import journal_stream
 
         venues = [self.sim.venue] + [s.venue for s in self.sims]
-        return with_retention(STREAMS, self.retention()) + tuple(journal_stream(v) for v in venues)
+        inputs = [risk_input(self.risk), funding_input(self.funding), alerts_input(self.alerts)]
+        inputs += [arbitrage_input(self.arbitrage(a.instance)) for a in self.arbitrages]
+        inputs += [grid_input(g) for g in self.grids]
+        return with_retention(STREAMS, self.retention()) + tuple(journal_stream(v) for v in venues) + tuple(inputs)
 
     def retention(self) -> dict[str, Retention]:
         out = {}

@@ -24,12 +24,14 @@ import msgspec
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
+from bus.auth import AuthError, may_administer
 from bus.connection import Unreachable, connect
-from bus.streams import STREAMS, prepare, with_retention
+from bus.streams import STREAMS, StreamsMissing, prepare, with_retention
 from cli.config import Config, ConfigError
 from cli.overrides import with_sets
 from cli.risk import operator_name
 from orchestration.operations import Refused, add_grid, request_removal, set_desired
+from orchestration.provision import provision
 from orchestration.registry import Registry
 from schemas import subjects
 from schemas.codec import decode
@@ -73,7 +75,7 @@ async def _grid(config: Config, args: argparse.Namespace) -> int:
         return 1
     registry = Registry(nc)
     try:
-        await prepare(nc, with_retention(STREAMS, config.retention()))
+        await prepare(nc, with_retention(STREAMS, config.retention()), wait=False)
         by = operator_name()
         match args.action:
             case "add":
@@ -84,6 +86,7 @@ async def _grid(config: Config, args: argparse.Namespace) -> int:
                 print(
                     f"added grid {grid.instance} on {grid.venue}/{grid.account} {grid.symbol}; `sqt up` starts it (`sqt grid ls` shows it)"
                 )
+                print(await _input_stream(config, nc, registry, grid.instance))
                 return 0
             case "ls":
                 return await _ls(nc, config, registry, args.all)
@@ -97,9 +100,35 @@ async def _grid(config: Config, args: argparse.Namespace) -> int:
     except (Refused, ConfigError) as exc:
         print(f"sqt: {exc}", file=sys.stderr)
         return EXIT_USAGE if getattr(exc, "usage", True) else 1
+    except StreamsMissing as exc:
+        print(f"sqt: {exc}", file=sys.stderr)
+        return 1
     finally:
         await registry.close()
         await nc.close()
+
+
+async def _input_stream(config: Config, nc: Client, registry: Registry, instance: str) -> str:
+    """The new grid's input stream, made as the admin when this machine has its password; the
+    operator's user may not create streams (docs/adr/0026), so otherwise `sqt up` (which
+    follows the registry) or `sqt streams apply` makes it, and the grid waits for it."""
+    got = await registry.get("grid", instance)
+    assert got is not None
+    try:
+        admin = (
+            nc
+            if may_administer(getattr(nc, "logged_in_as", None))
+            else await connect(config.nats_url, name="sqt-grid-cli-admin", attempts=1, role="admin")
+        )
+    except (Unreachable, AuthError):
+        return "its input stream is made by the admin: `sqt up` does it, or run `sqt streams apply`"
+    try:
+        return f"input stream {await provision(admin, got[0])}"
+    except Exception:  # noqa: BLE001 - a user that may not (the environment's, in a container): the admin's to do
+        return "its input stream is made by the admin: `sqt up` does it, or run `sqt streams apply`"
+    finally:
+        if admin is not nc:
+            await admin.close()
 
 
 async def _wait_removed(registry: Registry, instance: str, timeout: float) -> int:

@@ -22,7 +22,7 @@ import os
 import sys
 from pathlib import Path
 
-from bus.auth import use_credentials
+from bus.auth import AuthError, use_credentials
 from cli.config import ConfigError
 
 EXIT_USAGE = 2
@@ -199,7 +199,7 @@ def main(argv: list[str] | None = None) -> int:
 
                 print(json.dumps(json_schemas(), indent=2))
                 return 0
-    except ConfigError as exc:
+    except (ConfigError, AuthError) as exc:
         print(f"sqt: {exc}", file=sys.stderr)
         return EXIT_USAGE
     except KeyboardInterrupt:

@@ -186,6 +186,15 @@ async def _streams(config: Config, action: str) -> int:
         if action == "apply":
             for change in await apply(js, config.declared_streams(), BUCKETS):
                 print(change)
+            from orchestration.provision import provision_all
+            from orchestration.registry import Registry
+
+            registry = Registry(nc)
+            try:
+                for change in await provision_all(nc, registry):  # the registry's grids' input streams
+                    print(change)
+            finally:
+                await registry.close()
             return 0
         rows = []
         for info in sorted(await js.streams_info(), key=lambda s: s.config.name or ""):

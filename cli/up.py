@@ -22,15 +22,18 @@ from pathlib import Path
 import nats.errors
 
 from bus import log as buslog
-from bus.auth import CREDENTIALS_ENV
+from bus.auth import COMPONENT_ROLES, CREDENTIALS_ENV, PASSWORD_ENV, ROLES, USER_ENV, read_credentials
 from bus.connection import Unreachable, connect, redact
 from bus.embedded import EmbeddedServer
 from bus.errors import BusError
+from bus.secrets import is_secret_variable, uses_secret
 from bus.streams import apply
 from cli.config import Config
 from cli.run import start_embedded
 from cli.statusline import print_status_lines
 from cli.supervisor import GIVEN_UP, NOT_SCHEDULED, Child, Supervisor
+from orchestration.provision import follow as provision_follow
+from orchestration.provision import provision_all
 from orchestration.registry import Registry, grid_config
 from schemas import subjects
 from schemas.registry import InstanceRecord
@@ -108,6 +111,19 @@ def grid_child(base: list[str], grid: GridConfig) -> tuple[str, list[str], str]:
     )
 
 
+def child_environment(env: dict[str, str], component: str, credentials: Path | None) -> dict[str, str]:
+    """What one child gets: its own role's login and only the secrets it uses, not the whole
+    credentials file nor another component's keys (docs/adr/0026)."""
+    own = {k: v for k, v in env.items() if not is_secret_variable(k) or uses_secret(component, k)}
+    for name in (CREDENTIALS_ENV, USER_ENV, PASSWORD_ENV):
+        own.pop(name, None)
+    role = COMPONENT_ROLES.get(component)
+    if role is not None and credentials is not None:
+        own[USER_ENV] = role
+        own[PASSWORD_ENV] = read_credentials(credentials, (role,))[ROLES[role].password_variable]
+    return own
+
+
 def up(config: Config, args: argparse.Namespace) -> int:
     buslog.setup("sqt-up", config.log_level, config.log_format)
     data = Path(config.data_dir)
@@ -115,10 +131,11 @@ def up(config: Config, args: argparse.Namespace) -> int:
     server = start_embedded(config) if config.embedded else None
     url = server.url if server else config.nats_url
     env = dict(os.environ, NATS_URL=url, PYTHONUNBUFFERED="1", SQT_LOG_FORMAT=config.log_format)
-    env[CREDENTIALS_ENV] = str(config.credentials_path)  # each child logs in as its own role (bus/auth.py)
+    credentials = config.credentials_path if (config.nats.auth or not config.embedded) and config.credentials_path.exists() else None
 
     def child(name: str, argv: list[str], what: str) -> Child:
-        return Child(name, argv, data / "logs" / f"{name.replace(':', '-')}.log", what, env=env)
+        own = child_environment(env, name.split(":")[0], credentials)
+        return Child(name, argv, data / "logs" / f"{name.replace(':', '-')}.log", what, env=own)
 
     children = [child(name, argv, what) for name, argv, what in components(config, args.config)]
     supervisor = Supervisor(children, server)
@@ -158,6 +175,11 @@ async def _run(config: Config, url: str, supervisor: Supervisor, quiet: bool, fo
     if seeded:
         log.info("registry: seeded %s from the config (from now on the registry is the truth: sqt grid ls)", ", ".join(seeded))
     await registry.heal()
+    # The registry's grids' input streams are the admin's to make (orchestration/provision.py).
+    for change in await provision_all(nc, registry):
+        if change.kind != "unchanged":
+            log.info("stream %s", change)
+    provisioning = asyncio.create_task(provision_follow(nc, registry), name="provision")
     for record, _rev in await registry.records("grid"):
         mine = next((g for g in config.grids if g.instance == record.instance), None)
         if mine is not None and record.source == "config" and grid_config(record) != mine:
@@ -185,6 +207,9 @@ async def _run(config: Config, url: str, supervisor: Supervisor, quiet: bool, fo
     status = None if quiet else asyncio.create_task(print_status_lines(nc, config, stop))
     await supervisor.run(stop)
     print("stopping: components first, then nats-server ...", flush=True)
+    provisioning.cancel()
+    with contextlib.suppress(asyncio.CancelledError):
+        await provisioning
     if following is not None:
         following.cancel()
         with contextlib.suppress(asyncio.CancelledError):

@@ -20,6 +20,7 @@ from nats.aio.client import Client as Nats
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
+from bus.connection import redact
 from bus.settings import BusSettings
 from gateway import frames, rest
 from gateway.auth import Auth, Identity
@@ -132,7 +133,7 @@ def state_of(app: web.Application) -> dict[str, Any]:
     return {
         "clients": len(hub.clients),
         "subscriptions": {f"{m.venue} {m.symbol}": len(c) for m, c in sorted(hub.by_market.items()) if c},
-        "nats": {"connected": nc.is_connected, "url": nc.connected_url.geturl() if nc.connected_url else None},
+        "nats": {"connected": nc.is_connected, "url": redact(nc.connected_url.geturl()) if nc.connected_url else None},
         "uptime_s": round(time.monotonic() - app[STARTED], 1),
         "streams": {name: {"position": view.positions[name], "ready": feed.state.ready[name]} for name in STREAMS},
         "markets": len(view.markets),

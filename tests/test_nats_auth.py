@@ -127,7 +127,7 @@ def test_auth_cli_init_refuses_to_overwrite(tmp_path: Path) -> None:
     again = subprocess.run([*sqt, "init"], env=env, capture_output=True, text=True, cwd=tmp_path)
     assert again.returncode == 1 and "--force" in again.stderr
     roles = subprocess.run([*sqt, "roles"], env=env, capture_output=True, text=True, cwd=tmp_path)
-    assert "gateway: the web page's server" in roles.stdout and "ops.control.>" in roles.stdout
+    assert "gateway: the web page's server" in roles.stdout and "ops.control.grid.>" in roles.stdout
     assert read_credentials(tmp_path / "c.env")["SQT_NATS_PASSWORD_GATEWAY"] not in roles.stdout + first.stdout
 
 
@@ -211,12 +211,19 @@ async def test_the_reply_subject_trick_fails_against_a_component(secured: Embedd
     gw = await login(secured, creds, "gateway")
     try:
         service = await register(ex.nc, "executor", "sim-main", "test", lambda: {"ok": True})
+        await ex.nc.flush()  # its subscriptions are the server's before anyone asks
         answer = await op.nc.request("sqt.status.executor.sim-main", b"", timeout=5)  # a real inbox: answered
         assert b'"ok": true' in answer.data
         await op.nc.publish("sqt.status.executor.sim-main", b"", reply="acct.sim.main.BTC-USDT.fill")
         await gw.nc.publish("sqt.status.executor.sim-main", b"", reply="acct.sim.main.BTC-USDT.fill")
         assert await gw.refused('Publish to "sqt.status.executor.sim-main"')  # the gateway may not even ask
-        await op.nc.request("sqt.status.executor.sim-main", b"", timeout=5)  # the trick's request was handled before this
+        # NATS micro's own verbs answer through the same guard
+        info = await op.nc.request("$SRV.INFO.sqt-executor", b"", timeout=5)
+        assert b"sqt-executor" in info.data
+        for verb in ("$SRV.PING", "$SRV.INFO", "$SRV.STATS.sqt-executor"):
+            await op.nc.publish(verb, b"", reply="acct.sim.main.BTC-USDT.fill")
+        await op.nc.request("sqt.status.executor.sim-main", b"", timeout=5)  # the trick's requests were handled before this
+        await op.nc.request("$SRV.PING.sqt-executor", b"", timeout=5)
         assert await messages(admin, "ACCOUNT") == 0
         await service.stop()
     finally:
@@ -237,6 +244,13 @@ async def test_the_reply_subject_trick_fails_against_the_jetstream_api(secured: 
 
 
 SUBJECTS = [
+    "$JS.API.STREAM.CREATE.HIJACK",
+    "$JS.API.CONSUMER.MSG.NEXT.COMMAND.executor-sim-main",
+    "$JS.ACK.COMMAND.executor-sim-main.1.1.1.1.0",
+    "$JS.API.CONSUMER.CREATE.COMMAND.executor-sim-main",
+    "ops.control.risk.main",
+    "venue.sim.api.markets",
+    "venue.sim.api.step",
     "md.sim.BTC-USDT.candle",
     "acct.sim.main.BTC-USDT.fill",
     "cmd.sim.main.BTC-USDT.place",
@@ -300,3 +314,85 @@ def login_url_for(server: EmbeddedServer, creds: Path, role: str) -> str:
     from testkit.bus import login_url
 
     return login_url(server.url, creds, role)
+
+
+# What each role's components do (grep the code for the subject builders): a right taken away
+# by mistake breaks a path the end-to-end runs may not take.
+NEEDS = {
+    "exchange": ["md.sim.BTC-USDT.ticker", "acct.sim.main.BTC-USDT.fill", "venue.sim.journal.place", "$KV.checkpoints.venue-sim"],
+    "executor": [
+        "acct.sim.main.BTC-USDT.order",
+        "venue.sim.api.create_order",
+        "venue.sim.api.cancel_all",
+        "ops.executor.sim-main.heartbeat",
+    ],
+    "strategy": [
+        "cmd.sim.main.BTC-USDT.place",
+        "cmd.sim.main.BTC-USDT.cancel",
+        "ops.grid.btc.state",
+        "ops.control.grid.btc",
+        "ops.registry.grid.btc",
+        "$KV.registry.instance.grid.btc",
+        "venue.sim.api.open_orders",
+        "ops.funding-monitor.main.clock",
+    ],
+    "risk": ["cmd.sim.main.BTC-USDT.cancel_all", "ops.risk.main.breaker", "$KV.breakers.venue.sim", "venue.sim.api.markets"],
+    "reconciler": ["ops.reconciler.sim-main.finding", "venue.sim.api.positions", "venue.sim.api.balance"],
+    "alerts": ["ops.alerts.main.alert", "$KV.alerts.sent.x", "$JS.API.STREAM.CREATE.KV_alerts", "$SRV.PING"],
+    "archive": ["$KV.registry.lease.archive-market", "$JS.API.CONSUMER.CREATE.MARKET", "$JS.FC.MARKET.x"],
+    "gateway": ["ops.control.grid.btc", "$JS.API.CONSUMER.CREATE.OPS", "$JS.API.DIRECT.GET.KV_registry.$KV.registry.x"],
+    "operator": ["ops.control.risk.main", "cmd.sim.main.BTC-USDT.cancel_all", "$KV.breakers.venue.sim", "$SRV.INFO"],
+}
+MUST_NOT = {
+    "strategy": [
+        "acct.sim.main.BTC-USDT.fill",
+        "$JS.API.STREAM.CREATE.HIJACK",
+        "$JS.API.STREAM.UPDATE.IN_GRID_BTC",
+        "venue.sim.api.create_order",
+    ],
+    "risk": ["cmd.sim.main.BTC-USDT.place", "$JS.API.STREAM.CREATE.HIJACK"],
+    "alerts": ["cmd.sim.main.BTC-USDT.place", "$JS.API.STREAM.CREATE.HIJACK"],
+    "gateway": [
+        "ops.control.risk.main",
+        "$JS.API.CONSUMER.MSG.NEXT.COMMAND.executor-sim-main",
+        "$JS.ACK.COMMAND.x",
+        "$JS.API.CONSUMER.CREATE.COMMAND.executor-sim-main",
+        "$KV.registry.instance.grid.btc",
+    ],
+    "archive": ["$KV.registry.lease.executor-sim-main", "$JS.ACK.MARKET.x", "ops.control.grid.btc"],
+    "reconciler": ["venue.sim.api.create_order", "acct.sim.main.BTC-USDT.fill"],
+    "operator": ["md.sim.BTC-USDT.ticker", "acct.sim.main.BTC-USDT.fill", "$JS.API.STREAM.CREATE.HIJACK", "$JS.API.STREAM.DELETE.ACCOUNT"],
+}
+
+
+@pytest.mark.parametrize("role", sorted(NEEDS))
+def test_each_role_holds_what_its_components_publish_and_no_more(role: str) -> None:
+    for subject in NEEDS[role]:
+        assert may_publish(role, subject), (role, subject)
+    for subject in MUST_NOT.get(role, []):
+        assert not may_publish(role, subject), (role, subject)
+
+
+async def test_a_bucket_refuses_a_rollup_that_would_wipe_it(secured: EmbeddedServer, creds: Path, admin: Client) -> None:
+    """Whoever may write one key of a bucket could otherwise wipe it whole with `Nats-Rollup`."""
+    kv = await admin.jetstream().key_value("registry")
+    await kv.put("instance.grid.btc", b"{}")
+    ar = await login(secured, creds, "archive")
+    try:
+        with pytest.raises(Exception, match="(?i)rollup"):
+            await ar.nc.jetstream().publish("$KV.registry.lease.archive-market", b"", headers={"Nats-Rollup": "all"})
+        assert (await kv.get("instance.grid.btc")).value == b"{}"
+    finally:
+        await ar.nc.close()
+
+
+async def test_a_login_in_the_url_is_the_one_used(secured: EmbeddedServer, creds: Path) -> None:
+    from bus.connection import connect
+    from testkit.bus import login_url
+
+    nc = await connect(login_url(secured.url, creds, "admin"), name="pytest", attempts=3, role="gateway")
+    try:
+        assert nc.logged_in_as == "admin"  # type: ignore[attr-defined]
+        await nc.jetstream().add_stream(name="MINE", subjects=["mine.>"])  # the admin's right, not the gateway's
+    finally:
+        await nc.close()

@@ -132,8 +132,8 @@ async def test_a_read_that_meets_a_gap_mid_chunk_yields_every_message_once_in_or
     real_open, real_deliveries = _Wire.open, reader._deliveries
     starts: list[int | None] = []
 
-    async def open_tampered_first(url: str) -> _Wire:
-        wire = await real_open(url)
+    async def open_tampered_first(url: str, login: tuple[str, str] | None = None) -> _Wire:
+        wire = await real_open(url, login)
         if not starts:
             wire.reader = DropOneDelivery(wire.reader, drop=20, through=40)  # type: ignore[assignment]
         return wire

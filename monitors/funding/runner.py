@@ -24,7 +24,7 @@ from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import register
 from bus.settings import BusSettings
-from bus.streams import DAY, MINUTE, Source, StreamSpec, apply_stream, prepare
+from bus.streams import DAY, MINUTE, Source, StreamSpec, prepare
 from monitors.funding.config import FundingConfig
 from monitors.funding.core import FundingCore
 from monitors.funding.metrics import FundingMetrics
@@ -122,7 +122,7 @@ async def build_funding(
     """The monitor's runtime, its input stream declared, not yet running."""
     spec = funding_spec(cfg)
     assert spec.input_stream is not None
-    await apply_stream(nc.jetstream(), spec.input_stream)
+    await prepare(nc, (spec.input_stream,), ())
     core = FundingCore(cfg, markets)
     return ConsumerRuntime(nc, spec, core, publisher or await Publisher(nc).start())
 

@@ -36,7 +36,7 @@ from bus.publisher import PubAck, Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import register
 from bus.settings import BusSettings
-from bus.streams import BREAKERS, DAY, MINUTE, Source, StreamSpec, apply_stream, prepare
+from bus.streams import BREAKERS, DAY, MINUTE, Source, StreamSpec, prepare
 from monitors.risk.config import RiskConfig
 from monitors.risk.core import RiskCore
 from monitors.risk.metrics import RiskMetrics
@@ -185,7 +185,7 @@ async def market_rules(nc: Client, cfg: RiskConfig, settings: BusSettings, stop:
 async def build_risk(nc: Client, cfg: RiskConfig, markets: dict[str, Market], publisher: Publisher | None = None) -> RiskRuntime:
     spec = risk_spec(cfg)
     assert spec.input_stream is not None
-    await apply_stream(nc.jetstream(), spec.input_stream)
+    await prepare(nc, (spec.input_stream,), ())
     core = RiskCore(cfg, markets)
     return RiskRuntime(nc, spec, core, publisher or await Publisher(nc).start())
 

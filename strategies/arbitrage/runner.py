@@ -26,7 +26,7 @@ from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import register
 from bus.settings import BusSettings
-from bus.streams import DAY, MINUTE, Source, StreamSpec, apply_stream, prepare
+from bus.streams import DAY, MINUTE, Source, StreamSpec, prepare
 from schemas import subjects
 from schemas.account import BorrowInterest, FundingPayment, OrderUpdate
 from schemas.market import Market, Ticker
@@ -163,7 +163,7 @@ async def build_arbitrage(
         raise ArbConfigError(f"arbitrage {cfg.instance}: " + "; ".join(problems))
     spec = arb_spec(cfg)
     assert spec.input_stream is not None
-    await apply_stream(nc.jetstream(), spec.input_stream)
+    await prepare(nc, (spec.input_stream,), ())
     return ConsumerRuntime(nc, spec, ArbCore(cfg, markets), publisher or await Publisher(nc).start())
 
 

@@ -27,7 +27,7 @@ from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
 from bus.service import register
 from bus.settings import BusSettings
-from bus.streams import BREAKERS, DAY, MINUTE, Source, StreamSpec, apply_stream, prepare
+from bus.streams import BREAKERS, DAY, MINUTE, Source, StreamSpec, prepare
 from schemas import ids, subjects
 from schemas.account import Liquidation, OrderUpdate
 from schemas.market import Market, Ticker
@@ -235,7 +235,7 @@ async def build_grid(
     core = GridCore(grid, market)
     spec = grid_spec(grid)
     assert spec.input_stream is not None
-    await apply_stream(nc.jetstream(), spec.input_stream)  # first, so the snapshot is sourced into it
+    await prepare(nc, (spec.input_stream,), ())  # first, so the snapshot is sourced into it
     publisher = publisher or await Publisher(nc).start()
     if await checkpoints.load(nc, spec.name, GridState) is None and not await has_snapshot(nc, spec.input_stream.name, grid):
         await first_start_snapshot(nc, venue, grid, spec.input_stream.name, publisher, stop)

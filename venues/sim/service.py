@@ -34,7 +34,7 @@ from bus.errors import PublishError
 from bus.http import address, maybe_serve
 from bus.publisher import Publisher
 from bus.runtime import ConsumerRuntime, ConsumerSpec
-from bus.service import answerable, package_version
+from bus.service import answerable, guard_verbs, package_version
 from bus.streams import prepare
 from schemas import subjects
 from schemas.account import OrderUpdate
@@ -307,6 +307,7 @@ class SimService:
             },
             stats_handler=lambda _endpoint: self.status(),
         )
+        guard_verbs(service)
         routes: dict[str, Callable[[bytes], Awaitable[msgspec.Struct]]] = {
             "create_order": self._create_order,
             "cancel_order": self._cancel_order,
