@@ -12,6 +12,7 @@ import asyncio
 import contextlib
 import os
 import random
+import shutil
 import time
 from collections.abc import Iterator
 from dataclasses import dataclass, field
@@ -137,19 +138,23 @@ class Kill:
     node: str
     led: tuple[str, ...]  # the streams it led when it died
     at: float  # seconds into the chaos
+    wiped: bool = False  # came back with an empty store (its disk lost), under the same name
 
 
 @dataclass
 class Monkey:
     """SIGKILLs one node at a time: it waits until JetStream has a meta leader and every stream's
     replicas are current, lets the system run a moment, kills a random node, and restarts it a
-    moment later (never two down at once)."""
+    moment later (never two down at once). Every `wipe_every`-th victim loses its store as well
+    (a disk replaced): once the other two are current with each other, it starts empty under the
+    same name and must get every stream back from them (what one replica per stream could not)."""
 
     cluster: LocalCluster
     nc: Client
     rng: random.Random
     run_for: float = 2.0  # seconds (at most) between recovery and the next kill
     down_for: float = 3.0  # seconds (at most) a node stays dead
+    wipe_every: int = 3  # 0: never
     kills: list[Kill] = field(default_factory=list)
     recoveries: list[float] = field(default_factory=list)  # seconds from each kill to all replicas current
 
@@ -162,10 +167,14 @@ class Monkey:
             victim = self.rng.choice(self.cluster.names)
             by_leader = {p.name: p.leader for p in await _placements_or_empty(self.nc)}
             led = tuple(sorted(name for name, leader in by_leader.items() if leader == victim))
+            wipe = bool(self.wipe_every) and len(self.kills) % self.wipe_every == self.wipe_every - 1
             killed_at = time.monotonic()
             self.cluster.kill(victim)
-            self.kills.append(Kill(victim, led, killed_at - began))
+            self.kills.append(Kill(victim, led, killed_at - began, wipe))
             await asyncio.sleep(self.rng.uniform(0.5, self.down_for))
+            if wipe:
+                await survivors_current(self.nc, victim)
+                shutil.rmtree(self.cluster.servers[victim].store_dir / "jetstream", ignore_errors=True)
             await asyncio.to_thread(self.cluster.restart, victim)
             await self.recovered()
             self.recoveries.append(time.monotonic() - killed_at)
@@ -173,6 +182,18 @@ class Monkey:
     async def recovered(self, timeout: float = 120.0) -> None:
         await asyncio.to_thread(wait_meta_leader, self.cluster.live_nodes(), timeout)
         await wait_all_current(self.nc, timeout)
+
+
+async def survivors_current(nc: Client, down: str, timeout: float = 120.0) -> None:
+    """Wait until every stream has a leader and every replica but `down`'s is current."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while loop.time() < deadline:
+        found = await _placements_or_empty(nc)
+        if found and all(p.leader and p.leader != down and all(r.current for r in p.replicas if r.name != down) for p in found):
+            return
+        await asyncio.sleep(0.2)
+    raise TimeoutError(f"the nodes besides {down} did not agree within {timeout}s")
 
 
 async def _sleep_or_stop(stop: asyncio.Event, seconds: float) -> bool:
