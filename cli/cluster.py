@@ -2,7 +2,9 @@
 
 sqt cluster up [--dir data/cluster]   the nodes n1, n2, n3, streams with one replica per node;
                                       prints the NATS_URL to use; restarts a node that dies
-sqt cluster status                    each node's health, the meta leader, each stream's replicas
+sqt cluster status [--monitor URLS]   each node's health, the meta leader, each stream's replicas
+sqt cluster init                      the credentials file with the routes' and the system user's
+                                      passwords too (copy it to every machine of a cluster)
 sqt cluster peer-remove <server>      forget a node that is gone for good (its name cannot join again)
 """
 
@@ -14,6 +16,7 @@ import logging
 import signal
 import sys
 import time
+import urllib.parse
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -21,12 +24,13 @@ from pathlib import Path
 import nats.errors
 
 from bus import log as buslog
-from bus.auth import AuthError
+from bus.auth import AuthError, init_credentials
 from bus.cluster import (
     LocalCluster,
     Node,
     cluster_size_of,
     default_nodes,
+    ensure_cluster_secrets,
     healthy,
     meta_leader,
     monitor,
@@ -36,6 +40,7 @@ from bus.cluster import (
     wait_all_current,
 )
 from bus.connection import connect
+from bus.embedded import ROUTE_PASSWORD, SYS_PASSWORD
 from bus.errors import BusError, PortInUse, ServerFailed, Unreachable
 from bus.streams import BUCKETS, Change, apply, with_replicas
 from cli.config import Config
@@ -51,7 +56,11 @@ def add_parser(sub: argparse._SubParsersAction) -> None:
     actions = cluster.add_subparsers(dest="action", required=True)
     up = actions.add_parser("up", help="start n1, n2, n3 and supervise them; streams with one replica per node")
     up.add_argument("--dir", type=Path, help="the nodes' stores (default: <data_dir>/cluster, one directory per node)")
-    actions.add_parser("status", help="each node's health, the meta leader, each stream's leader and replicas")
+    status_ = actions.add_parser("status", help="each node's health, the meta leader, each stream's leader and replicas")
+    status_.add_argument(
+        "--monitor", help="the nodes' monitoring URLs, comma-separated (default: the local cluster's, http://<nats.host>:8222-8224)"
+    )
+    actions.add_parser("init", help="write the credentials file's cluster passwords (routes, system user) if missing")
     remove = actions.add_parser("peer-remove", help="forget a node that is gone for good (nats server raft peer-remove)")
     remove.add_argument("server", help="its server name (n1, n2, n3, ...)")
 
@@ -61,7 +70,9 @@ def cluster_command(config: Config, args: argparse.Namespace) -> int:
         case "up":
             return up(config, args.dir)
         case "status":
-            return asyncio.run(status(config))
+            return asyncio.run(status(config, args.monitor))
+        case "init":
+            return init(config)
         case "peer-remove":
             return asyncio.run(remove(config, args.server))
     return 2
@@ -196,18 +207,42 @@ def _print_table(cluster: LocalCluster, children: list[NodeChild]) -> None:
 # ----------------------------------------------------------------------------- status
 
 
-async def status(config: Config) -> int:
-    nodes = nodes_of(config)
+def init(config: Config) -> int:
+    path = config.credentials_path
+    if init_credentials(path):
+        print(f"wrote a password for every role to {path} (mode 0600; never commit it)")
+    if ensure_cluster_secrets(path):
+        print(f"added {ROUTE_PASSWORD} and {SYS_PASSWORD} to {path}")
+    else:
+        print(f"{path} has every password a cluster node needs")
+    return 0
+
+
+def monitored(config: Config, urls: str | None) -> tuple[Node, ...]:
+    """The nodes `status` asks: the local cluster's, or one per monitoring URL given."""
+    if not urls:
+        return nodes_of(config)
+    out = []
+    for i, url in enumerate(u.strip() for u in urls.split(",") if u.strip()):
+        parsed = urllib.parse.urlsplit(url if "://" in url else f"http://{url}")
+        out.append(Node(f"#{i + 1}", 0, 0, parsed.port or 8222, parsed.hostname or "127.0.0.1"))
+    return tuple(out)
+
+
+async def status(config: Config, monitor_urls: str | None = None) -> int:
+    nodes = monitored(config, monitor_urls)
     rows, ok = [], True
     for node in nodes:
         good, why = await asyncio.to_thread(healthy, node)
         jsz = await asyncio.to_thread(monitor, node, "/jsz") or {}
         meta = jsz.get("meta_cluster") or {}
         ok = ok and good
+        varz = await asyncio.to_thread(monitor, node, "/varz") or {}
+        name = str(varz.get("server_name") or node.name)
         rows.append(
-            (node.name, node.url, "ok" if good else f"DOWN: {why}", meta.get("leader") or "-", str(meta.get("cluster_size") or "-"))
+            (name, node.monitor_url, "ok" if good else f"DOWN: {why}", meta.get("leader") or "-", str(meta.get("cluster_size") or "-"))
         )
-    print(_table(("node", "clients", "health", "meta leader", "cluster size"), rows))
+    print(_table(("node", "monitoring", "health", "meta leader", "cluster size"), rows))
     print()
     try:
         nc = await connect(client_url(config), name="sqt-cluster-status", attempts=3, role="operator")

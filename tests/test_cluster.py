@@ -141,3 +141,32 @@ def test_the_test_cluster_is_on_loopback_with_users_on(tmp_path: Path) -> None:
         assert cluster.credentials is not None and os.stat(cluster.credentials).st_mode & 0o077 == 0
         assert all(n.host == "127.0.0.1" for n in cluster.live_nodes())
         assert len(cluster.url.split(",")) == 3
+
+
+def test_sqt_streams_apply_gives_three_replicas_and_sqt_cluster_reports_them(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
+) -> None:
+    from bus.auth import read_credentials
+    from cli.main import main
+
+    monkeypatch.setenv("SQT_LOG_FORMAT", "text")
+    with local_cluster(tmp_path / "cluster") as cluster:
+        assert cluster.credentials is not None
+        monkeypatch.setenv("SQT_NATS_CREDENTIALS", str(cluster.credentials))
+        config = tmp_path / "sqt.toml"
+        config.write_text(f'data_dir = "{tmp_path / "data"}"\n[nats]\nurl = "{cluster.url}"\n')
+        # The admin's `sqt streams apply`, as it is: AUTO replicas are one per node.
+        assert main(["--config", str(config), "streams", "apply"]) == 0
+        capsys.readouterr()
+        monitors = ",".join(n.monitor_url for n in cluster.live_nodes())
+        assert main(["--config", str(config), "cluster", "status", "--monitor", monitors]) == 0
+        out = capsys.readouterr().out
+        assert all(f"\n{n} " in out for n in ("n1", "n2", "n3")), out
+        market = next(line for line in out.splitlines() if line.startswith("MARKET "))
+        assert market.split()[2] == "3" and market.count("(current)") == 2, market
+        assert main(["--config", str(config), "cluster", "peer-remove", "n9"]) == 1
+        assert "not a member" in capsys.readouterr().err
+    fresh = tmp_path / "fresh" / "nats-auth.env"
+    monkeypatch.setenv("SQT_NATS_CREDENTIALS", str(fresh))
+    assert main(["--config", str(config), "cluster", "init"]) == 0
+    assert {ROUTE_PASSWORD, SYS_PASSWORD} <= set(read_credentials(fresh))
