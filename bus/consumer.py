@@ -121,6 +121,7 @@ class Consumer:
         # Observability only (bus/metrics.py): read at scrape time, never on the hot path.
         self.running = False  # inside run()
         self.live_feed: PullFeed | None = None  # the pull of the live session, if one is
+        self.went_live = False  # the current session reached its live pull (the rebuild backoff resets)
         self._not_live_since = time.monotonic()
         self._first_delivery = first_delivery(spec)
         self._batch_seconds = metrics.BATCH_SECONDS.labels(spec.name)
@@ -227,10 +228,15 @@ class Consumer:
     async def _sessions(self, ended: _Either) -> None:
         delay = 0.2
         while not ended.is_set():
+            self.went_live = False
             try:
                 await self._session(ended)
                 return
             except Exception as exc:  # nats, OS and publish errors share no narrower base
+                if self.went_live:
+                    # A session that ran ends on something new (an election, a restarted
+                    # server): rebuild soon. Only rebuilds that fail before going live back off.
+                    delay = 0.2
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 metrics.SESSION_FAILURES.labels(self.spec.name, type(exc).__name__).inc()
                 log.warning("%s: session ended (%s); rebuilding from the log in %.1fs", self.spec.name, self.stats.last_error, delay)
@@ -250,6 +256,7 @@ class Consumer:
         feed = PullFeed(self.nc, self.spec.stream, self.spec.name, batch=self.spec.batch)
         await feed.start()
         log.info("%s: live from seq %d", self.spec.name, self.seq + 1)
+        self.went_live = True
         self.live_feed = feed
         observe = self._batch_seconds.observe
         try:

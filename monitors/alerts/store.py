@@ -19,6 +19,7 @@ from nats.js.errors import BucketNotFoundError, KeyNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from bus.publisher import Publisher
+from bus.streams import cluster_nodes
 from monitors.alerts.presence import Remembered
 from schemas import subjects
 
@@ -50,6 +51,7 @@ class Store:
                     history=1,
                     ttl=self._ttl_s,
                     storage=StorageType.FILE,
+                    replicas=await cluster_nodes(js),  # a copy on each node of a cluster
                 )
             )
         return self
