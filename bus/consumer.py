@@ -102,6 +102,17 @@ def delivered_again(reply: str) -> bool:
     return False
 
 
+REBUILD_FIRST_S = 0.2
+REBUILD_MAX_S = 5.0
+
+
+def rebuild_delay(grown: float, went_live: bool) -> float:
+    """Seconds before rebuilding a session that ended: the grown backoff while rebuilds fail
+    before going live (the bus is away), the first one again after a session that ran (an
+    election or a restarted server ended it: the next will most likely run at once)."""
+    return REBUILD_FIRST_S if went_live else grown
+
+
 class Consumer:
     """The session machinery; subclasses say how to prepare, process a batch, and finish."""
 
@@ -226,17 +237,14 @@ class Consumer:
             raise LeaseLost(f"{self.spec.name}: another process took this consumer's lease; stopped without writing anything more")
 
     async def _sessions(self, ended: _Either) -> None:
-        delay = 0.2
+        delay = REBUILD_FIRST_S
         while not ended.is_set():
             self.went_live = False
             try:
                 await self._session(ended)
                 return
             except Exception as exc:  # nats, OS and publish errors share no narrower base
-                if self.went_live:
-                    # A session that ran ends on something new (an election, a restarted
-                    # server): rebuild soon. Only rebuilds that fail before going live back off.
-                    delay = 0.2
+                delay = rebuild_delay(delay, self.went_live)
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 metrics.SESSION_FAILURES.labels(self.spec.name, type(exc).__name__).inc()
                 log.warning("%s: session ended (%s); rebuilding from the log in %.1fs", self.spec.name, self.stats.last_error, delay)
@@ -245,7 +253,7 @@ class Consumer:
                 await asyncio.wait_for(ended.wait(), delay)
             except asyncio.TimeoutError:
                 pass
-            delay = min(delay * 2, 5.0)
+            delay = min(delay * 2, REBUILD_MAX_S)
 
     async def _session(self, ended: asyncio.Event) -> None:
         self.stats.sessions += 1
