@@ -49,7 +49,8 @@ async def fresh(second_server: EmbeddedServer) -> AsyncIterator[Client]:
 
 async def fill(nc: Client) -> None:
     """Messages with headers and ids on every stream (one id sent twice, one message deleted);
-    keys with history, a delete and a purge in every bucket."""
+    keys with history and deletes in every bucket (which refuse purges: a purge is a rollup,
+    bus/streams.py)."""
     js = nc.jetstream()
     for spec in STREAMS:
         prefix = spec.subjects[0].rstrip(">")
@@ -66,8 +67,9 @@ async def fill(nc: Client) -> None:
             await kv.put("kept", f"{b.name} v{rev}".encode())
         await kv.put("deleted", b"soon gone")
         await kv.delete("deleted")
-        await kv.put("purged", b"x")
-        await kv.purge("purged")
+        await kv.put("rewritten", b"x")
+        await kv.put("rewritten", b"y")
+        await kv.delete("rewritten")
         await kv.put("other.key", b"\x00binary\xff")
 
 
@@ -89,7 +91,7 @@ async def messages(nc: Client, stream: str) -> list[tuple[Any, ...]]:
 async def kv_view(nc: Client, bucket: str) -> dict[str, list[tuple[Any, ...]]]:
     kv = await nc.jetstream().key_value(bucket)
     view = {}
-    for key in ("kept", "deleted", "purged", "other.key"):
+    for key in ("kept", "deleted", "rewritten", "other.key"):
         view[key] = [(e.revision, e.value, e.operation, e.delta) for e in await kv.history(key)]
     return view
 
