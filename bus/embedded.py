@@ -120,6 +120,22 @@ def route_environment(cluster: ClusterSettings, secrets: Mapping[str, str]) -> d
     return {r.variable: r.url(password) for r in cluster.routes}
 
 
+def _server(server_name: str, host: str, client: int, monitor: int, ports_file: str, store_dir: str) -> str:
+    """What every server's config says first: who it is, where it listens, its JetStream store."""
+    return f"""server_name: {server_name}
+host: {host}
+port: {client}
+http: "{host}:{monitor}"
+max_payload: {MAX_PAYLOAD}
+{ports_file}
+jetstream {{
+  store_dir: "{store_dir}"
+  max_memory_store: 1GB
+  max_file_store: 50GB
+}}
+"""
+
+
 def _cluster_config(
     *,
     store_dir: str,
@@ -157,18 +173,7 @@ accounts {{
     return f"""# nats-server settings for node {server_name} of the OpenSQT JetStream cluster `{cluster.name}`;
 # rendered by bus/cluster.py node_config() (a test keeps configs/cluster/ equal to it).
 # `sqt cluster up` runs the three nodes; README "A three-node cluster" runs one by hand.
-server_name: {server_name}
-host: {host}
-port: {client}
-http: "{host}:{monitor}"
-max_payload: {MAX_PAYLOAD}
-{ports_file}
-jetstream {{
-  store_dir: "{store_dir}"
-  max_memory_store: 1GB
-  max_file_store: 50GB
-}}
-
+{_server(server_name, host, client, monitor, ports_file, store_dir)}
 cluster {{
   name: {cluster.name}
   listen: "{host}:{cluster.port}"
@@ -218,18 +223,7 @@ def server_config(
         )
     return f"""# nats-server settings for OpenSQT; rendered by bus/embedded.py server_config()
 # (a test keeps this file equal to it). Run by hand: nats-server -c nats.conf
-server_name: {server_name}
-host: {host}
-port: {client}
-http: "{host}:{monitor}"
-max_payload: {MAX_PAYLOAD}
-{ports_file}
-jetstream {{
-  store_dir: "{store_dir}"
-  max_memory_store: 1GB
-  max_file_store: 50GB
-}}
-{users}"""
+{_server(server_name, host, client, monitor, ports_file, store_dir)}{users}"""
 
 
 @dataclass
