@@ -106,11 +106,12 @@ REBUILD_FIRST_S = 0.2
 REBUILD_MAX_S = 5.0
 
 
-def rebuild_delay(grown: float, went_live: bool) -> float:
+def rebuild_delay(grown: float, live_for: float | None) -> float:
     """Seconds before rebuilding a session that ended: the grown backoff while rebuilds fail
-    before going live (the bus is away), the first one again after a session that ran (an
-    election or a restarted server ended it: the next will most likely run at once)."""
-    return REBUILD_FIRST_S if went_live else grown
+    before going live (the bus is away) or soon after (something that ends every session);
+    the first one again after a session that ran a while (an election or a restarted server
+    ended it: the next will most likely run at once). `live_for`: None if it never went live."""
+    return REBUILD_FIRST_S if live_for is not None and live_for >= REBUILD_MAX_S else grown
 
 
 class Consumer:
@@ -133,6 +134,7 @@ class Consumer:
         self.running = False  # inside run()
         self.live_feed: PullFeed | None = None  # the pull of the live session, if one is
         self.went_live = False  # the current session reached its live pull (the rebuild backoff resets)
+        self.live_since = 0.0
         self._not_live_since = time.monotonic()
         self._first_delivery = first_delivery(spec)
         self._batch_seconds = metrics.BATCH_SECONDS.labels(spec.name)
@@ -244,7 +246,7 @@ class Consumer:
                 await self._session(ended)
                 return
             except Exception as exc:  # nats, OS and publish errors share no narrower base
-                delay = rebuild_delay(delay, self.went_live)
+                delay = rebuild_delay(delay, time.monotonic() - self.live_since if self.went_live else None)
                 self.stats.last_error = f"{type(exc).__name__}: {exc}"
                 metrics.SESSION_FAILURES.labels(self.spec.name, type(exc).__name__).inc()
                 log.warning("%s: session ended (%s); rebuilding from the log in %.1fs", self.spec.name, self.stats.last_error, delay)
@@ -264,7 +266,7 @@ class Consumer:
         feed = PullFeed(self.nc, self.spec.stream, self.spec.name, batch=self.spec.batch)
         await feed.start()
         log.info("%s: live from seq %d", self.spec.name, self.seq + 1)
-        self.went_live = True
+        self.went_live, self.live_since = True, time.monotonic()
         self.live_feed = feed
         observe = self._batch_seconds.observe
         try:

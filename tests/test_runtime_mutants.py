@@ -820,8 +820,10 @@ async def test_a_broken_session_is_rebuilt_after_a_backoff_that_doubles_up_to_fi
 def test_a_session_that_went_live_is_rebuilt_after_the_first_delay_again() -> None:
     """An election ends a live session every few seconds during a cluster's trouble: each must
     be rebuilt at once, not after the backoff earlier failures grew (bench/cluster.py)."""
-    assert consumer_module.rebuild_delay(5.0, went_live=True) == consumer_module.REBUILD_FIRST_S == 0.2
-    assert consumer_module.rebuild_delay(3.2, went_live=False) == 3.2
+    assert consumer_module.rebuild_delay(5.0, live_for=60.0) == consumer_module.REBUILD_FIRST_S == 0.2
+    assert consumer_module.rebuild_delay(5.0, live_for=5.0) == 0.2
+    assert consumer_module.rebuild_delay(3.2, live_for=None) == 3.2  # never went live: the bus is away
+    assert consumer_module.rebuild_delay(3.2, live_for=0.5) == 3.2  # something ends every session at once
 
 
 # ----------------------------------------------------------------------------- run, input stream, lease
