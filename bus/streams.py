@@ -23,7 +23,7 @@ from typing import Any, TypeVar
 from nats.aio.client import Client
 from nats.js import JetStreamContext
 from nats.js.api import DiscardPolicy, RetentionPolicy, StorageType, StreamConfig, StreamSource
-from nats.js.errors import BucketNotFoundError, NotFoundError
+from nats.js.errors import BadRequestError, BucketNotFoundError, NotFoundError
 from nats.js.kv import KeyValue
 
 from bus.auth import may_administer
@@ -260,19 +260,25 @@ async def apply_bucket(js: JetStreamContext, spec: BucketSpec, *, nodes: int | N
     try:
         info = await js.stream_info(stream)
     except NotFoundError:
-        await js.create_key_value(
-            KeyValueConfig(
-                bucket=spec.name,
-                description=spec.description,
-                history=spec.history,
-                max_value_size=spec.max_value_size,
-                replicas=spec.replicas,
-                storage=StorageType.FILE,
+        try:
+            await js.create_key_value(
+                KeyValueConfig(
+                    bucket=spec.name,
+                    description=spec.description,
+                    history=spec.history,
+                    max_value_size=spec.max_value_size,
+                    replicas=spec.replicas,
+                    storage=StorageType.FILE,
+                )
             )
-        )
-        copies = f"; {spec.replicas} replicas" if spec.replicas > 1 else ""
-        await _refuse_rollups(js, stream)
-        return Change("created", f"kv:{spec.name}", [f"history {spec.history}{copies}"])
+        except BadRequestError:
+            # Another process created it in between and has already refused its rollups, so
+            # ours (nats-py's, rollups allowed) is "a different configuration": it is there.
+            info = await js.stream_info(stream)
+        else:
+            copies = f"; {spec.replicas} replicas" if spec.replicas > 1 else ""
+            await _refuse_rollups(js, stream)
+            return Change("created", f"kv:{spec.name}", [f"history {spec.history}{copies}"])
     cfg = info.config
     diffs = []
     if cfg.allow_rollup_hdrs:

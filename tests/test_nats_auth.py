@@ -9,6 +9,7 @@ import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
+from typing import Any
 
 import nats
 import pytest
@@ -396,3 +397,31 @@ async def test_a_login_in_the_url_is_the_one_used(secured: EmbeddedServer, creds
         await nc.jetstream().add_stream(name="MINE", subjects=["mine.>"])  # the admin's right, not the gateway's
     finally:
         await nc.close()
+
+
+async def test_a_bucket_another_process_just_created_is_not_an_error(nats_server: EmbeddedServer) -> None:
+    """Every component applies the declarations at start on a server without users: a bucket
+    another process created (and refused rollups on) between our look and our create is there,
+    not "a different configuration" that stops the component."""
+    from nats.js.errors import NotFoundError
+
+    from bus.connection import connect
+
+    first, second = [await connect(nats_server.url, name=f"pytest-{i}", attempts=3) for i in range(2)]
+    try:
+        assert (await streams.apply_bucket(first.jetstream(), streams.BREAKERS, nodes=1)).kind == "created"
+        js = second.jetstream()
+        real, looked = js.stream_info, list[str]()
+
+        async def not_there_yet(name: str, *args: Any, **kwargs: Any) -> Any:
+            if not looked:  # our look came before the other's create
+                looked.append(name)
+                raise NotFoundError
+            return await real(name, *args, **kwargs)
+
+        js.stream_info = not_there_yet  # type: ignore[method-assign]
+        assert (await streams.apply_bucket(js, streams.BREAKERS, nodes=1)).kind == "unchanged"
+        assert not (await first.jetstream().stream_info("KV_breakers")).config.allow_rollup_hdrs
+    finally:
+        await first.close()
+        await second.close()
