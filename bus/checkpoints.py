@@ -46,6 +46,6 @@ async def load(nc: Client, key: str, state_type: Any) -> Checkpoint[Any] | None:
 async def delete(nc: Client, key: str) -> None:
     kv = await nc.jetstream().key_value(CHECKPOINTS.name)
     try:
-        await kv.delete(key)  # not purge: buckets refuse rollups (bus/streams.py _refuse_rollups)
+        await kv.delete(key)  # not purge: buckets refuse rollups (bus/streams.py apply_bucket)
     except (KeyNotFoundError, NotFoundError):
         pass

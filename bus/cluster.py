@@ -10,7 +10,7 @@ The nodes authenticate to each other as the user `route` and the system account 
 credentials file as the roles' (`ensure_cluster_secrets` adds them to what `sqt auth init`
 wrote). The config names them as environment variables, never the passwords themselves.
 
-Streams and buckets get one replica per node (`bus.streams.with_replicas`, with the size from
+Streams and buckets get one replica per node (`bus.streams` AUTO replicas, with the size from
 `cluster_size`), so losing any one node loses nothing and stops nothing for longer than an
 election.
 """

@@ -180,12 +180,10 @@ def _managed(config: StreamConfig) -> dict[str, Any]:
 
 async def cluster_nodes(js: JetStreamContext) -> int:
     """What AUTO replicas means on the server `js` talks to: its cluster's size, 1 alone."""
-    nc = getattr(js, "_nc", None)
-    if nc is None or not (getattr(nc, "_server_info", None) or {}).get("cluster"):
-        return 1
-    from bus.cluster import cluster_size
+    from bus.cluster import cluster_size  # it imports this module
 
-    return await cluster_size(nc)
+    nc = getattr(js, "_nc", None)
+    return 1 if nc is None else await cluster_size(nc)
 
 
 def _follows_sources(spec: StreamSpec) -> bool:
@@ -257,6 +255,7 @@ async def apply_bucket(js: JetStreamContext, spec: BucketSpec, *, nodes: int | N
     if spec.replicas == AUTO:
         spec = replace(spec, replicas=nodes if nodes is not None else await cluster_nodes(js))
     stream = f"KV_{spec.name}"
+    created = False
     try:
         info = await js.stream_info(stream)
     except NotFoundError:
@@ -271,16 +270,15 @@ async def apply_bucket(js: JetStreamContext, spec: BucketSpec, *, nodes: int | N
                     storage=StorageType.FILE,
                 )
             )
+            created = True
         except BadRequestError:
-            # Another process created it in between and has already refused its rollups, so
-            # ours (nats-py's, rollups allowed) is "a different configuration": it is there.
-            info = await js.stream_info(stream)
-        else:
-            copies = f"; {spec.replicas} replicas" if spec.replicas > 1 else ""
-            await _refuse_rollups(js, stream)
-            return Change("created", f"kv:{spec.name}", [f"history {spec.history}{copies}"])
+            pass  # another process created it in between (and may have refused its rollups already): it is there
+        info = await js.stream_info(stream)
     cfg = info.config
     diffs = []
+    # A bucket refuses `Nats-Rollup` (nats-py creates one that allows it): with it, whoever may
+    # write one key could wipe the whole bucket (every lease, checkpoint or breaker). Nothing of
+    # ours purges a key (a purge is a rollup); a key is deleted instead (docs/adr/0026).
     if cfg.allow_rollup_hdrs:
         diffs.append("rollups refused")
         cfg.allow_rollup_hdrs = False
@@ -293,19 +291,12 @@ async def apply_bucket(js: JetStreamContext, spec: BucketSpec, *, nodes: int | N
     if (cfg.num_replicas or 1) != spec.replicas:
         diffs.append(f"replicas {cfg.num_replicas or 1} -> {spec.replicas}")
         cfg.num_replicas = spec.replicas
-    if not diffs:
-        return Change("unchanged", f"kv:{spec.name}")
-    await js.update_stream(cfg)
-    return Change("updated", f"kv:{spec.name}", diffs)
-
-
-async def _refuse_rollups(js: JetStreamContext, stream: str) -> None:
-    """A bucket refuses `Nats-Rollup`: with it, whoever may write one key could wipe the whole
-    bucket (every lease, checkpoint or breaker). Nothing of ours purges a key (a purge is a
-    rollup); a key is deleted instead (docs/adr/0026)."""
-    cfg = (await js.stream_info(stream)).config
-    cfg.allow_rollup_hdrs = False
-    await js.update_stream(cfg)
+    if diffs:
+        await js.update_stream(cfg)
+    if created:
+        copies = f"; {spec.replicas} replicas" if spec.replicas > 1 else ""
+        return Change("created", f"kv:{spec.name}", [f"history {spec.history}{copies}"])
+    return Change("updated", f"kv:{spec.name}", diffs) if diffs else Change("unchanged", f"kv:{spec.name}")
 
 
 async def apply(
