@@ -68,23 +68,35 @@ _EXPECTED = ("Nats-Expected-Last-Sequence", "Nats-Expected-Last-Subject-Sequence
 
 
 class _Pending:
-    __slots__ = ("fut", "deadline", "subject", "payload", "headers", "first", "attempts", "idempotent", "sent_in")
+    __slots__ = ("fut", "deadline", "subject", "payload", "headers", "first", "attempts", "sent_in")
 
     def __init__(
-        self, fut: asyncio.Future[PubAck], deadline: float, subject: str, payload: bytes, headers: dict[str, str] | None, sent_in: int
+        self,
+        fut: asyncio.Future[PubAck],
+        first: float,
+        deadline: float,
+        subject: str,
+        payload: bytes,
+        headers: dict[str, str] | None,
+        sent_in: int,
     ) -> None:
         self.fut = fut
+        self.first = first
         self.deadline = deadline
         self.subject = subject
         self.payload = payload
         self.headers = headers
-        self.first = time.monotonic()
         self.attempts = 1
         self.sent_in = sent_in  # the connection's reconnect count when last sent
-        # A second copy is harmless: the stream drops a known id; a key-value put without a
-        # revision check only stores the same value again.
-        self.idempotent = bool(headers and MSG_ID in headers) or (
-            subject.startswith("$KV.") and not (headers and any(h in headers for h in _EXPECTED))
+
+    @property
+    def idempotent(self) -> bool:
+        """A second copy is harmless: the stream drops a known id; a key-value put without a
+        revision check only stores the same value again. (Asked only of a message whose ack is
+        late, so sending stays free of it.)"""
+        headers = self.headers
+        return bool(headers and MSG_ID in headers) or (
+            self.subject.startswith("$KV.") and not (headers and any(h in headers for h in _EXPECTED))
         )
 
 
@@ -156,7 +168,8 @@ class Publisher:
         hdrs = dict(headers) if headers else {}
         if msg_id is not None:
             hdrs[MSG_ID] = msg_id
-        entry = _Pending(fut, time.monotonic() + self._ack_timeout, subject, payload, hdrs or None, self._reconnects)
+        now = time.monotonic()
+        entry = _Pending(fut, now, now + self._ack_timeout, subject, payload, hdrs or None, self._reconnects)
         self._pending[token] = entry
         await self._nc.publish(subject, payload, reply=f"{self._prefix}.{token}", headers=entry.headers)
         return fut
