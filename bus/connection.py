@@ -27,6 +27,7 @@ from bus import metrics
 from bus.auth import CREDENTIALS_ENV, client_auth
 from bus.embedded import DEFAULT_PORT
 from bus.errors import Unreachable
+from bus.secrets import redact
 
 log = logging.getLogger("bus.connection")
 
@@ -76,14 +77,6 @@ def _next_server_hook(level: int) -> Callable[[list[Server], dict], tuple[Server
         return server, reconnect_delay(server.reconnects, random.random())
 
     return next_server
-
-
-def redact(url: str) -> str:
-    """A URL fit for a log line: credentials removed."""
-    if "@" not in url:
-        return url
-    scheme, _, rest = url.partition("://")
-    return f"{scheme}://***@{rest.split('@', 1)[1]}"
 
 
 async def connect(

@@ -25,10 +25,9 @@ import time
 from collections.abc import Iterable, Mapping
 from typing import Any
 
-from bus.secrets import is_secret_variable
+from bus.secrets import looks_secret, redact
 
 FORMATS = ("text", "json")
-_SECRET_NAME = re.compile(r"(API_?KEY|SECRET|PASSWORD|PASSPHRASE|TOKEN|PRIVATE_?KEY|WEBHOOK)", re.IGNORECASE)
 _MIN_SECRET = 6  # shorter values (a "1", a "true") would mask half of every line
 _MIN_PART = 8  # one token of a list such as SQT_GATEWAY_TOKENS (`name=role:token,...`)
 MASK = "***"
@@ -56,8 +55,6 @@ ID_KEYS = frozenset(
     }
 )
 _ID_TOKEN = re.compile(r"(?<![\w.])(" + "|".join(sorted(ID_KEYS)) + r""")=("[^"]*"|'[^']*'|[^\s,;()\[\]{}"']+)""")
-# scheme://userinfo@ : the userinfo (user:password, or a bare token) is a credential.
-_URL_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)[^\s/@?#]+@")
 
 
 def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
@@ -70,7 +67,7 @@ def secret_values(environ: Mapping[str, str] | None = None) -> list[str]:
     env = os.environ if environ is None else environ
     found: set[str] = set()
     for name, value in env.items():
-        if not (_SECRET_NAME.search(name) or is_secret_variable(name)):
+        if not looks_secret(name):
             continue
         if len(value) >= _MIN_SECRET:
             found.add(value)
@@ -92,27 +89,7 @@ class Masker:
     def __call__(self, text: str) -> str:
         if self._secrets is not None:
             text = self._secrets.sub(MASK, text)
-        if "@" in text:
-            text = _URL_CREDENTIALS.sub(r"\1" + MASK + "@", text)
-        return text
-
-
-class SecretMask(logging.Filter):
-    """Masks secrets in a record's rendered message (its arguments included).
-
-    setup() does not rely on it: `MaskingFormatter` masks the whole line, traceback included.
-    """
-
-    def __init__(self, secrets: list[str]) -> None:
-        super().__init__()
-        self._mask = Masker(secrets)
-
-    def filter(self, record: logging.LogRecord) -> bool:
-        text = record.getMessage()
-        masked = self._mask(text)
-        if masked != text:
-            record.msg, record.args = masked, None
-        return True
+        return redact(text)
 
 
 def split_component(component: str) -> tuple[str, str | None]:

@@ -4,6 +4,8 @@ config key, leaves these alone, and nothing ever logs or shows their values."""
 
 from __future__ import annotations
 
+import re
+
 GATEWAY = ("SQT_GATEWAY_TOKENS", "SQT_GATEWAY_JWT_SECRET")  # gateway/auth.py
 ALERTS = ("SQT_SLACK_WEBHOOK_URL", "SQT_TELEGRAM_BOT_TOKEN", "SQT_TELEGRAM_CHAT_ID")  # monitors/alerts/channels.py
 NATS = ("SQT_NATS_PASSWORD",)  # bus/auth.py; and SQT_NATS_PASSWORD_<ROLE> (the server's, from `sqt auth init`)
@@ -31,3 +33,21 @@ def uses_secret(component: str, name: str) -> bool:
     if name in NATS or name.startswith("SQT_NATS_PASSWORD_"):
         return False
     return component in ("executor", "publisher", "reconciler")  # a venue's keys
+
+
+# Names that say "a secret" whoever reads them (a venue's key, a webhook, a password): what the
+# log mask hides beside the variables named above, never read as config (bus/log.py).
+_SECRET_NAME = re.compile(r"(API_?KEY|SECRET|PASSWORD|PASSPHRASE|TOKEN|PRIVATE_?KEY|WEBHOOK)", re.IGNORECASE)
+# scheme://userinfo@ : the userinfo (user:password, or a bare token) is a credential.
+_URL_CREDENTIALS = re.compile(r"\b([a-zA-Z][a-zA-Z0-9+.\-]*://)[^\s/@?#]+@")
+
+
+def looks_secret(name: str) -> bool:
+    """Whether a variable's value must never be shown: a secret variable, or a secret's name."""
+    return is_secret_variable(name) or bool(_SECRET_NAME.search(name))
+
+
+def redact(text: str) -> str:
+    """Text fit to show: every URL's credentials (`nats://user:password@host`) become `***`, in
+    each server of a list (`nats://a:x@h1,nats://b:y@h2`) as anywhere in a line."""
+    return _URL_CREDENTIALS.sub(r"\1***@", text) if "@" in text else text

@@ -23,10 +23,10 @@ import nats.errors
 
 from bus import log as buslog
 from bus.auth import COMPONENT_ROLES, CREDENTIALS_ENV, PASSWORD_ENV, ROLES, USER_ENV, read_credentials
-from bus.connection import Unreachable, connect, redact
+from bus.connection import Unreachable, connect
 from bus.embedded import EmbeddedServer
 from bus.errors import BusError
-from bus.secrets import is_secret_variable, uses_secret
+from bus.secrets import is_secret_variable, redact, uses_secret
 from bus.streams import apply
 from cli.config import Config
 from cli.run import start_embedded

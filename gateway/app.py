@@ -20,7 +20,7 @@ from nats.aio.client import Client as Nats
 from prometheus_client import generate_latest
 from prometheus_client.exposition import CONTENT_TYPE_LATEST
 
-from bus.connection import redact
+from bus.secrets import redact
 from bus.settings import BusSettings
 from gateway import frames, rest
 from gateway.auth import Auth, Identity
