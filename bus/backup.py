@@ -174,8 +174,9 @@ async def snapshot_stream(
     consumers: bool = False,
     chunk_size: int = SNAPSHOT_CHUNK,
     window_size: int | None = None,
-) -> dict[str, Any]:
-    """Write the stream's snapshot to `data_file`; the server's {"config", "state"} at that moment.
+) -> tuple[dict[str, Any], str]:
+    """Write the stream's snapshot to `data_file`; the server's {"config", "state"} at that
+    moment, and the file's SHA-256.
 
     `window_size` is how much the server sends before it waits for our flow-control answer
     (its default, 8 MiB, when None); tests make it small to run that path on a small stream."""
@@ -186,6 +187,7 @@ async def snapshot_stream(
     sub = await nc.subscribe(inbox)  # subscribed before asking: the first chunk may beat the answer
     try:
         reply = await _api(nc, f"$JS.API.STREAM.SNAPSHOT.{stream}", request)
+        digest = hashlib.sha256()  # as it is written: no second read for the manifest
         with data_file.open("wb") as out:
             while True:
                 try:
@@ -203,9 +205,10 @@ async def snapshot_stream(
                 if msg.reply:
                     await nc.publish(msg.reply, b"")
                 out.write(msg.data)
+                digest.update(msg.data)
     finally:
         await sub.unsubscribe()
-    return {"config": reply["config"], "state": reply["state"]}
+    return {"config": reply["config"], "state": reply["state"]}, digest.hexdigest()
 
 
 def check_target(directory: Path, force: bool) -> None:
@@ -238,7 +241,7 @@ async def backup(
         sdir = directory / stream
         sdir.mkdir(exist_ok=True)
         data_file = sdir / DATA_FILE
-        meta = await snapshot_stream(nc, stream, data_file, consumers=consumers, chunk_size=chunk_size, window_size=window_size)
+        meta, sha256 = await snapshot_stream(nc, stream, data_file, consumers=consumers, chunk_size=chunk_size, window_size=window_size)
         (sdir / META_FILE).write_text(json.dumps(meta, indent=2) + "\n")
         summary = _summary(stream, meta["state"], data_file.stat().st_size)
         entries.append(
@@ -247,7 +250,7 @@ async def backup(
                 "bucket": stream[len(KV_PREFIX) :] if stream.startswith(KV_PREFIX) else None,
                 "dir": stream,
                 "data_file": f"{stream}/{DATA_FILE}",
-                "sha256": _sha256(data_file),
+                "sha256": sha256,
                 "size": summary.file_bytes,
                 "config": meta["config"],
                 "state": meta["state"],

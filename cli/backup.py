@@ -18,7 +18,6 @@ import sys
 from pathlib import Path
 from typing import Any
 
-from bus.auth import AuthError
 from bus.backup import BackupFailed, Refused, backup, check_target, read_manifest, restore
 from bus.connection import connect
 from bus.errors import Unreachable
@@ -56,22 +55,18 @@ def backup_command(config: Config, args: argparse.Namespace) -> int:
             check_target(args.dir, args.force)
         else:
             read_manifest(args.dir)
+        return asyncio.run(_run(config, args))
     except Refused as exc:
         print(f"sqt: {exc}", file=sys.stderr)
         return EXIT_USAGE
-    except BackupFailed as exc:
+    except (BackupFailed, Unreachable, OSError) as exc:
         print(f"sqt: {exc}", file=sys.stderr)
         return EXIT_FAILED
-    return asyncio.run(_run(config, args))
 
 
 async def _run(config: Config, args: argparse.Namespace) -> int:
-    try:
-        # Snapshots, restores and deletes are the admin's (bus/auth.py).
-        nc = await connect(config.nats_url, name=f"sqt-{args.command}", attempts=3, role="admin")
-    except (Unreachable, AuthError) as exc:
-        print(f"sqt: {exc}", file=sys.stderr)
-        return EXIT_FAILED
+    # Snapshots, restores and deletes are the admin's (bus/auth.py).
+    nc = await connect(config.nats_url, name=f"sqt-{args.command}", attempts=3, role="admin")
     try:
         if args.command == "backup":
             done = await backup(nc, args.dir, _names(args.streams), force=args.force, consumers=args.consumers, say=print)
@@ -81,11 +76,5 @@ async def _run(config: Config, args: argparse.Namespace) -> int:
             what = "restored"
         print(f"{what} {len(done)} stream{'s' if len(done) != 1 else ''}: {sum(s.messages for s in done)} messages")
         return 0
-    except Refused as exc:
-        print(f"sqt: {exc}", file=sys.stderr)
-        return EXIT_USAGE
-    except (BackupFailed, OSError) as exc:
-        print(f"sqt: {exc}", file=sys.stderr)
-        return EXIT_FAILED
     finally:
         await nc.close()

@@ -21,6 +21,7 @@ import msgspec
 
 from bus.auth import CREDENTIALS_ENV
 from bus.embedded import DEFAULT_MONITOR_PORT, DEFAULT_PORT
+from bus.log import log_format
 from bus.secrets import is_secret_variable
 from bus.settings import BusSettings
 from bus.streams import STREAMS, Retention, StreamSpec, with_retention
@@ -117,8 +118,7 @@ class Config(msgspec.Struct, frozen=True, kw_only=True, forbid_unknown_fields=Tr
                 raise ValueError(f"unknown stream {name!r} in `streams` (known: {', '.join(sorted(known))})")
         if self.log_level.upper() not in ("DEBUG", "INFO", "WARNING", "ERROR"):
             raise ValueError("`log_level` must be DEBUG, INFO, WARNING or ERROR")
-        if self.log_format not in ("text", "json"):
-            raise ValueError("`log_format` must be text or json")
+        log_format(self.log_format)  # ValueError naming `log_format` and what it may be
         for name in self.venues:
             if name == self.sim.venue:
                 raise ValueError(f"`venues.{name}`: {name!r} is the simulated exchange's name (`sim.venue`); pick another")
