@@ -282,16 +282,6 @@ def wait_meta_leader(nodes: Sequence[Node], timeout: float = 30.0) -> str:
     raise ServerFailed(f"no JetStream meta leader within {timeout}s")
 
 
-def cluster_size_of(node: Node) -> int | None:
-    """The meta group's size as a node knows it: every node it ever met and was not removed,
-    down or up (`/jsz`'s meta_cluster.cluster_size); None if it does not answer."""
-    jsz = monitor(node, "/jsz")
-    if jsz is None:
-        return None
-    meta = jsz.get("meta_cluster") or {}
-    return int(meta.get("cluster_size") or 1)
-
-
 def stream_states(node: Node) -> dict[str, dict[str, Any]]:
     """Each stream this node holds a replica of: {name: its state} (messages, bytes, first_seq,
     last_seq, ...), from the node's own store (`/jsz?streams=true`)."""

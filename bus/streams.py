@@ -5,9 +5,10 @@ what it did; running it twice changes nothing the second time. Components call `
 which applies only when their NATS user may (bus/auth.py) and otherwise waits for the streams.
 
 Replicas: a declaration says AUTO unless the config names a count (`[streams.<NAME>]
-replicas`, through `with_retention`, or `with_replicas`): one replica per node of the
-server's JetStream cluster (bus/cluster.py), 1 on a single server, never fewer than an existing
-stream of the cluster has. A stream sourced from others (a strategy's own input stream) gets
+replicas`, through `with_retention`): one replica per node of the server's JetStream cluster
+(bus/cluster.py), 1 on a single server, never fewer than an existing stream of the cluster
+has. A count above the nodes there are is lowered to them, with a warning (a config written for
+a cluster also runs on one server). A stream sourced from others (a strategy's own input stream) gets
 its origins' count when it is created, and keeps it: it is as durable as what it copies, and
 its owner may create a stream but never update one (bus/auth.py).
 """
@@ -16,9 +17,8 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
-from typing import Any, TypeVar
+from typing import Any
 
 from nats.aio.client import Client
 from nats.js import JetStreamContext
@@ -126,25 +126,6 @@ def with_retention(specs: tuple[StreamSpec, ...], overrides: dict[str, Retention
     return tuple(out)
 
 
-Spec = TypeVar("Spec", StreamSpec, BucketSpec)
-
-
-def with_replicas(specs: tuple[Spec, ...], n: int, overrides: Mapping[str, int | None] | None = None) -> tuple[Spec, ...]:
-    """Every stream (or bucket) with `n` replicas (the cluster's size: 1 on a single server),
-    except those `overrides` names ({name: replicas}, from the config), which keep theirs; none
-    above `n`, which the server would refuse (a config written for a cluster also runs on one
-    server)."""
-    n = max(1, n)
-    out = []
-    for spec in specs:
-        wanted = (overrides or {}).get(spec.name)
-        count = n if wanted is None else max(1, min(wanted, n))
-        if wanted is not None and wanted > n:
-            log.warning("%s: %d replicas asked for, but the server has %d node(s): %d", spec.name, wanted, n, count)
-        out.append(spec if spec.replicas == count else replace(spec, replicas=count))
-    return tuple(out)
-
-
 @dataclass
 class Change:
     kind: str  # created | updated | unchanged
@@ -201,10 +182,21 @@ async def _sources_replicas(js: JetStreamContext, spec: StreamSpec) -> int:
     return max(counts)
 
 
+def _replicas(name: str, wanted: int, nodes: int) -> int:
+    """AUTO as one per node; a count above the nodes there are, lowered to them."""
+    if wanted == AUTO:
+        return nodes
+    if wanted > nodes:
+        log.warning("%s: %d replicas asked for, but the server has %d node(s): %d", name, wanted, nodes, nodes)
+        return nodes
+    return wanted
+
+
 async def apply_stream(js: JetStreamContext, spec: StreamSpec, *, nodes: int | None = None) -> Change:
-    """Create or update one stream; `nodes` is what AUTO replicas means (asked if None)."""
-    if spec.replicas == AUTO and not spec.sources:
-        spec = replace(spec, replicas=nodes if nodes is not None else await cluster_nodes(js))
+    """Create or update one stream; `nodes` is the cluster's size (asked if None)."""
+    if not _follows_sources(spec):
+        count = _replicas(spec.name, spec.replicas, nodes if nodes is not None else await cluster_nodes(js))
+        spec = spec if count == spec.replicas else replace(spec, replicas=count)
     wanted = spec.config()
     try:
         info = await js.stream_info(spec.name)
@@ -252,8 +244,8 @@ async def open_bucket(js: JetStreamContext, spec: BucketSpec) -> KeyValue:
 async def apply_bucket(js: JetStreamContext, spec: BucketSpec, *, nodes: int | None = None) -> Change:
     from nats.js.api import KeyValueConfig
 
-    if spec.replicas == AUTO:
-        spec = replace(spec, replicas=nodes if nodes is not None else await cluster_nodes(js))
+    count = _replicas(f"kv:{spec.name}", spec.replicas, nodes if nodes is not None else await cluster_nodes(js))
+    spec = spec if count == spec.replicas else replace(spec, replicas=count)
     stream = f"KV_{spec.name}"
     created = False
     try:
@@ -304,8 +296,7 @@ async def apply(
     streams: tuple[StreamSpec, ...] = STREAMS,
     buckets: tuple[BucketSpec, ...] = BUCKETS,
 ) -> list[Change]:
-    auto = any(s.replicas == AUTO for s in streams) or any(b.replicas == AUTO for b in buckets)
-    nodes = await cluster_nodes(js) if auto else 1
+    nodes = await cluster_nodes(js)
     changes = [await apply_stream(js, s, nodes=nodes) for s in streams]
     changes += [await apply_bucket(js, b, nodes=nodes) for b in buckets]
     return changes

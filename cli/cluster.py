@@ -28,7 +28,6 @@ from bus.auth import AuthError, init_credentials
 from bus.cluster import (
     LocalCluster,
     Node,
-    cluster_size_of,
     default_nodes,
     ensure_cluster_secrets,
     healthy,
@@ -42,7 +41,7 @@ from bus.cluster import (
 from bus.connection import connect
 from bus.embedded import ROUTE_PASSWORD, SYS_PASSWORD
 from bus.errors import BusError, PortInUse, ServerFailed, Unreachable
-from bus.streams import BUCKETS, Change, apply, with_replicas
+from bus.streams import BUCKETS, Change, apply
 from cli.config import Config
 from cli.supervisor import Child, ServerChild, Supervisor
 
@@ -160,11 +159,8 @@ async def _up(config: Config, cluster: LocalCluster) -> int:
 
 async def apply_replicated(config: Config, cluster: LocalCluster) -> list[Change]:
     """The declared streams and the buckets with one replica per node (the config's
-    `[streams.<NAME>] replicas` wins), once JetStream takes them."""
-    sizes = [cluster_size_of(n) or 1 for n in cluster.live_nodes()]
-    n = max(sizes, default=1)
-    overrides = {name: r.replicas for name, r in config.retention().items() if r.replicas is not None}
-    streams, buckets = with_replicas(config.declared_streams(), n, overrides), with_replicas(BUCKETS, n)
+    `[streams.<NAME>] replicas` wins; bus/streams.py), once JetStream takes them."""
+    streams, buckets = config.declared_streams(), BUCKETS
     nc = await connect(cluster.url, name="sqt-cluster", attempts=10, role="admin")
     try:
         deadline = time.monotonic() + APPLY_WITHIN

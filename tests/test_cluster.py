@@ -170,3 +170,11 @@ def test_sqt_streams_apply_gives_three_replicas_and_sqt_cluster_reports_them(
     monkeypatch.setenv("SQT_NATS_CREDENTIALS", str(fresh))
     assert main(["--config", str(config), "cluster", "init"]) == 0
     assert {ROUTE_PASSWORD, SYS_PASSWORD} <= set(read_credentials(fresh))
+
+
+def test_replicas_are_one_per_node_and_never_more_than_the_nodes() -> None:
+    """A config written for the cluster (`[streams.MARKET] replicas = 3`) also runs on one server."""
+    from bus.streams import AUTO, _replicas
+
+    assert _replicas("MARKET", AUTO, 3) == 3 and _replicas("MARKET", AUTO, 1) == 1
+    assert _replicas("MARKET", 3, 1) == 1 and _replicas("MARKET", 2, 3) == 2
