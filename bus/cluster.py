@@ -35,7 +35,6 @@ from nats.js.errors import NotFoundError
 
 from bus.auth import read_credentials
 from bus.embedded import (
-    ANY_PORT,
     DEFAULT_CLUSTER_PORT,
     DEFAULT_MONITOR_PORT,
     DEFAULT_PORT,
@@ -185,37 +184,19 @@ class LocalCluster:
             self.servers[name].launch()
         try:
             for name in self.names:
-                self._wait_ready(name, timeout)
+                self.servers[name].wait_ready(timeout)
             wait_meta_leader(self.live_nodes(), timeout)
         except BaseException:
             self.stop()
             raise
 
-    def _wait_ready(self, name: str, timeout: float) -> None:
-        server = self.servers[name]
-        deadline = time.monotonic() + timeout
-        resolved = server.port != ANY_PORT and server.monitor_port != ANY_PORT
-        while time.monotonic() < deadline:
-            if not server.alive:
-                raise ServerFailed(f"nats-server {name} exited; see {server.log_file}")
-            if not resolved:
-                resolved = server._read_ports_file()
-            elif server.ready():
-                return
-            time.sleep(0.05)
-        raise ServerFailed(f"nats-server {name} did not become ready within {timeout}s")
-
     def kill(self, name: str) -> None:
         self.servers[name].kill()
 
     def restart(self, name: str, timeout: float = 30.0) -> None:
-        """Start a stopped node again, on the same ports, with its store as it was left."""
-        server = self.servers[name]
-        node = next(n for n in self.nodes if n.name == name)
-        # The ports it bound the first time; a fresh pick would not be the one the clients know.
-        server.port, server.monitor_port = server.port or node.client_port, server.monitor_port or node.monitor_port
-        server.launch()
-        self._wait_ready(name, timeout)
+        """Start a stopped node again, on the same ports (it keeps those it bound), with its
+        store as it was left."""
+        self.servers[name].start(timeout)
 
     def stop(self) -> None:
         for server in self.servers.values():

@@ -250,19 +250,27 @@ class EmbeddedServer:
     def start(self, timeout: float = 15.0) -> None:
         """Start and wait until JetStream answers; port 0 is resolved to the port the server bound."""
         self.launch()
+        try:
+            self.wait_ready(timeout)
+        except ServerFailed:
+            self.stop()
+            raise
+
+    def wait_ready(self, timeout: float) -> None:
+        """Wait until a launched server's JetStream answers (its ports read back first when it
+        chose them); ServerFailed if it exits or takes longer than `timeout`."""
         assert self.process is not None
         deadline = time.monotonic() + timeout
         resolved = self.port != ANY_PORT and self.monitor_port != ANY_PORT
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
-                raise ServerFailed(f"nats-server exited with code {self.process.returncode}; see {self.log_file}")
+                raise ServerFailed(f"nats-server {self.name} exited with code {self.process.returncode}; see {self.log_file}")
             if not resolved:
                 resolved = self._read_ports_file()
             elif self.ready():
                 return
             time.sleep(0.05)
-        self.stop()
-        raise ServerFailed(f"nats-server did not become ready within {timeout}s")
+        raise ServerFailed(f"nats-server {self.name} did not become ready within {timeout}s")
 
     def launch(self) -> None:
         """Start the process and return at once (a supervisor checks on it later).

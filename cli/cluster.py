@@ -17,8 +17,6 @@ import signal
 import sys
 import time
 import urllib.parse
-from collections.abc import Sequence
-from dataclasses import dataclass
 from pathlib import Path
 
 import nats.errors
@@ -43,7 +41,8 @@ from bus.embedded import ROUTE_PASSWORD, SYS_PASSWORD
 from bus.errors import BusError, PortInUse, ServerFailed, Unreachable
 from bus.streams import BUCKETS, Change, apply
 from cli.config import Config
-from cli.supervisor import Child, ServerChild, Supervisor
+from cli.status import text_table
+from cli.supervisor import Child, ServerChild, Supervisor, server_child
 
 log = logging.getLogger("sqt.cluster")
 
@@ -89,20 +88,6 @@ def client_url(config: Config) -> str:
 # ----------------------------------------------------------------------------- up
 
 
-@dataclass
-class NodeChild(ServerChild):
-    """One node under `keep_alive`: restarted on the same ports, its store as it was left."""
-
-    node_name: str = ""
-
-    def exited(self, code: int | None, delay: float) -> str:
-        return f"nats-server {self.node_name} exited (code {code}); restarting in {delay:g}s (restart #{self.restarts + 1}); log: {self.log_path}"
-
-    @property
-    def label(self) -> str:
-        return f"nats-server {self.node_name}"
-
-
 def up(config: Config, store: Path | None) -> int:
     from cli.run import credentials
 
@@ -136,19 +121,7 @@ async def _up(config: Config, cluster: LocalCluster) -> int:
     for change in changes:
         if change.kind != "unchanged":
             log.info("stream %s", change)
-    children = [
-        NodeChild(
-            name=f"nats-{name}",
-            argv=[],
-            log_path=server.log_file or server.store_dir / "nats.log",
-            what="nats-server",
-            proc=server.process,
-            started=time.monotonic(),
-            server=server,
-            node_name=name,
-        )
-        for name, server in cluster.servers.items()
-    ]
+    children = [server_child(server, name=f"nats-{name}", title=f"nats-server {name}") for name, server in cluster.servers.items()]
     _print_table(cluster, children)
     supervisor = Supervisor(list[Child](children), None)
     await supervisor.run(stop)
@@ -179,18 +152,13 @@ async def apply_replicated(config: Config, cluster: LocalCluster) -> list[Change
     return changes
 
 
-def _print_table(cluster: LocalCluster, children: list[NodeChild]) -> None:
+def _print_table(cluster: LocalCluster, children: list[ServerChild]) -> None:
     rows = []
     for child in children:
-        node = cluster.node(child.node_name)
+        assert child.server is not None
+        node = cluster.node(child.server.name)
         rows.append((node.name, str(child.pid or "-"), node.url, f"{node.host}:{node.cluster_port}", node.monitor_url, str(child.log_path)))
-    headers = ("node", "pid", "clients", "routes", "monitoring", "log")
-    widths = [max(len(r[i]) for r in [*rows, headers]) for i in range(len(headers))]
-    line = "  ".join(h.ljust(w) for h, w in zip(headers, widths))
-    print(line)
-    print("-" * len(line))
-    for r in rows:
-        print("  ".join(v.ljust(w) for v, w in zip(r, widths)))
+    print(text_table(("node", "pid", "clients", "routes", "monitoring", "log"), rows))
     print()
     print(f"JetStream cluster `sqt`, meta leader {meta_leader(cluster.live_nodes()) or '(electing)'}; every stream on every node.")
     print("Point every component and sqt command at all three nodes:")
@@ -238,7 +206,7 @@ async def status(config: Config, monitor_urls: str | None = None) -> int:
         rows.append(
             (name, node.monitor_url, "ok" if good else f"DOWN: {why}", meta.get("leader") or "-", str(meta.get("cluster_size") or "-"))
         )
-    print(_table(("node", "monitoring", "health", "meta leader", "cluster size"), rows))
+    print(text_table(("node", "monitoring", "health", "meta leader", "cluster size"), rows))
     print()
     try:
         nc = await connect(client_url(config), name="sqt-cluster-status", attempts=3, role="operator")
@@ -257,15 +225,8 @@ async def status(config: Config, monitor_urls: str | None = None) -> int:
         followers = ", ".join(f"{r.name} ({'offline' if r.offline else 'current' if r.current else f'behind {r.lag}'})" for r in p.replicas)
         ok = ok and p.all_current
         streams.append((p.name, p.leader or "NONE", str(p.size), followers or "-", f"{p.messages:,}", str(p.last_seq)))
-    print(_table(("stream", "leader", "replicas", "followers", "messages", "last seq"), streams or [("-",) * 6]))
+    print(text_table(("stream", "leader", "replicas", "followers", "messages", "last seq"), streams or [("-",) * 6]))
     return 0 if ok else 1
-
-
-def _table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
-    widths = [max(len(r[i]) for r in [*rows, headers]) for i in range(len(headers))]
-    lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
-    lines += ["  ".join(v.ljust(w) for v, w in zip(r, widths)) for r in rows]
-    return "\n".join(lines)
 
 
 # ----------------------------------------------------------------------------- peer-remove

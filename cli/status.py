@@ -20,7 +20,7 @@ from bus.streams import BUCKETS, apply
 from cli.config import Config
 
 
-def _table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
+def text_table(headers: tuple[str, ...], rows: Sequence[tuple[str, ...]]) -> str:
     widths = [max(len(str(r[i])) for r in [*rows, headers]) for i in range(len(headers))]
     lines = ["  ".join(h.ljust(w) for h, w in zip(headers, widths))]
     lines += ["  ".join(str(v).ljust(w) for v, w in zip(r, widths)) for r in rows]
@@ -70,9 +70,9 @@ async def _status(config: Config) -> int:
                 consumers.append(
                     (name, ci.name, f"{ci.num_pending:,}", str(ci.num_ack_pending), str(ci.ack_floor.stream_seq if ci.ack_floor else 0))
                 )
-        print(_table(("stream", "messages", "size", "first", "last", "consumers"), rows))
+        print(text_table(("stream", "messages", "size", "first", "last", "consumers"), rows))
         print()
-        print(_table(("stream", "consumer", "lag", "unacked", "ack floor"), consumers or [("-", "-", "-", "-", "-")]))
+        print(text_table(("stream", "consumer", "lag", "unacked", "ack floor"), consumers or [("-", "-", "-", "-", "-")]))
         print()
         cps = []
         try:
@@ -83,9 +83,9 @@ async def _status(config: Config) -> int:
                 cps.append((key, str(seq), str(entry.revision)))
         except Exception:  # noqa: BLE001 - no bucket yet, or empty
             pass
-        print(_table(("checkpoint", "input seq", "revision"), cps or [("-", "-", "-")]))
+        print(text_table(("checkpoint", "input seq", "revision"), cps or [("-", "-", "-")]))
         print()
-        print(_table(("component", "instance", "micro", "health", "http", "uptime", "version"), await component_rows(nc, config)))
+        print(text_table(("component", "instance", "micro", "health", "http", "uptime", "version"), await component_rows(nc, config)))
     finally:
         await nc.close()
     return 0
@@ -202,7 +202,7 @@ async def _streams(config: Config, action: str) -> int:
             subjects = ", ".join(c.subjects or []) or ", ".join(f"<{s.name}:{s.filter_subject}>" for s in c.sources or [])
             age = f"{c.max_age / 86400:g}d" if c.max_age else "unlimited"
             rows.append((c.name or "", subjects, f"{info.state.messages:,}", f"{info.state.bytes / 1e6:.1f} MB", age))
-        print(_table(("stream", "subjects", "messages", "size", "max age"), rows))
+        print(text_table(("stream", "subjects", "messages", "size", "max age"), rows))
         return 0
     finally:
         await nc.close()

@@ -106,6 +106,7 @@ class ServerChild(Child):
 
     server: EmbeddedServer | None = None
     backoff: Backoff = field(default_factory=lambda: Backoff(first=0.25, cap=10.0))
+    title: str = "nats-server"  # "nats-server n2": one node of a cluster (cli/cluster.py)
 
     def launch(self) -> None:
         assert self.server is not None
@@ -114,20 +115,20 @@ class ServerChild(Child):
         self.started = time.monotonic()
 
     def exited(self, code: int | None, delay: float) -> str:
-        return f"nats-server exited (code {code}); restarting (restart #{self.restarts + 1}); log: {self.log_path}"
+        return f"{self.title} exited (code {code}); restarting (restart #{self.restarts + 1}); log: {self.log_path}"
 
     def may_restart(self, code: int | None) -> bool:
         return True  # the bus is never given up on
 
     @property
     def label(self) -> str:
-        return "nats-server"
+        return self.title
 
 
-def server_child(server: EmbeddedServer) -> ServerChild:
+def server_child(server: EmbeddedServer, name: str = "nats", title: str = "nats-server") -> ServerChild:
     log_path = server.log_file or server.store_dir / "nats.log"
     return ServerChild(
-        name="nats", argv=[], log_path=log_path, what="nats-server", proc=server.process, server=server, started=time.monotonic()
+        name=name, argv=[], log_path=log_path, what="nats-server", proc=server.process, server=server, started=time.monotonic(), title=title
     )
 
 
