@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import os
 import secrets
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import urlparse
@@ -240,14 +240,24 @@ def init_credentials(path: Path, *, force: bool = False) -> bool:
     if path.exists() and not force:
         return False
     path.parent.mkdir(parents=True, exist_ok=True)
-    # A leading letter: nats-server parses an environment variable's value as a config value.
-    body = "".join(f"{r.password_variable}=p{secrets.token_hex(24)}\n" for r in ROLES.values())
+    header = "# NATS passwords, one per role (bus/auth.py); written by `sqt auth init`. Never commit this file.\n"
+    write_private(path, header + new_passwords(r.password_variable for r in ROLES.values()))
+    return True
+
+
+def new_passwords(variables: Iterable[str]) -> str:
+    """`VARIABLE=password` lines, each password new. A leading letter: nats-server parses an
+    environment variable's value as a config value."""
+    return "".join(f"{v}=p{secrets.token_hex(24)}\n" for v in variables)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Replace `path` by `text`, readable by its owner only, whole or not at all."""
     tmp = path.with_name(path.name + ".tmp")
     fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w") as out:
-        out.write("# NATS passwords, one per role (bus/auth.py); written by `sqt auth init`. Never commit this file.\n" + body)
+        out.write(text)
     os.replace(tmp, path)
-    return True
 
 
 @dataclass(frozen=True)

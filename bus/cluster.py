@@ -19,8 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import os
-import secrets
 import time
 import urllib.error
 import urllib.parse
@@ -33,7 +31,7 @@ from typing import Any
 from nats.aio.client import Client
 from nats.js.errors import NotFoundError
 
-from bus.auth import read_credentials
+from bus.auth import new_passwords, read_credentials, write_private
 from bus.embedded import (
     DEFAULT_CLUSTER_PORT,
     DEFAULT_MONITOR_PORT,
@@ -121,12 +119,7 @@ def ensure_cluster_secrets(path: Path) -> bool:
     text = path.read_text()
     if text and not text.endswith("\n"):
         text += "\n"
-    text += "".join(f"{v}=p{secrets.token_hex(24)}\n" for v in missing)
-    tmp = path.with_name(path.name + ".tmp")
-    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as out:
-        out.write(text)
-    os.replace(tmp, path)
+    write_private(path, text + new_passwords(missing))
     return True
 
 
