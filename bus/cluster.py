@@ -334,15 +334,14 @@ async def placements(nc: Client, names: Iterable[str] | None = None) -> list[Str
     return sorted(out, key=lambda p: p.name)
 
 
-async def wait_all_current(nc: Client, timeout: float = 60.0, names: Iterable[str] | None = None) -> list[StreamPlacement]:
+async def wait_all_current(nc: Client, timeout: float = 60.0) -> list[StreamPlacement]:
     """Wait until every stream has a leader and every replica is current; the placements then."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     last: list[StreamPlacement] | str = "nothing yet"
-    wanted = list(names) if names is not None else None
     while loop.time() < deadline:
         try:
-            found = await placements(nc, wanted)
+            found = await placements(nc)
             if all(p.all_current for p in found):
                 return found
             last = found

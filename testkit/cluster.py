@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import os
 import random
 import shutil
 import time
@@ -22,7 +21,7 @@ from typing import Any
 import msgspec
 from nats.aio.client import Client
 
-from bus.auth import CREDENTIALS_ENV, init_credentials
+from bus.auth import init_credentials
 from bus.cluster import LocalCluster, Node, StreamPlacement, placements, stream_states, wait_all_current, wait_meta_leader
 from bus.embedded import ANY_PORT, free_port
 from bus.reader import read_stream
@@ -55,14 +54,6 @@ def local_cluster(workdir: Path, *, auth: bool = True, count: int = 3) -> Iterat
         yield cluster
     finally:
         cluster.stop()
-
-
-def client_env(cluster: LocalCluster) -> dict[str, str]:
-    """The environment of a component process: every node in NATS_URL, the credentials file."""
-    env = {**os.environ, "NATS_URL": cluster.url, "PYTHONUNBUFFERED": "1"}
-    if cluster.credentials is not None:
-        env[CREDENTIALS_ENV] = str(cluster.credentials)
-    return env
 
 
 # ----------------------------------------------------------------------------- chaos: nodes killed under a trading system

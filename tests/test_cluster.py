@@ -13,13 +13,14 @@ import pytest
 from nats.aio.client import Client
 
 from bus import streams
-from bus.cluster import LocalCluster, placements, rendered_configs, stream_states, wait_all_current
+from bus.cluster import placements, rendered_configs, stream_states, wait_all_current
 from bus.connection import connect
 from bus.embedded import ROUTE_PASSWORD, SYS_PASSWORD
 from bus.publisher import Publisher
 from bus.reader import read_stream
 from bus.runtime import ConsumerRuntime
-from testkit.cluster import local_cluster
+from testkit.bus import eventually
+from testkit.cluster import disagreements, local_cluster
 from testkit.cores import SumCore, fold_all, sum_spec
 from testkit.events import ticker
 
@@ -41,25 +42,6 @@ def test_configs_cluster_is_the_rendering_and_names_no_password() -> None:
     # from the environment (a variable inside a string is not interpolated).
     assert "$SQT_NATS_ROUTE_N2" in one and "$SQT_NATS_ROUTE_N3" in one and "$SQT_NATS_ROUTE_N1" not in one
     assert f"${ROUTE_PASSWORD}" in one and f"${SYS_PASSWORD}" in one and "system_account: SYS" in one
-
-
-async def _wait(predicate, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await predicate():
-        if loop.time() > deadline:
-            raise TimeoutError(what)
-        await asyncio.sleep(0.1)
-
-
-async def _replicas_agree(cluster: LocalCluster, names: tuple[str, ...]) -> bool:
-    """Every node's own store holds the same messages and sequences of each stream."""
-    views = [await asyncio.to_thread(stream_states, node) for node in cluster.live_nodes()]
-    for name in names:
-        seen = {(v[name]["messages"], v[name]["first_seq"], v[name]["last_seq"]) if name in v else None for v in views}
-        if len(seen) != 1 or None in seen:
-            return False
-    return True
 
 
 async def _leader(nc: Client, stream: str) -> str:
@@ -110,7 +92,7 @@ async def test_the_leader_killed_mid_burst_loses_nothing_duplicates_nothing_and_
             assert len(kills) == 2
 
             await wait_all_current(nc, timeout=60)
-            await _wait(lambda: _at(runtime, TICKERS), 60, "the consumer to catch up")
+            await eventually(lambda: runtime.seq >= TICKERS, 60, 0.1, "the consumer to catch up")
             # Exactly once, in order: sequences 1..N, each ticker's id once.
             stored = [m async for batch in read_stream(nc, "MARKET") for m in batch]
             assert [m.seq for m in stored] == list(range(1, TICKERS + 1))
@@ -121,7 +103,9 @@ async def test_the_leader_killed_mid_burst_loses_nothing_duplicates_nothing_and_
             alerts = [m.header("Nats-Msg-Id") async for batch in read_stream(nc, "OPS") for m in batch]
             assert sorted(alerts) == sorted(f"sum:{n}" for n in range(10, TICKERS + 1, 10))
             # Node by node, from each one's own store: the three replicas are identical.
-            await _wait(lambda: _replicas_agree(cluster, ("MARKET", "OPS")), 30, "the replicas to agree")
+            await eventually(
+                lambda: asyncio.to_thread(lambda: not disagreements(cluster).keys() & {"MARKET", "OPS"}), 30, 0.1, "the replicas to agree"
+            )
             views = [stream_states(node) for node in cluster.live_nodes()]
             assert len(views) == 3 and all(v["MARKET"]["last_seq"] == TICKERS for v in views)
         finally:
@@ -130,10 +114,6 @@ async def test_the_leader_killed_mid_burst_loses_nothing_duplicates_nothing_and_
                 await asyncio.wait_for(consuming, 30)
             await reader.close()
             await nc.close()
-
-
-async def _at(runtime: ConsumerRuntime, seq: int) -> bool:
-    return runtime.seq >= seq
 
 
 def test_the_test_cluster_is_on_loopback_with_users_on(tmp_path: Path) -> None:

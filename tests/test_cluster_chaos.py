@@ -37,6 +37,7 @@ from strategies.grid.runner import grid_spec
 from strategies.grid.state import GridState
 from testkit import chaos
 from testkit.archive import ARCHIVED, compare, partial_files
+from testkit.bus import eventually
 from testkit.cluster import (
     CHAOS_COMPONENTS,
     CHAOS_CONFIG,
@@ -75,15 +76,6 @@ def stop_gracefully(procs: Components, component: str, timeout: float = 30.0) ->
         proc.kill()
         proc.wait()
         raise AssertionError(f"{component} did not stop within {timeout}s of SIGTERM") from None
-
-
-async def _eventually(check, timeout: float, what: str) -> None:
-    loop = asyncio.get_running_loop()
-    deadline = loop.time() + timeout
-    while not await check():
-        if loop.time() > deadline:
-            raise AssertionError(f"timed out waiting for {what}")
-        await asyncio.sleep(0.2)
 
 
 @pytest.mark.e2e
@@ -181,7 +173,7 @@ async def test_nodes_killed_one_at_a_time_under_trading_lose_nothing(tmp_path: P
             async def archived() -> bool:
                 return {s: high_water(p.name for p in (root / s).glob("date=*/*.parquet")) for s in ARCHIVED} == last
 
-            await _eventually(archived, 90, f"the archive to reach {last}")
+            await eventually(archived, 90, 0.2, f"the archive to reach {last}")
             assert not partial_files(root)
             for stream in ARCHIVED:
                 c = await compare(nc, root, stream)
@@ -193,7 +185,7 @@ async def test_nodes_killed_one_at_a_time_under_trading_lose_nothing(tmp_path: P
             async def agree() -> bool:
                 return not await asyncio.to_thread(disagreements, cluster)
 
-            await _eventually(agree, 60, f"the replicas to agree: {disagreements(cluster)}")
+            await eventually(agree, 60, 0.2, "the replicas to agree")
             states = replica_states(cluster)
             assert {grid_stream(grid), "VENUE_SIM", "ACCOUNT", "COMMAND", "KV_checkpoints"} <= set(states), sorted(states)
             for name, views in states.items():
